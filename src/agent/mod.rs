@@ -1,0 +1,606 @@
+//! The agent core: a proxy's side of the protocol, as a sans-IO state machine.
+//!
+//! A proxy process embeds one [`Agent`] per lifecycle of its identity. The agent sends
+//! `ready` heartbeats from its start; once the keeper acknowledges the registration it
+//! pulls the cluster's startup config in chunks, hands it to the host
+//! ([`AgentEvent::ConfigReady`]), and keeps sending `ready` until the host says it is
+//! initialised ([`Agent::initialized`]); then it sends `up` heartbeats. A known start
+//! failure ([`Agent::fail_start`]) sends `down`, and [`Agent::unregister`] asks to be
+//! deleted; both are retransmitted until acknowledged, a bounded number of times. A
+//! `Restart` from the keeper starts a new lifecycle with a larger incarnation, and the
+//! host hears of it ([`AgentEvent::Restarting`]).
+//!
+//! # Methods
+//!
+//! - **input**: [`Agent::handle_datagram`], [`Agent::handle_timeout`];
+//! - **host calls**: [`Agent::initialized`], [`Agent::fail_start`], [`Agent::unregister`];
+//! - **output**: [`Agent::poll_transmit`] (every datagram goes to the keeper),
+//!   [`Agent::poll_event`], [`Agent::poll_timeout`];
+//! - **getters**: [`Agent::phase`], [`Agent::incarnation`], [`Agent::interval`], ….
+//!
+//! The driver loop is the keeper's: after every call, drain transmits and events, then
+//! sleep until `poll_timeout` or the next datagram.
+//!
+//! Answers from the keeper are authenticated and name the incarnation they answer; the
+//! agent ignores any answer for another incarnation, so a replayed `Restart` of an
+//! earlier life cannot restart this one.
+
+mod pull;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::auth::Key;
+use crate::identity::{IdentityError, validate_cluster, validate_proxy};
+use crate::time::{Clock, Instant, WallTime};
+use crate::wire::{self, AckStatus, ConfigRequest, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token};
+
+use pull::{Progress, Pull};
+
+/// How a proxy is configured.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The cluster it belongs to.
+    pub cluster: String,
+    /// Its identity, the address it serves on (`10.25.0.11:3000`).
+    pub proxy: String,
+    /// The cluster's secret key.
+    pub key: Key,
+    /// Heartbeat interval until the keeper's first `Ack` says otherwise.
+    pub default_interval: Duration,
+    /// Config chunk requests in flight at once.
+    pub config_window: u32,
+    /// How many times `down` or unregister is sent before the agent gives up.
+    pub final_attempts: u32,
+}
+
+impl AgentConfig {
+    /// A config with the defaults: 1 s interval, a window of 4 chunks, 10 attempts.
+    pub fn new(cluster: impl Into<String>, proxy: impl Into<String>, key: Key) -> AgentConfig {
+        AgentConfig {
+            cluster: cluster.into(),
+            proxy: proxy.into(),
+            key,
+            default_interval: Duration::from_secs(1),
+            config_window: 4,
+            final_attempts: 10,
+        }
+    }
+}
+
+/// Where the agent is in its lifecycle.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Phase {
+    /// Sending `ready`, waiting for the keeper to acknowledge the registration.
+    Joining,
+    /// Registered; pulling the startup config (still sending `ready`).
+    Pulling,
+    /// Config delivered; waiting for the host to initialise (still sending `ready`).
+    Initialising,
+    /// Sending `up`.
+    Up,
+    /// Sending `down` until acknowledged.
+    Failing,
+    /// Sending unregister until acknowledged.
+    Leaving,
+    /// Sending nothing more.
+    Stopped(StopReason),
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Joining => f.write_str("joining"),
+            Phase::Pulling => f.write_str("pulling-config"),
+            Phase::Initialising => f.write_str("initialising"),
+            Phase::Up => f.write_str("up"),
+            Phase::Failing => f.write_str("failing"),
+            Phase::Leaving => f.write_str("leaving"),
+            Phase::Stopped(reason) => write!(f, "stopped ({reason})"),
+        }
+    }
+}
+
+/// Why the agent stopped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StopReason {
+    /// The keeper acknowledged its `down`.
+    Failed,
+    /// The keeper acknowledged its unregister.
+    Unregistered,
+    /// `down` or unregister went unacknowledged for every attempt.
+    GaveUp,
+    /// A newer process holds the identity.
+    Superseded,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::Failed => "start failure acknowledged",
+            StopReason::Unregistered => "unregistered",
+            StopReason::GaveUp => "no acknowledgement, gave up",
+            StopReason::Superseded => "superseded by a newer process",
+        })
+    }
+}
+
+/// What the host should know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// The phase changed.
+    PhaseChanged {
+        /// The phase before.
+        from: Phase,
+        /// The phase now.
+        to: Phase,
+    },
+    /// The startup config arrived and its digest matched: initialise with it, then call
+    /// [`Agent::initialized`].
+    ConfigReady {
+        /// Its version.
+        version: u64,
+        /// Its bytes (a [`crate::configdoc::ConfigDocument`]).
+        config: Arc<[u8]>,
+    },
+    /// A newer config version arrived while up: apply it.
+    ConfigUpdated {
+        /// Its version.
+        version: u64,
+        /// Its bytes.
+        config: Arc<[u8]>,
+    },
+    /// The keeper sent `Restart`: tear down and start again. The agent is already
+    /// registering the new incarnation; a `ConfigReady` follows.
+    Restarting {
+        /// The incarnation that was told to restart.
+        old_incarnation: u64,
+        /// The incarnation now registering.
+        new_incarnation: u64,
+    },
+    /// A newer process holds this identity; this one must stop.
+    Superseded {
+        /// The newer process's incarnation.
+        winner: u64,
+    },
+}
+
+/// Why a host call was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AgentError {
+    /// The cluster name or proxy address is invalid.
+    #[error("invalid identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// `initialized` was called before the startup config arrived, or twice.
+    #[error("cannot go up from phase {0}")]
+    NotInitialising(Phase),
+}
+
+/// Counters of what the agent read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    /// Datagrams read.
+    pub received: u64,
+    /// Datagrams ignored: failed authentication, another incarnation, or not expected.
+    pub ignored: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Challenges answered.
+    pub challenges: u64,
+}
+
+/// Challenges answered at once per heartbeat interval; more wait for the next heartbeat,
+/// so a keeper that keeps challenging cannot make the agent spin.
+const CHALLENGE_BUDGET: u32 = 2;
+
+/// The agent state machine. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Agent {
+    cfg: AgentConfig,
+    clock: Clock,
+    incarnation: u64,
+    seq: u64,
+    phase: Phase,
+    token: Token,
+    slot: u32,
+    interval: Duration,
+    lost_after: Option<Duration>,
+    next_heartbeat: Instant,
+    /// The cluster's config version, as the keeper last said.
+    keeper_version: u64,
+    /// The config version this process runs (0: none yet).
+    running_version: u64,
+    pull: Option<Pull>,
+    final_attempts_left: u32,
+    /// The status reported by an unregister (the one the proxy had when it left).
+    leaving_status: ProxyStatus,
+    challenge_budget: u32,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<AgentEvent>,
+    stats: AgentStats,
+}
+
+impl Agent {
+    /// Starts a lifecycle at `now`; `start` is the process's wall-clock start time, which
+    /// becomes its incarnation. The first `ready` heartbeat is ready to send at once.
+    pub fn new(cfg: AgentConfig, start: WallTime, now: Instant) -> Result<Agent, AgentError> {
+        validate_cluster(&cfg.cluster)?;
+        validate_proxy(&cfg.proxy)?;
+        let mut clock = Clock::default();
+        let now = clock.advance(now);
+        let interval = cfg.default_interval.max(Duration::from_millis(1));
+        let mut agent = Agent {
+            cfg,
+            clock,
+            incarnation: start.as_micros().max(1),
+            seq: 0,
+            phase: Phase::Joining,
+            token: Token::NONE,
+            slot: 0,
+            interval,
+            lost_after: None,
+            next_heartbeat: now,
+            keeper_version: 0,
+            running_version: 0,
+            pull: None,
+            final_attempts_left: 0,
+            leaving_status: ProxyStatus::Ready,
+            challenge_budget: CHALLENGE_BUDGET,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: AgentStats::default(),
+        };
+        agent.handle_timeout(now);
+        Ok(agent)
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The current incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The heartbeat interval in force (the keeper's, once it has said).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The keeper's `lost_after`, once it has said.
+    pub fn lost_after(&self) -> Option<Duration> {
+        self.lost_after
+    }
+
+    /// The config version this process runs (0: none yet).
+    pub fn config_version(&self) -> u64 {
+        self.running_version
+    }
+
+    /// The proxy's identity.
+    pub fn proxy(&self) -> &str {
+        &self.cfg.proxy
+    }
+
+    /// The proxy's cluster.
+    pub fn cluster(&self) -> &str {
+        &self.cfg.cluster
+    }
+
+    /// Counters of what the agent read and sent.
+    pub fn stats(&self) -> &AgentStats {
+        &self.stats
+    }
+
+    /// The host finished initialising with the startup config: go `up`.
+    pub fn initialized(&mut self, now: Instant) -> Result<(), AgentError> {
+        let now = self.clock.advance(now);
+        if self.phase != Phase::Initialising {
+            return Err(AgentError::NotInitialising(self.phase));
+        }
+        self.set_phase(Phase::Up);
+        self.heartbeat_now(now);
+        Ok(())
+    }
+
+    /// The proxy failed to start for a known reason: send `down` until acknowledged.
+    pub fn fail_start(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        if matches!(self.phase, Phase::Stopped(_) | Phase::Failing) {
+            return;
+        }
+        self.final_attempts_left = self.cfg.final_attempts.max(1);
+        self.pull = None;
+        self.set_phase(Phase::Failing);
+        self.heartbeat_now(now);
+    }
+
+    /// The proxy is going offline: send unregister until acknowledged.
+    pub fn unregister(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        if matches!(self.phase, Phase::Stopped(_) | Phase::Leaving) {
+            return;
+        }
+        self.leaving_status = if self.phase == Phase::Up { ProxyStatus::Up } else { ProxyStatus::Ready };
+        self.final_attempts_left = self.cfg.final_attempts.max(1);
+        self.pull = None;
+        self.set_phase(Phase::Leaving);
+        self.heartbeat_now(now);
+    }
+
+    /// Handles a datagram from the keeper.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        let now = self.clock.advance(now);
+        self.stats.received += 1;
+        if !self.accept(now, datagram) {
+            self.stats.ignored += 1;
+        }
+    }
+
+    fn accept(&mut self, now: Instant, datagram: &[u8]) -> bool {
+        let Ok(message) = wire::open(datagram, &self.cfg.key) else { return false };
+        let (incarnation, seq) = match &message {
+            Message::Ack(m) => (m.incarnation, m.seq),
+            Message::Challenge(m) => (m.incarnation, m.seq),
+            Message::Restart(m) => (m.incarnation, m.seq),
+            Message::Superseded(m) => (m.incarnation, m.seq),
+            Message::ConfigChunk(m) => (m.incarnation, m.seq),
+            Message::Heartbeat(_) | Message::Unregister(_) | Message::ConfigRequest(_) => return false,
+        };
+        // Only answers to this incarnation, to a datagram it really sent, count.
+        if incarnation != self.incarnation || seq > self.seq || seq == 0 {
+            return false;
+        }
+        if matches!(self.phase, Phase::Stopped(_)) {
+            return false;
+        }
+        match message {
+            Message::Ack(ack) => self.on_ack(now, &ack),
+            Message::Challenge(c) => {
+                self.token = c.token;
+                self.stats.challenges += 1;
+                if self.challenge_budget > 0 {
+                    self.challenge_budget -= 1;
+                    self.send_current(now);
+                }
+                true
+            }
+            Message::Restart(_) => {
+                if matches!(self.phase, Phase::Failing | Phase::Leaving) {
+                    return false;
+                }
+                self.restart(now);
+                true
+            }
+            Message::Superseded(s) => {
+                self.pull = None;
+                self.events.push_back(AgentEvent::Superseded { winner: s.winner });
+                self.set_phase(Phase::Stopped(StopReason::Superseded));
+                true
+            }
+            Message::ConfigChunk(chunk) => self.on_chunk(now, &chunk),
+            Message::Heartbeat(_) | Message::Unregister(_) | Message::ConfigRequest(_) => false,
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: &wire::Ack) -> bool {
+        self.token = ack.token;
+        if ack.slot != 0 {
+            self.slot = ack.slot;
+        }
+        self.interval = Duration::from_millis(u64::from(ack.interval_ms.max(1)));
+        self.lost_after = Some(Duration::from_millis(u64::from(ack.lost_after_ms)));
+        match (ack.status, self.phase) {
+            (AckStatus::Gone, Phase::Failing) => self.set_phase(Phase::Stopped(StopReason::Failed)),
+            (AckStatus::Gone, Phase::Leaving) => self.set_phase(Phase::Stopped(StopReason::Unregistered)),
+            (AckStatus::Gone, _) => return false,
+            (AckStatus::Ready, Phase::Joining) => {
+                self.keeper_version = ack.config_version;
+                self.set_phase(Phase::Pulling);
+                self.pull = Some(Pull::new(ack.config_version));
+                self.request_chunks(now);
+            }
+            (AckStatus::Ready | AckStatus::Up, _) => {
+                self.keeper_version = ack.config_version;
+                let pulling = self.pull.as_ref().map(Pull::version);
+                if matches!(self.phase, Phase::Initialising | Phase::Up)
+                    && ack.config_version > self.running_version
+                    && pulling.is_none_or(|v| v < ack.config_version)
+                {
+                    self.pull = Some(Pull::new(ack.config_version));
+                    self.request_chunks(now);
+                }
+            }
+        }
+        true
+    }
+
+    fn on_chunk(&mut self, now: Instant, chunk: &wire::ConfigChunk<'_>) -> bool {
+        let Some(pull) = self.pull.as_mut() else { return false };
+        match pull.accept(chunk) {
+            Progress::Ignored => return false,
+            Progress::Stored => {}
+            Progress::Newer(version) => {
+                self.keeper_version = self.keeper_version.max(version);
+                self.pull = Some(Pull::new(version));
+            }
+            Progress::Corrupt => {
+                self.pull = Some(Pull::new(chunk.version));
+            }
+            Progress::Complete(config) => {
+                let version = chunk.version;
+                self.pull = None;
+                self.running_version = version;
+                if self.phase == Phase::Pulling {
+                    self.events.push_back(AgentEvent::ConfigReady { version, config });
+                    self.set_phase(Phase::Initialising);
+                } else {
+                    self.events.push_back(AgentEvent::ConfigUpdated { version, config });
+                }
+                return true;
+            }
+        }
+        self.request_chunks(now);
+        true
+    }
+
+    fn restart(&mut self, now: Instant) {
+        let old = self.incarnation;
+        self.incarnation = old.saturating_add(1);
+        self.seq = 0;
+        self.slot = 0;
+        self.pull = None;
+        self.running_version = 0;
+        self.events.push_back(AgentEvent::Restarting { old_incarnation: old, new_incarnation: self.incarnation });
+        self.set_phase(Phase::Joining);
+        self.heartbeat_now(now);
+    }
+
+    /// Handles every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        match self.phase {
+            Phase::Stopped(_) => return,
+            Phase::Failing | Phase::Leaving => {
+                if now >= self.next_heartbeat {
+                    if self.final_attempts_left == 0 {
+                        self.set_phase(Phase::Stopped(StopReason::GaveUp));
+                        return;
+                    }
+                    self.heartbeat_now(now);
+                }
+            }
+            _ => {
+                if now >= self.next_heartbeat {
+                    self.challenge_budget = CHALLENGE_BUDGET;
+                    self.heartbeat_now(now);
+                }
+            }
+        }
+        if self.pull.as_ref().and_then(|p| p.deadline(self.pull_retry())).is_some_and(|at| at <= now) {
+            self.request_chunks(now);
+        }
+    }
+
+    /// The next moment [`Agent::handle_timeout`] has work, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if matches!(self.phase, Phase::Stopped(_)) {
+            return None;
+        }
+        let pull = self.pull.as_ref().and_then(|p| p.deadline(self.pull_retry()));
+        Some(pull.map_or(self.next_heartbeat, |p| p.min(self.next_heartbeat)))
+    }
+
+    /// The next datagram to send to the keeper.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// The next event for the host.
+    pub fn poll_event(&mut self) -> Option<AgentEvent> {
+        self.events.pop_front()
+    }
+
+    fn pull_retry(&self) -> Duration {
+        (self.interval / 4).max(Duration::from_millis(5))
+    }
+
+    fn final_retry(&self) -> Duration {
+        (self.interval / 2).max(Duration::from_millis(1))
+    }
+
+    fn set_phase(&mut self, to: Phase) {
+        if self.phase != to {
+            let from = self.phase;
+            self.phase = to;
+            self.events.push_back(AgentEvent::PhaseChanged { from, to });
+        }
+    }
+
+    /// Sends the phase's message now and schedules the next one.
+    fn heartbeat_now(&mut self, now: Instant) {
+        self.send_current(now);
+        self.next_heartbeat = match self.phase {
+            Phase::Failing | Phase::Leaving => {
+                self.final_attempts_left = self.final_attempts_left.saturating_sub(1);
+                now + self.final_retry()
+            }
+            _ => now + self.interval,
+        };
+    }
+
+    /// Sends the message of the current phase (without touching the schedule).
+    fn send_current(&mut self, _now: Instant) {
+        let (status, kind_unregister) = match self.phase {
+            Phase::Joining | Phase::Pulling | Phase::Initialising => (ProxyStatus::Ready, false),
+            Phase::Up => (ProxyStatus::Up, false),
+            Phase::Failing => (ProxyStatus::Down, false),
+            Phase::Leaving => (self.leaving_status, true),
+            Phase::Stopped(_) => return,
+        };
+        self.seq += 1;
+        let hb = Heartbeat {
+            cluster: &self.cfg.cluster,
+            proxy: &self.cfg.proxy,
+            incarnation: self.incarnation,
+            seq: self.seq,
+            status,
+            config_version: self.running_version,
+            slot: self.slot,
+            token: self.token,
+        };
+        let message = if kind_unregister { Message::Unregister(hb) } else { Message::Heartbeat(hb) };
+        push(&self.cfg.key, &mut self.out, &mut self.stats, &message);
+    }
+
+    fn request_chunks(&mut self, now: Instant) {
+        let retry = self.pull_retry();
+        let window = self.cfg.config_window.max(1);
+        let Some(pull) = self.pull.as_mut() else { return };
+        let version = pull.version();
+        for index in pull.due(now, retry, window) {
+            self.seq += 1;
+            let mut request = ConfigRequest {
+                cluster: &self.cfg.cluster,
+                proxy: &self.cfg.proxy,
+                incarnation: self.incarnation,
+                seq: self.seq,
+                slot: self.slot,
+                token: self.token,
+                version,
+                first_index: index,
+                count: 1,
+                padding: &[],
+            };
+            // Pad to the largest datagram: the keeper answers within the request's size,
+            // and a full chunk needs up to 1127 bytes.
+            let bare = wire::encode_to_vec(&Message::ConfigRequest(request), &self.cfg.key).map_or(0, |v| v.len());
+            let mut pad = MAX_DATAGRAM.saturating_sub(bare);
+            while pad > 0 && bare - 1 + wire::varint_len(pad as u64) + pad > MAX_DATAGRAM {
+                pad -= 1;
+            }
+            request.padding = &PADDING[..pad];
+            push(&self.cfg.key, &mut self.out, &mut self.stats, &Message::ConfigRequest(request));
+        }
+    }
+
+}
+
+fn push(key: &Key, out: &mut VecDeque<Vec<u8>>, stats: &mut AgentStats, message: &Message<'_>) {
+    match wire::encode_to_vec(message, key) {
+        Ok(bytes) => {
+            stats.sent += 1;
+            out.push_back(bytes);
+        }
+        // Identities are validated at construction, so every message fits.
+        Err(e) => tracing::error!(error = %e, "agent message did not encode"),
+    }
+}
+
+static PADDING: [u8; MAX_DATAGRAM] = [0; MAX_DATAGRAM];

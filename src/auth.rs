@@ -1,0 +1,231 @@
+//! Keys and the authentication tag: HMAC-SHA256 truncated to 16 bytes.
+//!
+//! Every datagram, in both directions, ends with a tag computed over all the bytes before
+//! it with the cluster's secret key. HMAC-SHA256 is in every language's standard library,
+//! so a proxy written in Go or Python needs nothing else. The keyed inner and outer
+//! states are computed once per key and cloned per datagram.
+
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::identity::{IdentityError, validate_cluster};
+
+/// Length of the authentication tag at the end of every datagram.
+pub const TAG_LEN: usize = 16;
+/// Shortest secret accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+/// Longest secret accepted, in bytes (HMAC-SHA256 hashes longer keys down anyway).
+pub const MAX_SECRET_LEN: usize = 64;
+
+/// The 4-byte name of a key carried in every datagram's header.
+///
+/// It is derived from the secret (the first four bytes of
+/// `SHA-256("zerokeeper key id v1" || secret)`, big-endian), so the keeper and a proxy
+/// agree on it without configuring it, and it reveals nothing useful about the secret.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct KeyId(pub u32);
+
+/// A secret key with its HMAC state precomputed.
+#[derive(Clone)]
+pub struct Key {
+    id: KeyId,
+    keyed: Hmac<Sha256>,
+}
+
+/// Why a key or keyring was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum KeyError {
+    /// The secret is shorter than [`MIN_SECRET_LEN`] or longer than [`MAX_SECRET_LEN`].
+    #[error("a secret key must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} bytes, got {0}")]
+    Length(usize),
+    /// Two different secrets derive the same key id (about one chance in four billion).
+    #[error("two keys share the key id {0:08x}; generate another secret")]
+    IdCollision(u32),
+    /// A cluster-scoped key names an invalid cluster.
+    #[error("invalid cluster name for a key: {0}")]
+    Cluster(#[from] IdentityError),
+}
+
+impl Key {
+    /// Builds a key from its secret bytes.
+    pub fn new(secret: &[u8]) -> Result<Key, KeyError> {
+        if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&secret.len()) {
+            return Err(KeyError::Length(secret.len()));
+        }
+        let digest = Sha256::new()
+            .chain_update(b"zerokeeper key id v1")
+            .chain_update(secret)
+            .finalize();
+        let id = KeyId(u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]));
+        // `new_from_slice` accepts any length for HMAC; the length was checked above.
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+            .map_err(|_| KeyError::Length(secret.len()))?;
+        Ok(Key { id, keyed })
+    }
+
+    /// The key's id, as carried in datagram headers.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The 16-byte tag of `data`.
+    pub fn tag(&self, data: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = self.keyed.clone();
+        mac.update(data);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&full[..TAG_LEN]);
+        tag
+    }
+
+    /// Whether `tag` is the tag of `data`, compared in constant time.
+    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        if tag.len() != TAG_LEN {
+            return false;
+        }
+        let mut mac = self.keyed.clone();
+        mac.update(data);
+        mac.verify_truncated_left(tag).is_ok()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Key").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Which clusters a key may speak for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Every cluster that has no key of its own.
+    Default,
+    /// One cluster only.
+    Cluster(Box<str>),
+}
+
+/// Index of a key inside a [`Keyring`]; stable for the keyring's life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct KeyIndex(pub(crate) u32);
+
+/// The keeper's keys: a default key for most clusters, and keys of their own for some.
+///
+/// A cluster may have several keys at once, which is how a key is rotated: add the new
+/// key, move the proxies over, remove the old one.
+#[derive(Clone, Debug, Default)]
+pub struct Keyring {
+    keys: Vec<(Key, KeyScope)>,
+    by_id: HashMap<KeyId, KeyIndex, FixedState>,
+    own_keys: HashMap<Box<str>, usize, FixedState>,
+}
+
+impl Keyring {
+    /// An empty keyring: every datagram fails authentication.
+    pub fn new() -> Keyring {
+        Keyring::default()
+    }
+
+    /// A keyring holding one default key for every cluster.
+    pub fn with_default(key: Key) -> Keyring {
+        let mut ring = Keyring::new();
+        // An empty ring cannot collide.
+        ring.insert(key, KeyScope::Default)
+            .expect("the first key of a keyring never collides");
+        ring
+    }
+
+    /// Adds a key. Adding the same secret twice with the same scope is a no-op.
+    pub fn insert(&mut self, key: Key, scope: KeyScope) -> Result<(), KeyError> {
+        if let KeyScope::Cluster(name) = &scope {
+            validate_cluster(name)?;
+        }
+        if let Some(&index) = self.by_id.get(&key.id()) {
+            let (existing, existing_scope) = &self.keys[index.0 as usize];
+            // Same id: either the same secret (tags agree) or a collision.
+            if existing.tag(b"probe") == key.tag(b"probe") && *existing_scope == scope {
+                return Ok(());
+            }
+            return Err(KeyError::IdCollision(key.id().0));
+        }
+        let index = KeyIndex(u32::try_from(self.keys.len()).unwrap_or(u32::MAX));
+        if let KeyScope::Cluster(name) = &scope {
+            *self.own_keys.entry(name.clone()).or_default() += 1;
+        }
+        self.by_id.insert(key.id(), index);
+        self.keys.push((key, scope));
+        Ok(())
+    }
+
+    /// The key with this id, if the keyring holds it.
+    pub fn lookup(&self, id: KeyId) -> Option<(KeyIndex, &Key)> {
+        let index = *self.by_id.get(&id)?;
+        Some((index, &self.keys[index.0 as usize].0))
+    }
+
+    /// The key at `index`.
+    ///
+    /// Indexes only come from [`Keyring::lookup`] on this keyring, which never shrinks.
+    pub fn get(&self, index: KeyIndex) -> &Key {
+        &self.keys[index.0 as usize].0
+    }
+
+    /// Whether the key at `index` may speak for `cluster`.
+    pub fn authorizes(&self, index: KeyIndex, cluster: &str) -> bool {
+        match &self.keys[index.0 as usize].1 {
+            KeyScope::Cluster(name) => **name == *cluster,
+            KeyScope::Default => !self.own_keys.contains_key(cluster),
+        }
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the keyring holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> Key {
+        Key::new(&[byte; 32]).expect("valid length")
+    }
+
+    #[test]
+    fn a_tag_verifies_only_with_the_same_key_and_data() {
+        let k = key(1);
+        let tag = k.tag(b"hello");
+        assert!(k.verify(b"hello", &tag));
+        assert!(!k.verify(b"hellp", &tag));
+        assert!(!key(2).verify(b"hello", &tag));
+        assert!(!k.verify(b"hello", &tag[..15]));
+    }
+
+    #[test]
+    fn secrets_of_the_wrong_length_are_refused() {
+        assert_eq!(Key::new(&[0; 15]).err(), Some(KeyError::Length(15)));
+        assert_eq!(Key::new(&[0; 65]).err(), Some(KeyError::Length(65)));
+    }
+
+    #[test]
+    fn a_cluster_with_its_own_key_refuses_the_default_key() {
+        let mut ring = Keyring::with_default(key(1));
+        ring.insert(key(2), KeyScope::Cluster("payments".into())).expect("distinct ids");
+        let (default, _) = ring.lookup(key(1).id()).expect("present");
+        let (own, _) = ring.lookup(key(2).id()).expect("present");
+        assert!(ring.authorizes(default, "test_cluster"));
+        assert!(!ring.authorizes(default, "payments"));
+        assert!(ring.authorizes(own, "payments"));
+        assert!(!ring.authorizes(own, "test_cluster"));
+    }
+}

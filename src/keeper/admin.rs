@@ -1,0 +1,315 @@
+//! The operator's side of the keeper: the gate, remove, push config, switch datasource,
+//! and the queries behind listings.
+//!
+//! Each mutator checks and acts in one call, so nothing can slip between the gate check
+//! and the operation. Every error says that nothing changed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::configdoc::{ConfigError, ConfigVersion};
+use crate::identity::{IdentityError, status_key, validate_cluster, validate_proxy};
+use crate::keeper::{ConfigCause, Event, Keeper, Reason, Status};
+use crate::time::Instant;
+
+/// A proxy that keeps the gate closed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Blocker {
+    /// The proxy's identity.
+    pub proxy: String,
+    /// Its status (never `up`).
+    pub status: Status,
+}
+
+/// The gate is closed: these proxies of the cluster are not `up`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateClosed {
+    /// The cluster.
+    pub cluster: String,
+    /// Every proxy that is not `up`, sorted by identity.
+    pub blockers: Vec<Blocker>,
+}
+
+impl fmt::Display for GateClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gate closed for cluster {}: ", self.cluster)?;
+        for (i, b) in self.blockers.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} is {}", b.proxy, b.status)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an admin call was refused. In every case nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum AdminError {
+    /// The cluster name or proxy address is invalid. Nothing changed.
+    #[error("invalid name: {0}")]
+    Invalid(#[from] IdentityError),
+    /// No such cluster. Nothing changed.
+    #[error("no cluster named {0}")]
+    UnknownCluster(String),
+    /// No such proxy in the cluster. Nothing changed.
+    #[error("no proxy {proxy} in cluster {cluster}")]
+    UnknownProxy {
+        /// The cluster.
+        cluster: String,
+        /// The proxy asked for.
+        proxy: String,
+    },
+    /// Some proxy of the cluster is not `up`. Nothing changed.
+    #[error("{0}")]
+    GateClosed(GateClosed),
+    /// The config is invalid or too large. Nothing changed.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The hostgroup is not served by the datasource the switch expected. Nothing changed.
+    #[error("hostgroup {hostgroup} is served by {actual}, not {expected}")]
+    DatasourceMismatch {
+        /// The hostgroup.
+        hostgroup: String,
+        /// The `from` of the request.
+        expected: String,
+        /// The datasource it actually has.
+        actual: String,
+    },
+}
+
+/// One proxy, as listings show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyInfo {
+    /// The cluster.
+    pub cluster: String,
+    /// The proxy's identity.
+    pub proxy: String,
+    /// Its status.
+    pub status: Status,
+    /// The incarnation the registry holds.
+    pub incarnation: u64,
+    /// When its last datagram was accepted.
+    pub last_heard: Instant,
+    /// Since when it has been in this status.
+    pub since: Instant,
+    /// Where its datagrams come from.
+    pub source: SocketAddr,
+    /// The config version it reports running.
+    pub config_version: u64,
+}
+
+/// One cluster, as listings show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The cluster's name.
+    pub name: String,
+    /// Proxies in each status: `ready`, `up`, `lost`.
+    pub ready: usize,
+    /// Proxies `up`.
+    pub up: usize,
+    /// Proxies `lost`.
+    pub lost: usize,
+    /// The current config version.
+    pub config_version: u64,
+}
+
+impl ClusterInfo {
+    /// Whether push config and switch datasource may run.
+    pub fn gate_open(&self) -> bool {
+        self.ready == 0 && self.lost == 0
+    }
+}
+
+impl Keeper {
+    fn cluster_named(&self, cluster: &str) -> Result<super::registry::ClusterId, AdminError> {
+        validate_cluster(cluster)?;
+        self.registry
+            .cluster_id(cluster)
+            .ok_or_else(|| AdminError::UnknownCluster(cluster.to_owned()))
+    }
+
+    /// Whether push config and switch datasource may run on `cluster`: `Ok` when every
+    /// proxy is `up` (or there is none), else the proxies that block it.
+    pub fn gate(&self, cluster: &str) -> Result<(), AdminError> {
+        let id = self.cluster_named(cluster)?;
+        let c = self.registry.cluster(id);
+        if c.not_up == 0 {
+            return Ok(());
+        }
+        let mut blockers: Vec<Blocker> = c
+            .proxies
+            .values()
+            .filter_map(|&slot| self.registry.get(slot))
+            .filter(|r| r.status != Status::Up)
+            .map(|r| Blocker { proxy: r.proxy.to_string(), status: r.status })
+            .collect();
+        blockers.sort();
+        Err(AdminError::GateClosed(GateClosed { cluster: cluster.to_owned(), blockers }))
+    }
+
+    /// Deletes a proxy from its cluster, as an operator does for one known to be gone.
+    ///
+    /// If the process is in fact alive, its next `up` heartbeat is answered with
+    /// `Restart` and it comes back through `ready`.
+    pub fn remove_proxy(&mut self, now: Instant, cluster: &str, proxy: &str) -> Result<Status, AdminError> {
+        let now = self.clock.advance(now);
+        validate_proxy(proxy)?;
+        let id = self.cluster_named(cluster)?;
+        let slot = self.registry.find(id, proxy, 0).ok_or_else(|| AdminError::UnknownProxy {
+            cluster: cluster.to_owned(),
+            proxy: proxy.to_owned(),
+        })?;
+        let status = self.registry.get(slot).map(|r| r.status).unwrap_or(Status::Ready);
+        self.delete(slot, Reason::Removed, now);
+        Ok(status)
+    }
+
+    /// Stores `config` as the cluster's next config version, if the gate is open.
+    ///
+    /// Creates the cluster if it does not exist yet, so operators can push the startup
+    /// config before the first proxy starts. Returns the new version.
+    pub fn push_config(&mut self, now: Instant, cluster: &str, config: Arc<[u8]>) -> Result<u64, AdminError> {
+        self.clock.advance(now);
+        validate_cluster(cluster)?;
+        if self.registry.cluster_id(cluster).is_some() {
+            self.gate(cluster)?;
+        }
+        let next = match self.registry.cluster_id(cluster) {
+            Some(id) => self.registry.cluster(id).config.with_base(config)?,
+            None => ConfigVersion::initial().with_base(config)?,
+        };
+        let id = self.cluster_for(cluster).ok_or_else(|| AdminError::UnknownCluster(cluster.to_owned()))?;
+        Ok(self.install(id, next, ConfigCause::Push))
+    }
+
+    /// Makes `to` the datasource of `hostgroup`, if the gate is open and the hostgroup is
+    /// served by `from` (or by nothing yet). Returns the new config version.
+    pub fn switch_datasource(
+        &mut self,
+        now: Instant,
+        cluster: &str,
+        hostgroup: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<u64, AdminError> {
+        self.clock.advance(now);
+        let id = self.cluster_named(cluster)?;
+        self.gate(cluster)?;
+        let current = self.registry.cluster(id).config.clone();
+        if let Some(actual) = current.datasources.get(hostgroup) {
+            if actual != from {
+                return Err(AdminError::DatasourceMismatch {
+                    hostgroup: hostgroup.to_owned(),
+                    expected: from.to_owned(),
+                    actual: actual.clone(),
+                });
+            }
+        }
+        let next = current.with_datasource(hostgroup, to)?;
+        let cause = ConfigCause::Switch { hostgroup: hostgroup.to_owned(), from: from.to_owned(), to: to.to_owned() };
+        Ok(self.install(id, next, cause))
+    }
+
+    fn install(&mut self, id: super::registry::ClusterId, next: ConfigVersion, cause: ConfigCause) -> u64 {
+        let version = next.version;
+        let cluster = self.registry.cluster_mut(id);
+        cluster.config = Arc::new(next);
+        let name = cluster.name.clone();
+        self.events.push_back(Event::ConfigChanged { cluster: name, version, cause });
+        version
+    }
+
+    /// The cluster's current config version.
+    pub fn config_of(&self, cluster: &str) -> Result<Arc<ConfigVersion>, AdminError> {
+        let id = self.cluster_named(cluster)?;
+        Ok(self.registry.cluster(id).config.clone())
+    }
+
+    /// The seed's listing of a cluster: `/zerodb/proxy/C/status/ADDR->STATUS`, sorted.
+    pub fn listing(&self, cluster: &str) -> Result<Vec<String>, AdminError> {
+        Ok(self
+            .proxies(cluster)?
+            .into_iter()
+            .map(|p| format!("{}->{}", status_key(&p.cluster, &p.proxy), p.status))
+            .collect())
+    }
+
+    /// Every proxy of a cluster, sorted by identity.
+    pub fn proxies(&self, cluster: &str) -> Result<Vec<ProxyInfo>, AdminError> {
+        let id = self.cluster_named(cluster)?;
+        let c = self.registry.cluster(id);
+        let mut out: Vec<ProxyInfo> = c
+            .proxies
+            .values()
+            .filter_map(|&slot| self.registry.get(slot))
+            .map(|r| ProxyInfo {
+                cluster: c.name.to_string(),
+                proxy: r.proxy.to_string(),
+                status: r.status,
+                incarnation: r.stamp.incarnation,
+                last_heard: r.last_heard,
+                since: r.since,
+                source: r.reply_to,
+                config_version: r.config_version,
+            })
+            .collect();
+        out.sort_by(|a, b| a.proxy.cmp(&b.proxy));
+        Ok(out)
+    }
+
+    /// One proxy of a cluster.
+    pub fn proxy(&self, cluster: &str, proxy: &str) -> Result<ProxyInfo, AdminError> {
+        validate_proxy(proxy)?;
+        self.proxies(cluster)?
+            .into_iter()
+            .find(|p| p.proxy == proxy)
+            .ok_or_else(|| AdminError::UnknownProxy { cluster: cluster.to_owned(), proxy: proxy.to_owned() })
+    }
+
+    /// Every cluster, sorted by name.
+    pub fn clusters(&self) -> Vec<ClusterInfo> {
+        let mut out: Vec<ClusterInfo> = self
+            .registry
+            .clusters
+            .iter()
+            .map(|c| {
+                let mut info = ClusterInfo {
+                    name: c.name.to_string(),
+                    ready: 0,
+                    up: 0,
+                    lost: 0,
+                    config_version: c.config.version,
+                };
+                for record in c.proxies.values().filter_map(|&slot| self.registry.get(slot)) {
+                    match record.status {
+                        Status::Ready => info.ready += 1,
+                        Status::Up => info.up += 1,
+                        Status::Lost => info.lost += 1,
+                    }
+                }
+                info
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Number of proxies registered, across clusters.
+    pub fn proxy_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Number of tombstones held, across clusters.
+    pub fn tombstone_count(&self) -> usize {
+        self.registry.tombstones()
+    }
+
+    /// Number of timer entries queued, stale ones included (for benchmarks and tests).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+}

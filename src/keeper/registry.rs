@@ -1,0 +1,194 @@
+//! The registry: clusters, their proxies' records, and tombstones of deleted proxies.
+//!
+//! Records live in a dense slab indexed by *slot*. The keeper hands each proxy its slot
+//! in an `Ack`, and later heartbeats echo it, so the hot path finds a record by indexing
+//! an array and comparing the identity, and falls back to the cluster's identity map when
+//! the slot is missing or names someone else. Maps use a fixed-seed hasher (iteration
+//! order is never shown: listings are sorted when built).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use foldhash::fast::FixedState;
+
+use crate::auth::KeyIndex;
+use crate::configdoc::ConfigVersion;
+use crate::keeper::Status;
+use crate::keeper::transition::Stamp;
+use crate::time::Instant;
+
+/// Index of a cluster in the registry.
+pub(crate) type ClusterId = u32;
+
+/// What the keeper holds for one registered proxy.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) cluster: ClusterId,
+    pub(crate) proxy: Box<str>,
+    /// The last accepted `(incarnation, seq)`.
+    pub(crate) stamp: Stamp,
+    pub(crate) status: Status,
+    /// Source of the last accepted datagram: where answers go.
+    pub(crate) reply_to: SocketAddr,
+    /// The key that authenticated the last accepted datagram: answers use it.
+    pub(crate) key: KeyIndex,
+    pub(crate) last_heard: Instant,
+    /// When the proxy entered its current status.
+    pub(crate) since: Instant,
+    /// The one deadline armed for the current status (see `timers`).
+    pub(crate) deadline: Instant,
+    /// The config version the proxy reports running.
+    pub(crate) config_version: u64,
+}
+
+/// What remains of a deleted proxy, for at least `delete_after`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tombstone {
+    /// The last accepted `(incarnation, seq)`: nothing at or before it counts again.
+    pub(crate) stamp: Stamp,
+    pub(crate) expires: Instant,
+    /// When the last `Restart` went to this identity (at most one per interval).
+    pub(crate) last_restart: Option<Instant>,
+}
+
+/// One cluster of proxies.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    pub(crate) name: Arc<str>,
+    pub(crate) proxies: HashMap<Box<str>, u32, FixedState>,
+    pub(crate) tombstones: HashMap<Box<str>, Tombstone, FixedState>,
+    /// Proxies that are `ready` or `lost`: the gate is open only when this is zero.
+    pub(crate) not_up: usize,
+    pub(crate) config: Arc<ConfigVersion>,
+}
+
+/// All clusters and all records.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub(crate) clusters: Vec<Cluster>,
+    cluster_ids: HashMap<Arc<str>, ClusterId, FixedState>,
+    slab: Vec<Option<Record>>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Registry {
+    /// The id of the cluster named `name`, if it exists.
+    pub(crate) fn cluster_id(&self, name: &str) -> Option<ClusterId> {
+        self.cluster_ids.get(name).copied()
+    }
+
+    /// The id of the cluster named `name`, created with the initial config if needed.
+    pub(crate) fn ensure_cluster(&mut self, name: &str) -> ClusterId {
+        if let Some(id) = self.cluster_id(name) {
+            return id;
+        }
+        let id = ClusterId::try_from(self.clusters.len()).unwrap_or(ClusterId::MAX);
+        let name: Arc<str> = Arc::from(name);
+        self.clusters.push(Cluster {
+            name: name.clone(),
+            proxies: HashMap::default(),
+            tombstones: HashMap::default(),
+            not_up: 0,
+            config: Arc::new(ConfigVersion::initial()),
+        });
+        self.cluster_ids.insert(name, id);
+        id
+    }
+
+    pub(crate) fn cluster(&self, id: ClusterId) -> &Cluster {
+        &self.clusters[id as usize]
+    }
+
+    pub(crate) fn cluster_mut(&mut self, id: ClusterId) -> &mut Cluster {
+        &mut self.clusters[id as usize]
+    }
+
+    /// Finds the slot of `(cluster, proxy)`, trying the slot the proxy echoed first.
+    pub(crate) fn find(&self, cluster: ClusterId, proxy: &str, hint: u32) -> Option<u32> {
+        if let Some(record) = self.get(hint) {
+            if record.cluster == cluster && *record.proxy == *proxy {
+                return Some(hint);
+            }
+        }
+        self.clusters[cluster as usize].proxies.get(proxy).copied()
+    }
+
+    /// The record in `slot`, if any.
+    pub(crate) fn get(&self, slot: u32) -> Option<&Record> {
+        let index = (slot as usize).checked_sub(1)?;
+        self.slab.get(index)?.as_ref()
+    }
+
+    /// The record in `slot`, if any.
+    pub(crate) fn get_mut(&mut self, slot: u32) -> Option<&mut Record> {
+        let index = (slot as usize).checked_sub(1)?;
+        self.slab.get_mut(index)?.as_mut()
+    }
+
+    /// Stores a new record and returns its slot.
+    pub(crate) fn insert(&mut self, record: Record) -> u32 {
+        let cluster = record.cluster;
+        let proxy = record.proxy.clone();
+        if record.status != Status::Up {
+            self.clusters[cluster as usize].not_up += 1;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize - 1] = Some(record);
+                slot
+            }
+            None => {
+                self.slab.push(Some(record));
+                u32::try_from(self.slab.len()).unwrap_or(u32::MAX)
+            }
+        };
+        self.clusters[cluster as usize].proxies.insert(proxy, slot);
+        self.live += 1;
+        slot
+    }
+
+    /// Removes and returns the record in `slot`.
+    pub(crate) fn remove(&mut self, slot: u32) -> Option<Record> {
+        let index = (slot as usize).checked_sub(1)?;
+        let record = self.slab.get_mut(index)?.take()?;
+        let cluster = &mut self.clusters[record.cluster as usize];
+        cluster.proxies.remove(&*record.proxy);
+        if record.status != Status::Up {
+            cluster.not_up -= 1;
+        }
+        self.free.push(slot);
+        self.live -= 1;
+        Some(record)
+    }
+
+    /// Changes the status of the record in `slot`, keeping the gate count true.
+    pub(crate) fn set_status(&mut self, slot: u32, to: Status, now: Instant) -> Option<Status> {
+        let index = (slot as usize).checked_sub(1)?;
+        let record = self.slab.get_mut(index)?.as_mut()?;
+        let from = record.status;
+        if from == to {
+            return Some(from);
+        }
+        record.status = to;
+        record.since = now;
+        let cluster = &mut self.clusters[record.cluster as usize];
+        match (from == Status::Up, to == Status::Up) {
+            (true, false) => cluster.not_up += 1,
+            (false, true) => cluster.not_up -= 1,
+            _ => {}
+        }
+        Some(from)
+    }
+
+    /// Number of registered proxies across all clusters.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Number of tombstones across all clusters.
+    pub(crate) fn tombstones(&self) -> usize {
+        self.clusters.iter().map(|c| c.tombstones.len()).sum()
+    }
+}
