@@ -1,0 +1,257 @@
+//! What the keeper core does with hostile, stale and malformed input: nothing it should not.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CLUSTER, FakeProxy, Reply, Rig};
+use zerokeeper::auth::{Key, KeyScope, Keyring};
+use zerokeeper::keeper::{DropReason, Event, Keeper, Outcome, Status};
+use zerokeeper::time::Instant;
+use zerokeeper::auth::TAG_LEN;
+use zerokeeper::wire::{self, Ack, AckStatus, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token};
+
+const P11: &str = "10.25.0.11:3000";
+
+fn proxy() -> FakeProxy {
+    FakeProxy::new(P11, 1_000, "127.0.0.1:40011")
+}
+
+#[test]
+fn a_datagram_signed_with_another_key_changes_nothing_and_is_not_answered() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    p.key = common::other_key();
+    let bytes = p.heartbeat(ProxyStatus::Ready);
+    let replies = rig.deliver(&mut p, &bytes);
+    assert!(replies.is_empty());
+    assert!(rig.listing().is_empty());
+    assert_eq!(rig.keeper.stats().dropped(DropReason::UnknownKey), 1);
+}
+
+#[test]
+fn a_forged_tag_under_a_known_key_id_changes_nothing_and_is_not_answered() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    let mut bytes = p.heartbeat(ProxyStatus::Ready);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    assert!(rig.deliver(&mut p, &bytes).is_empty());
+    assert!(rig.listing().is_empty());
+    assert_eq!(rig.keeper.stats().dropped(DropReason::BadTag), 1);
+}
+
+#[test]
+fn a_replayed_heartbeat_changes_nothing_and_is_not_answered() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    rig.say(&mut p, ProxyStatus::Ready);
+    let up = p.heartbeat(ProxyStatus::Up);
+    rig.deliver(&mut p, &up);
+    assert_eq!(rig.status(P11), Some(Status::Up));
+    // The proxy dies; the keeper marks it lost. A replay of its last `up` must not revive it.
+    rig.advance(Duration::from_millis(400));
+    assert_eq!(rig.status(P11), Some(Status::Lost));
+    assert!(rig.deliver(&mut p, &up).is_empty());
+    assert_eq!(rig.status(P11), Some(Status::Lost));
+    assert_eq!(rig.keeper.stats().dropped(DropReason::Stale), 1);
+}
+
+#[test]
+fn a_delayed_ready_arriving_after_up_never_moves_the_proxy_back() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    rig.say(&mut p, ProxyStatus::Ready);
+    let delayed_ready = p.heartbeat(ProxyStatus::Ready);
+    rig.say(&mut p, ProxyStatus::Up);
+    assert!(rig.deliver(&mut p, &delayed_ready).is_empty());
+    assert_eq!(rig.status(P11), Some(Status::Up));
+}
+
+#[test]
+fn a_duplicated_heartbeat_counts_once() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    rig.say(&mut p, ProxyStatus::Ready);
+    let up = p.heartbeat(ProxyStatus::Up);
+    assert!(!rig.deliver(&mut p, &up).is_empty());
+    assert!(rig.deliver(&mut p, &up).is_empty());
+    let transitions = rig
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::StatusChanged(c) if c.to == Some(Status::Up)))
+        .count();
+    assert_eq!(transitions, 1);
+}
+
+#[test]
+fn a_replayed_ready_of_a_deleted_proxy_changes_nothing() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    rig.say(&mut p, ProxyStatus::Ready);
+    let ready = p.heartbeat(ProxyStatus::Ready);
+    rig.deliver(&mut p, &ready);
+    rig.say(&mut p, ProxyStatus::Down);
+    assert_eq!(rig.status(P11), None);
+    // While the tombstone lasts, the replay is older than the deletion: dropped silently.
+    assert!(rig.deliver(&mut p, &ready).is_empty());
+    assert_eq!(rig.status(P11), None);
+    // After the tombstone expires, the replay's token is long stale: challenged, not counted.
+    rig.advance(Duration::from_secs(10));
+    assert_eq!(rig.keeper.tombstone_count(), 0);
+    let replies = rig.deliver(&mut p, &ready);
+    assert!(matches!(replies.as_slice(), [Reply::Challenge { .. }]));
+    assert_eq!(rig.status(P11), None);
+}
+
+#[test]
+fn a_replayed_heartbeat_after_a_keeper_restart_is_challenged_not_counted() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    rig.say(&mut p, ProxyStatus::Ready);
+    let ready = p.heartbeat(ProxyStatus::Ready);
+    rig.deliver(&mut p, &ready);
+    // A new keeper process: a new epoch, no memory of seqs.
+    let mut restarted = Rig::new();
+    restarted.keeper = Keeper::new(common::config(), Keyring::with_default(common::key()), 2, [8; 32], Instant::ZERO)
+        .expect("valid config");
+    let replies = restarted.deliver(&mut p, &ready);
+    assert!(matches!(replies.as_slice(), [Reply::Challenge { .. }]));
+    assert!(restarted.listing().is_empty());
+}
+
+#[test]
+fn two_processes_claiming_one_identity_do_not_flap() {
+    let mut rig = Rig::new();
+    let mut old = FakeProxy::new(P11, 1_000, "127.0.0.1:40011");
+    let mut new = FakeProxy::new(P11, 2_000, "127.0.0.1:40099");
+    rig.bring_up(&mut old);
+    rig.say(&mut new, ProxyStatus::Ready);
+    rig.say(&mut new, ProxyStatus::Up);
+    let mut superseded = 0;
+    for _ in 0..50 {
+        rig.advance(Duration::from_millis(50));
+        for r in rig.say(&mut old, ProxyStatus::Up) {
+            assert_eq!(r, Reply::Superseded { incarnation: 1_000, winner: 2_000 });
+            superseded += 1;
+        }
+        rig.say(&mut new, ProxyStatus::Up);
+        let info = rig.keeper.proxy(CLUSTER, P11).expect("listed");
+        assert_eq!((info.status, info.incarnation), (Status::Up, 2_000));
+    }
+    assert!(superseded >= 50, "the old process is told, every time it speaks");
+    assert_eq!(rig.keeper.stats().outcome(Outcome::Restarted), 0);
+    let changes = rig.events.iter().filter(|e| matches!(e, Event::StatusChanged(_))).count();
+    assert_eq!(changes, 4, "registered, up, new life, up: and nothing after");
+}
+
+#[test]
+fn a_newer_datagram_from_a_new_source_moves_the_reply_address() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    rig.bring_up(&mut p);
+    p.source = "127.0.0.1:50000".parse().expect("valid address");
+    rig.advance(Duration::from_millis(200));
+    rig.say(&mut p, ProxyStatus::Up);
+    assert_eq!(rig.keeper.proxy(CLUSTER, P11).expect("listed").source, p.source);
+}
+
+#[test]
+fn restart_is_sent_at_most_once_per_heartbeat_interval() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    let mut restarts = 0;
+    for _ in 0..20 {
+        restarts += rig.say(&mut p, ProxyStatus::Up).iter().filter(|r| matches!(r, Reply::Restart { .. })).count();
+        rig.advance(Duration::from_millis(25));
+    }
+    // 500 ms of `up` every 25 ms, with a 100 ms interval: one restart per interval.
+    assert_eq!(restarts, 5);
+    assert_eq!(rig.keeper.stats().dropped(DropReason::RestartSuppressed), 15);
+}
+
+#[test]
+fn a_cluster_with_its_own_key_refuses_the_default_key() {
+    let own = Key::new(&[0x77; 32]).expect("valid key");
+    let mut keys = Keyring::with_default(common::key());
+    keys.insert(own.clone(), KeyScope::Cluster(CLUSTER.into())).expect("distinct");
+    let mut rig = Rig::new();
+    rig.keeper = Keeper::new(common::config(), keys, 1, [9; 32], Instant::ZERO).expect("valid config");
+    let mut p = proxy();
+    let bytes = p.heartbeat(ProxyStatus::Ready);
+    assert!(rig.deliver(&mut p, &bytes).is_empty());
+    assert_eq!(rig.keeper.stats().dropped(DropReason::WrongKey), 1);
+    p.key = own;
+    rig.say(&mut p, ProxyStatus::Ready);
+    assert_eq!(rig.status(P11), Some(Status::Ready));
+}
+
+fn signed(key: &Key, header: [u8; 8], body: &[u8]) -> Vec<u8> {
+    let mut bytes = header.to_vec();
+    bytes.extend_from_slice(body);
+    let tag = key.tag(&bytes);
+    bytes.extend_from_slice(&tag);
+    bytes
+}
+
+#[test]
+fn malformed_datagrams_are_counted_by_reason_and_never_answered() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    let key = common::key();
+    let id = key.id().0.to_be_bytes();
+    let header = |kind: u8| [b'Z', b'K', 1, kind, id[0], id[1], id[2], id[3]];
+    let good = p.heartbeat(ProxyStatus::Ready);
+    let mut trailing = good[..good.len() - TAG_LEN].to_vec();
+    trailing.push(0);
+    let trailing = signed(&key, trailing[..8].try_into().expect("8 bytes"), &trailing[8..]);
+    let ack = wire::encode_to_vec(
+        &Message::Ack(Ack {
+            incarnation: 1,
+            seq: 1,
+            status: AckStatus::Up,
+            interval_ms: 1,
+            lost_after_ms: 3,
+            config_version: 0,
+            slot: 0,
+            token: Token::NONE,
+        }),
+        &key,
+    )
+    .expect("fits");
+    let bad_identity = wire::encode_to_vec(
+        &Message::Heartbeat(Heartbeat {
+            cluster: "test/cluster",
+            proxy: P11,
+            incarnation: 1,
+            seq: 1,
+            status: ProxyStatus::Ready,
+            config_version: 0,
+            slot: 0,
+            token: Token::NONE,
+        }),
+        &key,
+    )
+    .expect("fits");
+    let cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (vec![], DropReason::Truncated),
+        (vec![0; 23], DropReason::Truncated),
+        (vec![0; MAX_DATAGRAM + 1], DropReason::Oversized),
+        (vec![0; 64], DropReason::BadMagic),
+        ([&b"ZK\x02\x01"[..], &[0; 60]].concat(), DropReason::BadVersion),
+        (signed(&key, header(0x7f), &[0; 40]), DropReason::UnknownKind),
+        (signed(&key, header(0x01), &[0xff; 40]), DropReason::Malformed),
+        (trailing, DropReason::TrailingBytes),
+        (ack, DropReason::UnexpectedKind),
+        (bad_identity, DropReason::InvalidIdentity),
+    ];
+    for (bytes, reason) in &cases {
+        let before = rig.keeper.stats().dropped(*reason);
+        assert!(rig.deliver(&mut p, bytes).is_empty(), "{reason:?} was answered");
+        assert_eq!(rig.keeper.stats().dropped(*reason), before + 1, "{reason:?} not counted");
+    }
+    assert!(rig.listing().is_empty());
+    let stats = rig.keeper.stats();
+    assert_eq!(stats.received, cases.len() as u64);
+    assert_eq!(stats.dropped_total(), cases.len() as u64);
+}
