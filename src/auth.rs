@@ -60,7 +60,9 @@ impl Key {
             .chain_update(b"zerokeeper key id v1")
             .chain_update(secret)
             .finalize();
-        let id = KeyId(u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]));
+        let id = KeyId(u32::from_be_bytes([
+            digest[0], digest[1], digest[2], digest[3],
+        ]));
         // `new_from_slice` accepts any length for HMAC; the length was checked above.
         let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
             .map_err(|_| KeyError::Length(secret.len()))?;
@@ -96,7 +98,9 @@ impl Key {
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("Key").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -220,7 +224,8 @@ mod tests {
     #[test]
     fn a_cluster_with_its_own_key_refuses_the_default_key() {
         let mut ring = Keyring::with_default(key(1));
-        ring.insert(key(2), KeyScope::Cluster("payments".into())).expect("distinct ids");
+        ring.insert(key(2), KeyScope::Cluster("payments".into()))
+            .expect("distinct ids");
         let (default, _) = ring.lookup(key(1).id()).expect("present");
         let (own, _) = ring.lookup(key(2).id()).expect("present");
         assert!(ring.authorizes(default, "test_cluster"));

@@ -49,7 +49,9 @@ pub enum ConfigError {
     #[error("config of {0} bytes is larger than the limit of {MAX_CONFIG_BYTES} bytes")]
     TooLarge(usize),
     /// A hostgroup or datasource name is empty, too long, or holds a control character.
-    #[error("hostgroup and datasource names must be 1 to {MAX_DATASOURCE_NAME} bytes without control characters")]
+    #[error(
+        "hostgroup and datasource names must be 1 to {MAX_DATASOURCE_NAME} bytes without control characters"
+    )]
     InvalidName,
     /// The bytes are not a config document.
     #[error("malformed config document")]
@@ -88,7 +90,10 @@ impl ConfigVersion {
         let doc = ConfigDocument {
             version,
             base: &base,
-            datasources: datasources.iter().map(|(h, d)| (h.as_str(), d.as_str())).collect(),
+            datasources: datasources
+                .iter()
+                .map(|(h, d)| (h.as_str(), d.as_str()))
+                .collect(),
         };
         let bytes: Arc<[u8]> = postcard::to_allocvec(&doc)
             .map_err(|_| ConfigError::Malformed)?
@@ -97,7 +102,13 @@ impl ConfigVersion {
             return Err(ConfigError::TooLarge(bytes.len()));
         }
         let digest = digest(&bytes);
-        Ok(ConfigVersion { version, base, datasources, bytes, digest })
+        Ok(ConfigVersion {
+            version,
+            base,
+            datasources,
+            bytes,
+            digest,
+        })
     }
 
     /// The first version of every cluster: an empty config and no datasource choices.
@@ -113,7 +124,11 @@ impl ConfigVersion {
     }
 
     /// The next version with `hostgroup` served by `datasource`.
-    pub fn with_datasource(&self, hostgroup: &str, datasource: &str) -> Result<ConfigVersion, ConfigError> {
+    pub fn with_datasource(
+        &self,
+        hostgroup: &str,
+        datasource: &str,
+    ) -> Result<ConfigVersion, ConfigError> {
         let mut datasources = self.datasources.clone();
         datasources.insert(hostgroup.to_owned(), datasource.to_owned());
         ConfigVersion::render(self.version + 1, self.base.clone(), datasources)
@@ -162,7 +177,14 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_config_exactly() {
-        for size in [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 5 * CHUNK_SIZE + 17] {
+        for size in [
+            0,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            5 * CHUNK_SIZE + 17,
+        ] {
             let total = total_chunks(size);
             let mut covered = 0;
             for i in 0..total {
@@ -192,6 +214,9 @@ mod tests {
     #[test]
     fn an_oversized_config_is_refused() {
         let big: Arc<[u8]> = vec![0u8; MAX_CONFIG_BYTES + 1].into();
-        assert!(matches!(ConfigVersion::initial().with_base(big), Err(ConfigError::TooLarge(_))));
+        assert!(matches!(
+            ConfigVersion::initial().with_base(big),
+            Err(ConfigError::TooLarge(_))
+        ));
     }
 }

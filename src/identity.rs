@@ -28,7 +28,9 @@ pub enum IdentityError {
     #[error("proxy address must be HOST:PORT, such as 10.25.0.11:3000")]
     ProxyShape,
     /// The host part holds a byte outside `A-Z a-z 0-9 . - _ : [ ] %`.
-    #[error("proxy host may only contain ASCII letters, digits, '.', '-', '_', ':', '[', ']' and '%'")]
+    #[error(
+        "proxy host may only contain ASCII letters, digits, '.', '-', '_', ':', '[', ']' and '%'"
+    )]
     ProxyCharacter,
     /// The port is not a number from 1 to 65535 written without leading zeros.
     #[error("proxy port must be a number from 1 to 65535")]
@@ -62,10 +64,9 @@ pub fn validate_proxy(addr: &str) -> Result<(), IdentityError> {
     if host.is_empty() || port.is_empty() {
         return Err(IdentityError::ProxyShape);
     }
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']' | b'%'))
-    {
+    if !host.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']' | b'%')
+    }) {
         return Err(IdentityError::ProxyCharacter);
     }
     if port.len() > 5 || port.starts_with('0') || !port.bytes().all(|b| b.is_ascii_digit()) {
@@ -89,7 +90,12 @@ mod tests {
     #[test]
     fn seed_identities_are_valid() {
         assert_eq!(validate_cluster("test_cluster"), Ok(()));
-        for addr in ["10.25.0.11:3000", "proxy-1.db.internal:3306", "[::1]:3000", "[fe80::1%eth0]:1"] {
+        for addr in [
+            "10.25.0.11:3000",
+            "proxy-1.db.internal:3306",
+            "[::1]:3000",
+            "[fe80::1%eth0]:1",
+        ] {
             assert_eq!(validate_proxy(addr), Ok(()), "{addr}");
         }
     }
@@ -97,18 +103,39 @@ mod tests {
     #[test]
     fn identities_that_would_corrupt_a_store_key_are_refused() {
         assert_eq!(validate_cluster(""), Err(IdentityError::ClusterLength));
-        assert_eq!(validate_cluster("a/b"), Err(IdentityError::ClusterCharacter));
-        assert_eq!(validate_cluster("a\nb"), Err(IdentityError::ClusterCharacter));
-        assert_eq!(validate_cluster(&"c".repeat(129)), Err(IdentityError::ClusterLength));
+        assert_eq!(
+            validate_cluster("a/b"),
+            Err(IdentityError::ClusterCharacter)
+        );
+        assert_eq!(
+            validate_cluster("a\nb"),
+            Err(IdentityError::ClusterCharacter)
+        );
+        assert_eq!(
+            validate_cluster(&"c".repeat(129)),
+            Err(IdentityError::ClusterLength)
+        );
         assert_eq!(validate_proxy("10.25.0.11"), Err(IdentityError::ProxyShape));
         assert_eq!(validate_proxy(":3000"), Err(IdentityError::ProxyShape));
-        assert_eq!(validate_proxy("a/b:3000"), Err(IdentityError::ProxyCharacter));
-        assert_eq!(validate_proxy("a\u{7}:3000"), Err(IdentityError::ProxyCharacter));
-        assert_eq!(validate_proxy("a->up:3000"), Err(IdentityError::ProxyCharacter));
+        assert_eq!(
+            validate_proxy("a/b:3000"),
+            Err(IdentityError::ProxyCharacter)
+        );
+        assert_eq!(
+            validate_proxy("a\u{7}:3000"),
+            Err(IdentityError::ProxyCharacter)
+        );
+        assert_eq!(
+            validate_proxy("a->up:3000"),
+            Err(IdentityError::ProxyCharacter)
+        );
         assert_eq!(validate_proxy("a:0"), Err(IdentityError::ProxyPort));
         assert_eq!(validate_proxy("a:03000"), Err(IdentityError::ProxyPort));
         assert_eq!(validate_proxy("a:65536"), Err(IdentityError::ProxyPort));
-        assert_eq!(validate_proxy(&format!("{}:1", "h".repeat(300))), Err(IdentityError::ProxyLength));
+        assert_eq!(
+            validate_proxy(&format!("{}:1", "h".repeat(300))),
+            Err(IdentityError::ProxyLength)
+        );
     }
 
     #[test]

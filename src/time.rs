@@ -115,9 +115,18 @@ mod tests {
     #[test]
     fn a_clock_never_goes_backwards() {
         let mut clock = Clock::default();
-        assert_eq!(clock.advance(Instant::from_millis(10)), Instant::from_millis(10));
-        assert_eq!(clock.advance(Instant::from_millis(5)), Instant::from_millis(10));
-        assert_eq!(clock.advance(Instant::from_millis(11)), Instant::from_millis(11));
+        assert_eq!(
+            clock.advance(Instant::from_millis(10)),
+            Instant::from_millis(10)
+        );
+        assert_eq!(
+            clock.advance(Instant::from_millis(5)),
+            Instant::from_millis(10)
+        );
+        assert_eq!(
+            clock.advance(Instant::from_millis(11)),
+            Instant::from_millis(11)
+        );
     }
 
     #[test]

@@ -10,10 +10,12 @@
 //! 8+n     16    tag: HMAC-SHA256(secret, bytes 0 .. 8+n), first 16 bytes
 //! ```
 //!
-//! A datagram is at most [`MAX_DATAGRAM`] bytes. Decoding is strict and total: any
-//! defect gives a [`WireError`], never a panic, and nothing is allocated (strings and
-//! byte fields borrow from the datagram). The tag covers the bytes exactly as received,
-//! so a non-canonical varint cannot be re-encoded into a different valid datagram.
+//! A datagram is at most [`MAX_DATAGRAM`] bytes. Decoding is total: any defect (size,
+//! magic, version, kind, key, tag, body, trailing bytes) gives a [`WireError`], never a
+//! panic, and nothing is allocated (strings and byte fields borrow from the datagram).
+//! postcard accepts over-long varints (`80 00` reads as 0), so one message can have more
+//! than one valid encoding; that is harmless because the tag covers the bytes exactly as
+//! received and the keeper never re-encodes what it received.
 //! `docs/PROTOCOL.md` documents every byte for implementers in other languages.
 
 use serde::{Deserialize, Serialize};
@@ -378,7 +380,12 @@ pub fn parse_header(datagram: &[u8]) -> Result<Header, WireError> {
         return Err(WireError::UnsupportedVersion(datagram[2]));
     }
     let kind = Kind::from_byte(datagram[3]).ok_or(WireError::UnknownKind(datagram[3]))?;
-    let key_id = KeyId(u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]));
+    let key_id = KeyId(u32::from_be_bytes([
+        datagram[4],
+        datagram[5],
+        datagram[6],
+        datagram[7],
+    ]));
     Ok(Header { kind, key_id })
 }
 
@@ -573,7 +580,16 @@ mod tests {
 
     #[test]
     fn varint_lengths_match_postcard() {
-        for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut buf = [0u8; 16];
             let n = postcard::to_slice(&v, &mut buf).expect("fits").len();
             assert_eq!(varint_len(v), n, "{v}");

@@ -5,11 +5,13 @@ mod common;
 use std::time::Duration;
 
 use common::{CLUSTER, FakeProxy, Reply, Rig};
+use zerokeeper::auth::TAG_LEN;
 use zerokeeper::auth::{Key, KeyScope, Keyring};
 use zerokeeper::keeper::{DropReason, Event, Keeper, Outcome, Status};
 use zerokeeper::time::Instant;
-use zerokeeper::auth::TAG_LEN;
-use zerokeeper::wire::{self, Ack, AckStatus, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token};
+use zerokeeper::wire::{
+    self, Ack, AckStatus, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token,
+};
 
 const P11: &str = "10.25.0.11:3000";
 
@@ -113,8 +115,14 @@ fn a_replayed_heartbeat_after_a_keeper_restart_is_challenged_not_counted() {
     rig.deliver(&mut p, &ready);
     // A new keeper process: a new epoch, no memory of seqs.
     let mut restarted = Rig::new();
-    restarted.keeper = Keeper::new(common::config(), Keyring::with_default(common::key()), 2, [8; 32], Instant::ZERO)
-        .expect("valid config");
+    restarted.keeper = Keeper::new(
+        common::config(),
+        Keyring::with_default(common::key()),
+        2,
+        [8; 32],
+        Instant::ZERO,
+    )
+    .expect("valid config");
     let replies = restarted.deliver(&mut p, &ready);
     assert!(matches!(replies.as_slice(), [Reply::Challenge { .. }]));
     assert!(restarted.listing().is_empty());
@@ -132,17 +140,33 @@ fn two_processes_claiming_one_identity_do_not_flap() {
     for _ in 0..50 {
         rig.advance(Duration::from_millis(50));
         for r in rig.say(&mut old, ProxyStatus::Up) {
-            assert_eq!(r, Reply::Superseded { incarnation: 1_000, winner: 2_000 });
+            assert_eq!(
+                r,
+                Reply::Superseded {
+                    incarnation: 1_000,
+                    winner: 2_000
+                }
+            );
             superseded += 1;
         }
         rig.say(&mut new, ProxyStatus::Up);
         let info = rig.keeper.proxy(CLUSTER, P11).expect("listed");
         assert_eq!((info.status, info.incarnation), (Status::Up, 2_000));
     }
-    assert!(superseded >= 50, "the old process is told, every time it speaks");
+    assert!(
+        superseded >= 50,
+        "the old process is told, every time it speaks"
+    );
     assert_eq!(rig.keeper.stats().outcome(Outcome::Restarted), 0);
-    let changes = rig.events.iter().filter(|e| matches!(e, Event::StatusChanged(_))).count();
-    assert_eq!(changes, 4, "registered, up, new life, up: and nothing after");
+    let changes = rig
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::StatusChanged(_)))
+        .count();
+    assert_eq!(
+        changes, 4,
+        "registered, up, new life, up: and nothing after"
+    );
 }
 
 #[test]
@@ -153,7 +177,10 @@ fn a_newer_datagram_from_a_new_source_moves_the_reply_address() {
     p.source = "127.0.0.1:50000".parse().expect("valid address");
     rig.advance(Duration::from_millis(200));
     rig.say(&mut p, ProxyStatus::Up);
-    assert_eq!(rig.keeper.proxy(CLUSTER, P11).expect("listed").source, p.source);
+    assert_eq!(
+        rig.keeper.proxy(CLUSTER, P11).expect("listed").source,
+        p.source
+    );
 }
 
 #[test]
@@ -162,21 +189,30 @@ fn restart_is_sent_at_most_once_per_heartbeat_interval() {
     let mut p = proxy();
     let mut restarts = 0;
     for _ in 0..20 {
-        restarts += rig.say(&mut p, ProxyStatus::Up).iter().filter(|r| matches!(r, Reply::Restart { .. })).count();
+        restarts += rig
+            .say(&mut p, ProxyStatus::Up)
+            .iter()
+            .filter(|r| matches!(r, Reply::Restart { .. }))
+            .count();
         rig.advance(Duration::from_millis(25));
     }
     // 500 ms of `up` every 25 ms, with a 100 ms interval: one restart per interval.
     assert_eq!(restarts, 5);
-    assert_eq!(rig.keeper.stats().dropped(DropReason::RestartSuppressed), 15);
+    assert_eq!(
+        rig.keeper.stats().dropped(DropReason::RestartSuppressed),
+        15
+    );
 }
 
 #[test]
 fn a_cluster_with_its_own_key_refuses_the_default_key() {
     let own = Key::new(&[0x77; 32]).expect("valid key");
     let mut keys = Keyring::with_default(common::key());
-    keys.insert(own.clone(), KeyScope::Cluster(CLUSTER.into())).expect("distinct");
+    keys.insert(own.clone(), KeyScope::Cluster(CLUSTER.into()))
+        .expect("distinct");
     let mut rig = Rig::new();
-    rig.keeper = Keeper::new(common::config(), keys, 1, [9; 32], Instant::ZERO).expect("valid config");
+    rig.keeper =
+        Keeper::new(common::config(), keys, 1, [9; 32], Instant::ZERO).expect("valid config");
     let mut p = proxy();
     let bytes = p.heartbeat(ProxyStatus::Ready);
     assert!(rig.deliver(&mut p, &bytes).is_empty());
@@ -204,7 +240,11 @@ fn malformed_datagrams_are_counted_by_reason_and_never_answered() {
     let good = p.heartbeat(ProxyStatus::Ready);
     let mut trailing = good[..good.len() - TAG_LEN].to_vec();
     trailing.push(0);
-    let trailing = signed(&key, trailing[..8].try_into().expect("8 bytes"), &trailing[8..]);
+    let trailing = signed(
+        &key,
+        trailing[..8].try_into().expect("8 bytes"),
+        &trailing[8..],
+    );
     let ack = wire::encode_to_vec(
         &Message::Ack(Ack {
             incarnation: 1,
@@ -238,20 +278,59 @@ fn malformed_datagrams_are_counted_by_reason_and_never_answered() {
         (vec![0; 23], DropReason::Truncated),
         (vec![0; MAX_DATAGRAM + 1], DropReason::Oversized),
         (vec![0; 64], DropReason::BadMagic),
-        ([&b"ZK\x02\x01"[..], &[0; 60]].concat(), DropReason::BadVersion),
-        (signed(&key, header(0x7f), &[0; 40]), DropReason::UnknownKind),
-        (signed(&key, header(0x01), &[0xff; 40]), DropReason::Malformed),
+        (
+            [&b"ZK\x02\x01"[..], &[0; 60]].concat(),
+            DropReason::BadVersion,
+        ),
+        (
+            signed(&key, header(0x7f), &[0; 40]),
+            DropReason::UnknownKind,
+        ),
+        (
+            signed(&key, header(0x01), &[0xff; 40]),
+            DropReason::Malformed,
+        ),
         (trailing, DropReason::TrailingBytes),
         (ack, DropReason::UnexpectedKind),
         (bad_identity, DropReason::InvalidIdentity),
     ];
     for (bytes, reason) in &cases {
         let before = rig.keeper.stats().dropped(*reason);
-        assert!(rig.deliver(&mut p, bytes).is_empty(), "{reason:?} was answered");
-        assert_eq!(rig.keeper.stats().dropped(*reason), before + 1, "{reason:?} not counted");
+        assert!(
+            rig.deliver(&mut p, bytes).is_empty(),
+            "{reason:?} was answered"
+        );
+        assert_eq!(
+            rig.keeper.stats().dropped(*reason),
+            before + 1,
+            "{reason:?} not counted"
+        );
     }
     assert!(rig.listing().is_empty());
     let stats = rig.keeper.stats();
     assert_eq!(stats.received, cases.len() as u64);
     assert_eq!(stats.dropped_total(), cases.len() as u64);
+}
+
+#[test]
+fn identities_that_never_registered_cannot_grow_the_keepers_memory_without_bound() {
+    let mut rig = Rig::with_config(zerokeeper::keeper::KeeperConfig {
+        max_proxies: 2,
+        ..common::config()
+    });
+    let mut restarts = 0;
+    for i in 0..5 {
+        let mut p = FakeProxy::new(&format!("10.0.0.{i}:3000"), 1_000, "127.0.0.1:40011");
+        restarts += rig
+            .say(&mut p, ProxyStatus::Up)
+            .iter()
+            .filter(|r| matches!(r, Reply::Restart { .. }))
+            .count();
+    }
+    assert_eq!(restarts, 2);
+    assert_eq!(rig.keeper.tombstone_count(), 2);
+    assert_eq!(rig.keeper.stats().dropped(DropReason::RegistryFull), 3);
+    // Room comes back when the tombstones expire.
+    rig.advance(Duration::from_secs(4));
+    assert_eq!(rig.keeper.tombstone_count(), 0);
 }

@@ -25,11 +25,20 @@ fn spec_listing(step: u32) -> (Vec<(&'static str, &'static str)>, Option<Gate>) 
     let (a, b, c, d) = (PROXIES[0], PROXIES[1], PROXIES[2], PROXIES[3]);
     match step {
         1 => (vec![], None),
-        2 => (vec![(a, "ready"), (b, "ready"), (c, "ready")], Some(Gate::Closed)),
+        2 => (
+            vec![(a, "ready"), (b, "ready"), (c, "ready")],
+            Some(Gate::Closed),
+        ),
         3 | 5 | 7 | 8 | 10 => (vec![(a, "up"), (b, "up"), (c, "up")], Some(Gate::Open)),
         4 => (vec![(a, "up"), (b, "up"), (c, "lost")], Some(Gate::Closed)),
-        6 => (vec![(a, "up"), (b, "up"), (c, "up"), (d, "ready")], Some(Gate::Closed)),
-        9 => (vec![(a, "up"), (b, "up"), (c, "up"), (d, "up")], Some(Gate::Open)),
+        6 => (
+            vec![(a, "up"), (b, "up"), (c, "up"), (d, "ready")],
+            Some(Gate::Closed),
+        ),
+        9 => (
+            vec![(a, "up"), (b, "up"), (c, "up"), (d, "up")],
+            Some(Gate::Open),
+        ),
         11 | 13 => (vec![(a, "up"), (b, "up"), (d, "up")], Some(Gate::Open)),
         12 => (vec![(a, "up"), (b, "up"), (d, "lost")], Some(Gate::Closed)),
         _ => unreachable!("the seed has 13 steps"),
@@ -50,7 +59,10 @@ fn assert_matches_spec(reports: &[StepReport]) {
 }
 
 /// Keeper status changes of one proxy, in order: (from, to, reason, when).
-fn changes(world: &CoreWorld, proxy: &str) -> Vec<(Option<Status>, Option<Status>, Reason, Duration)> {
+fn changes(
+    world: &CoreWorld,
+    proxy: &str,
+) -> Vec<(Option<Status>, Option<Status>, Reason, Duration)> {
     world
         .trace()
         .keeper
@@ -95,13 +107,19 @@ fn the_hidden_moments_between_the_steps_happen_in_order() {
     );
     // Step 8: deleted well before ready_timeout.
     let (registered, down) = (p14[2].3, p14[3].3);
-    assert!(down - registered < timing.ready_timeout / 4, "down took {:?}", down - registered);
+    assert!(
+        down - registered < timing.ready_timeout / 4,
+        "down took {:?}",
+        down - registered
+    );
     // Step 13: the Restart comes after the deletion and before the new registration.
     let restart_at = world
         .trace()
         .keeper
         .iter()
-        .find_map(|(at, e)| matches!(e, Event::RestartSent { proxy, .. } if proxy == PROXIES[3]).then_some(*at))
+        .find_map(|(at, e)| {
+            matches!(e, Event::RestartSent { proxy, .. } if proxy == PROXIES[3]).then_some(*at)
+        })
         .expect("a restart was sent to .14");
     assert!(p14[10].3 < restart_at && restart_at <= p14[11].3);
     // Step 11: .13 was lost (blocking the gate) before the operator removed it.
@@ -109,7 +127,11 @@ fn the_hidden_moments_between_the_steps_happen_in_order() {
     assert_eq!(p13[p13.len() - 2..], [LostTimeout, Removed]);
     // .11 and .12 never left `up` once there.
     for p in &PROXIES[..2] {
-        assert_eq!(changes(&world, p).len(), 2, "{p} changed status more than ready -> up");
+        assert_eq!(
+            changes(&world, p).len(),
+            2,
+            "{p} changed status more than ready -> up"
+        );
     }
 }
 
@@ -135,14 +157,21 @@ fn the_seed_scenario_reaches_the_same_listings_over_a_lossy_duplicating_reorderi
         let (world, reports) = replay(timing, NetConfig::hostile(), seed);
         assert_matches_spec(&reports);
         let net = world.net().stats();
-        assert!(net.lost > 0 && net.duplicated > 0, "seed {seed}: the network was not hostile: {net:?}");
+        assert!(
+            net.lost > 0 && net.duplicated > 0,
+            "seed {seed}: the network was not hostile: {net:?}"
+        );
         assert_eq!(world.keeper().stats().oversized_answers, 0);
     }
 }
 
 #[test]
 fn a_replay_is_deterministic_for_a_seed() {
-    let timing = Timing { lost_after: Duration::from_secs(15), patience: 30, ..Timing::defaults() };
+    let timing = Timing {
+        lost_after: Duration::from_secs(15),
+        patience: 30,
+        ..Timing::defaults()
+    };
     let digest = |seed| replay(timing, NetConfig::hostile(), seed).0.trace_digest();
     assert_eq!(digest(3), digest(3));
     assert_ne!(digest(3), digest(4));
@@ -154,7 +183,11 @@ fn the_scenario_command_prints_the_thirteen_steps_of_the_spec() {
         .arg("scenario")
         .output()
         .expect("the binary runs");
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut expected = String::new();
     for step in 1..=13 {
         let (listing, gate) = spec_listing(step);

@@ -39,7 +39,13 @@ fn an_up_heartbeat_from_an_unknown_proxy_gets_restart_and_registers_nothing() {
     let mut rig = Rig::new();
     let mut p = proxy(P11);
     let replies = rig.say(&mut p, ProxyStatus::Up);
-    assert_eq!(replies, vec![Reply::Restart { incarnation: 1_000, seq: 2 }]);
+    assert_eq!(
+        replies,
+        vec![Reply::Restart {
+            incarnation: 1_000,
+            seq: 2
+        }]
+    );
     assert_eq!(rig.status(P11), None);
     assert!(rig.listing().is_empty());
 }
@@ -52,7 +58,11 @@ fn a_down_heartbeat_from_an_unknown_proxy_is_ignored() {
     // Acknowledged as gone, so the proxy stops retransmitting; nothing is stored.
     assert_eq!(acks(&replies), vec![AckStatus::Gone]);
     assert!(rig.listing().is_empty());
-    assert!(!rig.events.iter().any(|e| matches!(e, Event::StatusChanged(_))));
+    assert!(
+        !rig.events
+            .iter()
+            .any(|e| matches!(e, Event::StatusChanged(_)))
+    );
 }
 
 #[test]
@@ -74,7 +84,11 @@ fn a_ready_proxy_silent_for_ready_timeout_is_deleted_exactly_then() {
     assert_eq!(rig.status(P11), Some(Status::Ready));
     rig.advance(Duration::from_millis(1));
     assert_eq!(rig.status(P11), None);
-    assert!(rig.events.iter().any(|e| matches!(e, Event::StatusChanged(c) if c.reason == Reason::ReadyTimeout)));
+    assert!(
+        rig.events
+            .iter()
+            .any(|e| matches!(e, Event::StatusChanged(c) if c.reason == Reason::ReadyTimeout))
+    );
 }
 
 #[test]
@@ -122,7 +136,13 @@ fn a_lost_proxy_silent_for_delete_after_is_deleted_and_its_next_up_gets_restart(
     rig.advance(Duration::from_millis(1));
     assert_eq!(rig.status(P11), None);
     let replies = rig.say(&mut p, ProxyStatus::Up);
-    assert!(matches!(replies.as_slice(), [Reply::Restart { incarnation: 1_000, .. }]));
+    assert!(matches!(
+        replies.as_slice(),
+        [Reply::Restart {
+            incarnation: 1_000,
+            ..
+        }]
+    ));
     assert_eq!(rig.status(P11), None);
 }
 
@@ -138,8 +158,14 @@ fn an_up_or_lost_proxy_that_sends_down_is_deleted_at_once() {
     rig.advance(Duration::from_millis(200));
     assert_eq!(rig.status(P12), Some(Status::Lost));
     assert_eq!(rig.status(P11), Some(Status::Up));
-    assert_eq!(acks(&rig.say(&mut up, ProxyStatus::Down)), vec![AckStatus::Gone]);
-    assert_eq!(acks(&rig.say(&mut lost, ProxyStatus::Down)), vec![AckStatus::Gone]);
+    assert_eq!(
+        acks(&rig.say(&mut up, ProxyStatus::Down)),
+        vec![AckStatus::Gone]
+    );
+    assert_eq!(
+        acks(&rig.say(&mut lost, ProxyStatus::Down)),
+        vec![AckStatus::Gone]
+    );
     assert!(rig.listing().is_empty());
 }
 
@@ -160,7 +186,10 @@ fn a_ready_heartbeat_of_a_larger_incarnation_starts_a_new_life_in_ready() {
         let replies = rig.say(&mut new, ProxyStatus::Ready);
         assert_eq!(acks(&replies), vec![AckStatus::Ready], "from {start}");
         let info = rig.keeper.proxy(common::CLUSTER, P11).expect("listed");
-        assert_eq!((info.status, info.incarnation), (Status::Ready, new.incarnation));
+        assert_eq!(
+            (info.status, info.incarnation),
+            (Status::Ready, new.incarnation)
+        );
         // The old life's datagrams are stale from now on: they cannot move it.
         rig.say(&mut old, ProxyStatus::Up);
         assert_eq!(rig.status(P11), Some(Status::Ready), "from {start}");
@@ -178,7 +207,11 @@ fn an_unregister_deletes_the_proxy_and_does_not_block_the_others() {
     assert_eq!(acks(&rig.unregister(&mut b)), vec![AckStatus::Gone]);
     assert_eq!(rig.listing(), vec![(P11.to_owned(), Status::Up)]);
     assert_eq!(rig.keeper.gate(common::CLUSTER), Ok(()));
-    assert!(rig.keeper.push_config(rig.now, common::CLUSTER, b"x".as_slice().into()).is_ok());
+    assert!(
+        rig.keeper
+            .push_config(rig.now, common::CLUSTER, b"x".as_slice().into())
+            .is_ok()
+    );
 }
 
 #[test]
@@ -193,11 +226,17 @@ fn an_operator_remove_deletes_the_proxy_in_any_status() {
         if status == Status::Lost {
             rig.advance(Duration::from_millis(400));
         }
-        assert_eq!(rig.keeper.remove_proxy(rig.now, common::CLUSTER, P11), Ok(status));
+        assert_eq!(
+            rig.keeper.remove_proxy(rig.now, common::CLUSTER, P11),
+            Ok(status)
+        );
         assert_eq!(rig.status(P11), None);
         assert_eq!(
             rig.keeper.remove_proxy(rig.now, common::CLUSTER, P11),
-            Err(AdminError::UnknownProxy { cluster: common::CLUSTER.into(), proxy: P11.into() })
+            Err(AdminError::UnknownProxy {
+                cluster: common::CLUSTER.into(),
+                proxy: P11.into()
+            })
         );
     }
 }

@@ -37,7 +37,9 @@ use thiserror::Error;
 use crate::auth::Key;
 use crate::identity::{IdentityError, validate_cluster, validate_proxy};
 use crate::time::{Clock, Instant, WallTime};
-use crate::wire::{self, AckStatus, ConfigRequest, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token};
+use crate::wire::{
+    self, AckStatus, ConfigRequest, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token,
+};
 
 use pull::{Progress, Pull};
 
@@ -327,7 +329,11 @@ impl Agent {
         if matches!(self.phase, Phase::Stopped(_) | Phase::Leaving) {
             return;
         }
-        self.leaving_status = if self.phase == Phase::Up { ProxyStatus::Up } else { ProxyStatus::Ready };
+        self.leaving_status = if self.phase == Phase::Up {
+            ProxyStatus::Up
+        } else {
+            ProxyStatus::Ready
+        };
         self.final_attempts_left = self.cfg.final_attempts.max(1);
         self.pull = None;
         self.set_phase(Phase::Leaving);
@@ -344,14 +350,18 @@ impl Agent {
     }
 
     fn accept(&mut self, now: Instant, datagram: &[u8]) -> bool {
-        let Ok(message) = wire::open(datagram, &self.cfg.key) else { return false };
+        let Ok(message) = wire::open(datagram, &self.cfg.key) else {
+            return false;
+        };
         let (incarnation, seq) = match &message {
             Message::Ack(m) => (m.incarnation, m.seq),
             Message::Challenge(m) => (m.incarnation, m.seq),
             Message::Restart(m) => (m.incarnation, m.seq),
             Message::Superseded(m) => (m.incarnation, m.seq),
             Message::ConfigChunk(m) => (m.incarnation, m.seq),
-            Message::Heartbeat(_) | Message::Unregister(_) | Message::ConfigRequest(_) => return false,
+            Message::Heartbeat(_) | Message::Unregister(_) | Message::ConfigRequest(_) => {
+                return false;
+            }
         };
         // Only answers to this incarnation, to a datagram it really sent, count.
         if incarnation != self.incarnation || seq > self.seq || seq == 0 {
@@ -380,7 +390,8 @@ impl Agent {
             }
             Message::Superseded(s) => {
                 self.pull = None;
-                self.events.push_back(AgentEvent::Superseded { winner: s.winner });
+                self.events
+                    .push_back(AgentEvent::Superseded { winner: s.winner });
                 self.set_phase(Phase::Stopped(StopReason::Superseded));
                 true
             }
@@ -390,6 +401,10 @@ impl Agent {
     }
 
     fn on_ack(&mut self, now: Instant, ack: &wire::Ack) -> bool {
+        if ack.status == AckStatus::Gone && !matches!(self.phase, Phase::Failing | Phase::Leaving) {
+            // Only `down` and unregister are answered with `gone`: this one is bogus.
+            return false;
+        }
         self.token = ack.token;
         if ack.slot != 0 {
             self.slot = ack.slot;
@@ -398,8 +413,10 @@ impl Agent {
         self.lost_after = Some(Duration::from_millis(u64::from(ack.lost_after_ms)));
         match (ack.status, self.phase) {
             (AckStatus::Gone, Phase::Failing) => self.set_phase(Phase::Stopped(StopReason::Failed)),
-            (AckStatus::Gone, Phase::Leaving) => self.set_phase(Phase::Stopped(StopReason::Unregistered)),
-            (AckStatus::Gone, _) => return false,
+            (AckStatus::Gone, Phase::Leaving) => {
+                self.set_phase(Phase::Stopped(StopReason::Unregistered))
+            }
+            (AckStatus::Gone, _) => {}
             (AckStatus::Ready, Phase::Joining) => {
                 self.keeper_version = ack.config_version;
                 self.set_phase(Phase::Pulling);
@@ -422,7 +439,9 @@ impl Agent {
     }
 
     fn on_chunk(&mut self, now: Instant, chunk: &wire::ConfigChunk<'_>) -> bool {
-        let Some(pull) = self.pull.as_mut() else { return false };
+        let Some(pull) = self.pull.as_mut() else {
+            return false;
+        };
         match pull.accept(chunk) {
             Progress::Ignored => return false,
             Progress::Stored => {}
@@ -438,10 +457,12 @@ impl Agent {
                 self.pull = None;
                 self.running_version = version;
                 if self.phase == Phase::Pulling {
-                    self.events.push_back(AgentEvent::ConfigReady { version, config });
+                    self.events
+                        .push_back(AgentEvent::ConfigReady { version, config });
                     self.set_phase(Phase::Initialising);
                 } else {
-                    self.events.push_back(AgentEvent::ConfigUpdated { version, config });
+                    self.events
+                        .push_back(AgentEvent::ConfigUpdated { version, config });
                 }
                 return true;
             }
@@ -457,7 +478,10 @@ impl Agent {
         self.slot = 0;
         self.pull = None;
         self.running_version = 0;
-        self.events.push_back(AgentEvent::Restarting { old_incarnation: old, new_incarnation: self.incarnation });
+        self.events.push_back(AgentEvent::Restarting {
+            old_incarnation: old,
+            new_incarnation: self.incarnation,
+        });
         self.set_phase(Phase::Joining);
         self.heartbeat_now(now);
     }
@@ -483,7 +507,12 @@ impl Agent {
                 }
             }
         }
-        if self.pull.as_ref().and_then(|p| p.deadline(self.pull_retry())).is_some_and(|at| at <= now) {
+        if self
+            .pull
+            .as_ref()
+            .and_then(|p| p.deadline(self.pull_retry()))
+            .is_some_and(|at| at <= now)
+        {
             self.request_chunks(now);
         }
     }
@@ -493,7 +522,10 @@ impl Agent {
         if matches!(self.phase, Phase::Stopped(_)) {
             return None;
         }
-        let pull = self.pull.as_ref().and_then(|p| p.deadline(self.pull_retry()));
+        let pull = self
+            .pull
+            .as_ref()
+            .and_then(|p| p.deadline(self.pull_retry()));
         Some(pull.map_or(self.next_heartbeat, |p| p.min(self.next_heartbeat)))
     }
 
@@ -555,14 +587,20 @@ impl Agent {
             slot: self.slot,
             token: self.token,
         };
-        let message = if kind_unregister { Message::Unregister(hb) } else { Message::Heartbeat(hb) };
+        let message = if kind_unregister {
+            Message::Unregister(hb)
+        } else {
+            Message::Heartbeat(hb)
+        };
         push(&self.cfg.key, &mut self.out, &mut self.stats, &message);
     }
 
     fn request_chunks(&mut self, now: Instant) {
         let retry = self.pull_retry();
         let window = self.cfg.config_window.max(1);
-        let Some(pull) = self.pull.as_mut() else { return };
+        let Some(pull) = self.pull.as_mut() else {
+            return;
+        };
         let version = pull.version();
         for index in pull.due(now, retry, window) {
             self.seq += 1;
@@ -580,16 +618,23 @@ impl Agent {
             };
             // Pad to the largest datagram: the keeper answers within the request's size,
             // and a full chunk needs up to 1127 bytes.
-            let bare = wire::encode_to_vec(&Message::ConfigRequest(request), &self.cfg.key).map_or(0, |v| v.len());
+            // With empty padding its length takes one varint byte; `pad` bytes of padding
+            // take `varint_len(pad) + pad`.
+            let bare = wire::encode_to_vec(&Message::ConfigRequest(request), &self.cfg.key)
+                .map_or(MAX_DATAGRAM, |v| v.len());
             let mut pad = MAX_DATAGRAM.saturating_sub(bare);
-            while pad > 0 && bare - 1 + wire::varint_len(pad as u64) + pad > MAX_DATAGRAM {
+            while pad > 0 && bare + wire::varint_len(pad as u64) + pad > MAX_DATAGRAM + 1 {
                 pad -= 1;
             }
             request.padding = &PADDING[..pad];
-            push(&self.cfg.key, &mut self.out, &mut self.stats, &Message::ConfigRequest(request));
+            push(
+                &self.cfg.key,
+                &mut self.out,
+                &mut self.stats,
+                &Message::ConfigRequest(request),
+            );
         }
     }
-
 }
 
 fn push(key: &Key, out: &mut VecDeque<Vec<u8>>, stats: &mut AgentStats, message: &Message<'_>) {

@@ -109,7 +109,11 @@ impl Pull {
                 self.buf = vec![0; size];
                 self.received = vec![false; chunk.total as usize];
                 self.missing = chunk.total;
-                self.layout = Some(Layout { total: chunk.total, size, digest: chunk.digest });
+                self.layout = Some(Layout {
+                    total: chunk.total,
+                    size,
+                    digest: chunk.digest,
+                });
             }
             Some(l) if l.total != chunk.total || l.size != size || l.digest != chunk.digest => {
                 // Same version number, other content: the keeper was reset. Start over.
@@ -117,7 +121,9 @@ impl Pull {
             }
             Some(_) => {}
         }
-        let Some(range) = chunk_range(size, chunk.index) else { return Progress::Ignored };
+        let Some(range) = chunk_range(size, chunk.index) else {
+            return Progress::Ignored;
+        };
         if range.len() != chunk.bytes.len() {
             return Progress::Ignored;
         }
@@ -165,15 +171,27 @@ mod tests {
     fn chunks_in_any_order_reassemble_the_config() {
         let config: Vec<u8> = (0..3 * CHUNK_SIZE + 10).map(|i| i as u8).collect();
         let mut pull = Pull::new(2);
-        assert_eq!(pull.due(Instant::ZERO, Duration::from_millis(100), 4), vec![0]);
+        assert_eq!(
+            pull.due(Instant::ZERO, Duration::from_millis(100), 4),
+            vec![0]
+        );
         assert_eq!(pull.accept(&chunk(&config, 2, 0)), Progress::Stored);
-        assert_eq!(pull.due(Instant::ZERO, Duration::from_millis(100), 4), vec![1, 2, 3]);
+        assert_eq!(
+            pull.due(Instant::ZERO, Duration::from_millis(100), 4),
+            vec![1, 2, 3]
+        );
         assert_eq!(pull.accept(&chunk(&config, 2, 3)), Progress::Stored);
         assert_eq!(pull.accept(&chunk(&config, 2, 3)), Progress::Ignored);
         // Chunk 1 was lost: it is asked for again once overdue.
-        assert_eq!(pull.due(Instant::from_millis(100), Duration::from_millis(100), 4), vec![1, 2]);
+        assert_eq!(
+            pull.due(Instant::from_millis(100), Duration::from_millis(100), 4),
+            vec![1, 2]
+        );
         assert_eq!(pull.accept(&chunk(&config, 2, 2)), Progress::Stored);
-        assert_eq!(pull.accept(&chunk(&config, 2, 1)), Progress::Complete(config.clone().into()));
+        assert_eq!(
+            pull.accept(&chunk(&config, 2, 1)),
+            Progress::Complete(config.clone().into())
+        );
     }
 
     #[test]

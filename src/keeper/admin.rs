@@ -145,25 +145,43 @@ impl Keeper {
             .values()
             .filter_map(|&slot| self.registry.get(slot))
             .filter(|r| r.status != Status::Up)
-            .map(|r| Blocker { proxy: r.proxy.to_string(), status: r.status })
+            .map(|r| Blocker {
+                proxy: r.proxy.to_string(),
+                status: r.status,
+            })
             .collect();
         blockers.sort();
-        Err(AdminError::GateClosed(GateClosed { cluster: cluster.to_owned(), blockers }))
+        Err(AdminError::GateClosed(GateClosed {
+            cluster: cluster.to_owned(),
+            blockers,
+        }))
     }
 
     /// Deletes a proxy from its cluster, as an operator does for one known to be gone.
     ///
     /// If the process is in fact alive, its next `up` heartbeat is answered with
     /// `Restart` and it comes back through `ready`.
-    pub fn remove_proxy(&mut self, now: Instant, cluster: &str, proxy: &str) -> Result<Status, AdminError> {
+    pub fn remove_proxy(
+        &mut self,
+        now: Instant,
+        cluster: &str,
+        proxy: &str,
+    ) -> Result<Status, AdminError> {
         let now = self.clock.advance(now);
         validate_proxy(proxy)?;
         let id = self.cluster_named(cluster)?;
-        let slot = self.registry.find(id, proxy, 0).ok_or_else(|| AdminError::UnknownProxy {
-            cluster: cluster.to_owned(),
-            proxy: proxy.to_owned(),
-        })?;
-        let status = self.registry.get(slot).map(|r| r.status).unwrap_or(Status::Ready);
+        let slot = self
+            .registry
+            .find(id, proxy, 0)
+            .ok_or_else(|| AdminError::UnknownProxy {
+                cluster: cluster.to_owned(),
+                proxy: proxy.to_owned(),
+            })?;
+        let status = self
+            .registry
+            .get(slot)
+            .map(|r| r.status)
+            .unwrap_or(Status::Ready);
         self.delete(slot, Reason::Removed, now);
         Ok(status)
     }
@@ -172,7 +190,12 @@ impl Keeper {
     ///
     /// Creates the cluster if it does not exist yet, so operators can push the startup
     /// config before the first proxy starts. Returns the new version.
-    pub fn push_config(&mut self, now: Instant, cluster: &str, config: Arc<[u8]>) -> Result<u64, AdminError> {
+    pub fn push_config(
+        &mut self,
+        now: Instant,
+        cluster: &str,
+        config: Arc<[u8]>,
+    ) -> Result<u64, AdminError> {
         self.clock.advance(now);
         validate_cluster(cluster)?;
         if self.registry.cluster_id(cluster).is_some() {
@@ -182,7 +205,9 @@ impl Keeper {
             Some(id) => self.registry.cluster(id).config.with_base(config)?,
             None => ConfigVersion::initial().with_base(config)?,
         };
-        let id = self.cluster_for(cluster).ok_or_else(|| AdminError::UnknownCluster(cluster.to_owned()))?;
+        let id = self
+            .cluster_for(cluster)
+            .ok_or_else(|| AdminError::UnknownCluster(cluster.to_owned()))?;
         Ok(self.install(id, next, ConfigCause::Push))
     }
 
@@ -200,26 +225,39 @@ impl Keeper {
         let id = self.cluster_named(cluster)?;
         self.gate(cluster)?;
         let current = self.registry.cluster(id).config.clone();
-        if let Some(actual) = current.datasources.get(hostgroup) {
-            if actual != from {
-                return Err(AdminError::DatasourceMismatch {
-                    hostgroup: hostgroup.to_owned(),
-                    expected: from.to_owned(),
-                    actual: actual.clone(),
-                });
-            }
+        if let Some(actual) = current.datasources.get(hostgroup)
+            && actual != from
+        {
+            return Err(AdminError::DatasourceMismatch {
+                hostgroup: hostgroup.to_owned(),
+                expected: from.to_owned(),
+                actual: actual.clone(),
+            });
         }
         let next = current.with_datasource(hostgroup, to)?;
-        let cause = ConfigCause::Switch { hostgroup: hostgroup.to_owned(), from: from.to_owned(), to: to.to_owned() };
+        let cause = ConfigCause::Switch {
+            hostgroup: hostgroup.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
         Ok(self.install(id, next, cause))
     }
 
-    fn install(&mut self, id: super::registry::ClusterId, next: ConfigVersion, cause: ConfigCause) -> u64 {
+    fn install(
+        &mut self,
+        id: super::registry::ClusterId,
+        next: ConfigVersion,
+        cause: ConfigCause,
+    ) -> u64 {
         let version = next.version;
         let cluster = self.registry.cluster_mut(id);
         cluster.config = Arc::new(next);
         let name = cluster.name.clone();
-        self.events.push_back(Event::ConfigChanged { cluster: name, version, cause });
+        self.events.push_back(Event::ConfigChanged {
+            cluster: name,
+            version,
+            cause,
+        });
         version
     }
 
@@ -267,7 +305,10 @@ impl Keeper {
         self.proxies(cluster)?
             .into_iter()
             .find(|p| p.proxy == proxy)
-            .ok_or_else(|| AdminError::UnknownProxy { cluster: cluster.to_owned(), proxy: proxy.to_owned() })
+            .ok_or_else(|| AdminError::UnknownProxy {
+                cluster: cluster.to_owned(),
+                proxy: proxy.to_owned(),
+            })
     }
 
     /// Every cluster, sorted by name.
@@ -284,7 +325,11 @@ impl Keeper {
                     lost: 0,
                     config_version: c.config.version,
                 };
-                for record in c.proxies.values().filter_map(|&slot| self.registry.get(slot)) {
+                for record in c
+                    .proxies
+                    .values()
+                    .filter_map(|&slot| self.registry.get(slot))
+                {
                     match record.status {
                         Status::Ready => info.ready += 1,
                         Status::Up => info.up += 1,

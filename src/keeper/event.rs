@@ -136,6 +136,8 @@ counted_enum! {
         Regression => "regression",
         /// A config request from a process that is not registered.
         NotRegistered => "not_registered",
+        /// A config request for no chunk that exists, or none that fits in its size.
+        BadRequest => "bad_request",
         /// A registration while the registry is at its configured size.
         RegistryFull => "registry_full",
         /// An `up` from an unregistered process within an interval of the last `Restart`.

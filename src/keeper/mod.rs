@@ -192,7 +192,9 @@ impl KeeperConfig {
     }
 
     fn millis(d: Duration) -> u32 {
-        u32::try_from(d.as_millis()).unwrap_or(u32::MAX).min(MAX_TIMING_MS)
+        u32::try_from(d.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(MAX_TIMING_MS)
     }
 }
 
@@ -218,11 +220,29 @@ struct Pending {
 
 #[derive(Debug)]
 enum Answer {
-    Ack { stamp: Stamp, status: AckStatus, config_version: u64, slot: u32, token: Token },
-    Challenge { stamp: Stamp, token: Token },
-    Restart { stamp: Stamp },
-    Superseded { stamp: Stamp, winner: u64 },
-    Chunk { stamp: Stamp, config: Arc<ConfigVersion>, index: u32 },
+    Ack {
+        stamp: Stamp,
+        status: AckStatus,
+        config_version: u64,
+        slot: u32,
+        token: Token,
+    },
+    Challenge {
+        stamp: Stamp,
+        token: Token,
+    },
+    Restart {
+        stamp: Stamp,
+    },
+    Superseded {
+        stamp: Stamp,
+        winner: u64,
+    },
+    Chunk {
+        stamp: Stamp,
+        config: Arc<ConfigVersion>,
+        index: u32,
+    },
 }
 
 /// The keeper state machine. See the [module documentation](self).
@@ -296,16 +316,26 @@ impl Keeper {
         }
     }
 
-    fn accept(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<Outcome, DropReason> {
+    fn accept(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<Outcome, DropReason> {
         let header = wire::parse_header(datagram)?;
         if !header.kind.is_from_proxy() {
             return Err(DropReason::UnexpectedKind);
         }
-        let (key, secret) = self.keys.lookup(header.key_id).ok_or(DropReason::UnknownKey)?;
+        let (key, secret) = self
+            .keys
+            .lookup(header.key_id)
+            .ok_or(DropReason::UnknownKey)?;
         wire::authenticate(datagram, secret)?;
         let budget = datagram.len();
         match wire::decode_body(header, datagram)? {
-            Message::Heartbeat(hb) => self.on_hello(now, from, key, budget, &hb, Said::Heartbeat(hb.status)),
+            Message::Heartbeat(hb) => {
+                self.on_hello(now, from, key, budget, &hb, Said::Heartbeat(hb.status))
+            }
             Message::Unregister(hb) => self.on_hello(now, from, key, budget, &hb, Said::Unregister),
             Message::ConfigRequest(req) => self.on_config_request(now, from, key, budget, &req),
             // `is_from_proxy` was checked above; the other kinds never reach here.
@@ -333,12 +363,15 @@ impl Keeper {
         said: Said,
     ) -> Result<Outcome, DropReason> {
         self.check_identity(key, hb.cluster, hb.proxy)?;
-        let stamp = Stamp { incarnation: hb.incarnation, seq: hb.seq };
+        let stamp = Stamp {
+            incarnation: hb.incarnation,
+            seq: hb.seq,
+        };
         let cluster = self.registry.cluster_id(hb.cluster);
         let slot = cluster.and_then(|c| self.registry.find(c, hb.proxy, hb.slot));
         let known = match (cluster, slot.and_then(|s| self.registry.get(s))) {
             (_, Some(record)) => Known::Live(record.status, record.stamp),
-            (Some(c), None) => match self.registry.cluster(c).tombstones.get(hb.proxy) {
+            (Some(c), None) => match self.registry.tombstone(c, hb.proxy) {
                 Some(t) => Known::Tombstone(t.stamp),
                 None => Known::Nothing,
             },
@@ -346,7 +379,12 @@ impl Keeper {
         };
         let freshness = self.tokens.check(&hb.token, now);
         let decision = transition::decide(known, said, stamp, freshness != Freshness::Stale);
-        let reply = Reply { to: from, key, budget, stamp };
+        let reply = Reply {
+            to: from,
+            key,
+            budget,
+            stamp,
+        };
         match (decision, slot) {
             (Decision::Stale, _) => Err(DropReason::Stale),
             (Decision::Regression, _) => Err(DropReason::Regression),
@@ -369,7 +407,10 @@ impl Keeper {
             (Decision::Register, _) => self.register(now, reply, hb),
             (Decision::NewLife, Some(slot)) => {
                 self.touch(slot, now, reply, hb.config_version);
-                let record = self.registry.get_mut(slot).expect("the slot was just found");
+                let record = self
+                    .registry
+                    .get_mut(slot)
+                    .expect("the slot was just found");
                 let old = record.status;
                 record.since = now;
                 self.registry.set_status(slot, Status::Ready, now);
@@ -384,9 +425,12 @@ impl Keeper {
                 self.rearm(slot, now);
                 let record = self.registry.get(slot).expect("the slot was just found");
                 let status = record.status;
-                let config_current = self.registry.cluster(record.cluster).config.version == hb.config_version;
+                let config_current =
+                    self.registry.cluster(record.cluster).config.version == hb.config_version;
                 let token_aging = match freshness {
-                    Freshness::Fresh { age_buckets } => age_buckets * 2 >= self.tokens.max_age_buckets(),
+                    Freshness::Fresh { age_buckets } => {
+                        age_buckets * 2 >= self.tokens.max_age_buckets()
+                    }
                     Freshness::Stale => true,
                 };
                 // Acks are due at once for any change, for every `ready` heartbeat (the
@@ -417,10 +461,10 @@ impl Keeper {
                 Ok(Outcome::Deleted)
             }
             (Decision::AlreadyGone, _) => {
-                if let Some(c) = cluster {
-                    if let Some(t) = self.registry.cluster_mut(c).tombstones.get_mut(hb.proxy) {
-                        t.stamp = t.stamp.max(stamp);
-                    }
+                if let Some(c) = cluster
+                    && let Some(t) = self.registry.tombstone_mut(c, hb.proxy)
+                {
+                    t.stamp = t.stamp.max(stamp);
                 }
                 let gone = self.gone(stamp, now);
                 self.answer(reply, gone);
@@ -428,17 +472,28 @@ impl Keeper {
             }
             (Decision::Restart, _) => self.restart(now, reply, hb),
             // `decide` returns these only for `Known::Live`, which implies a slot.
-            (Decision::NewLife | Decision::Refresh | Decision::Transition { .. } | Decision::Delete { .. }, None) => {
-                Err(DropReason::Stale)
-            }
+            (
+                Decision::NewLife
+                | Decision::Refresh
+                | Decision::Transition { .. }
+                | Decision::Delete { .. },
+                None,
+            ) => Err(DropReason::Stale),
         }
     }
 
-    fn register(&mut self, now: Instant, reply: Reply, hb: &Heartbeat<'_>) -> Result<Outcome, DropReason> {
+    fn register(
+        &mut self,
+        now: Instant,
+        reply: Reply,
+        hb: &Heartbeat<'_>,
+    ) -> Result<Outcome, DropReason> {
         if self.registry.len() >= self.config.max_proxies {
             return Err(DropReason::RegistryFull);
         }
-        let cluster = self.cluster_for(hb.cluster).ok_or(DropReason::RegistryFull)?;
+        let cluster = self
+            .cluster_for(hb.cluster)
+            .ok_or(DropReason::RegistryFull)?;
         self.forget_tombstone(hb.cluster, hb.proxy);
         let deadline = now + self.config.ready_timeout;
         let slot = self.registry.insert(Record {
@@ -459,16 +514,26 @@ impl Keeper {
         Ok(Outcome::Registered)
     }
 
-    fn restart(&mut self, now: Instant, reply: Reply, hb: &Heartbeat<'_>) -> Result<Outcome, DropReason> {
+    fn restart(
+        &mut self,
+        now: Instant,
+        reply: Reply,
+        hb: &Heartbeat<'_>,
+    ) -> Result<Outcome, DropReason> {
+        // The tombstone remembers the last Restart, so an identity gets at most one per
+        // interval; with no room for one, no Restart is sent (the proxy keeps asking).
         let interval = self.config.heartbeat_interval;
-        if let Some(cluster) = self.cluster_for(hb.cluster) {
-            let stone = self.tombstone(cluster, hb.proxy, now);
-            stone.stamp = stone.stamp.max(reply.stamp);
-            if stone.last_restart.is_some_and(|at| now < at + interval) {
-                return Err(DropReason::RestartSuppressed);
-            }
-            stone.last_restart = Some(now);
+        let cluster = self
+            .cluster_for(hb.cluster)
+            .ok_or(DropReason::RegistryFull)?;
+        let stone = self
+            .tombstone(cluster, hb.proxy, now)
+            .ok_or(DropReason::RegistryFull)?;
+        stone.stamp = stone.stamp.max(reply.stamp);
+        if stone.last_restart.is_some_and(|at| now < at + interval) {
+            return Err(DropReason::RestartSuppressed);
         }
+        stone.last_restart = Some(now);
         self.answer(reply, Answer::Restart { stamp: reply.stamp });
         self.events.push_back(Event::RestartSent {
             cluster: Arc::from(hb.cluster),
@@ -488,7 +553,10 @@ impl Keeper {
         req: &ConfigRequest<'_>,
     ) -> Result<Outcome, DropReason> {
         self.check_identity(key, req.cluster, req.proxy)?;
-        let cluster = self.registry.cluster_id(req.cluster).ok_or(DropReason::NotRegistered)?;
+        let cluster = self
+            .registry
+            .cluster_id(req.cluster)
+            .ok_or(DropReason::NotRegistered)?;
         let slot = self
             .registry
             .find(cluster, req.proxy, req.slot)
@@ -497,8 +565,16 @@ impl Keeper {
         if record.stamp.incarnation != req.incarnation {
             return Err(DropReason::NotRegistered);
         }
-        let stamp = Stamp { incarnation: req.incarnation, seq: req.seq };
-        let reply = Reply { to: from, key, budget, stamp };
+        let stamp = Stamp {
+            incarnation: req.incarnation,
+            seq: req.seq,
+        };
+        let reply = Reply {
+            to: from,
+            key,
+            budget,
+            stamp,
+        };
         if self.tokens.check(&req.token, now) == Freshness::Stale {
             let token = self.tokens.mint(now);
             self.answer(reply, Answer::Challenge { stamp, token });
@@ -508,11 +584,17 @@ impl Keeper {
         // (a window of them is in flight at once), and each is answered within its own
         // size, so a replay can neither change state nor amplify.
         let config = self.registry.cluster(cluster).config.clone();
-        let first = if req.version == config.version { req.first_index } else { 0 };
+        let first = if req.version == config.version {
+            req.first_index
+        } else {
+            0
+        };
         let mut used = 0;
         let mut served = 0;
         for index in first..first.saturating_add(req.count.min(64)) {
-            let Some(bytes) = config.chunk(index) else { break };
+            let Some(bytes) = config.chunk(index) else {
+                break;
+            };
             let len = wire::config_chunk_len(&chunk_header(stamp, &config, index), bytes.len());
             if used + len > budget {
                 break;
@@ -523,11 +605,15 @@ impl Keeper {
                 to: from,
                 key,
                 budget: len,
-                answer: Answer::Chunk { stamp, config: config.clone(), index },
+                answer: Answer::Chunk {
+                    stamp,
+                    config: config.clone(),
+                    index,
+                },
             });
         }
         if served == 0 {
-            return Err(DropReason::NotRegistered);
+            return Err(DropReason::BadRequest);
         }
         Ok(Outcome::ConfigServed)
     }
@@ -554,7 +640,9 @@ impl Keeper {
     }
 
     fn delete(&mut self, slot: u32, reason: Reason, now: Instant) {
-        let Some(record) = self.registry.remove(slot) else { return };
+        let Some(record) = self.registry.remove(slot) else {
+            return;
+        };
         let cluster = record.cluster;
         let name = self.registry.cluster(cluster).name.clone();
         self.bury(cluster, record.proxy.clone(), record.stamp, now);
@@ -572,42 +660,68 @@ impl Keeper {
     /// Leaves a tombstone for a deleted proxy.
     fn bury(&mut self, cluster: ClusterId, proxy: Box<str>, stamp: Stamp, now: Instant) {
         let expires = now + self.config.delete_after;
-        let stones = &mut self.registry.cluster_mut(cluster).tombstones;
-        let last_restart = stones.get(&proxy).and_then(|t| t.last_restart);
-        stones.insert(proxy.clone(), Tombstone { stamp, expires, last_restart });
+        let last_restart = self
+            .registry
+            .tombstone(cluster, &proxy)
+            .and_then(|t| t.last_restart);
+        let stone = Tombstone {
+            stamp,
+            expires,
+            last_restart,
+        };
+        self.registry.set_tombstone(cluster, proxy.clone(), stone);
         self.tombstone_timers.push(expires, (cluster, proxy));
     }
 
-    /// The tombstone of `proxy`, created (with nothing accepted yet) if there is none.
-    fn tombstone(&mut self, cluster: ClusterId, proxy: &str, now: Instant) -> &mut Tombstone {
-        let expires = now + self.config.delete_after;
-        let stones = &mut self.registry.cluster_mut(cluster).tombstones;
-        if !stones.contains_key(proxy) {
-            stones.insert(
-                proxy.into(),
-                Tombstone { stamp: Stamp { incarnation: 0, seq: 0 }, expires, last_restart: None },
-            );
+    /// The tombstone of `proxy`, created (with nothing accepted yet) if there is none and
+    /// there is room: tombstones made this way, for identities never registered, are held
+    /// to `max_proxies` so that they cannot grow without bound.
+    fn tombstone(
+        &mut self,
+        cluster: ClusterId,
+        proxy: &str,
+        now: Instant,
+    ) -> Option<&mut Tombstone> {
+        if self.registry.tombstone(cluster, proxy).is_none() {
+            if self.registry.tombstones() >= self.config.max_proxies {
+                return None;
+            }
+            let expires = now + self.config.delete_after;
+            let nothing = Stamp {
+                incarnation: 0,
+                seq: 0,
+            };
+            let stone = Tombstone {
+                stamp: nothing,
+                expires,
+                last_restart: None,
+            };
+            self.registry.set_tombstone(cluster, proxy.into(), stone);
             self.tombstone_timers.push(expires, (cluster, proxy.into()));
         }
-        stones.get_mut(proxy).expect("inserted above if missing")
+        self.registry.tombstone_mut(cluster, proxy)
     }
 
     fn forget_tombstone(&mut self, cluster: &str, proxy: &str) {
         if let Some(c) = self.registry.cluster_id(cluster) {
-            self.registry.cluster_mut(c).tombstones.remove(proxy);
+            self.registry.remove_tombstone(c, proxy);
         }
     }
 
     /// The cluster named `name`, created if there is room.
     fn cluster_for(&mut self, name: &str) -> Option<ClusterId> {
-        if self.registry.cluster_id(name).is_none() && self.registry.clusters.len() >= self.config.max_clusters {
+        if self.registry.cluster_id(name).is_none()
+            && self.registry.clusters.len() >= self.config.max_clusters
+        {
             return None;
         }
         Some(self.registry.ensure_cluster(name))
     }
 
     fn status_changed(&mut self, slot: u32, from: Option<Status>, reason: Reason, now: Instant) {
-        let Some(record) = self.registry.get(slot) else { return };
+        let Some(record) = self.registry.get(slot) else {
+            return;
+        };
         self.events.push_back(Event::StatusChanged(StatusChange {
             cluster: self.registry.cluster(record.cluster).name.clone(),
             proxy: record.proxy.to_string(),
@@ -626,16 +740,36 @@ impl Keeper {
             .map(|r| self.registry.cluster(r.cluster).config.version)
             .unwrap_or(0);
         let token = self.tokens.mint(now);
-        self.answer(reply, Answer::Ack { stamp: reply.stamp, status, config_version, slot, token });
+        self.answer(
+            reply,
+            Answer::Ack {
+                stamp: reply.stamp,
+                status,
+                config_version,
+                slot,
+                token,
+            },
+        );
     }
 
     fn gone(&mut self, stamp: Stamp, now: Instant) -> Answer {
         let token = self.tokens.mint(now);
-        Answer::Ack { stamp, status: AckStatus::Gone, config_version: 0, slot: 0, token }
+        Answer::Ack {
+            stamp,
+            status: AckStatus::Gone,
+            config_version: 0,
+            slot: 0,
+            token,
+        }
     }
 
     fn answer(&mut self, reply: Reply, answer: Answer) {
-        self.pending.push_back(Pending { to: reply.to, key: reply.key, budget: reply.budget, answer });
+        self.pending.push_back(Pending {
+            to: reply.to,
+            key: reply.key,
+            budget: reply.budget,
+            answer,
+        });
     }
 
     /// Handles every timer due at `now`.
@@ -643,18 +777,24 @@ impl Keeper {
         let now = self.clock.advance(now);
         loop {
             let record_due = self.timers.earliest().filter(|(at, _, _)| *at <= now);
-            let stone_due = self.tombstone_timers.peek().map(|(at, _)| at).filter(|at| *at <= now);
+            let stone_due = self
+                .tombstone_timers
+                .peek()
+                .map(|(at, _)| at)
+                .filter(|at| *at <= now);
             match (record_due, stone_due) {
                 (Some((at, kind, slot)), stone) if stone.is_none_or(|s| at <= s) => {
                     self.timers.queue(kind).pop();
                     self.fire(kind, at, slot, now);
                 }
                 (_, Some(_)) => {
-                    if let Some((at, (cluster, proxy))) = self.tombstone_timers.pop() {
-                        let stones = &mut self.registry.cluster_mut(cluster).tombstones;
-                        if stones.get(&proxy).is_some_and(|t| t.expires == at) {
-                            stones.remove(&proxy);
-                        }
+                    if let Some((at, (cluster, proxy))) = self.tombstone_timers.pop()
+                        && self
+                            .registry
+                            .tombstone(cluster, &proxy)
+                            .is_some_and(|t| t.expires == at)
+                    {
+                        self.registry.remove_tombstone(cluster, &proxy);
                     }
                 }
                 _ => break,
@@ -663,7 +803,9 @@ impl Keeper {
     }
 
     fn fire(&mut self, kind: TimerKind, at: Instant, slot: u32, now: Instant) {
-        let Some(record) = self.registry.get(slot) else { return };
+        let Some(record) = self.registry.get(slot) else {
+            return;
+        };
         if record.deadline != at || record.status.timer() != kind {
             return; // re-armed or moved on since: a stale entry
         }
@@ -700,7 +842,10 @@ impl Keeper {
             }
         }
         while let Some((at, (cluster, proxy))) = self.tombstone_timers.peek() {
-            let live = self.registry.cluster(*cluster).tombstones.get(proxy).is_some_and(|t| t.expires == at);
+            let live = self
+                .registry
+                .tombstone(*cluster, proxy)
+                .is_some_and(|t| t.expires == at);
             if live {
                 break;
             }
@@ -717,7 +862,13 @@ impl Keeper {
         while let Some(p) = self.pending.pop_front() {
             let key = self.keys.get(p.key);
             let encoded = match &p.answer {
-                Answer::Ack { stamp, status, config_version, slot, token } => wire::encode(
+                Answer::Ack {
+                    stamp,
+                    status,
+                    config_version,
+                    slot,
+                    token,
+                } => wire::encode(
                     &Message::Ack(wire::Ack {
                         incarnation: stamp.incarnation,
                         seq: stamp.seq,
@@ -741,7 +892,10 @@ impl Keeper {
                     buf,
                 ),
                 Answer::Restart { stamp } => wire::encode(
-                    &Message::Restart(wire::Restart { incarnation: stamp.incarnation, seq: stamp.seq }),
+                    &Message::Restart(wire::Restart {
+                        incarnation: stamp.incarnation,
+                        seq: stamp.seq,
+                    }),
                     key,
                     buf,
                 ),
@@ -754,7 +908,11 @@ impl Keeper {
                     key,
                     buf,
                 ),
-                Answer::Chunk { stamp, config, index } => {
+                Answer::Chunk {
+                    stamp,
+                    config,
+                    index,
+                } => {
                     let mut chunk = chunk_header(*stamp, config, *index);
                     chunk.bytes = config.chunk(*index).unwrap_or_default();
                     wire::encode(&Message::ConfigChunk(chunk), key, buf)
@@ -763,7 +921,10 @@ impl Keeper {
             match encoded {
                 Ok(len) if len <= p.budget => {
                     self.stats.sent += 1;
-                    return Some(Transmit { destination: p.to, len });
+                    return Some(Transmit {
+                        destination: p.to,
+                        len,
+                    });
                 }
                 _ => {
                     // Ruled out by the protocol's sizes; never send more than was received.

@@ -57,7 +57,7 @@ pub(crate) struct Tombstone {
 pub(crate) struct Cluster {
     pub(crate) name: Arc<str>,
     pub(crate) proxies: HashMap<Box<str>, u32, FixedState>,
-    pub(crate) tombstones: HashMap<Box<str>, Tombstone, FixedState>,
+    tombstones: HashMap<Box<str>, Tombstone, FixedState>,
     /// Proxies that are `ready` or `lost`: the gate is open only when this is zero.
     pub(crate) not_up: usize,
     pub(crate) config: Arc<ConfigVersion>,
@@ -71,6 +71,7 @@ pub(crate) struct Registry {
     slab: Vec<Option<Record>>,
     free: Vec<u32>,
     live: usize,
+    buried: usize,
 }
 
 impl Registry {
@@ -107,10 +108,11 @@ impl Registry {
 
     /// Finds the slot of `(cluster, proxy)`, trying the slot the proxy echoed first.
     pub(crate) fn find(&self, cluster: ClusterId, proxy: &str, hint: u32) -> Option<u32> {
-        if let Some(record) = self.get(hint) {
-            if record.cluster == cluster && *record.proxy == *proxy {
-                return Some(hint);
-            }
+        if let Some(record) = self.get(hint)
+            && record.cluster == cluster
+            && *record.proxy == *proxy
+        {
+            return Some(hint);
         }
         self.clusters[cluster as usize].proxies.get(proxy).copied()
     }
@@ -189,6 +191,44 @@ impl Registry {
 
     /// Number of tombstones across all clusters.
     pub(crate) fn tombstones(&self) -> usize {
-        self.clusters.iter().map(|c| c.tombstones.len()).sum()
+        self.buried
+    }
+
+    /// The tombstone of `proxy`, if there is one.
+    pub(crate) fn tombstone(&self, cluster: ClusterId, proxy: &str) -> Option<&Tombstone> {
+        self.clusters[cluster as usize].tombstones.get(proxy)
+    }
+
+    /// The tombstone of `proxy`, if there is one.
+    pub(crate) fn tombstone_mut(
+        &mut self,
+        cluster: ClusterId,
+        proxy: &str,
+    ) -> Option<&mut Tombstone> {
+        self.clusters[cluster as usize].tombstones.get_mut(proxy)
+    }
+
+    /// Stores `stone` as the tombstone of `proxy`, replacing any.
+    pub(crate) fn set_tombstone(&mut self, cluster: ClusterId, proxy: Box<str>, stone: Tombstone) {
+        if self.clusters[cluster as usize]
+            .tombstones
+            .insert(proxy, stone)
+            .is_none()
+        {
+            self.buried += 1;
+        }
+    }
+
+    /// Removes the tombstone of `proxy`.
+    pub(crate) fn remove_tombstone(
+        &mut self,
+        cluster: ClusterId,
+        proxy: &str,
+    ) -> Option<Tombstone> {
+        let stone = self.clusters[cluster as usize].tombstones.remove(proxy);
+        if stone.is_some() {
+            self.buried -= 1;
+        }
+        stone
     }
 }

@@ -39,7 +39,9 @@ pub(crate) struct DeadlineQueue<T> {
 
 impl<T> Default for DeadlineQueue<T> {
     fn default() -> Self {
-        DeadlineQueue { entries: VecDeque::new() }
+        DeadlineQueue {
+            entries: VecDeque::new(),
+        }
     }
 }
 
@@ -97,10 +99,14 @@ impl Timers {
 
     /// The kind whose front entry is earliest, with that entry.
     pub(crate) fn earliest(&self) -> Option<(Instant, TimerKind, u32)> {
-        [(&self.ready, TimerKind::Ready), (&self.lost, TimerKind::Lost), (&self.delete, TimerKind::Delete)]
-            .into_iter()
-            .filter_map(|(q, kind)| q.peek().map(|(d, slot)| (d, kind, *slot)))
-            .min_by_key(|(d, kind, _)| (*d, *kind))
+        [
+            (&self.ready, TimerKind::Ready),
+            (&self.lost, TimerKind::Lost),
+            (&self.delete, TimerKind::Delete),
+        ]
+        .into_iter()
+        .filter_map(|(q, kind)| q.peek().map(|(d, slot)| (d, kind, *slot)))
+        .min_by_key(|(d, kind, _)| (*d, *kind))
     }
 
     /// Entries held, stale ones included.
@@ -130,6 +136,9 @@ mod tests {
         t.arm(TimerKind::Lost, Instant::from_millis(20), 1);
         t.arm(TimerKind::Ready, Instant::from_millis(25), 2);
         t.arm(TimerKind::Delete, Instant::from_millis(15), 3);
-        assert_eq!(t.earliest(), Some((Instant::from_millis(15), TimerKind::Delete, 3)));
+        assert_eq!(
+            t.earliest(),
+            Some((Instant::from_millis(15), TimerKind::Delete, 3))
+        );
     }
 }

@@ -39,12 +39,18 @@ pub(crate) enum Freshness {
 
 impl TokenMinter {
     /// A minter whose tokens are valid for `validity`, measured in buckets of `granularity`.
-    pub(crate) fn new(epoch: u32, secret: Key, granularity: Duration, validity: Duration) -> TokenMinter {
+    pub(crate) fn new(
+        epoch: u32,
+        secret: Key,
+        granularity: Duration,
+        validity: Duration,
+    ) -> TokenMinter {
         let granularity_nanos = u64::try_from(granularity.as_nanos())
             .unwrap_or(u64::MAX)
             .max(1_000_000);
         let validity_nanos = u64::try_from(validity.as_nanos()).unwrap_or(u64::MAX);
-        let max_age_buckets = u32::try_from(validity_nanos.div_ceil(granularity_nanos)).unwrap_or(u32::MAX);
+        let max_age_buckets =
+            u32::try_from(validity_nanos.div_ceil(granularity_nanos)).unwrap_or(u32::MAX);
         let slots = (max_age_buckets as usize + 1).min(4096);
         TokenMinter {
             epoch,
@@ -105,10 +111,10 @@ impl TokenMinter {
 
     fn mac(&mut self, bucket: u32) -> [u8; 8] {
         let slot = bucket as usize % self.cache.len();
-        if let Some((cached, mac)) = self.cache[slot] {
-            if cached == bucket {
-                return mac;
-            }
+        if let Some((cached, mac)) = self.cache[slot]
+            && cached == bucket
+        {
+            return mac;
         }
         let mut input = [0u8; 16];
         input[0..8].copy_from_slice(b"zk token");
@@ -128,16 +134,30 @@ mod tests {
 
     fn minter(epoch: u32) -> TokenMinter {
         let secret = Key::new(&[3; 32]).expect("valid length");
-        TokenMinter::new(epoch, secret, Duration::from_millis(500), Duration::from_secs(3))
+        TokenMinter::new(
+            epoch,
+            secret,
+            Duration::from_millis(500),
+            Duration::from_secs(3),
+        )
     }
 
     #[test]
     fn a_token_is_fresh_until_its_validity_runs_out() {
         let mut m = minter(1);
         let t = m.mint(Instant::from_millis(1_000));
-        assert_eq!(m.check(&t, Instant::from_millis(1_000)), Freshness::Fresh { age_buckets: 0 });
-        assert_eq!(m.check(&t, Instant::from_millis(3_999)), Freshness::Fresh { age_buckets: 5 });
-        assert_eq!(m.check(&t, Instant::from_millis(4_000)), Freshness::Fresh { age_buckets: 6 });
+        assert_eq!(
+            m.check(&t, Instant::from_millis(1_000)),
+            Freshness::Fresh { age_buckets: 0 }
+        );
+        assert_eq!(
+            m.check(&t, Instant::from_millis(3_999)),
+            Freshness::Fresh { age_buckets: 5 }
+        );
+        assert_eq!(
+            m.check(&t, Instant::from_millis(4_000)),
+            Freshness::Fresh { age_buckets: 6 }
+        );
         assert_eq!(m.check(&t, Instant::from_millis(4_500)), Freshness::Stale);
     }
 

@@ -143,8 +143,12 @@ pub(crate) fn decide(known: Known, said: Said, stamp: Stamp, fresh: bool) -> Dec
         Known::Live(current, last) => {
             let newer_process = stamp.incarnation > last.incarnation;
             match said {
-                Said::Unregister => Decision::Delete { reason: Reason::Unregister },
-                Said::Heartbeat(ProxyStatus::Down) => Decision::Delete { reason: Reason::Down },
+                Said::Unregister => Decision::Delete {
+                    reason: Reason::Unregister,
+                },
+                Said::Heartbeat(ProxyStatus::Down) => Decision::Delete {
+                    reason: Reason::Down,
+                },
                 Said::Heartbeat(ProxyStatus::Ready) if newer_process => Decision::NewLife,
                 Said::Heartbeat(ProxyStatus::Up) if newer_process => Decision::Restart,
                 Said::Heartbeat(ProxyStatus::Ready) => match current {
@@ -169,10 +173,16 @@ pub(crate) fn decide(known: Known, said: Said, stamp: Stamp, fresh: bool) -> Dec
 mod tests {
     use super::*;
 
-    const S: Stamp = Stamp { incarnation: 10, seq: 5 };
+    const S: Stamp = Stamp {
+        incarnation: 10,
+        seq: 5,
+    };
 
     fn later(seq: u64) -> Stamp {
-        Stamp { incarnation: 10, seq }
+        Stamp {
+            incarnation: 10,
+            seq,
+        }
     }
 
     fn hb(status: ProxyStatus) -> Said {
@@ -181,33 +191,85 @@ mod tests {
 
     #[test]
     fn ordering_is_checked_before_freshness() {
-        assert_eq!(decide(Known::Live(Status::Up, S), hb(ProxyStatus::Up), S, false), Decision::Stale);
-        assert_eq!(decide(Known::Tombstone(S), hb(ProxyStatus::Ready), later(4), true), Decision::Stale);
         assert_eq!(
-            decide(Known::Tombstone(S), hb(ProxyStatus::Ready), Stamp { incarnation: 9, seq: 99 }, true),
+            decide(Known::Live(Status::Up, S), hb(ProxyStatus::Up), S, false),
             Decision::Stale
         );
-        assert_eq!(decide(Known::Live(Status::Up, S), hb(ProxyStatus::Up), later(6), false), Decision::Challenge);
+        assert_eq!(
+            decide(Known::Tombstone(S), hb(ProxyStatus::Ready), later(4), true),
+            Decision::Stale
+        );
+        assert_eq!(
+            decide(
+                Known::Tombstone(S),
+                hb(ProxyStatus::Ready),
+                Stamp {
+                    incarnation: 9,
+                    seq: 99
+                },
+                true
+            ),
+            Decision::Stale
+        );
+        assert_eq!(
+            decide(
+                Known::Live(Status::Up, S),
+                hb(ProxyStatus::Up),
+                later(6),
+                false
+            ),
+            Decision::Challenge
+        );
     }
 
     #[test]
     fn a_delayed_ready_never_moves_an_up_proxy_back() {
-        assert_eq!(decide(Known::Live(Status::Up, S), hb(ProxyStatus::Ready), later(4), true), Decision::Stale);
         assert_eq!(
-            decide(Known::Live(Status::Up, S), hb(ProxyStatus::Ready), later(6), true),
+            decide(
+                Known::Live(Status::Up, S),
+                hb(ProxyStatus::Ready),
+                later(4),
+                true
+            ),
+            Decision::Stale
+        );
+        assert_eq!(
+            decide(
+                Known::Live(Status::Up, S),
+                hb(ProxyStatus::Ready),
+                later(6),
+                true
+            ),
             Decision::Regression
         );
     }
 
     #[test]
     fn an_older_process_is_superseded_and_a_newer_one_starts_a_new_life() {
-        let old = Stamp { incarnation: 9, seq: 100 };
-        let new = Stamp { incarnation: 11, seq: 1 };
+        let old = Stamp {
+            incarnation: 9,
+            seq: 100,
+        };
+        let new = Stamp {
+            incarnation: 11,
+            seq: 1,
+        };
         assert_eq!(
             decide(Known::Live(Status::Up, S), hb(ProxyStatus::Up), old, true),
             Decision::Superseded { winner: 10 }
         );
-        assert_eq!(decide(Known::Live(Status::Up, S), hb(ProxyStatus::Ready), new, true), Decision::NewLife);
-        assert_eq!(decide(Known::Live(Status::Lost, S), hb(ProxyStatus::Up), new, true), Decision::Restart);
+        assert_eq!(
+            decide(
+                Known::Live(Status::Up, S),
+                hb(ProxyStatus::Ready),
+                new,
+                true
+            ),
+            Decision::NewLife
+        );
+        assert_eq!(
+            decide(Known::Live(Status::Lost, S), hb(ProxyStatus::Up), new, true),
+            Decision::Restart
+        );
     }
 }

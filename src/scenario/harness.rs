@@ -15,7 +15,9 @@ use crate::agent::{Agent, AgentConfig, AgentEvent};
 use crate::auth::{Key, Keyring};
 use crate::keeper::{AdminError, Event, Keeper, KeeperConfig, Status};
 use crate::scenario::net::{NetConfig, Network};
-use crate::scenario::{Action, CLUSTER, Expected, Gate, Init, Observation, PROXIES, ProxyIndex, Timing, World};
+use crate::scenario::{
+    Action, CLUSTER, Expected, Gate, Init, Observation, PROXIES, ProxyIndex, Timing, World,
+};
 use crate::time::{Instant, WallTime};
 use crate::wire::MAX_DATAGRAM;
 
@@ -77,8 +79,14 @@ impl CoreWorld {
             ..KeeperConfig::default()
         };
         let token_secret: [u8; 32] = Sha256::digest(seed.to_be_bytes()).into();
-        let keeper = Keeper::new(config, Keyring::with_default(key.clone()), 1, token_secret, Instant::ZERO)
-            .expect("scenario timings are valid");
+        let keeper = Keeper::new(
+            config,
+            Keyring::with_default(key.clone()),
+            1,
+            token_secret,
+            Instant::ZERO,
+        )
+        .expect("scenario timings are valid");
         let keeper_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7946);
         CoreWorld {
             now: Instant::ZERO,
@@ -144,7 +152,12 @@ impl CoreWorld {
         cfg.default_interval = self.timing.interval;
         let wall = WallTime::from_micros(WALL_START_MICROS + self.now.as_nanos() / 1_000);
         let agent = Agent::new(cfg, wall, self.now).expect("the scenario identities are valid");
-        self.procs[proxy] = Some(Process { agent, addr, init, init_at: None });
+        self.procs[proxy] = Some(Process {
+            agent,
+            addr,
+            init,
+            init_at: None,
+        });
         self.settle();
     }
 
@@ -153,14 +166,21 @@ impl CoreWorld {
         loop {
             let mut moved = false;
             while let Some(t) = self.keeper.poll_transmit(&mut self.buf) {
-                self.net.send(self.now, self.keeper_addr, t.destination, &self.buf[..t.len]);
+                self.net.send(
+                    self.now,
+                    self.keeper_addr,
+                    t.destination,
+                    &self.buf[..t.len],
+                );
                 moved = true;
             }
             while let Some(e) = self.keeper.poll_event() {
                 self.trace.keeper.push((self.elapsed(), e));
             }
             for i in 0..self.procs.len() {
-                let Some(p) = self.procs[i].as_mut() else { continue };
+                let Some(p) = self.procs[i].as_mut() else {
+                    continue;
+                };
                 while let Some(bytes) = p.agent.poll_transmit() {
                     self.net.send(self.now, p.addr, self.keeper_addr, &bytes);
                     moved = true;
@@ -211,7 +231,12 @@ impl CoreWorld {
         while let Some(packet) = self.net.deliver(now) {
             if packet.to == self.keeper_addr {
                 self.keeper.handle_datagram(now, packet.from, &packet.bytes);
-            } else if let Some(p) = self.procs.iter_mut().flatten().find(|p| p.addr == packet.to) {
+            } else if let Some(p) = self
+                .procs
+                .iter_mut()
+                .flatten()
+                .find(|p| p.addr == packet.to)
+            {
                 p.agent.handle_datagram(now, &packet.bytes);
             }
             self.settle();
@@ -253,20 +278,32 @@ impl CoreWorld {
         self.run_due();
     }
 
-    fn operator_outcome(&self, result: Result<u64, AdminError>, expect: &Expected) -> Result<(), String> {
+    fn operator_outcome(
+        &self,
+        result: Result<u64, AdminError>,
+        expect: &Expected,
+    ) -> Result<(), String> {
         match (result, expect) {
             (Ok(_), Expected::Applied) => Ok(()),
             (Err(AdminError::GateClosed(closed)), Expected::GateClosed(blockers)) => {
-                let got: Vec<(String, Status)> = closed.blockers.iter().map(|b| (b.proxy.clone(), b.status)).collect();
-                let want: Vec<(String, Status)> =
-                    blockers.iter().map(|(i, s)| (PROXIES[*i].to_owned(), *s)).collect();
+                let got: Vec<(String, Status)> = closed
+                    .blockers
+                    .iter()
+                    .map(|b| (b.proxy.clone(), b.status))
+                    .collect();
+                let want: Vec<(String, Status)> = blockers
+                    .iter()
+                    .map(|(i, s)| (PROXIES[*i].to_owned(), *s))
+                    .collect();
                 if got == want {
                     Ok(())
                 } else {
                     Err(format!("refused naming {got:?}, expected {want:?}"))
                 }
             }
-            (Ok(version), Expected::GateClosed(_)) => Err(format!("applied as version {version}, expected refusal")),
+            (Ok(version), Expected::GateClosed(_)) => {
+                Err(format!("applied as version {version}, expected refusal"))
+            }
             (Err(e), _) => Err(format!("refused: {e}")),
         }
     }
@@ -283,21 +320,36 @@ impl World for CoreWorld {
                 p.init = Init::After(Duration::ZERO);
                 let _ = p.agent.initialized(now);
             }
-            Action::Partition { proxy, direction } => self.net.partition(Self::host(*proxy), *direction),
+            Action::Partition { proxy, direction } => {
+                self.net.partition(Self::host(*proxy), *direction)
+            }
             Action::Heal { proxy } => self.net.heal(Self::host(*proxy)),
             Action::Kill { proxy } => self.procs[*proxy] = None,
             Action::Unregister { proxy } => {
-                self.procs[*proxy].as_mut().ok_or("no such process")?.agent.unregister(now);
+                self.procs[*proxy]
+                    .as_mut()
+                    .ok_or("no such process")?
+                    .agent
+                    .unregister(now);
             }
             Action::Remove { proxy } => {
-                self.keeper.remove_proxy(now, CLUSTER, PROXIES[*proxy]).map_err(|e| e.to_string())?;
+                self.keeper
+                    .remove_proxy(now, CLUSTER, PROXIES[*proxy])
+                    .map_err(|e| e.to_string())?;
             }
             Action::PushConfig { config, expect } => {
                 let result = self.keeper.push_config(now, CLUSTER, Arc::from(*config));
                 self.operator_outcome(result, expect)?;
             }
-            Action::Switch { hostgroup, from, to, expect } => {
-                let result = self.keeper.switch_datasource(now, CLUSTER, hostgroup, from, to);
+            Action::Switch {
+                hostgroup,
+                from,
+                to,
+                expect,
+            } => {
+                let result = self
+                    .keeper
+                    .switch_datasource(now, CLUSTER, hostgroup, from, to);
                 self.operator_outcome(result, expect)?;
             }
         }
@@ -319,7 +371,14 @@ impl World for CoreWorld {
                 Err(_) => Some(Gate::Closed),
             }
         };
-        (Observation { listing, restarts: self.restarts, elapsed: self.elapsed() }, gate)
+        (
+            Observation {
+                listing,
+                restarts: self.restarts,
+                elapsed: self.elapsed(),
+            },
+            gate,
+        )
     }
 
     fn advance(&mut self) {

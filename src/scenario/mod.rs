@@ -23,7 +23,12 @@ use crate::keeper::Status;
 pub const CLUSTER: &str = "test_cluster";
 /// The four proxies of the seed scenario: identities carried in heartbeats, never
 /// addresses anything is sent to.
-pub const PROXIES: [&str; 4] = ["10.25.0.11:3000", "10.25.0.12:3000", "10.25.0.13:3000", "10.25.0.14:3000"];
+pub const PROXIES: [&str; 4] = [
+    "10.25.0.11:3000",
+    "10.25.0.12:3000",
+    "10.25.0.13:3000",
+    "10.25.0.14:3000",
+];
 
 /// Index of a proxy in [`PROXIES`].
 pub type ProxyIndex = usize;
@@ -246,14 +251,26 @@ pub fn seed(t: &Timing) -> Vec<Step> {
         };
         Expect { listing, gate }
     };
-    let phase = |note, actions, until, within, check: Option<Expect>| Phase { note, actions, until, within, check };
+    let phase = |note, actions, until, within, check: Option<Expect>| Phase {
+        note,
+        actions,
+        until,
+        within,
+        check,
+    };
     let blocked = |entries: &[(ProxyIndex, Status)]| Expected::GateClosed(entries.to_vec());
 
     vec![
         Step {
             number: 1,
             what: "No proxy has started; the keeper's registry for the cluster is empty.",
-            phases: vec![phase("nothing happens", vec![], Until::Listing(vec![]), Duration::ZERO, None)],
+            phases: vec![phase(
+                "nothing happens",
+                vec![],
+                Until::Listing(vec![]),
+                Duration::ZERO,
+                None,
+            )],
             expect: expect(vec![]),
         },
         Step {
@@ -261,7 +278,12 @@ pub fn seed(t: &Timing) -> Vec<Step> {
             what: ".11, .12, .13 start one after another and send ready heartbeats.",
             phases: vec![phase(
                 "three proxies register",
-                (0..3).map(|proxy| Action::Start { proxy, init: Init::Held }).collect(),
+                (0..3)
+                    .map(|proxy| Action::Start {
+                        proxy,
+                        init: Init::Held,
+                    })
+                    .collect(),
                 Until::Listing(all(Ready)),
                 wait,
                 None,
@@ -286,14 +308,20 @@ pub fn seed(t: &Timing) -> Vec<Step> {
             phases: vec![
                 phase(
                     ".13 is marked lost",
-                    vec![Action::Partition { proxy: 2, direction: Direction::Both }],
+                    vec![Action::Partition {
+                        proxy: 2,
+                        direction: Direction::Both,
+                    }],
                     Until::Status(2, Lost),
                     t.lost_after + wait,
                     None,
                 ),
                 phase(
                     "push config is refused, naming .13",
-                    vec![Action::PushConfig { config: b"pool_size = 64\n", expect: blocked(&[(2, Lost)]) }],
+                    vec![Action::PushConfig {
+                        config: b"pool_size = 64\n",
+                        expect: blocked(&[(2, Lost)]),
+                    }],
                     Until::Now,
                     Duration::ZERO,
                     None,
@@ -318,7 +346,10 @@ pub fn seed(t: &Timing) -> Vec<Step> {
             what: ".14 starts; the keeper receives its ready heartbeat.",
             phases: vec![phase(
                 ".14 registers",
-                vec![Action::Start { proxy: 3, init: Init::Held }],
+                vec![Action::Start {
+                    proxy: 3,
+                    init: Init::Held,
+                }],
                 Until::Status(3, Ready),
                 wait,
                 None,
@@ -352,7 +383,10 @@ pub fn seed(t: &Timing) -> Vec<Step> {
             phases: vec![
                 phase(
                     ".14 registers as ready",
-                    vec![Action::Start { proxy: 3, init: Init::FailsAfter(t.init_delay) }],
+                    vec![Action::Start {
+                        proxy: 3,
+                        init: Init::FailsAfter(t.init_delay),
+                    }],
                     Until::Status(3, Ready),
                     wait,
                     Some(expect(listing(&[(0, Up), (1, Up), (2, Up), (3, Ready)]))),
@@ -399,7 +433,10 @@ pub fn seed(t: &Timing) -> Vec<Step> {
                             to: "mysql-b:3306",
                             expect: Expected::Applied,
                         },
-                        Action::PushConfig { config: b"pool_size = 64\n", expect: Expected::Applied },
+                        Action::PushConfig {
+                            config: b"pool_size = 64\n",
+                            expect: Expected::Applied,
+                        },
                     ],
                     Until::Now,
                     Duration::ZERO,
@@ -454,14 +491,20 @@ pub fn seed(t: &Timing) -> Vec<Step> {
             phases: vec![
                 phase(
                     ".14 is marked lost",
-                    vec![Action::Partition { proxy: 3, direction: Direction::Both }],
+                    vec![Action::Partition {
+                        proxy: 3,
+                        direction: Direction::Both,
+                    }],
                     Until::Status(3, Lost),
                     t.lost_after + wait,
                     None,
                 ),
                 phase(
                     "push config is refused, naming .14",
-                    vec![Action::PushConfig { config: b"pool_size = 32\n", expect: blocked(&[(3, Lost)]) }],
+                    vec![Action::PushConfig {
+                        config: b"pool_size = 32\n",
+                        expect: blocked(&[(3, Lost)]),
+                    }],
                     Until::Now,
                     Duration::ZERO,
                     None,
@@ -521,7 +564,10 @@ pub struct Observation {
 impl Observation {
     /// The status of a proxy, if listed.
     pub fn status(&self, proxy: ProxyIndex) -> Option<Status> {
-        self.listing.iter().find(|(p, _)| p == PROXIES[proxy]).map(|(_, s)| *s)
+        self.listing
+            .iter()
+            .find(|(p, _)| p == PROXIES[proxy])
+            .map(|(_, s)| *s)
     }
 
     /// Whether the listing is exactly `expected`.
@@ -617,10 +663,20 @@ fn describe(obs: &Observation, gate: Option<Gate>) -> String {
     out
 }
 
-fn check(step: u32, what: &str, expect: &Expect, obs: &Observation, gate: Option<Gate>) -> Result<(), Failure> {
+fn check(
+    step: u32,
+    what: &str,
+    expect: &Expect,
+    obs: &Observation,
+    gate: Option<Gate>,
+) -> Result<(), Failure> {
     if !obs.listing_is(&expect.listing) || gate != expect.gate {
         let wanted = Observation {
-            listing: expect.listing.iter().map(|(i, s)| (PROXIES[*i].to_owned(), *s)).collect(),
+            listing: expect
+                .listing
+                .iter()
+                .map(|(i, s)| (PROXIES[*i].to_owned(), *s))
+                .collect(),
             ..Observation::default()
         };
         return Err(Failure {
@@ -689,7 +745,11 @@ pub fn play(
         }
         let (obs, gate) = world.observe();
         check(step.number, "after the step", &step.expect, &obs, gate)?;
-        let r = StepReport { number: step.number, lines: lines(&obs.listing), gate };
+        let r = StepReport {
+            number: step.number,
+            lines: lines(&obs.listing),
+            gate,
+        };
         report(&r);
         reports.push(r);
     }
@@ -723,7 +783,12 @@ mod tests {
                 Some(Open)
             ]
         );
-        assert!(steps.iter().enumerate().all(|(i, s)| s.number as usize == i + 1));
+        assert!(
+            steps
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.number as usize == i + 1)
+        );
     }
 
     #[test]
@@ -733,8 +798,15 @@ mod tests {
             lines: vec!["/zerodb/proxy/test_cluster/status/10.25.0.13:3000->lost".into()],
             gate: Some(Gate::Closed),
         };
-        assert_eq!(r.to_string(), "step 4\n/zerodb/proxy/test_cluster/status/10.25.0.13:3000->lost\ngate closed\n");
-        let empty = StepReport { number: 1, lines: vec![], gate: None };
+        assert_eq!(
+            r.to_string(),
+            "step 4\n/zerodb/proxy/test_cluster/status/10.25.0.13:3000->lost\ngate closed\n"
+        );
+        let empty = StepReport {
+            number: 1,
+            lines: vec![],
+            gate: None,
+        };
         assert_eq!(empty.to_string(), "step 1\n");
     }
 }

@@ -31,12 +31,22 @@ pub struct NetConfig {
 impl NetConfig {
     /// A network that delivers everything, in order, after 1 ms.
     pub fn perfect() -> NetConfig {
-        NetConfig { latency: Duration::from_millis(1), jitter: Duration::ZERO, loss: 0.0, duplicate: 0.0 }
+        NetConfig {
+            latency: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+        }
     }
 
     /// 30 % loss, 30 % duplication, and up to 300 ms of jitter (heavy reordering).
     pub fn hostile() -> NetConfig {
-        NetConfig { latency: Duration::from_millis(5), jitter: Duration::from_millis(300), loss: 0.3, duplicate: 0.3 }
+        NetConfig {
+            latency: Duration::from_millis(5),
+            jitter: Duration::from_millis(300),
+            loss: 0.3,
+            duplicate: 0.3,
+        }
     }
 }
 
@@ -208,7 +218,9 @@ mod tests {
             for i in 0u8..100 {
                 net.send(Instant::from_millis(u64::from(i)), proxy, keeper, &[i]);
             }
-            std::iter::from_fn(|| net.deliver(Instant::from_millis(1_000))).map(|p| p.bytes[0]).collect::<Vec<_>>()
+            std::iter::from_fn(|| net.deliver(Instant::from_millis(1_000)))
+                .map(|p| p.bytes[0])
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));

@@ -35,11 +35,28 @@ pub fn config() -> KeeperConfig {
 /// An answer from the keeper, decoded and owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    Ack { seq: u64, status: AckStatus, config_version: u64, slot: u32 },
-    Challenge { seq: u64 },
-    Restart { incarnation: u64, seq: u64 },
-    Superseded { incarnation: u64, winner: u64 },
-    Chunk { version: u64, index: u32, total: u32 },
+    Ack {
+        seq: u64,
+        status: AckStatus,
+        config_version: u64,
+        slot: u32,
+    },
+    Challenge {
+        seq: u64,
+    },
+    Restart {
+        incarnation: u64,
+        seq: u64,
+    },
+    Superseded {
+        incarnation: u64,
+        winner: u64,
+    },
+    Chunk {
+        version: u64,
+        index: u32,
+        total: u32,
+    },
 }
 
 /// A proxy played by hand.
@@ -97,7 +114,12 @@ impl FakeProxy {
 
     /// A new process of the same identity: a larger incarnation, no seq, no slot.
     pub fn restarted(&self, incarnation: u64) -> FakeProxy {
-        FakeProxy { incarnation, seq: 0, slot: 0, ..self.clone() }
+        FakeProxy {
+            incarnation,
+            seq: 0,
+            slot: 0,
+            ..self.clone()
+        }
     }
 }
 
@@ -115,8 +137,20 @@ impl Rig {
     }
 
     pub fn with_config(config: KeeperConfig) -> Rig {
-        let keeper = Keeper::new(config, Keyring::with_default(key()), 1, [9; 32], Instant::ZERO).expect("valid config");
-        Rig { keeper, now: Instant::ZERO, buf: vec![0; MAX_DATAGRAM], events: Vec::new() }
+        let keeper = Keeper::new(
+            config,
+            Keyring::with_default(key()),
+            1,
+            [9; 32],
+            Instant::ZERO,
+        )
+        .expect("valid config");
+        Rig {
+            keeper,
+            now: Instant::ZERO,
+            buf: vec![0; MAX_DATAGRAM],
+            events: Vec::new(),
+        }
     }
 
     /// Delivers `bytes` from `proxy` and returns the decoded answers (tokens and slots
@@ -126,24 +160,48 @@ impl Rig {
         self.keeper.handle_datagram(self.now, proxy.source, bytes);
         let mut replies = Vec::new();
         while let Some(t) = self.keeper.poll_transmit(&mut self.buf) {
-            assert_eq!(t.destination, proxy.source, "answers go to the datagram's source");
-            assert!(t.len <= bytes.len(), "answer of {} bytes to a request of {}", t.len, bytes.len());
-            let message = wire::open(&self.buf[..t.len], &proxy.key).expect("the keeper's answers authenticate");
+            assert_eq!(
+                t.destination, proxy.source,
+                "answers go to the datagram's source"
+            );
+            assert!(
+                t.len <= bytes.len(),
+                "answer of {} bytes to a request of {}",
+                t.len,
+                bytes.len()
+            );
+            let message = wire::open(&self.buf[..t.len], &proxy.key)
+                .expect("the keeper's answers authenticate");
             replies.push(match message {
                 Message::Ack(a) => {
                     proxy.token = a.token;
                     if a.slot != 0 {
                         proxy.slot = a.slot;
                     }
-                    Reply::Ack { seq: a.seq, status: a.status, config_version: a.config_version, slot: a.slot }
+                    Reply::Ack {
+                        seq: a.seq,
+                        status: a.status,
+                        config_version: a.config_version,
+                        slot: a.slot,
+                    }
                 }
                 Message::Challenge(c) => {
                     proxy.token = c.token;
                     Reply::Challenge { seq: c.seq }
                 }
-                Message::Restart(r) => Reply::Restart { incarnation: r.incarnation, seq: r.seq },
-                Message::Superseded(s) => Reply::Superseded { incarnation: s.incarnation, winner: s.winner },
-                Message::ConfigChunk(c) => Reply::Chunk { version: c.version, index: c.index, total: c.total },
+                Message::Restart(r) => Reply::Restart {
+                    incarnation: r.incarnation,
+                    seq: r.seq,
+                },
+                Message::Superseded(s) => Reply::Superseded {
+                    incarnation: s.incarnation,
+                    winner: s.winner,
+                },
+                Message::ConfigChunk(c) => Reply::Chunk {
+                    version: c.version,
+                    index: c.index,
+                    total: c.total,
+                },
                 other => panic!("the keeper sent a proxy-side message: {other:?}"),
             });
         }
