@@ -27,6 +27,7 @@
 pub mod agent;
 pub mod auth;
 pub mod configdoc;
+pub mod driver;
 pub mod identity;
 pub mod keeper;
 pub mod scenario;

@@ -1,0 +1,134 @@
+//! Drivers: tokio tasks that own a UDP socket and a timer and pump datagrams and
+//! deadlines into a core.
+//!
+//! They are written once, against [`DatagramSocket`], so the same code runs on
+//! `tokio::net::UdpSocket` in production and on turmoil's simulated socket (wrapped in
+//! the simulation's own type) in tests. Shutdown is injected as a future, as in
+//! mini-redis, so a test or a simulation can stop a driver at any moment.
+//!
+//! Time: a driver reads `tokio::time::Instant` (turmoil's virtual time inside a
+//! simulation) and converts it to the core's [`Instant`] with a [`DriverClock`]; raw
+//! tokio instants never reach a core, a log or a hash.
+
+pub mod keeper;
+pub mod proxy;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::time::Instant;
+
+/// The few socket operations a driver needs.
+///
+/// Implemented here for `tokio::net::UdpSocket`; simulations implement it for a wrapper
+/// around turmoil's socket (and for lossy wrappers of their own).
+pub trait DatagramSocket: Send + Sync + 'static {
+    /// Sends one datagram to `target`.
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Receives one datagram. Must be cancel-safe: dropping the future loses nothing.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+
+    /// Receives one datagram if one is queued, without waiting (`WouldBlock` otherwise).
+    /// Lets a driver drain a burst before it flushes its answers; the default never has one.
+    fn try_recv_from(&self, _buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// The address the socket is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+impl DatagramSocket for tokio::net::UdpSocket {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::UdpSocket::send_to(self, buf, target)
+    }
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        tokio::net::UdpSocket::recv_from(self, buf)
+    }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        tokio::net::UdpSocket::try_recv_from(self, buf)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::UdpSocket::local_addr(self)
+    }
+}
+
+/// Converts between the driver's clock and the core's time.
+///
+/// The core's [`Instant`] is the time since the driver started; wall-clock moments (for
+/// "since when" in listings) are the driver's start on the wall clock plus that.
+#[derive(Clone, Copy, Debug)]
+pub struct DriverClock {
+    start: tokio::time::Instant,
+    start_wall: SystemTime,
+}
+
+impl DriverClock {
+    /// A clock that starts now.
+    pub fn start() -> DriverClock {
+        DriverClock {
+            start: tokio::time::Instant::now(),
+            start_wall: SystemTime::now(),
+        }
+    }
+
+    /// A clock that starts now, with the wall clock at `start_wall` (simulations pass
+    /// their own epoch so runs are reproducible).
+    pub fn start_at(start_wall: SystemTime) -> DriverClock {
+        DriverClock {
+            start: tokio::time::Instant::now(),
+            start_wall,
+        }
+    }
+
+    /// The core's `now`.
+    pub fn now(&self) -> Instant {
+        self.instant(tokio::time::Instant::now())
+    }
+
+    /// The core's `Instant` for a tokio instant.
+    pub fn instant(&self, t: tokio::time::Instant) -> Instant {
+        let nanos = t.saturating_duration_since(self.start).as_nanos();
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// The tokio instant of a core deadline.
+    pub fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        // A deadline too far to represent is as good as never.
+        self.start
+            .checked_add(at.since_start())
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+
+    /// The wall-clock moment of a core instant.
+    pub fn wall(&self, at: Instant) -> SystemTime {
+        self.start_wall + at.since_start()
+    }
+}
+
+/// Microseconds since the Unix epoch of a wall-clock moment (0 before the epoch).
+pub fn unix_micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,333 @@
+//! A proxy's driver: one task owns an agent core and a UDP socket, and plays the proxy's
+//! host (a database proxy that initialises its connection pool once it has its config).
+//!
+//! It is what `zerokeeper proxy` runs, what the demo starts four of, and what the
+//! simulations start on turmoil hosts. The host's behaviour is an [`InitPolicy`]: go up
+//! after a delay, wait to be released, fail to start, or crash once registered.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::agent::{Agent, AgentEvent, Phase, StopReason};
+use crate::configdoc::ConfigDocument;
+use crate::driver::{DatagramSocket, DriverClock};
+
+/// How the proxy's host initialises once its startup config has arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitPolicy {
+    /// Initialises in this long, then goes up.
+    After(Duration),
+    /// Waits for [`ProxyCommand::Release`].
+    Held,
+    /// Fails for a known reason after this long: sends `down`.
+    FailsAfter(Duration),
+    /// Exits without a word as soon as the keeper has acknowledged its `ready`.
+    CrashOnAck,
+}
+
+/// What a proxy driver is told from outside, besides shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyCommand {
+    /// A held host finishes initialising.
+    Release,
+    /// Go offline: unregister.
+    Unregister,
+    /// Report a known start failure: send `down`.
+    FailStart,
+}
+
+/// What can be seen of a running proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyState {
+    /// The agent's phase.
+    pub phase: Option<Phase>,
+    /// The current incarnation.
+    pub incarnation: u64,
+    /// `Restart` commands obeyed.
+    pub restarts: u64,
+    /// The config version it runs.
+    pub config_version: u64,
+}
+
+/// Faults injected into one proxy's traffic (the demo's partitions): datagrams the driver
+/// drops instead of sending or handling.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Drop everything the proxy sends.
+    pub drop_outbound: AtomicBool,
+    /// Drop everything the proxy receives.
+    pub drop_inbound: AtomicBool,
+}
+
+impl Faults {
+    /// Cuts the proxy off in both directions, or heals it.
+    pub fn cut(&self, cut: bool) {
+        self.drop_outbound.store(cut, Ordering::Relaxed);
+        self.drop_inbound.store(cut, Ordering::Relaxed);
+    }
+}
+
+/// How a proxy driver ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyExit {
+    /// The agent stopped (its `down` or unregister was acknowledged, it gave up, or it was
+    /// superseded).
+    Stopped(StopReason),
+    /// It crashed on purpose ([`InitPolicy::CrashOnAck`]).
+    Crashed,
+    /// Shutdown was requested; the unregister ended as this (`None`: no answer in time).
+    Shutdown(Option<StopReason>),
+}
+
+/// The outside's side of a proxy driver.
+#[derive(Clone, Debug)]
+pub struct ProxyControl {
+    /// Commands to the proxy.
+    pub commands: mpsc::Sender<ProxyCommand>,
+    /// Its latest state.
+    pub state: watch::Receiver<ProxyState>,
+    /// Its injected faults.
+    pub faults: Arc<Faults>,
+}
+
+/// The proxy task. Create it with [`ProxyDriver::new`], run it with [`ProxyDriver::run`].
+#[derive(Debug)]
+pub struct ProxyDriver<S> {
+    agent: Agent,
+    socket: S,
+    keeper: SocketAddr,
+    clock: DriverClock,
+    init: InitPolicy,
+    init_at: Option<tokio::time::Instant>,
+    commands: mpsc::Receiver<ProxyCommand>,
+    state: watch::Sender<ProxyState>,
+    faults: Arc<Faults>,
+}
+
+impl<S: DatagramSocket> ProxyDriver<S> {
+    /// A driver for `agent`, talking to the keeper at `keeper` from `socket`.
+    pub fn new(
+        agent: Agent,
+        socket: S,
+        keeper: SocketAddr,
+        init: InitPolicy,
+        clock: DriverClock,
+    ) -> (ProxyDriver<S>, ProxyControl) {
+        let (commands_tx, commands) = mpsc::channel(16);
+        let (state, state_rx) = watch::channel(ProxyState::default());
+        let faults = Arc::new(Faults::default());
+        let control = ProxyControl {
+            commands: commands_tx,
+            state: state_rx,
+            faults: faults.clone(),
+        };
+        let driver = ProxyDriver {
+            agent,
+            socket,
+            keeper,
+            clock,
+            init,
+            init_at: None,
+            commands,
+            state,
+            faults,
+        };
+        (driver, control)
+    }
+
+    /// Runs the proxy until it stops, crashes on purpose, or `shutdown` completes (then
+    /// it unregisters and returns once that is acknowledged or given up).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<ProxyExit> {
+        info!(cluster = self.agent.cluster(), proxy = self.agent.proxy(), keeper = %self.keeper,
+              incarnation = self.agent.incarnation(), "proxy starting");
+        let mut buf = vec![0u8; 2048];
+        let mut leaving = false;
+        let mut commands_open = true;
+        tokio::pin!(shutdown);
+        loop {
+            if let Some(exit) = self.flush().await? {
+                return Ok(match exit {
+                    ProxyExit::Stopped(reason) if leaving => ProxyExit::Shutdown(Some(reason)),
+                    other => other,
+                });
+            }
+            let deadline = [
+                self.agent.poll_timeout().map(|t| self.clock.deadline(t)),
+                self.init_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            // `biased`: a fixed branch order keeps simulations reproducible.
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if !leaving => {
+                    info!("shutting down: unregistering");
+                    leaving = true;
+                    self.init_at = None;
+                    self.agent.unregister(self.clock.now());
+                }
+                command = self.commands.recv(), if commands_open => match command {
+                    Some(command) => self.command(command),
+                    None => commands_open = false,
+                },
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => {
+                        if from == self.keeper && !self.faults.drop_inbound.load(Ordering::Relaxed) {
+                            self.agent.handle_datagram(self.clock.now(), &buf[..n]);
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "udp receive failed"),
+                },
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.agent.handle_timeout(self.clock.now());
+                    if self.init_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        self.init_at = None;
+                        self.host_init_done();
+                    }
+                }
+            }
+            if leaving && matches!(self.agent.phase(), Phase::Stopped(_)) {
+                let Phase::Stopped(reason) = self.agent.phase() else {
+                    unreachable!("matched above")
+                };
+                info!(%reason, "proxy stopped");
+                return Ok(ProxyExit::Shutdown(Some(reason)));
+            }
+        }
+    }
+
+    fn command(&mut self, command: ProxyCommand) {
+        let now = self.clock.now();
+        match command {
+            ProxyCommand::Release => {
+                self.init = InitPolicy::After(Duration::ZERO);
+                if self.agent.phase() == Phase::Initialising {
+                    self.init_at = Some(tokio::time::Instant::now());
+                }
+            }
+            ProxyCommand::Unregister => {
+                info!("going offline: unregistering");
+                self.init_at = None;
+                self.agent.unregister(now);
+            }
+            ProxyCommand::FailStart => {
+                warn!("start failed: sending down");
+                self.init_at = None;
+                self.agent.fail_start(now);
+            }
+        }
+    }
+
+    /// The host finished its initialisation (or failed it, as its policy says).
+    fn host_init_done(&mut self) {
+        let now = self.clock.now();
+        match self.init {
+            InitPolicy::FailsAfter(_) => {
+                warn!("initialisation failed for a known reason: sending down");
+                self.agent.fail_start(now);
+            }
+            InitPolicy::After(_) | InitPolicy::Held | InitPolicy::CrashOnAck => {
+                if self.agent.initialized(now).is_ok() {
+                    info!("initialised: going up");
+                }
+            }
+        }
+    }
+
+    /// Sends what the agent wants sent and reacts to its events. Returns an exit if the
+    /// proxy is done.
+    async fn flush(&mut self) -> io::Result<Option<ProxyExit>> {
+        while let Some(bytes) = self.agent.poll_transmit() {
+            if self.faults.drop_outbound.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Err(e) = self.socket.send_to(&bytes, self.keeper).await {
+                debug!(error = %e, "udp send failed");
+            }
+        }
+        let mut exit = None;
+        while let Some(event) = self.agent.poll_event() {
+            if let Some(e) = self.on_event(event) {
+                exit = Some(e);
+            }
+        }
+        self.state.send_modify(|s| {
+            s.phase = Some(self.agent.phase());
+            s.incarnation = self.agent.incarnation();
+            s.config_version = self.agent.config_version();
+        });
+        Ok(exit)
+    }
+
+    fn on_event(&mut self, event: AgentEvent) -> Option<ProxyExit> {
+        match event {
+            AgentEvent::PhaseChanged { from, to } => {
+                info!(from = %from, to = %to, incarnation = self.agent.incarnation(), "proxy state changed");
+                if to == Phase::Pulling && self.init == InitPolicy::CrashOnAck {
+                    // "Exits without a word": no unregister, no down.
+                    warn!("registered; crashing on purpose before going up");
+                    return Some(ProxyExit::Crashed);
+                }
+                if let Phase::Stopped(reason) = to {
+                    return Some(ProxyExit::Stopped(reason));
+                }
+            }
+            AgentEvent::ConfigReady { version, config } => {
+                let summary = describe(&config);
+                info!(version, bytes = config.len(), %summary, "startup config received; initialising");
+                self.init_at = match self.init {
+                    InitPolicy::After(d) | InitPolicy::FailsAfter(d) => {
+                        Some(tokio::time::Instant::now() + d)
+                    }
+                    InitPolicy::Held | InitPolicy::CrashOnAck => None,
+                };
+            }
+            AgentEvent::ConfigUpdated { version, config } => {
+                let summary = describe(&config);
+                info!(version, bytes = config.len(), %summary, "config version applied");
+            }
+            AgentEvent::Restarting {
+                old_incarnation,
+                new_incarnation,
+            } => {
+                warn!(
+                    old_incarnation,
+                    new_incarnation, "the keeper asked for a restart: starting a new lifecycle"
+                );
+                self.init_at = None;
+                self.state.send_modify(|s| s.restarts += 1);
+            }
+            AgentEvent::Superseded { winner } => {
+                warn!(winner, "a newer process holds this identity: stopping");
+            }
+        }
+        None
+    }
+}
+
+/// A one-line summary of a config document, for logs.
+fn describe(config: &[u8]) -> String {
+    match ConfigDocument::decode(config) {
+        Ok(doc) => format!(
+            "{} bytes of config, {} datasource choice(s)",
+            doc.base.len(),
+            doc.datasources.len()
+        ),
+        Err(_) => "not a config document".to_owned(),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

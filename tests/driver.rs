@@ -1,0 +1,142 @@
+//! The drivers on real loopback UDP sockets: a keeper task and proxy tasks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use zerokeeper::agent::{Agent, AgentConfig, Phase, StopReason};
+use zerokeeper::auth::{Key, Keyring};
+use zerokeeper::driver::keeper::{KeeperDriver, KeeperHandle};
+use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver, ProxyExit};
+use zerokeeper::driver::{DriverClock, unix_micros};
+use zerokeeper::keeper::{Keeper, KeeperConfig};
+use zerokeeper::time::{Instant, WallTime};
+
+fn key() -> Key {
+    Key::new(&[0x2a; 32]).expect("valid key")
+}
+
+async fn keeper() -> (
+    KeeperHandle,
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = socket.local_addr().expect("bound");
+    let config = KeeperConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        lost_after: Duration::from_millis(400),
+        ready_timeout: Duration::from_secs(2),
+        delete_after: Duration::from_secs(2),
+        ..KeeperConfig::default()
+    };
+    let core = Keeper::new(
+        config,
+        Keyring::with_default(key()),
+        1,
+        [7; 32],
+        Instant::ZERO,
+    )
+    .expect("valid");
+    let (driver, handle) = KeeperDriver::new(core, socket, DriverClock::start());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(driver.run(async move {
+        let _ = stopped.await;
+    }));
+    (handle, addr, stop, task)
+}
+
+async fn proxy(
+    keeper: SocketAddr,
+    identity: &str,
+    init: InitPolicy,
+) -> (
+    ProxyControl,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<ProxyExit>>,
+) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
+    let mut cfg = AgentConfig::new("test_cluster", identity, key());
+    cfg.default_interval = Duration::from_millis(50);
+    let clock = DriverClock::start();
+    let start = WallTime::from_micros(unix_micros(std::time::SystemTime::now()));
+    let agent = Agent::new(cfg, start, clock.now()).expect("valid identity");
+    let (driver, control) = ProxyDriver::new(agent, socket, keeper, init, clock);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(driver.run(async move {
+        let _ = stopped.await;
+    }));
+    (control, stop, task)
+}
+
+async fn wait_for(handle: &KeeperHandle, want: &[(&str, &str)]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: Vec<(String, String)> = handle
+            .proxies(None)
+            .await
+            .expect("running")
+            .into_iter()
+            .map(|p| (p.proxy, p.status))
+            .collect();
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect();
+        if seen == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited for {want:?}, saw {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn proxies_register_go_up_and_unregister_over_loopback_udp() {
+    let (handle, addr, stop_keeper, keeper_task) = keeper().await;
+    let (a, stop_a, task_a) = proxy(
+        addr,
+        "10.25.0.11:3000",
+        InitPolicy::After(Duration::from_millis(50)),
+    )
+    .await;
+    let (_b, _stop_b, _task_b) = proxy(addr, "10.25.0.12:3000", InitPolicy::Held).await;
+    wait_for(
+        &handle,
+        &[("10.25.0.11:3000", "up"), ("10.25.0.12:3000", "ready")],
+    )
+    .await;
+    assert_eq!(a.state.borrow().phase, Some(Phase::Up));
+    assert!(handle.gate("test_cluster".into()).await.is_err());
+    // Shutdown unregisters: the keeper deletes the proxy at once.
+    stop_a.send(()).expect("proxy running");
+    let exit = task_a.await.expect("joined").expect("no io error");
+    assert_eq!(exit, ProxyExit::Shutdown(Some(StopReason::Unregistered)));
+    wait_for(&handle, &[("10.25.0.12:3000", "ready")]).await;
+    stop_keeper.send(()).expect("keeper running");
+    keeper_task.await.expect("joined").expect("no io error");
+    assert!(
+        handle.clusters().await.is_err(),
+        "a stopped keeper answers no call"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_off_proxy_is_lost_and_comes_back_when_healed() {
+    let (handle, addr, _stop, _task) = keeper().await;
+    let (a, _stop_a, _task_a) =
+        proxy(addr, "10.25.0.13:3000", InitPolicy::After(Duration::ZERO)).await;
+    wait_for(&handle, &[("10.25.0.13:3000", "up")]).await;
+    a.faults.cut(true);
+    wait_for(&handle, &[("10.25.0.13:3000", "lost")]).await;
+    a.faults.cut(false);
+    wait_for(&handle, &[("10.25.0.13:3000", "up")]).await;
+    let (backlog, _) = handle.events().subscribe(Some(0));
+    let statuses: Vec<_> = backlog.iter().filter_map(|e| e.to).collect();
+    assert_eq!(statuses, vec!["ready", "up", "lost", "up"]);
+}
