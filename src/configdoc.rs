@@ -164,7 +164,8 @@ pub fn chunk_range(size: usize, index: u32) -> Option<std::ops::Range<usize>> {
     Some(start..(start + CHUNK_SIZE).min(size))
 }
 
-fn validate_datasource_name(name: &str) -> Result<(), ConfigError> {
+/// Checks a hostgroup or datasource name: 1 to 255 bytes, no control characters.
+pub fn validate_datasource_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > MAX_DATASOURCE_NAME || name.chars().any(char::is_control) {
         return Err(ConfigError::InvalidName);
     }

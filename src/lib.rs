@@ -26,8 +26,12 @@
 
 pub mod agent;
 pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod configdoc;
+pub mod demo;
 pub mod driver;
+pub mod http;
 pub mod identity;
 pub mod keeper;
 pub mod scenario;

@@ -1,17 +1,35 @@
-//! The `zerokeeper` command.
+//! The `zerokeeper` command: the keeper (`serve`), a proxy for trials (`proxy`), the
+//! operator's commands (`status`, `remove`, `push-config`, `switch`), the live `demo`,
+//! the core replay (`scenario`), and `keygen`.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
 
+use zerokeeper::agent::{Agent, AgentConfig, StopReason};
+use zerokeeper::auth::{Key, Keyring};
+use zerokeeper::config::{LogFormat, ServeArgs, encode_hex, read_key_file};
+use zerokeeper::driver::keeper::{KeeperDriver, KeeperHandle};
+use zerokeeper::driver::proxy::{InitPolicy, ProxyDriver, ProxyExit};
+use zerokeeper::driver::{DriverClock, unix_micros};
+use zerokeeper::keeper::{Keeper, KeeperConfig};
 use zerokeeper::scenario::harness::CoreWorld;
 use zerokeeper::scenario::net::NetConfig;
 use zerokeeper::scenario::{self, Timing};
+use zerokeeper::time::{Instant, WallTime};
 
 /// zerokeeper: tells which database proxies of a fleet are alive.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,11 +37,71 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Replays the seed scenario (spec/scenario.md) on the keeper and agent cores in
-    /// virtual time and prints each step's listing; exits 0 only if all 13 match.
+    /// Runs the keeper: UDP heartbeats in, the HTTP admin API out.
+    Serve(ServeArgs),
+    /// Runs a proxy (the agent core) against a keeper, for trials, demos and tests.
+    Proxy(ProxyArgs),
+    /// Shows proxies and their status (or follows changes with --watch).
+    Status(zerokeeper::cli::admin::StatusArgs),
+    /// Deletes a proxy from its cluster.
+    Remove(zerokeeper::cli::admin::RemoveArgs),
+    /// Stores a config file as the cluster's next config version (gated).
+    PushConfig(zerokeeper::cli::admin::PushConfigArgs),
+    /// Switches a hostgroup's datasource (gated).
+    Switch(zerokeeper::cli::admin::SwitchArgs),
+    /// Plays the seed scenario live: a keeper and four proxies on loopback, real time.
+    Demo(DemoArgs),
+    /// Replays the seed scenario on the keeper and agent cores in virtual time and
+    /// prints each step's listing; exits 0 only if all 13 match.
     Scenario(ScenarioArgs),
+    /// Writes a new random secret key, as hex, for --key-file.
+    Keygen(KeygenArgs),
 }
 
+/// `zerokeeper proxy` flags.
+#[derive(clap::Args, Debug)]
+struct ProxyArgs {
+    /// The keeper's UDP address.
+    #[arg(long, env = "ZEROKEEPER_KEEPER", value_name = "ADDR")]
+    keeper: SocketAddr,
+    /// The cluster this proxy belongs to.
+    #[arg(long, value_name = "NAME")]
+    cluster: String,
+    /// The proxy's identity, the address it serves on (only a name: nothing is sent to it).
+    #[arg(long, value_name = "IDENTITY")]
+    addr: String,
+    /// The cluster's secret key (hex).
+    #[arg(long, env = "ZEROKEEPER_KEY_FILE", value_name = "PATH")]
+    key_file: PathBuf,
+    /// Local UDP address to send from.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    bind: SocketAddr,
+    /// Heartbeat interval until the keeper says otherwise.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", value_name = "DURATION")]
+    interval: Duration,
+    /// How long initialising takes once the startup config has arrived.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", value_name = "DURATION")]
+    init_delay: Duration,
+    /// Fail to start for a known reason: send `down` once registered (after --init-delay).
+    #[arg(long, conflicts_with = "crash_on_start")]
+    fail_start: bool,
+    /// Exit without a word once the keeper has acknowledged the registration.
+    #[arg(long)]
+    crash_on_start: bool,
+    /// Log format; the filter comes from RUST_LOG (default `info`).
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    log_format: LogFormat,
+}
+
+/// `zerokeeper demo` flags.
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// HTTP address of the demo keeper's admin API (watch it with `zerokeeper status`).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    http: SocketAddr,
+}
+
+/// `zerokeeper scenario` flags.
 #[derive(clap::Args, Debug)]
 struct ScenarioArgs {
     /// Probability that a datagram is lost (0 to 1).
@@ -32,43 +110,277 @@ struct ScenarioArgs {
     /// Probability that a datagram is duplicated (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     duplicate: f64,
-    /// Random extra delay per datagram, up to this much (reorders datagrams), e.g. 300ms.
-    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    /// Random extra delay per datagram, up to this much (reorders datagrams).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
     jitter: Duration,
     /// Seed of the network's randomness.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// `lost_after`, e.g. 3s (the heartbeat interval is 1s). Use a longer one with loss.
-    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    /// `lost_after` (the heartbeat interval is 1s). Use a longer one with loss.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
     lost_after: Duration,
-    /// `ready_timeout`, e.g. 60s.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    /// `ready_timeout`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     ready_timeout: Duration,
-    /// `delete_after`, e.g. 60s.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    /// `delete_after`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     delete_after: Duration,
-    /// Heartbeat intervals a step may wait for anything that needs a round trip.
+    /// Heartbeat intervals a step may wait for anything that needs round trips.
     #[arg(long, default_value_t = 10)]
     patience: u32,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
-    }
+/// `zerokeeper keygen` flags.
+#[derive(clap::Args, Debug)]
+struct KeygenArgs {
+    /// Write the key to this file (mode 0600; an existing file is never overwritten)
+    /// instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Scenario(args) => run_scenario(args),
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Proxy(args) => return proxy(args),
+        Command::Status(args) => return args.run(),
+        Command::Remove(args) => return args.run(),
+        Command::PushConfig(args) => return args.run(),
+        Command::Switch(args) => return args.run(),
+        Command::Demo(args) => return demo(args),
+        Command::Scenario(args) => return run_scenario(args),
+        Command::Keygen(args) => keygen(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Colours only for a person at a terminal; logs piped to a file or a collector stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A future that resolves once `stop` says so.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A running keeper with its admin API.
+struct RunningKeeper {
+    handle: KeeperHandle,
+    udp: SocketAddr,
+    http: SocketAddr,
+    stop: watch::Sender<bool>,
+    keeper_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningKeeper {
+    async fn start(
+        udp: SocketAddr,
+        http: SocketAddr,
+        config: KeeperConfig,
+        keys: Keyring,
+    ) -> anyhow::Result<Self> {
+        let socket = UdpSocket::bind(udp)
+            .await
+            .with_context(|| format!("cannot bind UDP {udp}"))?;
+        let listener = TcpListener::bind(http)
+            .await
+            .with_context(|| format!("cannot bind HTTP {http}"))?;
+        let udp = socket.local_addr()?;
+        let http = listener.local_addr()?;
+        // A fresh epoch and token secret per start: tokens of an earlier run never count.
+        let core = Keeper::new(config, keys, rand::random(), rand::random(), Instant::ZERO)?;
+        let (driver, handle) = KeeperDriver::new(core, socket, DriverClock::start());
+        let (stop, stop_rx) = watch::channel(false);
+        let keeper_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));
+        let router = zerokeeper::http::router(handle.clone());
+        let http_task = tokio::spawn(zerokeeper::http::serve(listener, router, stopped(stop_rx)));
+        Ok(RunningKeeper {
+            handle,
+            udp,
+            http,
+            stop,
+            keeper_task,
+            http_task,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.keeper_task.await.context("keeper task")??;
+        self.http_task.await.context("http task")??;
+        Ok(())
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    init_logging(config.log_format, "info");
+    runtime()?.block_on(async {
+        let keeper = RunningKeeper::start(config.udp, config.http, config.keeper.clone(), config.keyring.clone()).await?;
+        eprintln!("udp listening on {}", keeper.udp);
+        eprintln!("http listening on {}", keeper.http);
+        info!(udp = %keeper.udp, http = %keeper.http, data_dir = %config.data_dir.display(),
+              interval = ?config.keeper.heartbeat_interval, lost_after = ?config.keeper.lost_after,
+              ready_timeout = ?config.keeper.ready_timeout, delete_after = ?config.keeper.delete_after,
+              "keeper started");
+        termination().await;
+        info!("stopping");
+        keeper.stop().await?;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+fn proxy(args: ProxyArgs) -> ExitCode {
+    init_logging(args.log_format, "info");
+    let run = async {
+        let key = read_key_file(&args.key_file)?;
+        let mut cfg = AgentConfig::new(args.cluster.clone(), args.addr.clone(), key);
+        cfg.default_interval = args.interval;
+        let socket = UdpSocket::bind(args.bind)
+            .await
+            .with_context(|| format!("cannot bind UDP {}", args.bind))?;
+        let clock = DriverClock::start();
+        let start = WallTime::from_micros(unix_micros(SystemTime::now()));
+        let agent = Agent::new(cfg, start, clock.now())?;
+        let init = match (args.fail_start, args.crash_on_start) {
+            (true, _) => InitPolicy::FailsAfter(args.init_delay),
+            (_, true) => InitPolicy::CrashOnAck,
+            _ => InitPolicy::After(args.init_delay),
+        };
+        let (driver, _control) = ProxyDriver::new(agent, socket, args.keeper, init, clock);
+        Ok::<_, anyhow::Error>(driver.run(termination()).await?)
+    };
+    let exit = match runtime().and_then(|rt| rt.block_on(run)) {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match exit {
+        ProxyExit::Shutdown(Some(StopReason::Unregistered)) => ExitCode::SUCCESS,
+        ProxyExit::Shutdown(other) => {
+            eprintln!("stopped without the keeper acknowledging the unregister ({other:?})");
+            ExitCode::SUCCESS
+        }
+        ProxyExit::Stopped(reason) => {
+            eprintln!("proxy stopped: {reason}");
+            ExitCode::FAILURE
+        }
+        ProxyExit::Crashed => ExitCode::FAILURE,
+    }
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    init_logging(LogFormat::Text, "warn");
+    let timing = zerokeeper::demo::timing();
+    let run = async {
+        let started = std::time::Instant::now();
+        let secret: [u8; 32] = rand::random();
+        let key = Key::new(&secret)?;
+        let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+        let keeper = RunningKeeper::start(
+            loopback,
+            args.http,
+            zerokeeper::demo::keeper_config(&timing),
+            Keyring::with_default(key.clone()),
+        )
+        .await?;
+        eprintln!("udp listening on {}", keeper.udp);
+        eprintln!(
+            "http listening on {} (try: zerokeeper status --http http://{} --watch)",
+            keeper.http, keeper.http
+        );
+        let world = zerokeeper::demo::LiveWorld::new(
+            tokio::runtime::Handle::current(),
+            keeper.handle.clone(),
+            keeper.udp,
+            key,
+            timing,
+        );
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut world = world;
+            let steps = scenario::seed(&timing);
+            let result = scenario::play(&steps, &mut world, |report| {
+                print!("{report}");
+                let _ = std::io::stdout().flush();
+            });
+            world.stop();
+            result
+        })
+        .await?;
+        keeper.stop().await?;
+        eprintln!("demo finished in {:.1}s", started.elapsed().as_secs_f64());
+        Ok::<_, anyhow::Error>(outcome)
+    };
+    match runtime().and_then(|rt| rt.block_on(run)) {
+        Ok(Ok(_)) => ExitCode::SUCCESS,
+        Ok(Err(failure)) => {
+            eprintln!("demo failed at {failure}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -95,4 +407,30 @@ fn run_scenario(args: ScenarioArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let secret: [u8; 32] = rand::random();
+    let text = format!("{}\n", encode_hex(&secret));
+    match args.out {
+        None => print!("{text}"),
+        Some(path) => {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = match options.open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    bail!("{} exists; not overwriting a key", path.display())
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()));
+                }
+            };
+            file.write_all(text.as_bytes())?;
+            eprintln!("wrote a new key to {}", path.display());
+        }
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::configdoc::{ConfigError, ConfigVersion};
+use crate::configdoc::{ConfigError, ConfigVersion, validate_datasource_name};
 use crate::identity::{IdentityError, status_key, validate_cluster, validate_proxy};
 use crate::keeper::{ConfigCause, Event, Keeper, Reason, Status};
 use crate::time::Instant;
@@ -223,6 +223,10 @@ impl Keeper {
     ) -> Result<u64, AdminError> {
         self.clock.advance(now);
         let id = self.cluster_named(cluster)?;
+        // Names first: a malformed request is refused as such, whatever the gate says.
+        for name in [hostgroup, from, to] {
+            validate_datasource_name(name)?;
+        }
         self.gate(cluster)?;
         let current = self.registry.cluster(id).config.clone();
         if let Some(actual) = current.datasources.get(hostgroup)

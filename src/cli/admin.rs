@@ -1,0 +1,359 @@
+//! The operator's commands: `status`, `remove`, `push-config` and `switch`.
+//!
+//! Each is a clap [`Args`](clap::Args) struct with a `run` that talks to the keeper
+//! through [`Client`], prints the result on standard output, errors on standard error
+//! (`error: ...`), and returns the exit code of the API contract (see [`Exit`]).
+
+use std::io::{self, Read as _, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::builder::NonEmptyStringValueParser;
+
+use crate::cli::client::{Client, ClientError, DEFAULT_URL, EventStream, Exit, WatchEvent};
+use crate::cli::format::{self, Output};
+
+/// Reconnections `status --watch` tries in a row before giving up.
+pub const WATCH_RETRIES: u32 = 5;
+/// Pause before each reconnection.
+const WATCH_PAUSE: Duration = Duration::from_secs(1);
+/// Largest config file `push-config` reads (the keeper's own limit is lower, 4 MiB; it
+/// answers 413 above that).
+const CONFIG_FILE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The keeper's admin API address, as every command takes it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArg {
+    /// Base URL of the keeper's admin HTTP API.
+    #[arg(
+        long = "http",
+        env = "ZEROKEEPER_HTTP",
+        default_value = DEFAULT_URL,
+        value_name = "URL",
+        value_parser = parse_base_url,
+    )]
+    pub url: String,
+}
+
+/// Accepts `http://host[:port][/prefix]`; the client has no TLS (the admin API is local).
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{s:?} is not an http:// URL (such as {DEFAULT_URL})"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{s:?} has no host"));
+    }
+    if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{s:?} is not a base URL (no query, fragment or spaces)"
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+/// `zerokeeper status`: the proxies the keeper knows, once or as they change.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Only this cluster.
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub cluster: Option<String>,
+    /// What to print.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value = "table",
+        value_name = "FORMAT"
+    )]
+    pub output: Output,
+    /// Follow changes as they happen, until interrupted (reconnects after a dropped
+    /// connection, resuming where it stopped).
+    #[arg(long)]
+    pub watch: bool,
+    /// The keeper's admin API.
+    #[command(flatten)]
+    pub http: HttpArg,
+}
+
+impl StatusArgs {
+    /// Runs the command; returns its exit code.
+    pub fn run(self) -> ExitCode {
+        let client = Client::new(&self.http.url);
+        let cluster = self.cluster.as_deref();
+        let result = if self.watch {
+            watch(&client, cluster, self.output)
+        } else {
+            status_once(&client, cluster, self.output)
+        };
+        finish(result.map(|()| None))
+    }
+}
+
+/// `zerokeeper remove`: deletes a proxy from a cluster.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RemoveArgs {
+    /// The cluster.
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub cluster: String,
+    /// The proxy's identity (the address it serves on).
+    #[arg(long, value_name = "ADDR", value_parser = NonEmptyStringValueParser::new())]
+    pub addr: String,
+    /// The keeper's admin API.
+    #[command(flatten)]
+    pub http: HttpArg,
+}
+
+impl RemoveArgs {
+    /// Runs the command; returns its exit code.
+    pub fn run(self) -> ExitCode {
+        let client = Client::new(&self.http.url);
+        let result = client.remove(&self.cluster, &self.addr).map(|r| {
+            Some(format!(
+                "removed {} from {} (it was {})",
+                r.proxy, r.cluster, r.status
+            ))
+        });
+        finish(result.map_err(Failure::from))
+    }
+}
+
+/// `zerokeeper push-config`: stores a file as a cluster's next config version.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PushConfigArgs {
+    /// The cluster (created if the keeper does not know it yet).
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub cluster: String,
+    /// The config file, sent as it is.
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+    /// The keeper's admin API.
+    #[command(flatten)]
+    pub http: HttpArg,
+}
+
+impl PushConfigArgs {
+    /// Runs the command; returns its exit code.
+    pub fn run(self) -> ExitCode {
+        let result = read_config(&self.file).and_then(|bytes| {
+            let client = Client::new(&self.http.url);
+            let pushed = client.push_config(&self.cluster, &bytes)?;
+            Ok(Some(format!(
+                "pushed config version {} to {}",
+                pushed.version, pushed.cluster
+            )))
+        });
+        finish(result)
+    }
+}
+
+/// `zerokeeper switch`: moves a hostgroup from one datasource to another.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SwitchArgs {
+    /// The cluster.
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub cluster: String,
+    /// The hostgroup to switch.
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub hostgroup: String,
+    /// The datasource it uses now (the switch is refused if it does not).
+    #[arg(long, value_name = "DATASOURCE", value_parser = NonEmptyStringValueParser::new())]
+    pub from: String,
+    /// The datasource it should use.
+    #[arg(long, value_name = "DATASOURCE", value_parser = NonEmptyStringValueParser::new())]
+    pub to: String,
+    /// The keeper's admin API.
+    #[command(flatten)]
+    pub http: HttpArg,
+}
+
+impl SwitchArgs {
+    /// Runs the command; returns its exit code.
+    pub fn run(self) -> ExitCode {
+        let client = Client::new(&self.http.url);
+        let result = client
+            .switch(&self.cluster, &self.hostgroup, &self.from, &self.to)
+            .map(|s| {
+                Some(format!(
+                    "switched hostgroup {} of {} from {} to {} (config version {})",
+                    s.hostgroup, s.cluster, s.from, s.to, s.version
+                ))
+            });
+        finish(result.map_err(Failure::from))
+    }
+}
+
+/// Why a command stopped short.
+#[derive(Debug)]
+enum Failure {
+    /// The keeper, or the way to it.
+    Client(ClientError),
+    /// A local input, such as the config file.
+    Input(String),
+    /// Standard output cannot be written.
+    Output(io::Error),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::Client(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Output(e)
+    }
+}
+
+/// Prints the result's line or the failure, and gives the exit code.
+fn finish(result: Result<Option<String>, Failure>) -> ExitCode {
+    let result = result.and_then(|line| match line {
+        Some(line) => write_out(&format!("{line}\n")),
+        None => Ok(()),
+    });
+    let exit = match result {
+        Ok(()) => Exit::Success,
+        Err(Failure::Client(e)) => {
+            let mut stderr = io::stderr().lock();
+            for line in e.report() {
+                let _ = writeln!(stderr, "{line}");
+            }
+            e.exit()
+        }
+        Err(Failure::Input(message)) => {
+            eprintln!("error: {message}");
+            Exit::Invalid
+        }
+        // A reader that went away (`| head`) is not an error of ours.
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Exit::Success,
+        Err(Failure::Output(e)) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            Exit::Failed
+        }
+    };
+    exit.into()
+}
+
+fn write_out(text: &str) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn read_config(path: &Path) -> Result<Vec<u8>, Failure> {
+    let unreadable =
+        |e: io::Error| Failure::Input(format!("cannot read config file {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(CONFIG_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > CONFIG_FILE_LIMIT {
+        return Err(Failure::Input(format!(
+            "config file {} is larger than {} MiB",
+            path.display(),
+            CONFIG_FILE_LIMIT / (1024 * 1024)
+        )));
+    }
+    Ok(bytes)
+}
+
+fn status_once(client: &Client, cluster: Option<&str>, output: Output) -> Result<(), Failure> {
+    let text = match output {
+        Output::Keys => {
+            let mut keys = client.keys(cluster)?;
+            if !keys.is_empty() && !keys.ends_with('\n') {
+                keys.push('\n');
+            }
+            keys
+        }
+        Output::Json => {
+            let mut proxies = client.proxies(cluster)?;
+            proxies.sort_by(|a, b| (&a.cluster, &a.proxy).cmp(&(&b.cluster, &b.proxy)));
+            let mut json = serde_json::to_string_pretty(&proxies).map_err(|e| {
+                Failure::Output(io::Error::other(format!("cannot encode the proxies: {e}")))
+            })?;
+            json.push('\n');
+            json
+        }
+        Output::Table => format::proxy_table(&client.proxies(cluster)?),
+    };
+    write_out(&text)
+}
+
+/// Follows `/v1/watch`. The first connection must work; after that a dropped
+/// connection is retried [`WATCH_RETRIES`] times in a row, a second apart, resuming after
+/// the last event seen. A connection that delivered anything resets the count.
+fn watch(client: &Client, cluster: Option<&str>, output: Output) -> Result<(), Failure> {
+    let mut last_id: Option<String> = None;
+    let mut failures = 0u32;
+    let mut connected_once = false;
+    loop {
+        let why = match client.watch(cluster, last_id.as_deref()) {
+            Ok(mut stream) => {
+                connected_once = true;
+                let ended = follow(&mut stream, cluster, output, &mut last_id)?;
+                if stream.bytes_received() > 0 {
+                    failures = 0;
+                }
+                ended
+            }
+            // A refusal (4xx) will not go away by asking again.
+            Err(e) if e.exit() != Exit::Failed || !connected_once => return Err(e.into()),
+            Err(e) => e,
+        };
+        failures += 1;
+        if failures > WATCH_RETRIES {
+            return Err(why.into());
+        }
+        eprintln!(
+            "watch: {}; reconnecting in {}s (attempt {failures} of {WATCH_RETRIES})",
+            format::printable(&why.to_string()),
+            WATCH_PAUSE.as_secs()
+        );
+        std::thread::sleep(WATCH_PAUSE);
+    }
+}
+
+/// Prints a stream's events until it ends; returns why it ended.
+fn follow(
+    stream: &mut EventStream,
+    cluster: Option<&str>,
+    output: Output,
+    last_id: &mut Option<String>,
+) -> Result<ClientError, Failure> {
+    loop {
+        let event = match stream.next_event() {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                return Ok(ClientError::Transport {
+                    method: "GET",
+                    url: stream.url().to_owned(),
+                    reason: "the keeper ended the stream".to_owned(),
+                });
+            }
+            Err(e) => return Ok(e),
+        };
+        if let Some(id) = &event.id {
+            *last_id = Some(id.clone());
+        }
+        let parsed: WatchEvent = match serde_json::from_str(&event.data) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                eprintln!(
+                    "watch: skipped an event that is not a watch event ({e}): {}",
+                    format::printable(&event.data)
+                );
+                continue;
+            }
+        };
+        if cluster.is_some_and(|c| c != parsed.cluster) {
+            continue;
+        }
+        if let Some(line) = format::watch_line(&parsed, output) {
+            write_out(&format!("{line}\n"))?;
+        }
+    }
+}

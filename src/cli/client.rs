@@ -1,0 +1,962 @@
+//! A blocking client for the keeper's admin HTTP API (v1), as the operator's commands
+//! use it.
+//!
+//! The types here mirror the API's JSON (they are read, not shared with the server, and
+//! fields this client does not know are accepted). A failed request becomes a
+//! [`ClientError`], which knows the command's [`Exit`] code and what to print; an error
+//! answer's `application/problem+json` body is read into a [`Problem`].
+//!
+//! `/v1/watch` is a `text/event-stream`; [`SseParser`] splits it into [`SseEvent`]s and
+//! [`EventStream`] reads it from a connection.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use ureq::http::Response;
+use ureq::{Agent, Body};
+
+/// Where the CLI looks for the keeper when neither `--http` nor `ZEROKEEPER_HTTP` says.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7947";
+
+/// The prefix of every problem `type` the keeper sends.
+pub const PROBLEM_PREFIX: &str = "urn:zerokeeper:problem:";
+
+/// Longest answer body read (a fleet's proxy listing fits many times over).
+const BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Longest error body read; a problem document is a few hundred bytes.
+const PROBLEM_LIMIT: u64 = 64 * 1024;
+/// Budget to open a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Budget for a whole request, answer included (not for the watch stream).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which a watch connection is taken for dead: three keep-alive periods.
+const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Longest line, and longest event data, accepted on the event stream.
+const SSE_LIMIT: usize = 1024 * 1024;
+
+/// The exit codes of the operator's commands (2, usage errors, is clap's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Exit {
+    /// 0: it worked.
+    Success,
+    /// 1: the request failed: no connection, a 5xx, or an answer the client did not
+    /// expect.
+    Failed,
+    /// 3: the cluster's gate is closed (some proxy is not `up`); nothing changed.
+    GateClosed,
+    /// 4: no such cluster or proxy (or route).
+    NotFound,
+    /// 5: a conflict other than the gate, such as a datasource mismatch; nothing changed.
+    Conflict,
+    /// 6: the input was refused (400 or 413), or a local input (a file) is unusable.
+    Invalid,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failed => 1,
+            Exit::GateClosed => 3,
+            Exit::NotFound => 4,
+            Exit::Conflict => 5,
+            Exit::Invalid => 6,
+        }
+    }
+
+    /// The exit for an error answer with HTTP `status` and problem `type`:
+    /// 409 `gate-closed` → 3, 404 → 4, other 409 → 5, 400 and 413 → 6, anything else
+    /// (5xx, 405, a 2xx or 3xx where an error was expected) → 1.
+    pub fn for_problem(status: u16, problem_type: &str) -> Exit {
+        match status {
+            409 if problem_type.strip_prefix(PROBLEM_PREFIX) == Some("gate-closed") => {
+                Exit::GateClosed
+            }
+            409 => Exit::Conflict,
+            404 => Exit::NotFound,
+            400 | 413 => Exit::Invalid,
+            _ => Exit::Failed,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit.code())
+    }
+}
+
+/// One proxy, as `GET /v1/proxies` and its kin show it.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct ProxyView {
+    /// The cluster.
+    pub cluster: String,
+    /// The proxy's identity.
+    pub proxy: String,
+    /// `ready`, `up` or `lost`.
+    pub status: String,
+    /// The incarnation the registry holds.
+    pub incarnation: u64,
+    /// When its last datagram was accepted (RFC 3339, UTC).
+    pub last_heartbeat: String,
+    /// Milliseconds since then.
+    pub last_heartbeat_age_ms: u64,
+    /// Since when it has been in this status (RFC 3339, UTC).
+    pub since: String,
+    /// Milliseconds since then.
+    pub since_age_ms: u64,
+    /// The address its datagrams come from.
+    pub source: String,
+    /// The config version it reports running.
+    pub config_version: u64,
+    /// Fields this client does not know, kept so `-o json` shows them.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One cluster, as `GET /v1/clusters` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ClusterView {
+    /// The cluster's name.
+    pub name: String,
+    /// Proxies `ready`.
+    pub ready: u64,
+    /// Proxies `up`.
+    pub up: u64,
+    /// Proxies `lost`.
+    pub lost: u64,
+    /// The current config version.
+    pub config_version: u64,
+    /// `open` or `closed`.
+    pub gate: String,
+}
+
+/// A proxy that keeps a cluster's gate closed.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Blocker {
+    /// The proxy's identity.
+    pub proxy: String,
+    /// Its status (not `up`).
+    pub status: String,
+}
+
+/// A cluster's gate, as `GET /v1/clusters/{cluster}/gate` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Gate {
+    /// The cluster.
+    pub cluster: String,
+    /// Whether cluster-wide operations are allowed.
+    pub open: bool,
+    /// The proxies keeping it closed, sorted.
+    #[serde(default)]
+    pub blockers: Vec<Blocker>,
+}
+
+/// A cluster's config, as `GET /v1/clusters/{cluster}/config` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ConfigInfo {
+    /// The cluster.
+    pub cluster: String,
+    /// The current version.
+    pub version: u64,
+    /// SHA-256 of the rendered document, hex.
+    pub digest: String,
+    /// Bytes of the rendered document.
+    pub size: u64,
+    /// Bytes of the operator's file.
+    pub base_size: u64,
+    /// The datasource of each hostgroup.
+    #[serde(default)]
+    pub datasources: std::collections::BTreeMap<String, String>,
+}
+
+/// The answer to `DELETE /v1/clusters/{cluster}/proxies/{proxy}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Removed {
+    /// The cluster.
+    pub cluster: String,
+    /// The proxy deleted.
+    pub proxy: String,
+    /// The status it had.
+    pub status: String,
+}
+
+/// The answer to `PUT /v1/clusters/{cluster}/config`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ConfigPushed {
+    /// The cluster.
+    pub cluster: String,
+    /// The version stored.
+    pub version: u64,
+}
+
+/// The answer to `POST /v1/clusters/{cluster}/switch`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Switched {
+    /// The cluster.
+    pub cluster: String,
+    /// The config version made.
+    pub version: u64,
+    /// The hostgroup switched.
+    pub hostgroup: String,
+    /// Its datasource before.
+    pub from: String,
+    /// Its datasource now.
+    pub to: String,
+}
+
+/// Something that happened, as `/v1/watch` sends it (the `data` of each event).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct WatchEvent {
+    /// Increasing from 1 within one keeper run.
+    pub id: u64,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// `status`, `restart`, `superseded` or `config`.
+    pub kind: String,
+    /// The cluster.
+    pub cluster: String,
+    /// The proxy, for all but `config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// The status before (`status` events; absent: it was not registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The status after (`status` events; absent: it was deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Why (`status` events), such as `lost_timeout` or `unregister`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The incarnation concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
+    /// The new config version (`config` events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Fields this client does not know, kept so `-o json` shows them.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ProxyList {
+    proxies: Vec<ProxyView>,
+}
+
+#[derive(Deserialize)]
+struct ClusterList {
+    clusters: Vec<ClusterView>,
+}
+
+/// An RFC 9457 problem document, as the keeper sends with every error answer.
+///
+/// Read leniently: a member of the wrong type is taken as absent, and a body that is not
+/// JSON at all still gives a problem with the HTTP status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Problem {
+    /// The HTTP status of the answer (not the body's `status`, which could disagree).
+    pub status: u16,
+    /// `type`, such as `urn:zerokeeper:problem:gate-closed`; `about:blank` if absent.
+    pub problem_type: String,
+    /// `title`.
+    pub title: Option<String>,
+    /// `detail`.
+    pub detail: Option<String>,
+    /// `cluster`, when the problem names one.
+    pub cluster: Option<String>,
+    /// `proxy`, when the problem names one.
+    pub proxy: Option<String>,
+    /// `blockers` of a closed gate, in the order sent.
+    pub blockers: Vec<Blocker>,
+}
+
+impl Problem {
+    /// Reads an error answer's body; never fails.
+    pub fn parse(status: u16, body: &[u8]) -> Problem {
+        let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let blockers = value
+            .get("blockers")
+            .and_then(|b| b.as_array())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|b| {
+                        Some(Blocker {
+                            proxy: b.get("proxy")?.as_str()?.to_owned(),
+                            status: b.get("status")?.as_str()?.to_owned(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Problem {
+            status,
+            problem_type: text("type").unwrap_or_else(|| "about:blank".to_owned()),
+            title: text("title"),
+            detail: text("detail"),
+            cluster: text("cluster"),
+            proxy: text("proxy"),
+            blockers,
+        }
+    }
+
+    /// The exit code this problem means (see [`Exit::for_problem`]).
+    pub fn exit(&self) -> Exit {
+        Exit::for_problem(self.status, &self.problem_type)
+    }
+
+    /// The `type` without the keeper's prefix, such as `gate-closed`.
+    pub fn short_type(&self) -> &str {
+        self.problem_type
+            .strip_prefix(PROBLEM_PREFIX)
+            .unwrap_or(&self.problem_type)
+    }
+
+    /// What went wrong, in words: the `detail`, else the `title`, else the status.
+    pub fn message(&self) -> String {
+        let words = [&self.detail, &self.title]
+            .into_iter()
+            .flatten()
+            .find(|s| !s.trim().is_empty());
+        match words {
+            Some(words) => words.clone(),
+            None => format!("the keeper answered HTTP {}", self.status),
+        }
+    }
+}
+
+/// A request that did not do what was asked.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No connection to the keeper could be made; nothing was sent.
+    #[error("cannot reach the keeper at {base}: {reason}")]
+    Unreachable {
+        /// The keeper's base URL.
+        base: String,
+        /// Why, such as `connection refused`.
+        reason: String,
+    },
+    /// The connection failed during the exchange (the request may have been applied).
+    #[error("{method} {url} failed: {reason}")]
+    Transport {
+        /// The request's method.
+        method: &'static str,
+        /// The request's URL.
+        url: String,
+        /// Why, such as `timed out`.
+        reason: String,
+    },
+    /// The keeper refused, with a problem document.
+    #[error("{}", problem_text(.method, .url, .problem))]
+    Problem {
+        /// The request's method.
+        method: &'static str,
+        /// The request's URL.
+        url: String,
+        /// What the keeper said (boxed: it is large, and errors travel far).
+        problem: Box<Problem>,
+    },
+    /// A success status, but not the answer the API promises (or a redirect).
+    #[error("unexpected answer to {method} {url}: {detail}")]
+    Unexpected {
+        /// The request's method.
+        method: &'static str,
+        /// The request's URL.
+        url: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+}
+
+fn problem_text(method: &str, url: &str, problem: &Problem) -> String {
+    match problem.exit() {
+        Exit::Failed => format!(
+            "{} ({method} {url} answered HTTP {})",
+            problem.message(),
+            problem.status
+        ),
+        _ => problem.message(),
+    }
+}
+
+impl ClientError {
+    /// The exit code this error means.
+    pub fn exit(&self) -> Exit {
+        match self {
+            ClientError::Problem { problem, .. } => problem.exit(),
+            _ => Exit::Failed,
+        }
+    }
+
+    /// The lines to print on standard error: `error: <what>`, then for a closed gate one
+    /// `  blocked by <proxy> (<status>)` per blocker. Control characters from the server
+    /// are escaped.
+    pub fn report(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "error: {}",
+            super::format::printable(&self.to_string())
+        )];
+        if let ClientError::Problem { problem, .. } = self
+            && problem.exit() == Exit::GateClosed
+        {
+            for b in &problem.blockers {
+                lines.push(format!(
+                    "  blocked by {} ({})",
+                    super::format::printable(&b.proxy),
+                    super::format::printable(&b.status)
+                ));
+            }
+        }
+        lines
+    }
+}
+
+/// A blocking client for one keeper's admin API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    agent: Agent,
+}
+
+impl Client {
+    /// A client for the keeper at `base_url`, such as `http://127.0.0.1:7947` (a trailing
+    /// `/` is ignored). Connecting times out after 2 s, a request after 10 s; redirects
+    /// are not followed.
+    pub fn new(base_url: &str) -> Client {
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .user_agent(concat!("zerokeeper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Client {
+            base: base_url.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+
+    /// The keeper's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Every cluster, sorted by name (`GET /v1/clusters`).
+    pub fn clusters(&self) -> Result<Vec<ClusterView>, ClientError> {
+        Ok(self.get_json::<ClusterList>("/v1/clusters")?.clusters)
+    }
+
+    /// One cluster (`GET /v1/clusters/{cluster}`).
+    pub fn cluster(&self, cluster: &str) -> Result<ClusterView, ClientError> {
+        self.get_json(&format!("/v1/clusters/{}", segment(cluster)))
+    }
+
+    /// The proxies of one cluster, or of all (`GET /v1/clusters/{cluster}/proxies`,
+    /// `GET /v1/proxies`), in the keeper's order.
+    pub fn proxies(&self, cluster: Option<&str>) -> Result<Vec<ProxyView>, ClientError> {
+        let path = match cluster {
+            Some(c) => format!("/v1/clusters/{}/proxies", segment(c)),
+            None => "/v1/proxies".to_owned(),
+        };
+        Ok(self.get_json::<ProxyList>(&path)?.proxies)
+    }
+
+    /// One proxy (`GET /v1/clusters/{cluster}/proxies/{proxy}`).
+    pub fn proxy(&self, cluster: &str, proxy: &str) -> Result<ProxyView, ClientError> {
+        self.get_json(&format!(
+            "/v1/clusters/{}/proxies/{}",
+            segment(cluster),
+            segment(proxy)
+        ))
+    }
+
+    /// The seed listing, exactly as the keeper sends it: lines
+    /// `/zerodb/proxy/C/status/ADDR->STATUS`, sorted, each ending in `\n`; empty when no
+    /// proxy is registered (`GET /v1/keys` or `GET /v1/clusters/{cluster}/keys`).
+    pub fn keys(&self, cluster: Option<&str>) -> Result<String, ClientError> {
+        let path = match cluster {
+            Some(c) => format!("/v1/clusters/{}/keys", segment(c)),
+            None => "/v1/keys".to_owned(),
+        };
+        let url = self.url(&path);
+        let answer = self.agent.get(&url).call();
+        let body = self.success_body("GET", &url, answer)?;
+        String::from_utf8(body).map_err(|_| ClientError::Unexpected {
+            method: "GET",
+            url,
+            detail: "the listing is not UTF-8".to_owned(),
+        })
+    }
+
+    /// A cluster's gate (`GET /v1/clusters/{cluster}/gate`).
+    pub fn gate(&self, cluster: &str) -> Result<Gate, ClientError> {
+        self.get_json(&format!("/v1/clusters/{}/gate", segment(cluster)))
+    }
+
+    /// A cluster's config (`GET /v1/clusters/{cluster}/config`).
+    pub fn config(&self, cluster: &str) -> Result<ConfigInfo, ClientError> {
+        self.get_json(&format!("/v1/clusters/{}/config", segment(cluster)))
+    }
+
+    /// Deletes a proxy (`DELETE /v1/clusters/{cluster}/proxies/{proxy}`).
+    pub fn remove(&self, cluster: &str, proxy: &str) -> Result<Removed, ClientError> {
+        let url = self.url(&format!(
+            "/v1/clusters/{}/proxies/{}",
+            segment(cluster),
+            segment(proxy)
+        ));
+        let answer = self.agent.delete(&url).call();
+        self.json_answer("DELETE", url, answer)
+    }
+
+    /// Stores `config` as the cluster's next config version
+    /// (`PUT /v1/clusters/{cluster}/config`).
+    pub fn push_config(&self, cluster: &str, config: &[u8]) -> Result<ConfigPushed, ClientError> {
+        let url = self.url(&format!("/v1/clusters/{}/config", segment(cluster)));
+        let answer = self
+            .agent
+            .put(&url)
+            .header("content-type", "application/octet-stream")
+            .send(config);
+        self.json_answer("PUT", url, answer)
+    }
+
+    /// Switches a hostgroup's datasource from `from` to `to`
+    /// (`POST /v1/clusters/{cluster}/switch`).
+    pub fn switch(
+        &self,
+        cluster: &str,
+        hostgroup: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Switched, ClientError> {
+        let url = self.url(&format!("/v1/clusters/{}/switch", segment(cluster)));
+        let body = serde_json::json!({ "hostgroup": hostgroup, "from": from, "to": to });
+        let answer = self.agent.post(&url).send_json(&body);
+        self.json_answer("POST", url, answer)
+    }
+
+    /// Opens `GET /v1/watch` (only `cluster`'s events, if given), resuming after
+    /// `last_event_id` if given. The stream has no overall time limit; it fails if
+    /// nothing, not even a keep-alive, arrives for 45 s.
+    pub fn watch(
+        &self,
+        cluster: Option<&str>,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream, ClientError> {
+        let mut url = self.url("/v1/watch");
+        if let Some(c) = cluster {
+            url = format!("{url}?cluster={}", component(c));
+        }
+        let mut request = self
+            .agent
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .config()
+            .timeout_global(None)
+            .timeout_per_read(Some(WATCH_IDLE_TIMEOUT))
+            .build();
+        if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.call().map_err(|e| self.transport("GET", &url, e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(self.error_answer("GET", url, response));
+        }
+        let mime = response.body().mime_type().unwrap_or("");
+        if !mime.eq_ignore_ascii_case("text/event-stream") {
+            return Err(ClientError::Unexpected {
+                method: "GET",
+                url,
+                detail: format!("expected text/event-stream, got {:?}", mime),
+            });
+        }
+        let body = response.into_body().into_reader();
+        Ok(EventStream {
+            url,
+            body: Box::new(body),
+            parser: SseParser::new(),
+            ready: VecDeque::new(),
+            received: 0,
+            done: false,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let answer = self.agent.get(&url).call();
+        self.json_answer("GET", url, answer)
+    }
+
+    fn json_answer<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        url: String,
+        answer: Result<Response<Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let body = self.success_body(method, &url, answer)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected {
+            method,
+            url,
+            detail: format!("not the JSON the API promises: {e}"),
+        })
+    }
+
+    /// The body of a 2xx answer, or the error the answer (or its absence) means.
+    fn success_body(
+        &self,
+        method: &'static str,
+        url: &str,
+        answer: Result<Response<Body>, ureq::Error>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut response = answer.map_err(|e| self.transport(method, url, e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(self.error_answer(method, url.to_owned(), response));
+        }
+        response
+            .body_mut()
+            .with_config()
+            .limit(BODY_LIMIT)
+            .read_to_vec()
+            .map_err(|e| self.transport(method, url, e))
+    }
+
+    fn error_answer(
+        &self,
+        method: &'static str,
+        url: String,
+        mut response: Response<Body>,
+    ) -> ClientError {
+        let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            let to = response
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("nowhere")
+                .to_owned();
+            return ClientError::Unexpected {
+                method,
+                url,
+                detail: format!(
+                    "HTTP {status} redirect to {to} (is --http the keeper's admin address?)"
+                ),
+            };
+        }
+        // An unreadable body still leaves the status, which decides the exit code.
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(PROBLEM_LIMIT)
+            .read_to_vec()
+            .unwrap_or_default();
+        ClientError::Problem {
+            method,
+            url,
+            problem: Box::new(Problem::parse(status, &body)),
+        }
+    }
+
+    fn transport(&self, method: &'static str, url: &str, error: ureq::Error) -> ClientError {
+        let (reason, before_sending) = describe(&error);
+        if before_sending {
+            ClientError::Unreachable {
+                base: self.base.clone(),
+                reason,
+            }
+        } else {
+            ClientError::Transport {
+                method,
+                url: url.to_owned(),
+                reason,
+            }
+        }
+    }
+}
+
+/// Words for a ureq error, and whether it happened before anything was sent.
+fn describe(error: &ureq::Error) -> (String, bool) {
+    use ureq::Error as E;
+    match error {
+        E::Io(e) => {
+            let words = match e.kind() {
+                io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
+                io::ErrorKind::ConnectionAborted => "connection aborted".to_owned(),
+                io::ErrorKind::TimedOut => "timed out".to_owned(),
+                io::ErrorKind::UnexpectedEof => {
+                    "the connection closed before the answer was complete".to_owned()
+                }
+                io::ErrorKind::HostUnreachable => "host unreachable".to_owned(),
+                io::ErrorKind::NetworkUnreachable => "network unreachable".to_owned(),
+                io::ErrorKind::AddrNotAvailable => "address not available".to_owned(),
+                _ => e.to_string(),
+            };
+            let before = matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::AddrNotAvailable
+            );
+            (words, before)
+        }
+        E::Timeout(t) => {
+            let before = matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve);
+            (format!("timed out ({t})"), before)
+        }
+        E::HostNotFound => ("host not found".to_owned(), true),
+        E::ConnectionFailed => ("connection failed".to_owned(), true),
+        E::BadUri(uri) => (format!("not a usable URL: {uri}"), true),
+        E::BodyExceedsLimit(n) => (format!("the answer is larger than {n} bytes"), false),
+        other => (other.to_string(), false),
+    }
+}
+
+/// A path segment, percent-encoded so identities like `[::1]:3000` and names with
+/// reserved characters arrive whole.
+fn segment(s: &str) -> String {
+    encode(s, |b| b"!$&'()*+,;=:@".contains(&b))
+}
+
+/// A query component, percent-encoded.
+fn component(s: &str) -> String {
+    encode(s, |b| b"!$'()*,:@".contains(&b))
+}
+
+fn encode(s: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One event of a `text/event-stream`, as the HTML standard's parsing rules give it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The last event ID when it was dispatched (set by this or an earlier `id:` field).
+    pub id: Option<String>,
+    /// The `event:` field; `message` if none.
+    pub event: String,
+    /// The `data:` fields, joined by `\n`.
+    pub data: String,
+}
+
+/// The event stream broke a limit this client sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum SseError {
+    /// A line, or an event's data, passed the limit (1 MiB).
+    #[error("an event-stream line or event is longer than {0} bytes")]
+    TooLong(usize),
+}
+
+/// An incremental `text/event-stream` parser: feed it bytes as they come, in any pieces,
+/// and it hands back complete events.
+///
+/// Lines end in `\n`, `\r\n` or `\r`; lines starting with `:` are comments (keep-alives);
+/// `data:` lines accumulate; an empty line dispatches the event (if it has data); `id:`
+/// sets the last event ID, which persists across events; `retry:` and unknown fields are
+/// ignored; one space after the colon is dropped. A partial event at the end of the stream
+/// is never dispatched.
+#[derive(Clone, Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+    after_cr: bool,
+    started: bool,
+    data: String,
+    has_data: bool,
+    event: String,
+    last_id: Option<String>,
+}
+
+impl SseParser {
+    /// A parser at the start of a stream.
+    pub fn new() -> SseParser {
+        SseParser::default()
+    }
+
+    /// Takes the next piece of the stream; returns the events it completes.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, SseError> {
+        let mut events = Vec::new();
+        for &b in bytes {
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    let raw = std::mem::take(&mut self.line);
+                    let mut text = String::from_utf8_lossy(&raw).into_owned();
+                    if !self.started {
+                        self.started = true;
+                        if let Some(rest) = text.strip_prefix('\u{feff}') {
+                            text = rest.to_owned();
+                        }
+                    }
+                    if let Some(event) = self.line(&text)? {
+                        events.push(event);
+                    }
+                }
+                _ => {
+                    if self.line.len() >= SSE_LIMIT {
+                        return Err(SseError::TooLong(SSE_LIMIT));
+                    }
+                    self.line.push(b);
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// Takes one line, without its line ending; returns the event it completes, if any.
+    pub fn line(&mut self, line: &str) -> Result<Option<SseEvent>, SseError> {
+        self.started = true;
+        if line.is_empty() {
+            return Ok(self.dispatch());
+        }
+        if line.starts_with(':') {
+            return Ok(None);
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "data" => {
+                if self.data.len() + value.len() + 1 > SSE_LIMIT {
+                    return Err(SseError::TooLong(SSE_LIMIT));
+                }
+                self.data.push_str(value);
+                self.data.push('\n');
+                self.has_data = true;
+            }
+            "event" => self.event = value.to_owned(),
+            "id" if !value.contains('\0') => self.last_id = Some(value.to_owned()),
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// The last event ID seen so far (what a reconnection sends as `Last-Event-ID`).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    fn dispatch(&mut self) -> Option<SseEvent> {
+        let mut data = std::mem::take(&mut self.data);
+        let event = std::mem::take(&mut self.event);
+        if !std::mem::take(&mut self.has_data) {
+            return None;
+        }
+        if data.ends_with('\n') {
+            data.pop();
+        }
+        Some(SseEvent {
+            id: self.last_id.clone(),
+            event: if event.is_empty() {
+                "message".to_owned()
+            } else {
+                event
+            },
+            data,
+        })
+    }
+}
+
+/// An open `/v1/watch` stream.
+pub struct EventStream {
+    url: String,
+    body: Box<dyn io::Read + Send>,
+    parser: SseParser,
+    ready: VecDeque<SseEvent>,
+    received: u64,
+    done: bool,
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("url", &self.url)
+            .field("received", &self.received)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    /// The next event; `Ok(None)` once the keeper has ended the stream. Blocks until an
+    /// event arrives (keep-alive comments are read and skipped).
+    pub fn next_event(&mut self) -> Result<Option<SseEvent>, ClientError> {
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(Some(event));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let n = match self.body.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.done = true;
+                    let (reason, _) = describe(&ureq::Error::from(e));
+                    return Err(ClientError::Transport {
+                        method: "GET",
+                        url: self.url.clone(),
+                        reason,
+                    });
+                }
+            };
+            if n == 0 {
+                self.done = true;
+                continue;
+            }
+            self.received += n as u64;
+            let events = self.parser.feed(&buf[..n]).map_err(|e| {
+                self.done = true;
+                ClientError::Unexpected {
+                    method: "GET",
+                    url: self.url.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+            self.ready.extend(events);
+        }
+    }
+
+    /// The stream's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Bytes received so far (keep-alives included): a stream that received none did not
+    /// really work.
+    pub fn bytes_received(&self) -> u64 {
+        self.received
+    }
+}

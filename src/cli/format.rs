@@ -1,0 +1,191 @@
+//! What the operator's commands print: aligned tables, human durations, watch lines.
+//!
+//! Everything here is a pure function of its arguments, so it is tested without a keeper.
+
+use std::fmt::Write as _;
+
+use crate::cli::client::{ProxyView, WatchEvent};
+
+/// How `zerokeeper status` prints what it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON: the array of proxies (pretty), or one watch event per line.
+    Json,
+    /// The seed listing's lines `/zerodb/proxy/C/status/ADDR->STATUS`, or etcdctl-style
+    /// `PUT`/`DELETE` lines when watching.
+    Keys,
+}
+
+/// The header of the proxy table, column by column.
+pub const PROXY_COLUMNS: [&str; 6] = [
+    "CLUSTER",
+    "PROXY",
+    "STATUS",
+    "INCARNATION",
+    "LAST SEEN",
+    "AGE",
+];
+
+/// Columns of a table are separated by this many spaces.
+const GAP: usize = 2;
+
+/// A duration in milliseconds, short and human: `850ms`, `3.2s` (under 10 s, one decimal,
+/// truncated), `42s`, `3m`, `2h`, `5d`. Each unit is truncated, never rounded up, so
+/// `59999` is `59s`, not `60s`.
+pub fn human_duration(ms: u64) -> String {
+    const SECOND: u64 = 1_000;
+    const MINUTE: u64 = 60 * SECOND;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    match ms {
+        0..SECOND => format!("{ms}ms"),
+        SECOND..10_000 => format!("{}.{}s", ms / SECOND, ms % SECOND / 100),
+        10_000..MINUTE => format!("{}s", ms / SECOND),
+        MINUTE..HOUR => format!("{}m", ms / MINUTE),
+        HOUR..DAY => format!("{}h", ms / HOUR),
+        _ => format!("{}d", ms / DAY),
+    }
+}
+
+/// Time since something happened: `120ms ago`, `3.2s ago`, `5m ago`.
+pub fn ago(ms: u64) -> String {
+    format!("{} ago", human_duration(ms))
+}
+
+/// Lays out rows under a header in columns separated by two spaces, each column as wide
+/// as its widest cell. Every line ends in `\n` and has no trailing spaces; with no rows
+/// only the header is printed. Rows shorter than the header leave their last columns
+/// empty; cells beyond the header's are ignored.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, width) in widths.iter().enumerate() {
+            let cell = row.get(i).map_or("", String::as_str);
+            if i > 0 {
+                line.push_str(&" ".repeat(GAP));
+            }
+            line.push_str(cell);
+            line.push_str(&" ".repeat(width.saturating_sub(cell.chars().count())));
+        }
+        out.push_str(line.trim_end_matches(' '));
+        out.push('\n');
+    }
+    out
+}
+
+/// The `status -o table` listing: one row per proxy, sorted by cluster then proxy.
+pub fn proxy_table(proxies: &[ProxyView]) -> String {
+    let mut sorted: Vec<&ProxyView> = proxies.iter().collect();
+    sorted.sort_by(|a, b| (&a.cluster, &a.proxy).cmp(&(&b.cluster, &b.proxy)));
+    let rows: Vec<Vec<String>> = sorted
+        .into_iter()
+        .map(|p| {
+            vec![
+                printable(&p.cluster),
+                printable(&p.proxy),
+                printable(&p.status),
+                p.incarnation.to_string(),
+                ago(p.last_heartbeat_age_ms),
+                human_duration(p.since_age_ms),
+            ]
+        })
+        .collect();
+    table(&PROXY_COLUMNS, &rows)
+}
+
+/// The line `status --watch` prints for one event in `mode`, without its newline, or
+/// `None` when that mode skips the event (`keys` shows only status changes).
+///
+/// - `table`: `<at> <cluster> <proxy> <from|-> -> <to|-> (<reason>)` for a status change,
+///   `<at> <cluster> <proxy> restart sent (incarnation N)`,
+///   `<at> <cluster> <proxy> superseded (incarnation N told to stop)`,
+///   `<at> <cluster> config version N`, and `<at> <cluster> [<proxy>] <kind>` for a kind
+///   this client does not know;
+/// - `json`: the event as one line of JSON (fields this client does not know are kept);
+/// - `keys`: `PUT /zerodb/proxy/C/status/ADDR->STATUS` when a proxy enters a status,
+///   `DELETE /zerodb/proxy/C/status/ADDR` when it is deleted.
+pub fn watch_line(event: &WatchEvent, mode: Output) -> Option<String> {
+    match mode {
+        Output::Json => serde_json::to_string(event).ok(),
+        Output::Keys => {
+            if event.kind != "status" {
+                return None;
+            }
+            let proxy = event.proxy.as_deref()?;
+            let key = format!("/zerodb/proxy/{}/status/{}", event.cluster, proxy);
+            Some(match &event.to {
+                Some(to) => format!("PUT {key}->{to}"),
+                None => format!("DELETE {key}"),
+            })
+        }
+        Output::Table => Some(printable(&watch_table_line(event))),
+    }
+}
+
+fn watch_table_line(event: &WatchEvent) -> String {
+    let mut line = format!("{} {}", event.at, event.cluster);
+    let proxy = event.proxy.as_deref();
+    let incarnation = |line: &mut String, suffix: &str| {
+        if let Some(n) = event.incarnation {
+            let _ = write!(line, " (incarnation {n}{suffix})");
+        }
+    };
+    match event.kind.as_str() {
+        "status" => {
+            let from = event.from.as_deref().unwrap_or("-");
+            let to = event.to.as_deref().unwrap_or("-");
+            let _ = write!(line, " {} {from} -> {to}", proxy.unwrap_or("-"));
+            if let Some(reason) = &event.reason {
+                let _ = write!(line, " ({reason})");
+            }
+        }
+        "restart" => {
+            let _ = write!(line, " {} restart sent", proxy.unwrap_or("-"));
+            incarnation(&mut line, "");
+        }
+        "superseded" => {
+            let _ = write!(line, " {} superseded", proxy.unwrap_or("-"));
+            incarnation(&mut line, " told to stop");
+        }
+        "config" => match event.version {
+            Some(v) => {
+                let _ = write!(line, " config version {v}");
+            }
+            None => line.push_str(" config changed"),
+        },
+        other => {
+            if let Some(p) = proxy {
+                let _ = write!(line, " {p}");
+            }
+            let _ = write!(line, " {other}");
+        }
+    }
+    line
+}
+
+/// `s` with control characters (newlines, escape sequences) shown as escapes, so text
+/// from the server can neither break a table's lines nor drive the terminal.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,431 @@
+//! Configuration of `zerokeeper serve`: flags, environment variables and a TOML file.
+//!
+//! Each setting can come from a flag, from its environment variable (clap reads both),
+//! or from the config file given with `--config`; the first of these that is set wins,
+//! then the default. Unknown keys in the file are refused, so a typo never goes unnoticed.
+//!
+//! ```toml
+//! udp = "127.0.0.1:7946"
+//! http = "127.0.0.1:7947"
+//! data_dir = "./zerokeeper-data"
+//! key_file = "keys/default.key"       # for every cluster without keys of its own
+//! heartbeat_interval = "1s"
+//! lost_after = "3s"
+//! ready_timeout = "60s"
+//! delete_after = "60s"
+//! log_format = "text"                 # or "json"
+//! max_proxies = 2000000
+//! max_clusters = 10000
+//!
+//! [clusters.payments]
+//! key_files = ["keys/payments.key"]   # several while a key is rotated
+//! ```
+//!
+//! Relative paths in the file are relative to the file's directory. A key file holds the
+//! secret as hex (32 to 128 hex digits, that is 16 to 64 bytes), as `zerokeeper keygen`
+//! writes it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::auth::{Key, KeyError, KeyScope, Keyring};
+use crate::identity::validate_cluster;
+use crate::keeper::{KeeperConfig, KeeperConfigError};
+
+/// Default UDP address of the keeper.
+pub const DEFAULT_UDP: &str = "127.0.0.1:7946";
+/// Default HTTP address of the admin API.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7947";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./zerokeeper-data";
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `zerokeeper serve` flags. Each is optional here; defaults apply after the file.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags and environment variables override its settings.
+    #[arg(long, env = "ZEROKEEPER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// UDP address for heartbeats [default: 127.0.0.1:7946].
+    #[arg(long, env = "ZEROKEEPER_UDP", value_name = "ADDR")]
+    pub udp: Option<SocketAddr>,
+    /// HTTP address of the admin API [default: 127.0.0.1:7947].
+    #[arg(long, env = "ZEROKEEPER_HTTP_ADDR", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Directory of the keeper's store [default: ./zerokeeper-data].
+    #[arg(long, env = "ZEROKEEPER_DATA_DIR", value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+    /// The shared secret (hex) for every cluster the config file gives no key of its own.
+    #[arg(long, env = "ZEROKEEPER_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// How often proxies send heartbeats [default: 1s].
+    #[arg(long, env = "ZEROKEEPER_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Duration>,
+    /// An `up` proxy silent this long becomes `lost` [default: 3s].
+    #[arg(long, env = "ZEROKEEPER_LOST_AFTER", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub lost_after: Option<Duration>,
+    /// A `ready` proxy silent this long is deleted [default: 60s].
+    #[arg(long, env = "ZEROKEEPER_READY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub ready_timeout: Option<Duration>,
+    /// A `lost` proxy is deleted this long after its last heartbeat [default: 60s].
+    #[arg(long, env = "ZEROKEEPER_DELETE_AFTER", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub delete_after: Option<Duration>,
+    /// Log format [default: text]; the filter comes from RUST_LOG (default `info`).
+    #[arg(long, env = "ZEROKEEPER_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The config file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    udp: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default, with = "opt_duration")]
+    heartbeat_interval: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    lost_after: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    ready_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    delete_after: Option<Duration>,
+    log_format: Option<LogFormat>,
+    max_proxies: Option<usize>,
+    max_clusters: Option<usize>,
+    #[serde(default)]
+    clusters: BTreeMap<String, ClusterFileConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFileConfig {
+    #[serde(default)]
+    key_files: Vec<PathBuf>,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+/// Everything `serve` needs, resolved and checked.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// UDP address for heartbeats.
+    pub udp: SocketAddr,
+    /// HTTP address of the admin API.
+    pub http: SocketAddr,
+    /// Directory of the store.
+    pub data_dir: PathBuf,
+    /// Every key, with its scope.
+    pub keyring: Keyring,
+    /// Timing and limits of the core.
+    pub keeper: KeeperConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigFileError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this program.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// A key file does not hold 16 to 64 bytes of hex.
+    #[error("invalid key file {path}: {message}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The keys do not fit together.
+    #[error("invalid keys: {0}")]
+    Keys(#[from] KeyError),
+    /// No key at all: the keeper would authenticate nothing.
+    #[error(
+        "no key configured: give --key-file (or key_file / [clusters.NAME] key_files in the config file)"
+    )]
+    NoKey,
+    /// A cluster section names an invalid cluster.
+    #[error("invalid cluster name in the config file: {0:?}")]
+    ClusterName(String),
+    /// The timing does not satisfy the protocol's rules.
+    #[error("invalid timing: {0}")]
+    Timing(#[from] KeeperConfigError),
+}
+
+impl ServeArgs {
+    /// Resolves flags, environment, config file and defaults into a checked config.
+    pub fn resolve(&self) -> Result<ServeConfig, ConfigFileError> {
+        let (file, base) = match &self.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let file: FileConfig =
+                    toml::from_str(&text).map_err(|e| ConfigFileError::Parse {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                (
+                    file,
+                    path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                )
+            }
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        let in_file = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let mut keyring = Keyring::new();
+        let default_key = self
+            .key_file
+            .clone()
+            .or_else(|| file.key_file.as_ref().map(in_file));
+        if let Some(path) = default_key {
+            keyring.insert(read_key_file(&path)?, KeyScope::Default)?;
+        }
+        for (cluster, section) in &file.clusters {
+            validate_cluster(cluster).map_err(|_| ConfigFileError::ClusterName(cluster.clone()))?;
+            for path in &section.key_files {
+                keyring.insert(
+                    read_key_file(&in_file(path))?,
+                    KeyScope::Cluster(cluster.as_str().into()),
+                )?;
+            }
+        }
+        if keyring.is_empty() {
+            return Err(ConfigFileError::NoKey);
+        }
+
+        let defaults = KeeperConfig::default();
+        let keeper = KeeperConfig {
+            heartbeat_interval: self
+                .heartbeat_interval
+                .or(file.heartbeat_interval)
+                .unwrap_or(defaults.heartbeat_interval),
+            lost_after: self
+                .lost_after
+                .or(file.lost_after)
+                .unwrap_or(defaults.lost_after),
+            ready_timeout: self
+                .ready_timeout
+                .or(file.ready_timeout)
+                .unwrap_or(defaults.ready_timeout),
+            delete_after: self
+                .delete_after
+                .or(file.delete_after)
+                .unwrap_or(defaults.delete_after),
+            max_proxies: file.max_proxies.unwrap_or(defaults.max_proxies),
+            max_clusters: file.max_clusters.unwrap_or(defaults.max_clusters),
+        };
+        keeper.validate()?;
+
+        Ok(ServeConfig {
+            udp: self
+                .udp
+                .or(file.udp)
+                .unwrap_or_else(|| parse_default(DEFAULT_UDP)),
+            http: self
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| parse_default(DEFAULT_HTTP)),
+            data_dir: self
+                .data_dir
+                .clone()
+                .or_else(|| file.data_dir.as_ref().map(in_file))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            keyring,
+            keeper,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+fn parse_default(addr: &str) -> SocketAddr {
+    // The defaults are literals checked by a unit test.
+    addr.parse().expect("default addresses parse")
+}
+
+/// Reads a key file: the secret as hex, surrounding whitespace ignored.
+pub fn read_key_file(path: &Path) -> Result<Key, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let secret = decode_hex(text.trim()).ok_or_else(|| ConfigFileError::KeyFile {
+        path: path.to_path_buf(),
+        message: "not hex".into(),
+    })?;
+    Key::new(&secret).map_err(|e| ConfigFileError::KeyFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Decodes lowercase or uppercase hex; `None` for anything else.
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+/// Encodes bytes as lowercase hex.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("temp dir is writable");
+        path
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("zk-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn the_default_addresses_parse() {
+        assert_eq!(parse_default(DEFAULT_UDP).port(), 7946);
+        assert_eq!(parse_default(DEFAULT_HTTP).port(), 7947);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = temp_dir("override");
+        write(&dir, "default.key", &"2a".repeat(32));
+        write(&dir, "pay.key", &"55".repeat(32));
+        let file = write(
+            &dir,
+            "zk.toml",
+            "udp = \"127.0.0.1:9000\"\nkey_file = \"default.key\"\nlost_after = \"5s\"\ndelete_after = \"2m\"\n\
+             [clusters.payments]\nkey_files = [\"pay.key\"]\n",
+        );
+        let args = ServeArgs {
+            config: Some(file),
+            lost_after: Some(Duration::from_secs(4)),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().expect("valid");
+        assert_eq!(config.udp.port(), 9000);
+        assert_eq!(config.http.port(), 7947);
+        assert_eq!(config.keeper.lost_after, Duration::from_secs(4));
+        assert_eq!(config.keeper.delete_after, Duration::from_secs(120));
+        assert_eq!(config.keyring.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused_with_their_name() {
+        let dir = temp_dir("unknown");
+        let file = write(
+            &dir,
+            "zk.toml",
+            "udp = \"127.0.0.1:9000\"\nlost_afterr = \"5s\"\n",
+        );
+        let err = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect_err("refused");
+        assert!(err.to_string().contains("lost_afterr"), "{err}");
+    }
+
+    #[test]
+    fn a_keeper_without_a_key_is_refused() {
+        let err = ServeArgs::default().resolve().expect_err("refused");
+        assert!(matches!(err, ConfigFileError::NoKey));
+    }
+
+    #[test]
+    fn key_files_must_hold_hex_of_a_valid_length() {
+        let dir = temp_dir("keys");
+        assert!(read_key_file(&write(&dir, "ok.key", &format!("{}\n", "ab".repeat(16)))).is_ok());
+        assert!(read_key_file(&write(&dir, "short.key", &"ab".repeat(8))).is_err());
+        assert!(read_key_file(&write(&dir, "nothex.key", "not a key")).is_err());
+        assert!(read_key_file(&dir.join("missing.key")).is_err());
+    }
+
+    #[test]
+    fn invalid_timing_is_refused() {
+        let dir = temp_dir("timing");
+        let key = write(&dir, "k.key", &"2a".repeat(32));
+        let args = ServeArgs {
+            key_file: Some(key),
+            lost_after: Some(Duration::from_millis(500)),
+            heartbeat_interval: Some(Duration::from_secs(1)),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(args.resolve(), Err(ConfigFileError::Timing(_))));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(
+            decode_hex(&encode_hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
+        );
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+}

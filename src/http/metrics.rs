@@ -1,0 +1,218 @@
+//! `/metrics`: a [`MetricsSnapshot`] in the OpenMetrics text format.
+//!
+//! Every scrape takes one snapshot from the keeper task and renders it through a fresh
+//! `prometheus-client` registry, so the numbers of one scrape are from one moment and
+//! nothing is kept between scrapes. The snapshot is encoded by a collector with constant
+//! metrics rather than by `Family` (which holds its series in a `HashMap`): series come
+//! out in a fixed order, scrape after scrape.
+
+use std::fmt;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::driver::keeper::MetricsSnapshot;
+use crate::http::Api;
+use crate::http::problem::Problem;
+use crate::keeper::{DropReason, Outcome, Status};
+
+/// The media type of the exposition.
+pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Statuses a registered proxy can have, as the gauge labels them.
+const STATUSES: [Status; 3] = [Status::Ready, Status::Up, Status::Lost];
+
+/// `GET /metrics`.
+pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> {
+    let snapshot = api.handle.metrics().await?;
+    let text =
+        render(snapshot).map_err(|_| Problem::internal("the metrics could not be encoded"))?;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS))],
+        text,
+    )
+        .into_response())
+}
+
+/// The exposition of one snapshot, ending in `# EOF`.
+pub(crate) fn render(snapshot: MetricsSnapshot) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(snapshot)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// Collects one snapshot. Counter names go without `_total`: the encoder appends it.
+#[derive(Debug)]
+struct Snapshot(MetricsSnapshot);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        counter(
+            &mut encoder,
+            "zerokeeper_datagrams_received",
+            "Datagrams read by the keeper.",
+            s.stats.received,
+        )?;
+        counter(
+            &mut encoder,
+            "zerokeeper_datagrams_sent",
+            "Datagrams the keeper sent.",
+            s.stats.sent,
+        )?;
+
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_heartbeats",
+            "Authenticated, in-order datagrams, by what they did.",
+            None,
+            MetricType::Counter,
+        )?;
+        for &outcome in Outcome::ALL {
+            ConstCounter::new(s.stats.outcome(outcome))
+                .encode(family.encode_family(&[("result", outcome.as_str())])?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_datagrams_dropped",
+            "Datagrams dropped without changing anything, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for &reason in DropReason::ALL {
+            ConstCounter::new(s.stats.dropped(reason))
+                .encode(family.encode_family(&[("reason", reason.as_str())])?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_transitions",
+            "Status changes of proxies; none means not registered.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (&(from, to), &n) in &s.counters.transitions {
+            ConstCounter::new(n).encode(family.encode_family(&[("from", from), ("to", to)])?)?;
+        }
+
+        counter(
+            &mut encoder,
+            "zerokeeper_restarts_sent",
+            "Restart commands sent to proxies the keeper had deleted.",
+            s.counters.restarts_sent,
+        )?;
+        counter(
+            &mut encoder,
+            "zerokeeper_superseded_sent",
+            "Superseded notices sent to older processes of an identity.",
+            s.counters.superseded_sent,
+        )?;
+        counter(
+            &mut encoder,
+            "zerokeeper_config_versions",
+            "Config versions made (pushes and datasource switches).",
+            s.counters.config_changes,
+        )?;
+
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_proxies",
+            "Proxies registered, by cluster and status.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in &s.clusters {
+            for status in STATUSES {
+                let n = match status {
+                    Status::Ready => cluster.ready,
+                    Status::Up => cluster.up,
+                    Status::Lost => cluster.lost,
+                };
+                let labels = [
+                    ("cluster", cluster.name.as_str()),
+                    ("status", status.as_str()),
+                ];
+                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let tombstones = ConstGauge::new(s.tombstones);
+        let metric = encoder.encode_descriptor(
+            "zerokeeper_tombstones",
+            "Tombstones held: identities deleted recently, remembered to refuse stale datagrams.",
+            None,
+            tombstones.metric_type(),
+        )?;
+        tombstones.encode(metric)
+    }
+}
+
+/// Encodes a counter without labels.
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let counter = ConstCounter::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+    counter.encode(metric)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::keeper::DriverCounters;
+    use crate::keeper::{ClusterInfo, Stats};
+
+    #[test]
+    fn every_series_of_the_contract_is_rendered_with_zeros() {
+        let mut counters = DriverCounters::default();
+        counters.transitions.insert(("none", "ready"), 2);
+        let mut stats = Stats {
+            received: 7,
+            ..Stats::default()
+        };
+        stats.outcomes[Outcome::Registered as usize] = 2;
+        let text = render(MetricsSnapshot {
+            stats,
+            counters,
+            clusters: vec![ClusterInfo {
+                name: "test_cluster".into(),
+                ready: 2,
+                up: 0,
+                lost: 0,
+                config_version: 1,
+            }],
+            tombstones: 0,
+        })
+        .expect("renders");
+        for line in [
+            "zerokeeper_datagrams_received_total 7\n",
+            "zerokeeper_datagrams_sent_total 0\n",
+            "zerokeeper_heartbeats_total{result=\"registered\"} 2\n",
+            "zerokeeper_heartbeats_total{result=\"config_served\"} 0\n",
+            "zerokeeper_datagrams_dropped_total{reason=\"bad_tag\"} 0\n",
+            "zerokeeper_transitions_total{from=\"none\",to=\"ready\"} 2\n",
+            "zerokeeper_restarts_sent_total 0\n",
+            "zerokeeper_superseded_sent_total 0\n",
+            "zerokeeper_config_versions_total 0\n",
+            "zerokeeper_proxies{cluster=\"test_cluster\",status=\"ready\"} 2\n",
+            "zerokeeper_proxies{cluster=\"test_cluster\",status=\"up\"} 0\n",
+            "zerokeeper_proxies{cluster=\"test_cluster\",status=\"lost\"} 0\n",
+            "zerokeeper_tombstones 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(
+            text.matches("zerokeeper_datagrams_dropped_total{").count(),
+            DropReason::COUNT
+        );
+        assert_eq!(
+            text.matches("zerokeeper_heartbeats_total{").count(),
+            Outcome::COUNT
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
