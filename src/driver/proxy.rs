@@ -194,10 +194,7 @@ impl<S: DatagramSocket> ProxyDriver<S> {
                     }
                 }
             }
-            if leaving && matches!(self.agent.phase(), Phase::Stopped(_)) {
-                let Phase::Stopped(reason) = self.agent.phase() else {
-                    unreachable!("matched above")
-                };
+            if let (true, Phase::Stopped(reason)) = (leaving, self.agent.phase()) {
                 info!(%reason, "proxy stopped");
                 return Ok(ProxyExit::Shutdown(Some(reason)));
             }
