@@ -32,6 +32,10 @@ const HISTORY: usize = 4096;
 /// A job run on the keeper core by its driver.
 type Job = Box<dyn FnOnce(&mut Keeper, &DriverClock) + Send>;
 
+/// A function shown every core event as it is drained (simulations check invariants
+/// against these).
+type EventTap = Box<dyn FnMut(&Event) + Send>;
+
 /// The keeper task has stopped; nothing was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("the keeper has stopped")]
@@ -312,7 +316,6 @@ impl KeeperHandle {
 
 /// The keeper task. Create it with [`KeeperDriver::new`], run it with
 /// [`KeeperDriver::run`].
-#[derive(Debug)]
 pub struct KeeperDriver<S> {
     core: Keeper,
     socket: S,
@@ -320,6 +323,15 @@ pub struct KeeperDriver<S> {
     jobs: mpsc::Receiver<Job>,
     hub: Arc<EventHub>,
     counters: Arc<Mutex<DriverCounters>>,
+    tap: Option<EventTap>,
+}
+
+impl<S> std::fmt::Debug for KeeperDriver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeeperDriver")
+            .field("core", &self.core)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: DatagramSocket> KeeperDriver<S> {
@@ -341,9 +353,16 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 jobs: rx,
                 hub,
                 counters,
+                tap: None,
             },
             handle,
         )
+    }
+
+    /// Shows every core event to `tap`, in order, before it is logged and published.
+    pub fn with_event_tap(mut self, tap: impl FnMut(&Event) + Send + 'static) -> Self {
+        self.tap = Some(Box::new(tap));
+        self
     }
 
     /// Serves until `shutdown` completes (or the socket fails for good).
@@ -397,7 +416,10 @@ impl<S: DatagramSocket> KeeperDriver<S> {
         }
     }
 
-    fn publish(&self, event: Event) {
+    fn publish(&mut self, event: Event) {
+        if let Some(tap) = self.tap.as_mut() {
+            tap(&event);
+        }
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let watch = match event {
             Event::StatusChanged(c) => {
