@@ -181,25 +181,40 @@ pub struct Arrival {
     pub token_bucket: u32,
 }
 
-/// Records every heartbeat and unregister reaching the keeper's socket.
+/// Counts every datagram reaching the keeper's socket, and records every heartbeat and
+/// unregister among them.
 pub struct TapSocket<S> {
     inner: S,
     key: Key,
     boot: u32,
     log: Arc<Mutex<Vec<Arrival>>>,
+    received: Arc<Mutex<BTreeMap<u32, u64>>>,
 }
 
 impl<S> TapSocket<S> {
-    pub fn new(inner: S, key: Key, boot: u32, log: Arc<Mutex<Vec<Arrival>>>) -> Self {
+    pub fn new(
+        inner: S,
+        key: Key,
+        boot: u32,
+        log: Arc<Mutex<Vec<Arrival>>>,
+        received: Arc<Mutex<BTreeMap<u32, u64>>>,
+    ) -> Self {
         TapSocket {
             inner,
             key,
             boot,
             log,
+            received,
         }
     }
 
     fn record(&self, datagram: &[u8]) {
+        *self
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(self.boot)
+            .or_default() += 1;
         let (hb, status) = match wire::open(datagram, &self.key) {
             Ok(Message::Heartbeat(hb)) => (hb, Some(hb.status)),
             Ok(Message::Unregister(hb)) => (hb, None),
@@ -288,8 +303,16 @@ pub struct KeeperShared {
     pub events: Arc<Mutex<Vec<Logged>>>,
     /// Every heartbeat and unregister that reached the keeper's socket.
     pub arrivals: Arc<Mutex<Vec<Arrival>>>,
-    /// The keeper's counters at its last scrape (filled by tests through HTTP if needed).
+    /// Datagrams that reached the keeper's socket, per boot.
+    pub received: Arc<Mutex<BTreeMap<u32, u64>>>,
+    /// When each boot started (simulated time).
+    pub boot_starts: Mutex<BTreeMap<u32, Duration>>,
+    /// Loss and duplication of what the keeper sends.
+    pub keeper_faults: Arc<LinkFaults>,
+    /// The seed, for the keeper's token secret.
     pub seed: u64,
+    /// A rule the keeper breaks on purpose (to test the checkers).
+    pub broken: Option<zerokeeper::keeper::BrokenRule>,
 }
 
 /// Registers the keeper host: the keeper driver on UDP and the admin API on TCP, with
@@ -304,14 +327,31 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
             let udp = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, UDP_PORT)).await?;
             let tcp = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, HTTP_PORT)).await?;
             let secret: [u8; 32] = Sha256::digest(format!("{}:{boot}", shared.seed)).into();
-            let core = Keeper::new(
+            let mut core = Keeper::new(
                 config,
                 Keyring::with_default(key()),
                 boot,
                 secret,
                 Instant::ZERO,
             )?;
-            let socket = TapSocket::new(SimSocket(udp), key(), boot, shared.arrivals.clone());
+            if let Some(rule) = shared.broken {
+                core.break_rule_for_testing(rule);
+            }
+            let started = turmoil::sim_elapsed().unwrap_or_default();
+            shared
+                .boot_starts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(boot, started);
+            let seed = shared.seed ^ u64::from(boot);
+            let lossy = LossySocket::new(SimSocket(udp), shared.keeper_faults.clone(), seed);
+            let socket = TapSocket::new(
+                lossy,
+                key(),
+                boot,
+                shared.arrivals.clone(),
+                shared.received.clone(),
+            );
             let (driver, handle) =
                 KeeperDriver::new(core, socket, DriverClock::start_at(wall_now()));
             let log = shared.events.clone();

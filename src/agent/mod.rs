@@ -220,6 +220,8 @@ pub struct Agent {
     final_attempts_left: u32,
     /// The status reported by an unregister (the one the proxy had when it left).
     leaving_status: ProxyStatus,
+    /// The seq of the latest `Ack` applied: an older one, delivered late, says nothing new.
+    latest_ack: u64,
     challenge_budget: u32,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<AgentEvent>,
@@ -251,6 +253,7 @@ impl Agent {
             pull: None,
             final_attempts_left: 0,
             leaving_status: ProxyStatus::Ready,
+            latest_ack: 0,
             challenge_budget: CHALLENGE_BUDGET,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -405,6 +408,11 @@ impl Agent {
             // Only `down` and unregister are answered with `gone`: this one is bogus.
             return false;
         }
+        if ack.seq <= self.latest_ack && ack.status != AckStatus::Gone {
+            // Reordered: a later answer was already applied.
+            return true;
+        }
+        self.latest_ack = ack.seq;
         self.token = ack.token;
         if ack.slot != 0 {
             self.slot = ack.slot;
@@ -426,10 +434,18 @@ impl Agent {
             (AckStatus::Ready | AckStatus::Up, _) => {
                 self.keeper_version = ack.config_version;
                 let pulling = self.pull.as_ref().map(Pull::version);
-                if matches!(self.phase, Phase::Initialising | Phase::Up)
-                    && ack.config_version > self.running_version
-                    && pulling.is_none_or(|v| v < ack.config_version)
-                {
+                let follow = match self.phase {
+                    // The startup config is whatever the keeper serves now: a keeper that
+                    // lost its state serves a lower version than the one being pulled.
+                    Phase::Pulling => pulling != Some(ack.config_version),
+                    // A running proxy takes only newer versions.
+                    Phase::Initialising | Phase::Up => {
+                        ack.config_version > self.running_version
+                            && pulling.is_none_or(|v| v < ack.config_version)
+                    }
+                    _ => false,
+                };
+                if follow {
                     self.pull = Some(Pull::new(ack.config_version));
                     self.request_chunks(now);
                 }
@@ -475,6 +491,7 @@ impl Agent {
         let old = self.incarnation;
         self.incarnation = old.saturating_add(1);
         self.seq = 0;
+        self.latest_ack = 0;
         self.slot = 0;
         self.pull = None;
         self.running_version = 0;

@@ -198,6 +198,16 @@ impl KeeperConfig {
     }
 }
 
+/// A rule a test may break on purpose, to show that its checkers notice.
+///
+/// Never set in production: the only way in is [`Keeper::break_rule_for_testing`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BrokenRule {
+    /// A delayed or duplicated `ready` heartbeat of an `up` or `lost` proxy moves it back
+    /// to `ready` (the ordering check is skipped for it).
+    StaleReadyOverwritesUp,
+}
+
 /// A datagram to send: `len` bytes of the buffer given to [`Keeper::poll_transmit`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Transmit {
@@ -258,6 +268,7 @@ pub struct Keeper {
     pending: VecDeque<Pending>,
     events: VecDeque<Event>,
     stats: Stats,
+    broken: Option<BrokenRule>,
 }
 
 impl Keeper {
@@ -290,7 +301,15 @@ impl Keeper {
             pending: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            broken: None,
         })
+    }
+
+    /// Breaks one rule of the transition table on purpose, so a test can show that its
+    /// invariant checks catch a faulty keeper. Nothing else calls it.
+    #[doc(hidden)]
+    pub fn break_rule_for_testing(&mut self, rule: BrokenRule) {
+        self.broken = Some(rule);
     }
 
     /// The keeper's timing and limits.
@@ -378,7 +397,14 @@ impl Keeper {
             (None, None) => Known::Nothing,
         };
         let freshness = self.tokens.check(&hb.token, now);
-        let decision = transition::decide(known, said, stamp, freshness != Freshness::Stale);
+        let mut decision = transition::decide(known, said, stamp, freshness != Freshness::Stale);
+        if self.broken == Some(BrokenRule::StaleReadyOverwritesUp)
+            && matches!(decision, Decision::Stale | Decision::Regression)
+            && said == Said::Heartbeat(wire::ProxyStatus::Ready)
+            && matches!(known, Known::Live(Status::Up | Status::Lost, _))
+        {
+            decision = Decision::Transition { to: Status::Ready };
+        }
         let reply = Reply {
             to: from,
             key,

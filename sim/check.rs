@@ -1,0 +1,293 @@
+//! The chaos simulation's invariants, checked against what the keeper did (its event
+//! log) and what reached it (every heartbeat that arrived at its socket).
+//!
+//! The checker does not ask the keeper why it did anything: it re-derives, from the
+//! protocol's rules (PROTOCOL.md §7, §8 and §12), which heartbeats had to count, and
+//! compares with the timers' decisions.
+//!
+//! 1. **Forward only.** Within one incarnation a proxy never returns to `ready` once it
+//!    was `up` or `lost`; each change starts from the status the log last gave it; a new
+//!    life has a larger incarnation. (No stale datagram changes anything.)
+//! 2. **No false `lost`.** A proxy marked `lost` at `t` had no heartbeat that had to
+//!    count arrive in `(t - lost_after, t]`. A heartbeat had to count when it arrived at
+//!    the keeper with a token at most `lost_after` old (strictly inside the validity, by
+//!    the token's bucket), in the incarnation the registry held, newer (by seq) than every
+//!    one that counted before, and of the status the record was in.
+//! 3. **No false deletion.** The same for `ready_timeout` (ready proxies) and
+//!    `delete_after` (lost proxies).
+//! 4. **The gate.** Every config version was made while every proxy of its cluster was
+//!    `up` (the log's statuses at that point).
+//! 5. **Convergence.** Once the faults stop (every link healed, no loss, the keeper
+//!    running) every live proxy is `up` within `settle` (3 s: a Restart, registration,
+//!    config pull and initialisation take about ten heartbeat intervals), and by
+//!    `max(ready_timeout, delete_after) + 2 s` every dead one is gone.
+//! 6. **Restarts.** A keeper without a store forgets its registry when it crashes: every
+//!    proxy that was `up` before the crash, and whose process lived on, gets `Restart`
+//!    from the new keeper and rejoins (that is how it ends `up`, by 5).
+//! 7. **Counting.** The keeper never panics (a panic fails the simulation), and every
+//!    datagram it read is counted once, as an outcome or as a drop with its reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use zerokeeper::keeper::{Event, Reason, Status};
+use zerokeeper::wire::ProxyStatus;
+
+use crate::plan::Plan;
+use crate::support::{Arrival, Logged};
+
+/// The timers the keeper ran with, and the simulation's tick.
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    pub interval: Duration,
+    pub lost_after: Duration,
+    pub ready_timeout: Duration,
+    pub delete_after: Duration,
+    pub tick: Duration,
+}
+
+impl Timers {
+    /// A token's time bucket (PROTOCOL.md §8: half an interval).
+    fn granularity(&self) -> Duration {
+        (self.interval / 2).max(Duration::from_millis(1))
+    }
+
+    fn max_age_buckets(&self) -> u64 {
+        let g = self.granularity().as_nanos();
+        self.lost_after.as_nanos().div_ceil(g) as u64
+    }
+
+    /// Two ticks: the resolution of the simulated clock, both ways.
+    fn slack(&self) -> Duration {
+        self.tick * 2
+    }
+}
+
+/// Everything a run produced.
+pub struct Trace<'a> {
+    pub plan: &'a Plan,
+    pub timers: Timers,
+    pub events: &'a [Logged],
+    pub arrivals: &'a [Arrival],
+    /// When each keeper boot started (simulated time).
+    pub boots: &'a BTreeMap<u32, Duration>,
+    /// When each proxy's processes started (simulated time).
+    pub starts: &'a [Vec<Duration>],
+    /// The listing (cluster, proxy, status) `settle` after the faults ended.
+    pub settled: &'a [(String, String, String)],
+    /// The listing at the end.
+    pub last: &'a [(String, String, String)],
+    /// At the end: datagrams the final keeper read (by its counters), what it counted as
+    /// outcomes and drops, and datagrams that reached its socket (by the tap).
+    pub counted: Option<(u64, u64, u64)>,
+}
+
+type Identity = (u32, String, String);
+
+/// Checks every invariant; returns the violations, in the order found.
+pub fn check(trace: &Trace<'_>) -> Vec<String> {
+    let mut violations = Vec::new();
+    let t = trace.timers;
+
+    // 1 and 4: replay the log's statuses.
+    let mut current: BTreeMap<Identity, (Status, u64)> = BTreeMap::new();
+    let mut reached_up: BTreeSet<(Identity, u64)> = BTreeSet::new();
+    // The start of each life, for 2 and 3: (identity, incarnation) → when it registered.
+    let mut life_start: BTreeMap<(Identity, u64), Duration> = BTreeMap::new();
+    for logged in trace.events {
+        match &logged.event {
+            Event::StatusChanged(c) => {
+                let id: Identity = (logged.boot, c.cluster.to_string(), c.proxy.clone());
+                let before = current.get(&id).copied();
+                if before.map(|(s, _)| s) != c.from {
+                    violations.push(format!(
+                        "at {:?} boot {}: {} in {} changed from {:?} but the log had it {:?}",
+                        logged.at, logged.boot, c.proxy, c.cluster, c.from, before
+                    ));
+                }
+                if c.to == Some(Status::Ready) {
+                    if reached_up.contains(&(id.clone(), c.incarnation)) {
+                        violations.push(format!(
+                            "at {:?} boot {}: {} in {} moved back to ready within incarnation {} ({:?})",
+                            logged.at, logged.boot, c.proxy, c.cluster, c.incarnation, c.reason
+                        ));
+                    }
+                    if c.reason == Reason::NewIncarnation
+                        && before.is_some_and(|(_, inc)| inc >= c.incarnation)
+                    {
+                        violations.push(format!(
+                            "at {:?}: {} took a new life with incarnation {} not larger than {:?}",
+                            logged.at, c.proxy, c.incarnation, before
+                        ));
+                    }
+                    if c.from.is_none() || c.reason == Reason::NewIncarnation {
+                        life_start.insert((id.clone(), c.incarnation), logged.at);
+                    }
+                }
+                if matches!(c.to, Some(Status::Up | Status::Lost)) {
+                    reached_up.insert((id.clone(), c.incarnation));
+                }
+                match c.to {
+                    Some(s) => {
+                        current.insert(id.clone(), (s, c.incarnation));
+                    }
+                    None => {
+                        current.remove(&id);
+                    }
+                }
+                let window = match c.reason {
+                    Reason::LostTimeout => Some((t.lost_after, ProxyStatus::Up)),
+                    Reason::ReadyTimeout => Some((t.ready_timeout, ProxyStatus::Ready)),
+                    Reason::DeleteTimeout => Some((t.delete_after, ProxyStatus::Up)),
+                    _ => None,
+                };
+                if let Some((length, status)) = window {
+                    let start = life_start
+                        .get(&(id.clone(), c.incarnation))
+                        .copied()
+                        .unwrap_or_default();
+                    if let Some(at) =
+                        counted_in(trace, &id, c.incarnation, status, start, logged.at, length)
+                    {
+                        violations.push(format!(
+                            "at {:?} boot {}: {} in {} {:?} though a {status:?} heartbeat that had to count arrived at {at:?}",
+                            logged.at, logged.boot, c.proxy, c.cluster, c.reason
+                        ));
+                    }
+                }
+            }
+            Event::ConfigChanged {
+                cluster, version, ..
+            } => {
+                let blockers: Vec<String> = current
+                    .iter()
+                    .filter(|((boot, c, _), (s, _))| {
+                        *boot == logged.boot && c.as_str() == &**cluster && *s != Status::Up
+                    })
+                    .map(|((_, _, p), (s, _))| format!("{p} {s}"))
+                    .collect();
+                if !blockers.is_empty() {
+                    violations.push(format!(
+                        "at {:?}: config version {version} of {cluster} was made while the gate was closed by {blockers:?}",
+                        logged.at
+                    ));
+                }
+            }
+            Event::RestartSent { .. } | Event::Superseded { .. } => {}
+        }
+    }
+
+    // 5: convergence.
+    let plan = trace.plan;
+    let listed = |listing: &[(String, String, String)], p: usize| {
+        let spec = &plan.proxies[p];
+        listing
+            .iter()
+            .find(|(c, id, _)| *c == plan.clusters[spec.cluster] && *id == spec.identity)
+            .map(|(_, _, s)| s.clone())
+    };
+    for (p, spec) in plan.proxies.iter().enumerate() {
+        let (settled, last) = (listed(trace.settled, p), listed(trace.last, p));
+        if plan.alive_at_end[p] {
+            if settled.as_deref() != Some("up") {
+                violations.push(format!(
+                    "live proxy {p} ({}) was {settled:?}, not up, once the network healed",
+                    spec.identity
+                ));
+            }
+            if last.as_deref() != Some("up") {
+                violations.push(format!(
+                    "live proxy {p} ({}) ended {last:?}, not up",
+                    spec.identity
+                ));
+            }
+        } else if let Some(status) = last {
+            violations.push(format!(
+                "dead proxy {p} ({}) is still listed, {status}, at the end",
+                spec.identity
+            ));
+        }
+    }
+
+    // 6: a keeper restart restarts every proxy that was up (or lost: up as far as its
+    // process knows) when the keeper went down, and whose process lived on.
+    let mut boots = trace.boots.iter().rev();
+    if let (Some((&final_boot, &final_start)), Some((&previous, _))) = (boots.next(), boots.next())
+    {
+        for (p, spec) in plan.proxies.iter().enumerate() {
+            let last_start = trace.starts[p].last().copied().unwrap_or_default();
+            if !plan.alive_at_end[p] || last_start >= final_start {
+                continue;
+            }
+            let cluster = &plan.clusters[spec.cluster];
+            let key = (previous, cluster.clone(), spec.identity.clone());
+            // The process running now started at `last_start`: its incarnations are its
+            // start time in microseconds and up (+1 per Restart it obeyed). Only if the
+            // registry held one of those was this process up when the keeper went down.
+            let first_incarnation =
+                crate::support::EPOCH_SECS * 1_000_000 + last_start.as_micros() as u64;
+            let was_up = matches!(current.get(&key), Some((Status::Up | Status::Lost, inc)) if *inc >= first_incarnation);
+            let restarted = trace.events.iter().any(|l| {
+                l.boot == final_boot
+                    && matches!(&l.event, Event::RestartSent { proxy, cluster: c, .. } if *proxy == spec.identity && &**c == cluster)
+            });
+            if was_up && !restarted {
+                violations.push(format!(
+                    "proxy {p} ({}) was up when the keeper went down but got no Restart from the keeper that started at {final_start:?}",
+                    spec.identity
+                ));
+            }
+        }
+    }
+
+    // 7: counting.
+    match trace.counted {
+        Some((read, counted, arrived)) => {
+            if read != counted || read != arrived {
+                violations.push(format!(
+                    "the keeper read {read} datagrams, counted {counted} outcomes and drops, and {arrived} reached its socket"
+                ));
+            }
+        }
+        None => violations.push("the final keeper's counters could not be read".to_owned()),
+    }
+    violations
+}
+
+/// The last heartbeat of `status` that had to count, for this life of `id`, arriving in
+/// `(end - length, end]` (with slack at both edges), if any.
+fn counted_in(
+    trace: &Trace<'_>,
+    id: &Identity,
+    incarnation: u64,
+    status: ProxyStatus,
+    life_start: Duration,
+    end: Duration,
+    length: Duration,
+) -> Option<Duration> {
+    let t = trace.timers;
+    let boot_start = trace.boots.get(&id.0).copied().unwrap_or_default();
+    let granularity = t.granularity().as_nanos();
+    let max_age = t.max_age_buckets();
+    let mut max_counted_seq = 0;
+    let mut last = None;
+    for a in trace.arrivals.iter().filter(|a| {
+        a.boot == id.0 && a.cluster == id.1 && a.proxy == id.2 && a.incarnation == incarnation
+    }) {
+        // An arrival in the very tick of the timer may have been handled after it.
+        if a.at < life_start || a.at >= end {
+            continue;
+        }
+        // The keeper's clock started with this boot; the token's bucket is in its time.
+        let now_bucket = (a.at.saturating_sub(boot_start).as_nanos() / granularity) as u32;
+        let age = u64::from(now_bucket.wrapping_sub(a.token_bucket));
+        let fresh = a.token_epoch == id.0 && age < max_age;
+        if fresh && a.seq > max_counted_seq {
+            max_counted_seq = a.seq;
+            if a.status == Some(status) {
+                last = Some(a.at);
+            }
+        }
+    }
+    last.filter(|at| *at + length > end + t.slack())
+}
