@@ -20,7 +20,8 @@
 //! 5. **Convergence.** Once the faults stop (every link healed, no loss, the keeper
 //!    running) every live proxy is `up` within `settle` (3 s: a Restart, registration,
 //!    config pull and initialisation take about ten heartbeat intervals), and by
-//!    `max(ready_timeout, delete_after) + 2 s` every dead one is gone.
+//!    `max(ready_timeout, delete_after) + 2 s` every dead one is gone. A live proxy that
+//!    was deleted while up or lost got a `Restart` (the only way back for it).
 //! 6. **Restarts.** A keeper without a store forgets its registry when it crashes: every
 //!    proxy that was `up` before the crash, and whose process lived on, gets `Restart`
 //!    from the new keeper and rejoins (that is how it ends `up`, by 5).
@@ -235,6 +236,39 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
                 violations.push(format!(
                     "proxy {p} ({}) was up when the keeper went down but got no Restart from the keeper that started at {final_start:?}",
                     spec.identity
+                ));
+            }
+        }
+    }
+
+    // 5 (continued): a proxy deleted (by a timer or an operator) while the process that
+    // lives to the end held the identity can only be back `up` by obeying a `Restart`.
+    for (p, spec) in plan.proxies.iter().enumerate() {
+        if !plan.alive_at_end[p] {
+            continue;
+        }
+        let last_start = trace.starts[p].last().copied().unwrap_or_default();
+        let first_incarnation =
+            crate::support::EPOCH_SECS * 1_000_000 + last_start.as_micros() as u64;
+        let cluster = &plan.clusters[spec.cluster];
+        let mine = |c: &str, proxy: &str| c == cluster && proxy == spec.identity;
+        for (i, l) in trace.events.iter().enumerate() {
+            let Event::StatusChanged(c) = &l.event else {
+                continue;
+            };
+            let deleted_up = matches!(c.reason, Reason::DeleteTimeout | Reason::Removed)
+                && matches!(c.from, Some(Status::Up | Status::Lost));
+            if !deleted_up || !mine(&c.cluster, &c.proxy) || c.incarnation < first_incarnation {
+                continue;
+            }
+            let restarted = trace.events[i..].iter().any(|later| {
+                matches!(&later.event, Event::RestartSent { proxy, cluster: c2, incarnation, .. }
+                    if mine(c2, proxy) && *incarnation >= c.incarnation)
+            });
+            if !restarted {
+                violations.push(format!(
+                    "proxy {p} ({}) was deleted at {:?} ({:?}) while alive and never got a Restart",
+                    spec.identity, l.at, c.reason
                 ));
             }
         }

@@ -373,9 +373,14 @@ fn a_startup_pull_follows_a_keeper_whose_config_version_went_back() {
     // A keeper without a store that restarts mid-pull serves version 1 again; the agent
     // must pull that, not wait forever for the version it was pulling (found by chaos).
     let mut pair = Pair::new(NetConfig::perfect(), 1);
-    pair.keeper.push_config(Instant::ZERO, CLUSTER, big_config(5_000)).expect("gate open");
-    pair.keeper.push_config(Instant::ZERO, CLUSTER, big_config(6_000)).expect("gate open");
-    assert!(pair.run_until(Duration::from_secs(2), |p| p.agent.phase() == Phase::Pulling));
+    pair.keeper
+        .push_config(Instant::ZERO, CLUSTER, big_config(5_000))
+        .expect("gate open");
+    pair.keeper
+        .push_config(Instant::ZERO, CLUSTER, big_config(6_000))
+        .expect("gate open");
+    assert!(pair.run_until(Duration::from_secs(2), |p| p.agent.phase()
+        == Phase::Pulling));
     // Everything in flight is lost, and the keeper comes back empty.
     pair.net.partition(pair.agent_addr.ip(), Direction::Both);
     pair.run_until(Duration::from_millis(20), |_| false);
@@ -387,9 +392,17 @@ fn a_startup_pull_follows_a_keeper_whose_config_version_went_back() {
         delete_after: Duration::from_secs(10),
         ..KeeperConfig::default()
     };
-    pair.keeper = Keeper::new(config, Keyring::with_default(key()), 2, [2; 32], Instant::ZERO).expect("valid");
+    pair.keeper = Keeper::new(
+        config,
+        Keyring::with_default(key()),
+        2,
+        [2; 32],
+        Instant::ZERO,
+    )
+    .expect("valid");
     assert!(
-        pair.run_until(Duration::from_secs(3), |p| p.agent.phase() == Phase::Initialising),
+        pair.run_until(Duration::from_secs(3), |p| p.agent.phase()
+            == Phase::Initialising),
         "the pull never completed"
     );
     assert_eq!(pair.config_ready().map(|(v, _)| v), Some(1));
