@@ -174,7 +174,7 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
                     ));
                 }
             }
-            Event::RestartSent { .. } | Event::Superseded { .. } => {}
+            Event::RestartSent { .. } | Event::Superseded { .. } | Event::MassLoss { .. } => {}
         }
     }
 

@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// A `lost` proxy is deleted this long after its last heartbeat [default: 60s].
     #[arg(long, env = "ZEROKEEPER_DELETE_AFTER", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub delete_after: Option<Duration>,
+    /// Pause deleting a cluster's lost proxies while more than this share of it is lost
+    /// (clusters of at least 3 proxies) [default: 0.55].
+    #[arg(long, env = "ZEROKEEPER_MASS_LOSS_SHARE", value_name = "SHARE")]
+    pub mass_loss_share: Option<f64>,
     /// Log format [default: text]; the filter comes from RUST_LOG (default `info`).
     #[arg(long, env = "ZEROKEEPER_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -109,6 +113,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     max_proxies: Option<usize>,
     max_clusters: Option<usize>,
+    mass_loss_share: Option<f64>,
+    mass_loss_min_proxies: Option<usize>,
     #[serde(default)]
     clusters: BTreeMap<String, ClusterFileConfig>,
 }
@@ -190,8 +196,8 @@ pub enum ConfigFileError {
     /// A cluster section names an invalid cluster.
     #[error("invalid cluster name in the config file: {0:?}")]
     ClusterName(String),
-    /// The timing does not satisfy the protocol's rules.
-    #[error("invalid timing: {0}")]
+    /// The timing or limits do not satisfy the protocol's rules.
+    #[error("invalid setting: {0}")]
     Timing(#[from] KeeperConfigError),
 }
 
@@ -266,6 +272,14 @@ impl ServeArgs {
                 .unwrap_or(defaults.delete_after),
             max_proxies: file.max_proxies.unwrap_or(defaults.max_proxies),
             max_clusters: file.max_clusters.unwrap_or(defaults.max_clusters),
+            mass_loss_permille: match self.mass_loss_share.or(file.mass_loss_share) {
+                Some(share) if (0.0..=1.0).contains(&share) => (share * 1000.0).round() as u32,
+                Some(_) => return Err(ConfigFileError::Timing(KeeperConfigError::MassLoss)),
+                None => defaults.mass_loss_permille,
+            },
+            mass_loss_min_proxies: file
+                .mass_loss_min_proxies
+                .unwrap_or(defaults.mass_loss_min_proxies),
         };
         keeper.validate()?;
 

@@ -35,5 +35,6 @@ pub mod http;
 pub mod identity;
 pub mod keeper;
 pub mod scenario;
+pub mod store;
 pub mod time;
 pub mod wire;

@@ -136,6 +136,12 @@ pub struct WatchEvent {
     /// The new config version (`config` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// Lost proxies of the cluster (`deletion_paused` and `deletion_resumed` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<usize>,
+    /// All proxies of the cluster (same events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
 }
 
 /// Publishes events to watchers, keeping the latest ones for those who reconnect.
@@ -469,6 +475,29 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                     ..self.event(&cluster, self.clock.now())
                 }
             }
+            Event::MassLoss {
+                cluster,
+                paused,
+                lost,
+                total,
+            } => {
+                if paused {
+                    warn!(%cluster, lost, total, "mass loss: more than the configured share of the cluster is lost; \
+                          deletion of its lost proxies is paused (the keeper's own network is the likely cause)");
+                } else {
+                    info!(%cluster, lost, total, "mass loss over: deletion of lost proxies resumed");
+                }
+                WatchEvent {
+                    kind: if paused {
+                        "deletion_paused"
+                    } else {
+                        "deletion_resumed"
+                    },
+                    lost: Some(lost),
+                    total: Some(total),
+                    ..self.event(&cluster, self.clock.now())
+                }
+            }
             Event::ConfigChanged {
                 cluster,
                 version,
@@ -499,6 +528,8 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             reason: None,
             incarnation: None,
             version: None,
+            lost: None,
+            total: None,
         }
     }
 }

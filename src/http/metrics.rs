@@ -184,6 +184,7 @@ mod tests {
                 up: 0,
                 lost: 0,
                 config_version: 1,
+                deletion_paused: false,
             }],
             tombstones: 0,
         })

@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::configdoc::{ConfigError, ConfigVersion, validate_datasource_name};
 use crate::identity::{IdentityError, status_key, validate_cluster, validate_proxy};
-use crate::keeper::{ConfigCause, Event, Keeper, Reason, Status};
+use crate::keeper::{AdminAction, ConfigCause, Event, Keeper, Persist, Reason, Status};
 use crate::time::Instant;
 
 /// A proxy that keeps the gate closed.
@@ -115,6 +115,8 @@ pub struct ClusterInfo {
     pub lost: usize,
     /// The current config version.
     pub config_version: u64,
+    /// Mass-loss protection holds: its lost proxies are not being deleted.
+    pub deletion_paused: bool,
 }
 
 impl ClusterInfo {
@@ -183,6 +185,12 @@ impl Keeper {
             .map(|r| r.status)
             .unwrap_or(Status::Ready);
         self.delete(slot, Reason::Removed, now);
+        let action = AdminAction::Remove {
+            cluster: cluster.to_owned(),
+            proxy: proxy.to_owned(),
+            status,
+        };
+        self.persist(Persist::Admin { at: now, action });
         Ok(status)
     }
 
@@ -253,10 +261,35 @@ impl Keeper {
         next: ConfigVersion,
         cause: ConfigCause,
     ) -> u64 {
+        let now = self.clock.now();
         let version = next.version;
+        let config = Arc::new(next);
         let cluster = self.registry.cluster_mut(id);
-        cluster.config = Arc::new(next);
+        cluster.config = config.clone();
         let name = cluster.name.clone();
+        let action = match &cause {
+            ConfigCause::Push => AdminAction::PushConfig {
+                cluster: name.to_string(),
+                version,
+                size: config.base.len(),
+            },
+            ConfigCause::Switch {
+                hostgroup,
+                from,
+                to,
+            } => AdminAction::Switch {
+                cluster: name.to_string(),
+                hostgroup: hostgroup.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                version,
+            },
+        };
+        self.persist(Persist::Config {
+            cluster: name.clone(),
+            config,
+        });
+        self.persist(Persist::Admin { at: now, action });
         self.events.push_back(Event::ConfigChanged {
             cluster: name,
             version,
@@ -328,6 +361,7 @@ impl Keeper {
                     up: 0,
                     lost: 0,
                     config_version: c.config.version,
+                    deletion_paused: c.deletion_paused,
                 };
                 for record in c
                     .proxies

@@ -56,6 +56,17 @@ pub enum Event {
         /// Where the notice went.
         to: SocketAddr,
     },
+    /// Mass-loss protection paused (or resumed) the deletion of a cluster's lost proxies.
+    MassLoss {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// Whether deletion is now paused.
+        paused: bool,
+        /// Its lost proxies.
+        lost: usize,
+        /// All its proxies.
+        total: usize,
+    },
     /// A cluster has a new config version.
     ConfigChanged {
         /// The cluster.
@@ -200,6 +211,9 @@ pub struct Stats {
     pub outcomes: [u64; Outcome::COUNT],
     /// Datagrams handed to the driver to send.
     pub sent: u64,
+    /// Changes handed to the store (a persistent keeper only): transitions, deletions,
+    /// config versions and admin actions, never a steady heartbeat.
+    pub changes: u64,
     /// Answers not sent because they would have been larger than their request (a bug
     /// if ever non-zero: the protocol's sizes rule it out).
     pub oversized_answers: u64,

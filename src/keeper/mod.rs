@@ -30,6 +30,8 @@
 
 mod admin;
 mod event;
+mod mass_loss;
+mod persist;
 mod registry;
 mod timers;
 mod token;
@@ -52,6 +54,7 @@ use crate::wire::{self, AckStatus, ConfigRequest, Heartbeat, MAX_TIMING_MS, Mess
 
 pub use admin::{AdminError, Blocker, ClusterInfo, GateClosed, ProxyInfo};
 pub use event::{ConfigCause, DropReason, Event, Outcome, Stats, StatusChange};
+pub use persist::{AdminAction, Persist, RestoreError, Restored, RestoredConfig, RestoredProxy};
 pub use transition::Reason;
 
 use registry::{ClusterId, Record, Registry, Tombstone};
@@ -121,6 +124,11 @@ pub struct KeeperConfig {
     pub max_proxies: usize,
     /// Most clusters held at once.
     pub max_clusters: usize,
+    /// Mass-loss protection: deletion of a cluster's lost proxies pauses while more than
+    /// this share of them, in thousandths, is lost (550: 55 %).
+    pub mass_loss_permille: u32,
+    /// Mass-loss protection applies to clusters of at least this many proxies.
+    pub mass_loss_min_proxies: usize,
 }
 
 impl Default for KeeperConfig {
@@ -134,6 +142,8 @@ impl Default for KeeperConfig {
             delete_after: Duration::from_secs(60),
             max_proxies: 2_000_000,
             max_clusters: 10_000,
+            mass_loss_permille: 550,
+            mass_loss_min_proxies: 3,
         }
     }
 }
@@ -156,6 +166,9 @@ pub enum KeeperConfigError {
     /// A limit is zero.
     #[error("max_proxies and max_clusters must be at least 1")]
     Limits,
+    /// The mass-loss share is above 100 %.
+    #[error("the mass-loss share must be from 0 to 1")]
+    MassLoss,
 }
 
 impl KeeperConfig {
@@ -179,6 +192,9 @@ impl KeeperConfig {
         }
         if self.max_proxies == 0 || self.max_clusters == 0 {
             return Err(KeeperConfigError::Limits);
+        }
+        if self.mass_loss_permille > 1000 {
+            return Err(KeeperConfigError::MassLoss);
         }
         Ok(())
     }
@@ -269,6 +285,7 @@ pub struct Keeper {
     events: VecDeque<Event>,
     stats: Stats,
     broken: Option<BrokenRule>,
+    durability: Option<persist::Durability>,
 }
 
 impl Keeper {
@@ -302,6 +319,7 @@ impl Keeper {
             events: VecDeque::new(),
             stats: Stats::default(),
             broken: None,
+            durability: None,
         })
     }
 
@@ -443,7 +461,7 @@ impl Keeper {
                 self.rearm(slot, now);
                 self.forget_tombstone(hb.cluster, hb.proxy);
                 self.status_changed(slot, Some(old), Reason::NewIncarnation, now);
-                self.ack(reply, slot, AckStatus::Ready, now);
+                self.ack_registration(reply, slot, now);
                 Ok(Outcome::NewIncarnation)
             }
             (Decision::Refresh, Some(slot)) => {
@@ -528,7 +546,6 @@ impl Keeper {
             stamp: reply.stamp,
             status: Status::Ready,
             reply_to: reply.to,
-            key: reply.key,
             last_heard: now,
             since: now,
             deadline,
@@ -536,7 +553,7 @@ impl Keeper {
         });
         self.timers.arm(TimerKind::Ready, deadline, slot);
         self.status_changed(slot, None, Reason::Registered, now);
-        self.ack(reply, slot, AckStatus::Ready, now);
+        self.ack_registration(reply, slot, now);
         Ok(Outcome::Registered)
     }
 
@@ -649,7 +666,6 @@ impl Keeper {
         if let Some(record) = self.registry.get_mut(slot) {
             record.stamp = reply.stamp;
             record.reply_to = reply.to;
-            record.key = reply.key;
             record.last_heard = now;
             record.config_version = config_version;
         }
@@ -672,6 +688,10 @@ impl Keeper {
         let cluster = record.cluster;
         let name = self.registry.cluster(cluster).name.clone();
         self.bury(cluster, record.proxy.clone(), record.stamp, now);
+        self.persist(Persist::Deleted {
+            cluster: name.clone(),
+            proxy: record.proxy.to_string(),
+        });
         self.events.push_back(Event::StatusChanged(StatusChange {
             cluster: name,
             proxy: record.proxy.into(),
@@ -681,6 +701,7 @@ impl Keeper {
             reason,
             at: now,
         }));
+        self.check_mass_loss(cluster, now);
     }
 
     /// Leaves a tombstone for a deleted proxy.
@@ -748,34 +769,59 @@ impl Keeper {
         let Some(record) = self.registry.get(slot) else {
             return;
         };
-        self.events.push_back(Event::StatusChanged(StatusChange {
-            cluster: self.registry.cluster(record.cluster).name.clone(),
+        let cluster = record.cluster;
+        let name = self.registry.cluster(cluster).name.clone();
+        let change = StatusChange {
+            cluster: name.clone(),
             proxy: record.proxy.to_string(),
             incarnation: record.stamp.incarnation,
             from,
             to: Some(record.status),
             reason,
             at: now,
-        }));
+        };
+        self.persist(Persist::Proxy {
+            cluster: name,
+            proxy: change.proxy.clone(),
+            incarnation: change.incarnation,
+            status: record.status,
+            since: record.since,
+        });
+        self.events.push_back(Event::StatusChanged(change));
+        self.check_mass_loss(cluster, now);
     }
 
     fn ack(&mut self, reply: Reply, slot: u32, status: AckStatus, now: Instant) {
+        let ack = self.ack_for(reply, slot, status, now);
+        self.pending.push_back(ack);
+    }
+
+    /// Acknowledges a registration (or a new life) once it is durable: a proxy told it is
+    /// registered must still be after a keeper crash.
+    fn ack_registration(&mut self, reply: Reply, slot: u32, now: Instant) {
+        let ack = self.ack_for(reply, slot, AckStatus::Ready, now);
+        self.answer_when_durable(ack);
+    }
+
+    fn ack_for(&mut self, reply: Reply, slot: u32, status: AckStatus, now: Instant) -> Pending {
         let config_version = self
             .registry
             .get(slot)
             .map(|r| self.registry.cluster(r.cluster).config.version)
             .unwrap_or(0);
         let token = self.tokens.mint(now);
-        self.answer(
-            reply,
-            Answer::Ack {
+        Pending {
+            to: reply.to,
+            key: reply.key,
+            budget: reply.budget,
+            answer: Answer::Ack {
                 stamp: reply.stamp,
                 status,
                 config_version,
                 slot,
                 token,
             },
-        );
+        }
     }
 
     fn gone(&mut self, stamp: Stamp, now: Instant) -> Answer {
@@ -835,9 +881,14 @@ impl Keeper {
         if record.deadline != at || record.status.timer() != kind {
             return; // re-armed or moved on since: a stale entry
         }
+        let cluster = record.cluster;
         match kind {
             TimerKind::Ready => self.delete(slot, Reason::ReadyTimeout, now),
-            TimerKind::Delete => self.delete(slot, Reason::DeleteTimeout, now),
+            TimerKind::Delete => {
+                if !self.defer_deletion(cluster, slot) {
+                    self.delete(slot, Reason::DeleteTimeout, now);
+                }
+            }
             TimerKind::Lost => {
                 self.registry.set_status(slot, Status::Lost, now);
                 // `delete_after` counts from the last heartbeat, as the original keeper did.

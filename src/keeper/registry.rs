@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 
-use crate::auth::KeyIndex;
 use crate::configdoc::ConfigVersion;
 use crate::keeper::Status;
 use crate::keeper::transition::Stamp;
@@ -31,8 +30,6 @@ pub(crate) struct Record {
     pub(crate) status: Status,
     /// Source of the last accepted datagram: where answers go.
     pub(crate) reply_to: SocketAddr,
-    /// The key that authenticated the last accepted datagram: answers use it.
-    pub(crate) key: KeyIndex,
     pub(crate) last_heard: Instant,
     /// When the proxy entered its current status.
     pub(crate) since: Instant,
@@ -60,6 +57,12 @@ pub(crate) struct Cluster {
     tombstones: HashMap<Box<str>, Tombstone, FixedState>,
     /// Proxies that are `ready` or `lost`: the gate is open only when this is zero.
     pub(crate) not_up: usize,
+    /// Proxies that are `lost`.
+    pub(crate) lost: usize,
+    /// Mass-loss protection holds: lost proxies of this cluster are not deleted.
+    pub(crate) deletion_paused: bool,
+    /// Lost proxies whose delete deadline passed while deletion was paused.
+    pub(crate) deferred: Vec<u32>,
     pub(crate) config: Arc<ConfigVersion>,
 }
 
@@ -92,6 +95,9 @@ impl Registry {
             proxies: HashMap::default(),
             tombstones: HashMap::default(),
             not_up: 0,
+            lost: 0,
+            deletion_paused: false,
+            deferred: Vec::new(),
             config: Arc::new(ConfigVersion::initial()),
         });
         self.cluster_ids.insert(name, id);
@@ -133,9 +139,9 @@ impl Registry {
     pub(crate) fn insert(&mut self, record: Record) -> u32 {
         let cluster = record.cluster;
         let proxy = record.proxy.clone();
-        if record.status != Status::Up {
-            self.clusters[cluster as usize].not_up += 1;
-        }
+        let c = &mut self.clusters[cluster as usize];
+        c.not_up += usize::from(record.status != Status::Up);
+        c.lost += usize::from(record.status == Status::Lost);
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slab[slot as usize - 1] = Some(record);
@@ -157,9 +163,8 @@ impl Registry {
         let record = self.slab.get_mut(index)?.take()?;
         let cluster = &mut self.clusters[record.cluster as usize];
         cluster.proxies.remove(&*record.proxy);
-        if record.status != Status::Up {
-            cluster.not_up -= 1;
-        }
+        cluster.not_up -= usize::from(record.status != Status::Up);
+        cluster.lost -= usize::from(record.status == Status::Lost);
         self.free.push(slot);
         self.live -= 1;
         Some(record)
@@ -179,6 +184,11 @@ impl Registry {
         match (from == Status::Up, to == Status::Up) {
             (true, false) => cluster.not_up += 1,
             (false, true) => cluster.not_up -= 1,
+            _ => {}
+        }
+        match (from == Status::Lost, to == Status::Lost) {
+            (false, true) => cluster.lost += 1,
+            (true, false) => cluster.lost -= 1,
             _ => {}
         }
         Some(from)

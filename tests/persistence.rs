@@ -1,0 +1,265 @@
+//! The persistent keeper core: what it asks to store, how it is rebuilt, what it holds
+//! until durable, and mass-loss protection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CLUSTER, FakeProxy, Reply, Rig};
+use zerokeeper::auth::Keyring;
+use zerokeeper::keeper::{Event, Keeper, KeeperConfig, Persist, Status};
+use zerokeeper::store::{self, MemoryStore, Store};
+use zerokeeper::time::Instant;
+use zerokeeper::wire::{AckStatus, ProxyStatus};
+
+/// A persistent keeper on `store`, booted at `now` of a rig's clock.
+fn boot(store: &mut MemoryStore, config: KeeperConfig) -> Rig {
+    let snapshot = store.boot().expect("boots");
+    let keeper = Keeper::restore(
+        config,
+        Keyring::with_default(common::key()),
+        snapshot.epoch,
+        [snapshot.epoch as u8; 32],
+        Instant::ZERO,
+        store::restored(&snapshot),
+    )
+    .expect("restores");
+    let mut rig = Rig::new();
+    rig.keeper = keeper;
+    rig
+}
+
+/// Commits what the keeper asked to store and tells it; returns how many changes.
+fn commit(rig: &mut Rig, store: &mut MemoryStore) -> usize {
+    let mut changes = Vec::new();
+    let upto = rig.keeper.take_changes(&mut changes);
+    let stored: Vec<_> = changes.iter().map(|c| store::change_of(c, |_| 0)).collect();
+    store.commit(&stored).expect("commits");
+    rig.keeper.mark_durable(upto);
+    changes.len()
+}
+
+fn proxy(addr: &str, inc: u64) -> FakeProxy {
+    FakeProxy::new(addr, inc, "127.0.0.1:40011")
+}
+
+#[test]
+fn a_registration_is_acknowledged_only_once_it_is_durable() {
+    let mut store = MemoryStore::new();
+    let mut rig = boot(&mut store, common::config());
+    let mut p = proxy("10.25.0.11:3000", 1_000);
+    let replies = rig.say(&mut p, ProxyStatus::Ready);
+    assert!(
+        replies.is_empty(),
+        "acknowledged before durable: {replies:?}"
+    );
+    assert_eq!(rig.status("10.25.0.11:3000"), Some(Status::Ready));
+    assert_eq!(commit(&mut rig, &mut store), 1);
+    let mut buf = vec![0u8; 1200];
+    let t = rig
+        .keeper
+        .poll_transmit(&mut buf)
+        .expect("the held Ack is released");
+    let ack = zerokeeper::wire::open(&buf[..t.len], &common::key()).expect("authenticates");
+    assert!(matches!(ack, zerokeeper::wire::Message::Ack(a) if a.status == AckStatus::Ready));
+}
+
+#[test]
+fn steady_heartbeats_write_nothing() {
+    let mut store = MemoryStore::new();
+    let mut rig = boot(&mut store, common::config());
+    let mut p = proxy("10.25.0.11:3000", 1_000);
+    rig.say(&mut p, ProxyStatus::Ready);
+    rig.say(&mut p, ProxyStatus::Up);
+    assert_eq!(commit(&mut rig, &mut store), 2, "registration and up");
+    let revision = store.revision();
+    for _ in 0..1_000 {
+        rig.advance(Duration::from_millis(100));
+        rig.say(&mut p, ProxyStatus::Up);
+        assert_eq!(commit(&mut rig, &mut store), 0);
+    }
+    assert_eq!(store.revision(), revision);
+    assert_eq!(rig.keeper.stats().changes, 2);
+}
+
+#[test]
+fn every_change_and_admin_action_is_asked_to_be_stored() {
+    let mut store = MemoryStore::new();
+    let mut rig = boot(&mut store, common::config());
+    let mut a = proxy("10.25.0.11:3000", 1_000);
+    let mut b = proxy("10.25.0.12:3000", 2_000);
+    rig.bring_up(&mut a);
+    rig.bring_up(&mut b);
+    rig.keeper
+        .push_config(rig.now, CLUSTER, b"pool = 1\n".as_slice().into())
+        .expect("gate open");
+    rig.keeper
+        .switch_datasource(rig.now, CLUSTER, "hg", "a:1", "b:1")
+        .expect("gate open");
+    rig.keeper
+        .remove_proxy(rig.now, CLUSTER, "10.25.0.12:3000")
+        .expect("listed");
+    let mut changes = Vec::new();
+    rig.keeper.take_changes(&mut changes);
+    let kinds: Vec<&str> = changes
+        .iter()
+        .map(|c| match c {
+            Persist::Proxy { .. } => "proxy",
+            Persist::Deleted { .. } => "deleted",
+            Persist::Config { .. } => "config",
+            Persist::Admin { .. } => "admin",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "proxy", "proxy", "proxy", "proxy", "config", "admin", "config", "admin", "deleted",
+            "admin"
+        ]
+    );
+}
+
+#[test]
+fn a_restarted_keeper_restarts_nobody_that_is_still_heartbeating_however_long_it_was_down() {
+    let mut store = MemoryStore::new();
+    let mut rig = boot(&mut store, common::config());
+    let mut p = proxy("10.25.0.11:3000", 1_000);
+    rig.bring_up(&mut p);
+    rig.keeper
+        .push_config(rig.now, CLUSTER, b"pool = 1\n".as_slice().into())
+        .expect("gate open");
+    commit(&mut rig, &mut store);
+    // The keeper is down far longer than delete_after (3 s); the proxy keeps heartbeating
+    // into the void. Then a new keeper boots from the store.
+    let mut rig = boot(&mut store, common::config());
+    assert_eq!(rig.status("10.25.0.11:3000"), Some(Status::Up));
+    assert_eq!(rig.keeper.config_of(CLUSTER).expect("restored").version, 2);
+    // Its token is from the old epoch: challenged, then counted. No Restart.
+    let replies = rig.say(&mut p, ProxyStatus::Up);
+    assert!(
+        !replies.iter().any(|r| matches!(r, Reply::Restart { .. })),
+        "{replies:?}"
+    );
+    for _ in 0..50 {
+        rig.advance(Duration::from_millis(100));
+        rig.say(&mut p, ProxyStatus::Up);
+    }
+    assert_eq!(rig.status("10.25.0.11:3000"), Some(Status::Up));
+    assert!(
+        !rig.events
+            .iter()
+            .any(|e| matches!(e, Event::RestartSent { .. } | Event::StatusChanged(_)))
+    );
+}
+
+#[test]
+fn a_restored_keeper_gives_every_proxy_a_fresh_window_from_its_start() {
+    let mut store = MemoryStore::new();
+    let mut rig = boot(&mut store, common::config());
+    let (mut r, mut u, mut l) = (
+        proxy("10.0.0.1:1", 1),
+        proxy("10.0.0.2:1", 2),
+        proxy("10.0.0.3:1", 3),
+    );
+    rig.say(&mut r, ProxyStatus::Ready);
+    rig.bring_up(&mut u);
+    rig.bring_up(&mut l);
+    rig.advance(Duration::from_millis(200));
+    rig.say(&mut u, ProxyStatus::Up);
+    rig.say(&mut r, ProxyStatus::Ready);
+    rig.advance(Duration::from_millis(200));
+    assert_eq!(rig.status("10.0.0.3:1"), Some(Status::Lost));
+    commit(&mut rig, &mut store);
+    let mut rig = boot(&mut store, common::config());
+    // up: lost after lost_after (300 ms) from the keeper's start; lost: deleted after
+    // delete_after (3 s); ready: deleted after ready_timeout (2 s).
+    rig.advance(Duration::from_millis(299));
+    assert_eq!(rig.status("10.0.0.2:1"), Some(Status::Up));
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(rig.status("10.0.0.2:1"), Some(Status::Lost));
+    rig.advance(Duration::from_millis(1_699));
+    assert_eq!(rig.status("10.0.0.1:1"), Some(Status::Ready));
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(rig.status("10.0.0.1:1"), None);
+    rig.advance(Duration::from_millis(999));
+    assert_eq!(rig.status("10.0.0.3:1"), Some(Status::Lost));
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(rig.status("10.0.0.3:1"), None);
+}
+
+fn five_up(rig: &mut Rig) -> Vec<FakeProxy> {
+    let mut proxies: Vec<FakeProxy> = (1..=5)
+        .map(|i| proxy(&format!("10.0.0.{i}:3306"), i))
+        .collect();
+    for p in &mut proxies {
+        rig.bring_up(p);
+    }
+    proxies
+}
+
+#[test]
+fn mass_loss_pauses_deletion_and_resumes_it_when_the_share_falls() {
+    let mut rig = Rig::new();
+    let mut proxies = five_up(&mut rig);
+    // Three of five (60 % > 55 %) go silent; two keep heartbeating.
+    for _ in 0..40 {
+        rig.advance(Duration::from_millis(100));
+        for p in &mut proxies[3..] {
+            rig.say(p, ProxyStatus::Up);
+        }
+    }
+    let lost = rig
+        .listing()
+        .iter()
+        .filter(|(_, s)| *s == Status::Lost)
+        .count();
+    assert_eq!(lost, 3, "{:?}", rig.listing());
+    assert!(rig.events.iter().any(|e| matches!(
+        e,
+        Event::MassLoss {
+            paused: true,
+            lost: 3,
+            total: 5,
+            ..
+        }
+    )));
+    assert!(rig.keeper.clusters()[0].deletion_paused);
+    // Well past delete_after (3 s): nobody deleted while paused.
+    assert_eq!(rig.listing().len(), 5);
+    // One comes back: 2 of 5 lost (40 %). Deletion resumes, and the two whose delete
+    // deadline passed long ago are deleted at once.
+    rig.say(&mut proxies[0], ProxyStatus::Up);
+    assert!(
+        rig.events
+            .iter()
+            .any(|e| matches!(e, Event::MassLoss { paused: false, .. }))
+    );
+    let listed: Vec<String> = rig.listing().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(listed, ["10.0.0.1:3306", "10.0.0.4:3306", "10.0.0.5:3306"]);
+}
+
+#[test]
+fn a_minority_loss_or_a_small_cluster_is_not_protected() {
+    // Two of five lost: deleted on time.
+    let mut rig = Rig::new();
+    let mut proxies = five_up(&mut rig);
+    for _ in 0..40 {
+        rig.advance(Duration::from_millis(100));
+        for p in &mut proxies[2..] {
+            rig.say(p, ProxyStatus::Up);
+        }
+    }
+    assert_eq!(rig.listing().len(), 3);
+    assert!(
+        !rig.events
+            .iter()
+            .any(|e| matches!(e, Event::MassLoss { .. }))
+    );
+    // Both of a cluster of two: below the minimum size, deleted on time.
+    let mut rig = Rig::new();
+    let (mut a, mut b) = (proxy("10.0.0.1:1", 1), proxy("10.0.0.2:1", 2));
+    rig.bring_up(&mut a);
+    rig.bring_up(&mut b);
+    rig.advance(Duration::from_secs(4));
+    assert!(rig.listing().is_empty());
+}
