@@ -73,6 +73,7 @@ fn run(seed: u64, broken: Option<BrokenRule>) -> Run {
     let shared = Arc::new(KeeperShared {
         seed,
         broken,
+        store: Some(zerokeeper::store::MemoryStore::new()),
         ..KeeperShared::default()
     });
     let mut sim = turmoil::Builder::new()
@@ -166,6 +167,11 @@ fn run(seed: u64, broken: Option<BrokenRule>) -> Run {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let restored = shared
+        .restored
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let settled = settled.unwrap_or_default();
     let trace = Trace {
         plan: &plan,
@@ -174,6 +180,7 @@ fn run(seed: u64, broken: Option<BrokenRule>) -> Run {
         arrivals: &arrivals,
         boots: &boots,
         starts: &starts,
+        restored: &restored,
         settled: &settled,
         last: &last,
         counted,

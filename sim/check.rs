@@ -22,9 +22,11 @@
 //!    config pull and initialisation take about ten heartbeat intervals), and by
 //!    `max(ready_timeout, delete_after) + 2 s` every dead one is gone. A live proxy that
 //!    was deleted while up or lost got a `Restart` (the only way back for it).
-//! 6. **Restarts.** A keeper without a store forgets its registry when it crashes: every
-//!    proxy that was `up` before the crash, and whose process lived on, gets `Restart`
-//!    from the new keeper and rejoins (that is how it ends `up`, by 5).
+//! 6. **Keeper restarts keep state and restart nobody.** The keeper's store survives its
+//!    crashes: the registry a boot restores is exactly the registry at the crash (every
+//!    change is committed before the keeper answers or waits again), and no `Restart` goes
+//!    to an identity the restored registry held unless the new keeper deleted it first.
+//!    (Before the store existed, a crash lost the registry and every proxy got `Restart`.)
 //! 7. **Counting.** The keeper never panics (a panic fails the simulation), and every
 //!    datagram it read is counted once, as an outcome or as a drop with its reason.
 
@@ -74,6 +76,8 @@ pub struct Trace<'a> {
     pub boots: &'a BTreeMap<u32, Duration>,
     /// When each proxy's processes started (simulated time).
     pub starts: &'a [Vec<Duration>],
+    /// What each keeper boot restored from the store: (cluster, proxy, status, incarnation).
+    pub restored: &'a BTreeMap<u32, Vec<crate::support::RestoredEntry>>,
     /// The listing (cluster, proxy, status) `settle` after the faults ended.
     pub settled: &'a [(String, String, String)],
     /// The listing at the end.
@@ -95,6 +99,21 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
     let mut reached_up: BTreeSet<(Identity, u64)> = BTreeSet::new();
     // The start of each life, for 2 and 3: (identity, incarnation) → when it registered.
     let mut life_start: BTreeMap<(Identity, u64), Duration> = BTreeMap::new();
+    // A boot starts from what it restored: a life that goes on, with a fresh window.
+    let mut restored_ids: BTreeSet<Identity> = BTreeSet::new();
+    for (boot, entries) in trace.restored {
+        let start = trace.boots.get(boot).copied().unwrap_or_default();
+        for (cluster, proxy, status, incarnation) in entries {
+            let id: Identity = (*boot, cluster.clone(), proxy.clone());
+            current.insert(id.clone(), (*status, *incarnation));
+            if matches!(status, Status::Up | Status::Lost) {
+                reached_up.insert((id.clone(), *incarnation));
+            }
+            life_start.insert((id.clone(), *incarnation), start);
+            restored_ids.insert(id);
+        }
+    }
+    let mut deleted: BTreeSet<Identity> = BTreeSet::new();
     for logged in trace.events {
         match &logged.event {
             Event::StatusChanged(c) => {
@@ -134,6 +153,7 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
                     }
                     None => {
                         current.remove(&id);
+                        deleted.insert(id.clone());
                     }
                 }
                 let window = match c.reason {
@@ -174,7 +194,17 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
                     ));
                 }
             }
-            Event::RestartSent { .. } | Event::Superseded { .. } | Event::MassLoss { .. } => {}
+            Event::RestartSent { cluster, proxy, .. } => {
+                let id: Identity = (logged.boot, cluster.to_string(), proxy.clone());
+                if restored_ids.contains(&id) && !deleted.contains(&id) {
+                    violations.push(format!(
+                        "at {:?} boot {}: {proxy} in {cluster} got a Restart though the restored registry \
+                         held it and this keeper never deleted it: a restart caused by the keeper's crash",
+                        logged.at, logged.boot
+                    ));
+                }
+            }
+            Event::Superseded { .. } | Event::MassLoss { .. } => {}
         }
     }
 
@@ -210,34 +240,26 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
         }
     }
 
-    // 6: a keeper restart restarts every proxy that was up (or lost: up as far as its
-    // process knows) when the keeper went down, and whose process lived on.
-    let mut boots = trace.boots.iter().rev();
-    if let (Some((&final_boot, &final_start)), Some((&previous, _))) = (boots.next(), boots.next())
-    {
-        for (p, spec) in plan.proxies.iter().enumerate() {
-            let last_start = trace.starts[p].last().copied().unwrap_or_default();
-            if !plan.alive_at_end[p] || last_start >= final_start {
-                continue;
-            }
-            let cluster = &plan.clusters[spec.cluster];
-            let key = (previous, cluster.clone(), spec.identity.clone());
-            // The process running now started at `last_start`: its incarnations are its
-            // start time in microseconds and up (+1 per Restart it obeyed). Only if the
-            // registry held one of those was this process up when the keeper went down.
-            let first_incarnation =
-                crate::support::EPOCH_SECS * 1_000_000 + last_start.as_micros() as u64;
-            let was_up = matches!(current.get(&key), Some((Status::Up | Status::Lost, inc)) if *inc >= first_incarnation);
-            let restarted = trace.events.iter().any(|l| {
-                l.boot == final_boot
-                    && matches!(&l.event, Event::RestartSent { proxy, cluster: c, .. } if *proxy == spec.identity && &**c == cluster)
-            });
-            if was_up && !restarted {
-                violations.push(format!(
-                    "proxy {p} ({}) was up when the keeper went down but got no Restart from the keeper that started at {final_start:?}",
-                    spec.identity
-                ));
-            }
+    // 6: what a boot restored is the registry at the crash, exactly.
+    let boots: Vec<u32> = trace.boots.keys().copied().collect();
+    for pair in boots.windows(2) {
+        let (previous, boot) = (pair[0], pair[1]);
+        let at_crash: BTreeSet<(String, String, Status, u64)> = current
+            .iter()
+            .filter(|((b, _, _), _)| *b == previous)
+            .map(|((_, c, p), (s, inc))| (c.clone(), p.clone(), *s, *inc))
+            .collect();
+        let restored: BTreeSet<(String, String, Status, u64)> = trace
+            .restored
+            .get(&boot)
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default();
+        if at_crash != restored {
+            let lost: Vec<_> = at_crash.difference(&restored).collect();
+            let extra: Vec<_> = restored.difference(&at_crash).collect();
+            violations.push(format!(
+                "boot {boot} restored a registry other than boot {previous}'s at its crash: missing {lost:?}, extra {extra:?}"
+            ));
         }
     }
 

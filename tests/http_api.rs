@@ -477,8 +477,8 @@ async fn read_endpoints_answer_with_the_documented_shapes() {
     assert_eq!(
         clusters,
         json!({"clusters": [
-            {"name": "other", "ready": 0, "up": 1, "lost": 0, "config_version": 1, "gate": "open"},
-            {"name": CLUSTER, "ready": 1, "up": 1, "lost": 0, "config_version": 1, "gate": "closed"},
+            {"name": "other", "ready": 0, "up": 1, "lost": 0, "config_version": 1, "gate": "open", "deletion_paused": false},
+            {"name": CLUSTER, "ready": 1, "up": 1, "lost": 0, "config_version": 1, "gate": "closed", "deletion_paused": false},
         ]})
     );
     let one = rig.client.get("/v1/clusters/test_cluster").await.ok_json();
@@ -659,7 +659,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
     let cluster = rig.client.get("/v1/clusters/fresh").await.ok_json();
     assert_eq!(
         cluster,
-        json!({"name": "fresh", "ready": 0, "up": 0, "lost": 0, "config_version": 2, "gate": "open"})
+        json!({"name": "fresh", "ready": 0, "up": 0, "lost": 0, "config_version": 2, "gate": "open", "deletion_paused": false})
     );
     // Any content type, and an empty file too.
     let again = rig

@@ -28,6 +28,7 @@ use zerokeeper::driver::keeper::KeeperDriver;
 use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver};
 use zerokeeper::driver::{DatagramSocket, DriverClock};
 use zerokeeper::keeper::{Event, Keeper, KeeperConfig};
+use zerokeeper::store::Store;
 use zerokeeper::time::{Instant, WallTime};
 use zerokeeper::wire::{self, Message, ProxyStatus};
 
@@ -294,6 +295,9 @@ pub struct Logged {
     pub event: Event,
 }
 
+/// A registry entry a keeper boot restored: (cluster, proxy, status, incarnation).
+pub type RestoredEntry = (String, String, zerokeeper::keeper::Status, u64);
+
 /// What the keeper host shares with the test across its restarts.
 #[derive(Default)]
 pub struct KeeperShared {
@@ -313,6 +317,11 @@ pub struct KeeperShared {
     pub seed: u64,
     /// A rule the keeper breaks on purpose (to test the checkers).
     pub broken: Option<zerokeeper::keeper::BrokenRule>,
+    /// The keeper's store, kept across its crashes (`None`: a keeper without a store,
+    /// whose restarts forget the registry).
+    pub store: Option<zerokeeper::store::MemoryStore>,
+    /// What each boot restored.
+    pub restored: Mutex<BTreeMap<u32, Vec<RestoredEntry>>>,
 }
 
 /// Registers the keeper host: the keeper driver on UDP and the admin API on TCP, with
@@ -327,13 +336,43 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
             let udp = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, UDP_PORT)).await?;
             let tcp = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, HTTP_PORT)).await?;
             let secret: [u8; 32] = Sha256::digest(format!("{}:{boot}", shared.seed)).into();
-            let mut core = Keeper::new(
-                config,
-                Keyring::with_default(key()),
-                boot,
-                secret,
-                Instant::ZERO,
-            )?;
+            let (mut core, store) = match &shared.store {
+                Some(store) => {
+                    let mut store = store.clone();
+                    let snapshot = store.boot()?;
+                    let restored = zerokeeper::store::restored(&snapshot);
+                    let entries = restored
+                        .proxies
+                        .iter()
+                        .map(|p| (p.cluster.clone(), p.proxy.clone(), p.status, p.incarnation))
+                        .collect();
+                    shared
+                        .restored
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(boot, entries);
+                    let keys = Keyring::with_default(key());
+                    let core = Keeper::restore(
+                        config,
+                        keys,
+                        snapshot.epoch,
+                        secret,
+                        Instant::ZERO,
+                        restored,
+                    )?;
+                    (core, Some(store))
+                }
+                None => (
+                    Keeper::new(
+                        config,
+                        Keyring::with_default(key()),
+                        boot,
+                        secret,
+                        Instant::ZERO,
+                    )?,
+                    None,
+                ),
+            };
             if let Some(rule) = shared.broken {
                 core.break_rule_for_testing(rule);
             }
@@ -354,6 +393,10 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
             );
             let (driver, handle) =
                 KeeperDriver::new(core, socket, DriverClock::start_at(wall_now()));
+            let driver = match store {
+                Some(store) => driver.with_store(Box::new(store)),
+                None => driver,
+            };
             let log = shared.events.clone();
             let driver = driver.with_event_tap(move |event| {
                 let at = turmoil::sim_elapsed().unwrap_or_default();

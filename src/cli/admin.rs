@@ -278,7 +278,12 @@ fn status_once(client: &Client, cluster: Option<&str>, output: Output) -> Result
             json.push('\n');
             json
         }
-        Output::Table => format::proxy_table(&client.proxies(cluster)?),
+        Output::Table => {
+            let proxies = client.proxies(cluster)?;
+            let mut text = format::proxy_table(&proxies);
+            text.push_str(&format::paused_notes(&proxies));
+            text
+        }
     };
     write_out(&text)
 }

@@ -116,6 +116,9 @@ pub struct ProxyView {
     pub source: String,
     /// The config version it reports running.
     pub config_version: u64,
+    /// Mass-loss protection holds for its cluster (absent from older keepers: false).
+    #[serde(default)]
+    pub deletion_paused: bool,
     /// Fields this client does not know, kept so `-o json` shows them.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

@@ -189,3 +189,26 @@ pub fn printable(s: &str) -> String {
         })
         .collect()
 }
+
+/// One line per cluster whose lost proxies are not being deleted (mass-loss protection),
+/// to print under the table.
+pub fn paused_notes(proxies: &[ProxyView]) -> String {
+    let mut clusters: Vec<&str> = proxies
+        .iter()
+        .filter(|p| p.deletion_paused)
+        .map(|p| p.cluster.as_str())
+        .collect();
+    clusters.dedup();
+    clusters
+        .into_iter()
+        .map(|c| {
+            let lost = proxies.iter().filter(|p| p.cluster == c && p.status == "lost").count();
+            let total = proxies.iter().filter(|p| p.cluster == c).count();
+            format!(
+                "\nmass loss in {}: {lost} of {total} proxies lost; deleting lost proxies is paused \
+                 (the keeper's own network is the likely cause)\n",
+                printable(c)
+            )
+        })
+        .collect()
+}

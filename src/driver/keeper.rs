@@ -15,10 +15,11 @@ use std::time::SystemTime;
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::driver::{DatagramSocket, DriverClock};
-use crate::keeper::{AdminError, ClusterInfo, Event, Keeper, Stats, Status};
+use crate::keeper::{AdminError, ClusterInfo, Event, Keeper, Persist, Stats, Status};
+use crate::store::{Store, change_of};
 use crate::wire::MAX_DATAGRAM;
 
 /// A receive buffer larger than any valid datagram, so an oversized one is seen whole
@@ -29,8 +30,12 @@ const MAX_BURST: usize = 256;
 /// Status changes kept for watchers that reconnect with `Last-Event-ID`.
 const HISTORY: usize = 4096;
 
-/// A job run on the keeper core by its driver.
-type Job = Box<dyn FnOnce(&mut Keeper, &DriverClock) + Send>;
+/// A job run on the keeper core by its driver. It returns the answer to its caller, which
+/// the driver gives only once the job's changes are durable.
+type Job = Box<dyn FnOnce(&mut Keeper, &DriverClock) -> Reply + Send>;
+
+/// Gives a job's answer to its caller.
+type Reply = Box<dyn FnOnce() + Send>;
 
 /// A function shown every core event as it is drained (simulations check invariants
 /// against these).
@@ -75,6 +80,8 @@ pub struct ProxyView {
     pub source: String,
     /// The config version it reports running.
     pub config_version: u64,
+    /// Mass-loss protection holds for its cluster: lost proxies are not being deleted.
+    pub deletion_paused: bool,
 }
 
 /// One cluster as the admin API shows it.
@@ -92,6 +99,8 @@ pub struct ClusterView {
     pub config_version: u64,
     /// `open` or `closed`.
     pub gate: &'static str,
+    /// Mass-loss protection holds: its lost proxies are not being deleted.
+    pub deletion_paused: bool,
 }
 
 impl From<ClusterInfo> for ClusterView {
@@ -103,6 +112,7 @@ impl From<ClusterInfo> for ClusterView {
             up: c.up,
             lost: c.lost,
             config_version: c.config_version,
+            deletion_paused: c.deletion_paused,
         }
     }
 }
@@ -196,6 +206,12 @@ pub struct DriverCounters {
     pub superseded_sent: u64,
     /// Config versions made.
     pub config_changes: u64,
+    /// Transactions committed to the store.
+    pub commits: u64,
+    /// Changes committed to the store.
+    pub stored_changes: u64,
+    /// The store's revision after the last commit (`None`: no store).
+    pub store_revision: Option<u64>,
 }
 
 /// Everything `/metrics` shows, taken at one moment.
@@ -227,7 +243,10 @@ impl KeeperHandle {
     ) -> Result<R, Stopped> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |keeper, clock| {
-            let _ = tx.send(f(keeper, clock));
+            let answer = f(keeper, clock);
+            Box::new(move || {
+                let _ = tx.send(answer);
+            })
         });
         self.jobs.send(job).await.map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
@@ -282,6 +301,7 @@ impl KeeperHandle {
                 let now = clock.now();
                 let mut views = Vec::new();
                 for name in names {
+                    let paused = k.deletion_paused(&name);
                     for p in k.proxies(&name)? {
                         views.push(ProxyView {
                             cluster: p.cluster,
@@ -294,6 +314,7 @@ impl KeeperHandle {
                             since_age_ms: millis(now - p.since),
                             source: p.source.to_string(),
                             config_version: p.config_version,
+                            deletion_paused: paused,
                         });
                     }
                 }
@@ -330,6 +351,7 @@ pub struct KeeperDriver<S> {
     hub: Arc<EventHub>,
     counters: Arc<Mutex<DriverCounters>>,
     tap: Option<EventTap>,
+    store: Option<Box<dyn Store>>,
 }
 
 impl<S> std::fmt::Debug for KeeperDriver<S> {
@@ -360,9 +382,25 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 hub,
                 counters,
                 tap: None,
+                store: None,
             },
             handle,
         )
+    }
+
+    /// Persists the core's changes in `store` (the core must be persistent, built with
+    /// `Keeper::restore` from this store's snapshot).
+    ///
+    /// Each turn of the loop commits the changes it made in one transaction, then sends
+    /// the answers that waited for them. A store failure stops the driver with an error:
+    /// a keeper never answers for a change it could not make durable.
+    pub fn with_store(mut self, store: Box<dyn Store>) -> Self {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .store_revision = Some(store.revision());
+        self.store = Some(store);
+        self
     }
 
     /// Shows every core event to `tap`, in order, before it is logged and published.
@@ -376,6 +414,8 @@ impl<S: DatagramSocket> KeeperDriver<S> {
         let mut buf = vec![0u8; RECV_BUF];
         let mut out = vec![0u8; MAX_DATAGRAM];
         let mut jobs_open = true;
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut changes = Vec::new();
         tokio::pin!(shutdown);
         loop {
             let deadline = self.core.poll_timeout().map(|t| self.clock.deadline(t));
@@ -386,7 +426,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 biased;
                 () = &mut shutdown => break,
                 job = self.jobs.recv(), if jobs_open => match job {
-                    Some(job) => job(&mut self.core, &self.clock),
+                    Some(job) => replies.push(job(&mut self.core, &self.clock)),
                     None => jobs_open = false,
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
@@ -406,8 +446,39 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                     self.core.handle_timeout(self.clock.now());
                 }
             }
+            // Durable first: the answers released below may depend on it.
+            self.commit(&mut changes)?;
             self.flush(&mut out).await;
+            for reply in replies.drain(..) {
+                reply();
+            }
         }
+        Ok(())
+    }
+
+    /// Commits the core's pending changes in one transaction and tells the core.
+    fn commit(&mut self, changes: &mut Vec<Persist>) -> io::Result<()> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
+        let upto = self.core.take_changes(changes);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let clock = self.clock;
+        let stored: Vec<_> = changes
+            .drain(..)
+            .map(|c| change_of(&c, |at| unix_millis(clock.wall(at))))
+            .collect();
+        let revision = store.commit(&stored).map_err(|e| {
+            error!(error = %e, "the store failed; stopping rather than answer for changes that are not durable");
+            io::Error::other(e)
+        })?;
+        self.core.mark_durable(upto);
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        counters.commits += 1;
+        counters.stored_changes += stored.len() as u64;
+        counters.store_revision = Some(revision);
         Ok(())
     }
 
@@ -544,6 +615,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// A wall-clock moment as RFC 3339 with milliseconds, in UTC.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
 }
 
 fn millis(d: std::time::Duration) -> u64 {

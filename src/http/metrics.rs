@@ -142,15 +142,50 @@ impl Collector for Snapshot {
             }
         }
 
-        let tombstones = ConstGauge::new(s.tombstones);
-        let metric = encoder.encode_descriptor(
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_deletion_paused",
+            "1 while mass-loss protection pauses deleting the cluster's lost proxies.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in &s.clusters {
+            let paused = u64::from(cluster.deletion_paused);
+            ConstGauge::new(paused)
+                .encode(family.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
+
+        counter(
+            &mut encoder,
+            "zerokeeper_store_commits",
+            "Transactions committed to the store (each holds a turn's changes).",
+            s.counters.commits,
+        )?;
+        counter(
+            &mut encoder,
+            "zerokeeper_store_changes",
+            "Changes committed to the store: transitions, deletions, configs, admin actions.",
+            s.counters.stored_changes,
+        )?;
+        gauge(
+            &mut encoder,
+            "zerokeeper_store_revision",
+            "The store's revision after its last commit (0 without a store).",
+            s.counters.store_revision.unwrap_or(0),
+        )?;
+        gauge(
+            &mut encoder,
             "zerokeeper_tombstones",
             "Tombstones held: identities deleted recently, remembered to refuse stale datagrams.",
-            None,
-            tombstones.metric_type(),
-        )?;
-        tombstones.encode(metric)
+            s.tombstones as u64,
+        )
     }
+}
+
+/// Encodes a gauge without labels.
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let gauge = ConstGauge::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+    gauge.encode(metric)
 }
 
 /// Encodes a counter without labels.

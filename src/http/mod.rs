@@ -88,6 +88,7 @@ pub fn router(handle: KeeperHandle) -> Router {
         )
         .route("/v1/clusters/{cluster}/switch", post(switch))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/store", get(store))
         // After the routes: it is set on each route registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -137,9 +138,49 @@ async fn livez() -> Response {
 }
 
 /// `GET /readyz`: the keeper task answers a call.
+///
+/// Not ready (503) while mass-loss protection holds for some cluster: so many of its
+/// proxies are lost at once that the keeper's own network is the likely cause, and
+/// whatever depends on this keeper's view of the fleet should know.
 async fn readyz(State(api): State<Api>) -> Result<Response, Problem> {
-    api.handle.call(|_, _| ()).await?;
-    Ok(text("ok\n".to_owned()))
+    let paused: Vec<String> = api
+        .handle
+        .call(|k, _| {
+            k.clusters()
+                .into_iter()
+                .filter(|c| c.deletion_paused)
+                .map(|c| c.name)
+                .collect()
+        })
+        .await?;
+    if paused.is_empty() {
+        Ok(text("ok\n".to_owned()))
+    } else {
+        Err(Problem::mass_loss(paused))
+    }
+}
+
+/// The body of `GET /v1/store`.
+#[derive(Serialize)]
+struct StoreView {
+    /// The store's revision after its last commit (absent: the keeper has no store).
+    revision: Option<u64>,
+    /// The keeper's epoch (boot counter).
+    epoch: u32,
+    /// Transactions committed since the keeper started.
+    commits: u64,
+}
+
+/// `GET /v1/store`: the store's revision and the keeper's epoch.
+async fn store(State(api): State<Api>) -> Result<Response, Problem> {
+    let metrics = api.handle.metrics().await?;
+    let epoch = api.handle.call(|k, _| k.epoch()).await?;
+    let view = StoreView {
+        revision: metrics.counters.store_revision,
+        epoch,
+        commits: metrics.counters.commits,
+    };
+    Ok(Json(view).into_response())
 }
 
 /// The body of `GET /v1/clusters`.
@@ -517,6 +558,7 @@ mod tests {
             since_age_ms: 0,
             source: String::new(),
             config_version: 1,
+            deletion_paused: false,
         };
         let text = key_lines(&[
             view("a", "10.0.0.2:1", "up"),

@@ -103,6 +103,21 @@ impl Problem {
         )
     }
 
+    /// Mass-loss protection holds for these clusters: the keeper is not ready.
+    pub(crate) fn mass_loss(clusters: Vec<String>) -> Problem {
+        let detail = format!(
+            "mass loss in {}: deletion of lost proxies is paused; the keeper's own network is the likely cause",
+            clusters.join(", ")
+        );
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mass-loss",
+            "Mass loss",
+            detail,
+        )
+        .with("clusters", clusters)
+    }
+
     /// Something that cannot happen did; the client is not at fault.
     pub(crate) fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(

@@ -381,6 +381,18 @@ impl Keeper {
         out
     }
 
+    /// Whether mass-loss protection pauses deleting the lost proxies of `cluster`.
+    pub fn deletion_paused(&self, cluster: &str) -> bool {
+        self.registry
+            .cluster_id(cluster)
+            .is_some_and(|id| self.registry.cluster(id).deletion_paused)
+    }
+
+    /// The keeper's epoch: its boot counter, in every freshness token.
+    pub fn epoch(&self) -> u32 {
+        self.tokens.epoch()
+    }
+
     /// Number of proxies registered, across clusters.
     pub fn proxy_count(&self) -> usize {
         self.registry.len()

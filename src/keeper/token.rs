@@ -61,6 +61,11 @@ impl TokenMinter {
         }
     }
 
+    /// The epoch whose tokens this minter makes.
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
     /// The largest age, in buckets, a token may have and still count.
     pub(crate) fn max_age_buckets(&self) -> u32 {
         self.max_age_buckets
