@@ -21,10 +21,12 @@ use zerokeeper::config::{LogFormat, ServeArgs, encode_hex, read_key_file};
 use zerokeeper::driver::keeper::{KeeperDriver, KeeperHandle};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyDriver, ProxyExit};
 use zerokeeper::driver::{DriverClock, unix_micros};
-use zerokeeper::keeper::{Keeper, KeeperConfig};
+use zerokeeper::keeper::Keeper;
 use zerokeeper::scenario::harness::CoreWorld;
 use zerokeeper::scenario::net::NetConfig;
 use zerokeeper::scenario::{self, Timing};
+use zerokeeper::store::Store;
+use zerokeeper::store::redb::RedbStore;
 use zerokeeper::time::{Instant, WallTime};
 
 /// zerokeeper: tells which database proxies of a fleet are alive.
@@ -233,8 +235,8 @@ impl RunningKeeper {
     async fn start(
         udp: SocketAddr,
         http: SocketAddr,
-        config: KeeperConfig,
-        keys: Keyring,
+        core: Keeper,
+        store: Option<Box<dyn Store>>,
     ) -> anyhow::Result<Self> {
         let socket = UdpSocket::bind(udp)
             .await
@@ -244,9 +246,11 @@ impl RunningKeeper {
             .with_context(|| format!("cannot bind HTTP {http}"))?;
         let udp = socket.local_addr()?;
         let http = listener.local_addr()?;
-        // A fresh epoch and token secret per start: tokens of an earlier run never count.
-        let core = Keeper::new(config, keys, rand::random(), rand::random(), Instant::ZERO)?;
         let (driver, handle) = KeeperDriver::new(core, socket, DriverClock::start());
+        let driver = match store {
+            Some(store) => driver.with_store(store),
+            None => driver,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let keeper_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));
         let router = zerokeeper::http::router(handle.clone());
@@ -272,8 +276,31 @@ impl RunningKeeper {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logging(config.log_format, "info");
+    // The store first: a data directory that cannot be used stops the keeper before it
+    // takes any port.
+    let dir = &config.data_dir;
+    let mut store = RedbStore::open(dir)
+        .with_context(|| format!("cannot use the data directory {}", dir.display()))?;
+    let began = std::time::Instant::now();
+    let snapshot = store
+        .boot()
+        .with_context(|| format!("cannot read the store in {}", dir.display()))?;
+    // The store's new epoch and a fresh token secret: tokens of an earlier run never count.
+    let restored = zerokeeper::store::restored(&snapshot);
+    let keys = config.keyring.clone();
+    let core = Keeper::restore(
+        config.keeper.clone(),
+        keys,
+        snapshot.epoch,
+        rand::random(),
+        Instant::ZERO,
+        restored,
+    )?;
+    info!(proxies = snapshot.proxies.len(), clusters = core.clusters().len(), revision = snapshot.revision,
+          epoch = snapshot.epoch, took_ms = began.elapsed().as_millis() as u64, data_dir = %dir.display(),
+          "state restored");
     runtime()?.block_on(async {
-        let keeper = RunningKeeper::start(config.udp, config.http, config.keeper.clone(), config.keyring.clone()).await?;
+        let keeper = RunningKeeper::start(config.udp, config.http, core, Some(Box::new(store))).await?;
         eprintln!("udp listening on {}", keeper.udp);
         eprintln!("http listening on {}", keeper.http);
         info!(udp = %keeper.udp, http = %keeper.http, data_dir = %config.data_dir.display(),
@@ -337,13 +364,15 @@ fn demo(args: DemoArgs) -> ExitCode {
         let secret: [u8; 32] = rand::random();
         let key = Key::new(&secret)?;
         let loopback: SocketAddr = "127.0.0.1:0".parse()?;
-        let keeper = RunningKeeper::start(
-            loopback,
-            args.http,
+        // The demo keeps nothing: a keeper with no store.
+        let core = Keeper::new(
             zerokeeper::demo::keeper_config(&timing),
             Keyring::with_default(key.clone()),
-        )
-        .await?;
+            rand::random(),
+            rand::random(),
+            Instant::ZERO,
+        )?;
+        let keeper = RunningKeeper::start(loopback, args.http, core, None).await?;
         eprintln!("udp listening on {}", keeper.udp);
         eprintln!(
             "http listening on {} (try: zerokeeper status --http http://{} --watch)",

@@ -1,0 +1,257 @@
+//! Running the real `zerokeeper` binary in tests: processes whose stderr is collected,
+//! a keeper with its printed addresses, proxies, and the operator's commands.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_zerokeeper");
+pub const CLUSTER: &str = "test_cluster";
+/// Heartbeats every 100 ms; `lost` after 600 ms; `ready` proxies deleted after 2 s;
+/// `lost` ones 2.5 s after their last heartbeat.
+pub const TIMING: [&str; 8] = [
+    "--heartbeat-interval",
+    "100ms",
+    "--lost-after",
+    "600ms",
+    "--ready-timeout",
+    "2s",
+    "--delete-after",
+    "2500ms",
+];
+/// The longest any condition is waited for.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub fn key_file() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zk-binary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("cluster.key");
+    if !path.exists() {
+        std::fs::write(&path, format!("{}\n", "2a".repeat(32))).expect("write key");
+    }
+    path
+}
+
+/// A child process whose stderr is collected in the background; killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+    /// Collects stderr until the pipe closes.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Process {
+    pub fn spawn(args: &[&str]) -> Process {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("piped");
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Process {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("the process exists");
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until the log has a line containing every one of `words`.
+    pub fn wait_log(&self, words: &[&str]) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| words.iter().all(|w| l.contains(w))) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {words:?} in:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waitable") {
+                // Everything it wrote is in the log once the pipe has been read to its end.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGCONT first, in case a test left it stopped.
+        let _ = kill(self.pid(), Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A keeper process and the addresses it printed.
+pub struct Keeper {
+    pub process: Process,
+    pub udp: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+}
+
+impl Keeper {
+    /// A keeper on a fresh data directory, on ports of its choosing.
+    pub fn start() -> Keeper {
+        Keeper::start_on(&fresh_dir("data"), "127.0.0.1:0")
+    }
+
+    /// A keeper on `data_dir`, receiving heartbeats on `udp` (a restart passes the same
+    /// address again, so the proxies keep reaching it).
+    pub fn start_on(data_dir: &std::path::Path, udp: &str) -> Keeper {
+        let key = key_file();
+        let dir = data_dir.to_str().expect("utf-8 path");
+        let mut args = vec![
+            "serve",
+            "--udp",
+            udp,
+            "--http",
+            "127.0.0.1:0",
+            "--key-file",
+            key.to_str().expect("utf-8 path"),
+            "--data-dir",
+            dir,
+        ];
+        args.extend(TIMING);
+        let process = Process::spawn(&args);
+        let udp = process
+            .wait_log(&["udp listening on "])
+            .replace("udp listening on ", "");
+        let http = process
+            .wait_log(&["http listening on "])
+            .replace("http listening on ", "");
+        Keeper {
+            process,
+            udp,
+            http: format!("http://{http}"),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn proxy(&self, identity: &str, extra: &[&str]) -> Process {
+        let key = key_file();
+        let mut args = vec![
+            "proxy",
+            "--keeper",
+            &self.udp,
+            "--cluster",
+            CLUSTER,
+            "--addr",
+            identity,
+            "--key-file",
+            key.to_str().expect("utf-8 path"),
+            "--interval",
+            "100ms",
+        ];
+        args.extend(extra);
+        Process::spawn(&args)
+    }
+
+    /// Runs an operator command against this keeper: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--http", &self.http])
+            .output()
+            .expect("the binary runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        let (code, out, err) = self.cli(&["status", "--cluster", CLUSTER, "-o", "keys"]);
+        match code {
+            0 => out.lines().map(str::to_owned).collect(),
+            4 => Vec::new(), // the cluster does not exist yet
+            _ => panic!("status failed ({code}): {err}"),
+        }
+    }
+
+    /// Waits until `status -o keys` prints exactly these (proxy, status) lines.
+    pub fn wait_keys(&self, want: &[(&str, &str)]) {
+        let want: Vec<String> = want.iter().map(|(p, s)| line(p, s)).collect();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let seen = self.keys();
+            if seen == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {want:?}, saw {seen:?}\nkeeper log:\n{}",
+                self.process.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+pub fn line(proxy: &str, status: &str) -> String {
+    format!("/zerodb/proxy/{CLUSTER}/status/{proxy}->{status}")
+}
+
+/// A new, empty directory under the system's temporary directory.
+pub fn fresh_dir(what: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("zk-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
