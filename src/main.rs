@@ -20,7 +20,7 @@ use zerokeeper::auth::{Key, Keyring};
 use zerokeeper::config::{LogFormat, ServeArgs, encode_hex, read_key_file};
 use zerokeeper::driver::keeper::{KeeperDriver, KeeperHandle};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyDriver, ProxyExit};
-use zerokeeper::driver::{DriverClock, unix_micros};
+use zerokeeper::driver::{DatagramSocket, DriverClock, unix_micros};
 use zerokeeper::keeper::Keeper;
 use zerokeeper::scenario::harness::CoreWorld;
 use zerokeeper::scenario::net::NetConfig;
@@ -238,7 +238,7 @@ impl RunningKeeper {
         core: Keeper,
         store: Option<Box<dyn Store>>,
     ) -> anyhow::Result<Self> {
-        let socket = UdpSocket::bind(udp)
+        let socket = zerokeeper::driver::udp::Udp::bind(udp)
             .await
             .with_context(|| format!("cannot bind UDP {udp}"))?;
         let listener = TcpListener::bind(http)

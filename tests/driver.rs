@@ -140,3 +140,52 @@ async fn a_cut_off_proxy_is_lost_and_comes_back_when_healed() {
     let statuses: Vec<_> = backlog.iter().filter_map(|e| e.to).collect();
     assert_eq!(statuses, vec!["ready", "up", "lost", "up"]);
 }
+
+#[tokio::test]
+async fn the_production_socket_sees_every_datagram_of_a_burst_and_refuses_oversized_ones() {
+    use zerokeeper::driver::udp::Udp;
+    use zerokeeper::keeper::DropReason;
+    let socket = Udp::bind("127.0.0.1:0".parse().expect("valid"))
+        .await
+        .expect("bind loopback");
+    let addr = zerokeeper::driver::DatagramSocket::local_addr(&socket).expect("bound");
+    let core = Keeper::new(
+        KeeperConfig::default(),
+        Keyring::with_default(key()),
+        1,
+        [7; 32],
+        Instant::ZERO,
+    )
+    .expect("valid");
+    let (driver, handle) = KeeperDriver::new(core, socket, DriverClock::start());
+    tokio::spawn(driver.run(std::future::pending()));
+    // Equal-sized datagrams from one socket, as fast as it can: the kernel may coalesce
+    // them (GRO); the keeper must still see each one.
+    // Bursts of 100 with a pause between them, so a small kernel receive buffer (it is
+    // capped by net.core.rmem_max) cannot overflow on a busy machine.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+    for _ in 0..20 {
+        for _ in 0..100 {
+            sender.send_to(&[0u8; 100], addr).expect("sent");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..3 {
+        sender.send_to(&[0u8; 1_500], addr).expect("sent");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = handle.metrics().await.expect("running").stats;
+        if stats.received == 2_003 {
+            assert_eq!(stats.dropped(DropReason::BadMagic), 2_000);
+            assert_eq!(stats.dropped(DropReason::Oversized), 3);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "received {} of 2003",
+            stats.received
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -17,16 +17,13 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::driver::{DatagramSocket, DriverClock};
+use crate::driver::{DatagramSocket, DriverClock, RecvBatch};
 use crate::keeper::{AdminError, ClusterInfo, Event, Keeper, Persist, Stats, Status};
 use crate::store::{Store, change_of};
 use crate::wire::MAX_DATAGRAM;
 
-/// A receive buffer larger than any valid datagram, so an oversized one is seen whole
-/// and refused, not truncated into something that looks valid.
-const RECV_BUF: usize = 2048;
 /// Datagrams handled in one burst before answers are flushed and other work gets a turn.
-const MAX_BURST: usize = 256;
+const MAX_BURST: usize = 1024;
 /// Status changes kept for watchers that reconnect with `Last-Event-ID`.
 const HISTORY: usize = 4096;
 
@@ -411,7 +408,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
 
     /// Serves until `shutdown` completes (or the socket fails for good).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let mut buf = vec![0u8; RECV_BUF];
+        let mut batch = RecvBatch::new();
         let mut out = vec![0u8; MAX_DATAGRAM];
         let mut jobs_open = true;
         let mut replies: Vec<Reply> = Vec::new();
@@ -429,13 +426,16 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                     Some(job) => replies.push(job(&mut self.core, &self.clock)),
                     None => jobs_open = false,
                 },
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => {
-                        self.core.handle_datagram(self.clock.now(), from, &buf[..n]);
-                        // Drain what is already queued before flushing answers.
-                        for _ in 1..MAX_BURST {
-                            let Ok((n, from)) = self.socket.try_recv_from(&mut buf) else { break };
-                            self.core.handle_datagram(self.clock.now(), from, &buf[..n]);
+                received = self.socket.recv_batch(&mut batch) => match received {
+                    Ok(()) => {
+                        let mut handled = self.handle_batch(&batch);
+                        // Drain what is already queued before flushing answers (and before
+                        // committing: a burst of changes becomes one transaction).
+                        while handled < MAX_BURST {
+                            if self.socket.try_recv_batch(&mut batch).is_err() {
+                                break;
+                            }
+                            handled += self.handle_batch(&batch);
                         }
                     }
                     // On Linux an ICMP "port unreachable" for an earlier answer surfaces
@@ -454,6 +454,20 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             }
         }
         Ok(())
+    }
+
+    /// Hands a batch to the core; returns how many datagrams it held. Buffers are larger
+    /// than any datagram, so an oversized one is seen whole and refused, not truncated
+    /// into something that looks valid.
+    fn handle_batch(&mut self, batch: &RecvBatch) -> usize {
+        // One clock reading per batch: its datagrams arrived together.
+        let now = self.clock.now();
+        let mut n = 0;
+        for (from, datagram) in batch.iter() {
+            self.core.handle_datagram(now, from, datagram);
+            n += 1;
+        }
+        n
     }
 
     /// Commits the core's pending changes in one transaction and tells the core.

@@ -12,6 +12,7 @@
 
 pub mod keeper;
 pub mod proxy;
+pub mod udp;
 
 use std::future::Future;
 use std::io;
@@ -44,6 +45,43 @@ pub trait DatagramSocket: Send + Sync + 'static {
         Err(io::ErrorKind::WouldBlock.into())
     }
 
+    /// Waits for datagrams and receives as many as one call can (at least one) into
+    /// `batch`. Must be cancel-safe. The default receives one with `recv_from`, then what
+    /// `try_recv_from` has queued.
+    fn recv_batch(&self, batch: &mut RecvBatch) -> impl Future<Output = io::Result<()>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            batch.clear();
+            let (len, from) = self.recv_from(batch.slot_mut(0)).await?;
+            batch.push(from, len, len);
+            while batch.len() < BATCH_SLOTS {
+                let slot = batch.len();
+                match self.try_recv_from(batch.slot_mut(slot)) {
+                    Ok((len, from)) => batch.push(from, len, len),
+                    Err(_) => break,
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Receives what is queued into `batch` without waiting (`WouldBlock` if nothing).
+    /// The default uses `try_recv_from`.
+    fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        batch.clear();
+        while batch.len() < BATCH_SLOTS {
+            let slot = batch.len();
+            match self.try_recv_from(batch.slot_mut(slot)) {
+                Ok((len, from)) => batch.push(from, len, len),
+                Err(e) if batch.len() == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
     /// The address the socket is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
@@ -70,6 +108,78 @@ impl DatagramSocket for tokio::net::UdpSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::UdpSocket::local_addr(self)
+    }
+}
+
+/// Buffers a batch of datagrams lands in.
+pub const BATCH_SLOTS: usize = 32;
+/// One buffer: room for the largest UDP datagram, or for a batch the kernel coalesced
+/// (GRO: up to 64 equal-sized datagrams in one buffer).
+const SLOT: usize = 1 << 16;
+
+/// Datagrams received together, possibly coalesced by the kernel.
+#[derive(Debug)]
+pub struct RecvBatch {
+    data: Vec<u8>,
+    /// (source, bytes in the slot, size of each datagram in it).
+    filled: Vec<(SocketAddr, usize, usize)>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            data: vec![0; BATCH_SLOTS * SLOT],
+            filled: Vec::with_capacity(BATCH_SLOTS),
+        }
+    }
+}
+
+impl RecvBatch {
+    /// An empty batch (2 MiB of buffers, allocated once).
+    pub fn new() -> RecvBatch {
+        RecvBatch::default()
+    }
+
+    /// Forgets what was received.
+    pub fn clear(&mut self) {
+        self.filled.clear();
+    }
+
+    /// Slots filled so far.
+    pub fn len(&self) -> usize {
+        self.filled.len()
+    }
+
+    /// Whether nothing was received.
+    pub fn is_empty(&self) -> bool {
+        self.filled.is_empty()
+    }
+
+    /// The buffer of slot `i` (for socket implementations).
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.data[i * SLOT..(i + 1) * SLOT]
+    }
+
+    /// Every slot's buffer (for socket implementations that fill several at once).
+    pub fn slots_mut(&mut self) -> std::slice::ChunksExactMut<'_, u8> {
+        self.data.chunks_exact_mut(SLOT)
+    }
+
+    /// Records that the next slot holds `len` bytes from `from`, in datagrams of
+    /// `stride` bytes each (the last may be shorter; `stride == len` for one).
+    pub fn push(&mut self, from: SocketAddr, len: usize, stride: usize) {
+        self.filled.push((from, len.min(SLOT), stride.max(1)));
+    }
+
+    /// Every datagram received, in order, with its source.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.filled
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, &(from, len, stride))| {
+                let slot = &self.data[i * SLOT..i * SLOT + len];
+                slot.chunks(stride).map(move |d| (from, d))
+            })
     }
 }
 

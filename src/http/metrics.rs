@@ -172,6 +172,16 @@ impl Collector for Snapshot {
             "The store's revision after its last commit (0 without a store).",
             s.counters.store_revision.unwrap_or(0),
         )?;
+        if let Some(cpu) = crate::procstat::cpu_seconds(None) {
+            let counter = ConstCounter::new(cpu);
+            let metric = encoder.encode_descriptor(
+                "zerokeeper_process_cpu_seconds",
+                "User and system CPU time of the keeper process, in seconds.",
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(metric)?;
+        }
         gauge(
             &mut encoder,
             "zerokeeper_tombstones",
