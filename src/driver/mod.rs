@@ -75,7 +75,7 @@ pub trait DatagramSocket: Send + Sync + 'static {
             let slot = batch.len();
             match self.try_recv_from(batch.slot_mut(slot)) {
                 Ok((len, from)) => batch.push(from, len, len),
-                Err(e) if batch.len() == 0 => return Err(e),
+                Err(e) if batch.is_empty() => return Err(e),
                 Err(_) => break,
             }
         }
