@@ -5,140 +5,22 @@
 //! `cargo bench --bench core` runs them all; `cargo bench --bench core -- keeper` runs a
 //! group. Each runs in a few seconds with the settings below.
 
+mod fleet;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rand::{RngExt, SeedableRng};
+use fleet::{CLUSTER, Fleet, heartbeat, key};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use zerokeeper::agent::{Agent, AgentConfig, Phase};
-use zerokeeper::auth::{Key, Keyring};
-use zerokeeper::keeper::{Keeper, KeeperConfig, Restored};
+use zerokeeper::auth::Keyring;
+use zerokeeper::keeper::{Keeper, KeeperConfig};
 use zerokeeper::scenario::net::{NetConfig, Network};
 use zerokeeper::time::{Instant, WallTime};
-use zerokeeper::wire::{self, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token};
-
-const CLUSTER: &str = "bench_cluster";
-
-fn key() -> Key {
-    Key::new(&[0x2a; 32]).expect("valid key")
-}
-
-fn heartbeat<'a>(proxy: &'a str, seq: u64, slot: u32, token: Token) -> Heartbeat<'a> {
-    Heartbeat {
-        cluster: CLUSTER,
-        proxy,
-        incarnation: 1_767_225_600_000_000,
-        seq,
-        status: ProxyStatus::Up,
-        config_version: 1,
-        slot,
-        token,
-    }
-}
-
-/// A keeper with `n` registered `up` proxies, and what each needs to send heartbeats.
-struct Fleet {
-    keeper: Keeper,
-    key: Key,
-    names: Vec<String>,
-    seqs: Vec<u64>,
-    slots: Vec<u32>,
-    token: Token,
-    now: Instant,
-    from: SocketAddr,
-    buf: Vec<u8>,
-}
-
-impl Fleet {
-    /// A `lost_after` of 2,000 s keeps every token fresh and every timer far away, so the
-    /// hot path alone is measured.
-    fn new(n: usize, persistent: bool) -> Fleet {
-        let config = KeeperConfig {
-            heartbeat_interval: Duration::from_secs(1),
-            lost_after: Duration::from_secs(2_000),
-            ready_timeout: Duration::from_secs(7_200),
-            delete_after: Duration::from_secs(7_200),
-            ..KeeperConfig::default()
-        };
-        let keys = Keyring::with_default(key());
-        let keeper = if persistent {
-            Keeper::restore(config, keys, 1, [7; 32], Instant::ZERO, Restored::default())
-                .expect("valid")
-        } else {
-            Keeper::new(config, keys, 1, [7; 32], Instant::ZERO).expect("valid")
-        };
-        let mut fleet = Fleet {
-            keeper,
-            key: key(),
-            names: (0..n)
-                .map(|i| format!("10.{}.{}.{}:3306", i >> 16, (i >> 8) & 255, i & 255))
-                .collect(),
-            seqs: vec![0; n],
-            slots: vec![0; n],
-            token: Token::NONE,
-            now: Instant::from_millis(1_000),
-            from: "127.0.0.1:40000".parse().expect("valid"),
-            buf: vec![0; MAX_DATAGRAM],
-        };
-        for i in 0..n {
-            fleet.send(i, ProxyStatus::Ready); // the first one is challenged for a token
-            if fleet.slots[i] == 0 {
-                fleet.send(i, ProxyStatus::Ready);
-            }
-            fleet.send(i, ProxyStatus::Up);
-            if persistent {
-                let mut changes = Vec::new();
-                let upto = fleet.keeper.take_changes(&mut changes);
-                fleet.keeper.mark_durable(upto);
-                fleet.drain();
-            }
-        }
-        assert_eq!(fleet.keeper.proxy_count(), n);
-        fleet
-    }
-
-    fn send(&mut self, i: usize, status: ProxyStatus) {
-        self.seqs[i] += 1;
-        let mut hb = heartbeat(&self.names[i], self.seqs[i], self.slots[i], self.token);
-        hb.status = status;
-        let bytes = wire::encode_to_vec(&Message::Heartbeat(hb), &self.key).expect("fits");
-        self.keeper.handle_datagram(self.now, self.from, &bytes);
-        self.drain_into(i);
-    }
-
-    fn drain(&mut self) {
-        while self.keeper.poll_transmit(&mut self.buf).is_some() {}
-    }
-
-    fn drain_into(&mut self, i: usize) {
-        while let Some(t) = self.keeper.poll_transmit(&mut self.buf) {
-            match wire::open(&self.buf[..t.len], &self.key) {
-                Ok(Message::Challenge(c)) => self.token = c.token,
-                Ok(Message::Ack(a)) => {
-                    self.token = a.token;
-                    if a.slot != 0 {
-                        self.slots[i] = a.slot;
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// `count` steady `up` heartbeats of random proxies, encoded ahead of time.
-    fn batch(&mut self, rng: &mut ChaCha8Rng, count: usize) -> Vec<Vec<u8>> {
-        (0..count)
-            .map(|_| {
-                let i = rng.random_range(0..self.names.len());
-                self.seqs[i] += 1;
-                let hb = heartbeat(&self.names[i], self.seqs[i], self.slots[i], self.token);
-                wire::encode_to_vec(&Message::Heartbeat(hb), &self.key).expect("fits")
-            })
-            .collect()
-    }
-}
+use zerokeeper::wire::{self, MAX_DATAGRAM, Message, Token};
 
 /// Handles `iters` batches of `size` heartbeats; only the handling is timed, not the
 /// encoding of the batches.

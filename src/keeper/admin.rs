@@ -143,8 +143,8 @@ impl Keeper {
             return Ok(());
         }
         let mut blockers: Vec<Blocker> = c
-            .proxies
-            .values()
+            .index
+            .iter()
             .filter_map(|&slot| self.registry.get(slot))
             .filter(|r| r.status != Status::Up)
             .map(|r| Blocker {
@@ -318,8 +318,8 @@ impl Keeper {
         let id = self.cluster_named(cluster)?;
         let c = self.registry.cluster(id);
         let mut out: Vec<ProxyInfo> = c
-            .proxies
-            .values()
+            .index
+            .iter()
             .filter_map(|&slot| self.registry.get(slot))
             .map(|r| ProxyInfo {
                 cluster: c.name.to_string(),
@@ -363,11 +363,7 @@ impl Keeper {
                     config_version: c.config.version,
                     deletion_paused: c.deletion_paused,
                 };
-                for record in c
-                    .proxies
-                    .values()
-                    .filter_map(|&slot| self.registry.get(slot))
-                {
+                for record in c.index.iter().filter_map(|&slot| self.registry.get(slot)) {
                     match record.status {
                         Status::Ready => info.ready += 1,
                         Status::Up => info.up += 1,

@@ -22,7 +22,7 @@ impl Keeper {
     /// Re-evaluates a cluster's protection after its statuses changed.
     pub(super) fn check_mass_loss(&mut self, cluster: ClusterId, now: Instant) {
         let c = self.registry.cluster(cluster);
-        let (lost, total) = (c.lost, c.proxies.len());
+        let (lost, total) = (c.lost, c.index.len());
         let paused = self.is_mass_loss(lost, total);
         if paused == c.deletion_paused {
             return;

@@ -2,15 +2,19 @@
 //!
 //! Records live in a dense slab indexed by *slot*. The keeper hands each proxy its slot
 //! in an `Ack`, and later heartbeats echo it, so the hot path finds a record by indexing
-//! an array and comparing the identity, and falls back to the cluster's identity map when
-//! the slot is missing or names someone else. Maps use a fixed-seed hasher (iteration
-//! order is never shown: listings are sorted when built).
+//! an array and comparing the identity, and falls back to the cluster's identity index
+//! when the slot is missing or names someone else. The index holds only slots, hashed by
+//! identity and compared against the records' own identities, so each identity string is
+//! stored once. Hashing uses a fixed seed (iteration order is never shown: listings are
+//! sorted when built).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 
 use crate::configdoc::ConfigVersion;
 use crate::keeper::Status;
@@ -53,7 +57,8 @@ pub(crate) struct Tombstone {
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) name: Arc<str>,
-    pub(crate) proxies: HashMap<Box<str>, u32, FixedState>,
+    /// Slots of the cluster's records, by identity.
+    pub(crate) index: HashTable<u32>,
     tombstones: HashMap<Box<str>, Tombstone, FixedState>,
     /// Proxies that are `ready` or `lost`: the gate is open only when this is zero.
     pub(crate) not_up: usize,
@@ -73,6 +78,7 @@ pub(crate) struct Registry {
     cluster_ids: HashMap<Arc<str>, ClusterId, FixedState>,
     slab: Vec<Option<Record>>,
     free: Vec<u32>,
+    hasher: FixedState,
     live: usize,
     buried: usize,
 }
@@ -92,7 +98,7 @@ impl Registry {
         let name: Arc<str> = Arc::from(name);
         self.clusters.push(Cluster {
             name: name.clone(),
-            proxies: HashMap::default(),
+            index: HashTable::new(),
             tombstones: HashMap::default(),
             not_up: 0,
             lost: 0,
@@ -120,7 +126,17 @@ impl Registry {
         {
             return Some(hint);
         }
-        self.clusters[cluster as usize].proxies.get(proxy).copied()
+        let hash = self.hasher.hash_one(proxy);
+        let slab = &self.slab;
+        self.clusters[cluster as usize]
+            .index
+            .find(hash, |&slot| Self::identity(slab, slot) == Some(proxy))
+            .copied()
+    }
+
+    fn identity(slab: &[Option<Record>], slot: u32) -> Option<&str> {
+        let record = slab.get((slot as usize).checked_sub(1)?)?.as_ref()?;
+        Some(&record.proxy)
     }
 
     /// The record in `slot`, if any.
@@ -138,7 +154,7 @@ impl Registry {
     /// Stores a new record and returns its slot.
     pub(crate) fn insert(&mut self, record: Record) -> u32 {
         let cluster = record.cluster;
-        let proxy = record.proxy.clone();
+        let hash = self.hasher.hash_one(&*record.proxy);
         let c = &mut self.clusters[cluster as usize];
         c.not_up += usize::from(record.status != Status::Up);
         c.lost += usize::from(record.status == Status::Lost);
@@ -152,7 +168,12 @@ impl Registry {
                 u32::try_from(self.slab.len()).unwrap_or(u32::MAX)
             }
         };
-        self.clusters[cluster as usize].proxies.insert(proxy, slot);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.clusters[cluster as usize]
+            .index
+            .insert_unique(hash, slot, |&s| {
+                Self::identity(slab, s).map_or(0, |p| hasher.hash_one(p))
+            });
         self.live += 1;
         slot
     }
@@ -161,8 +182,11 @@ impl Registry {
     pub(crate) fn remove(&mut self, slot: u32) -> Option<Record> {
         let index = (slot as usize).checked_sub(1)?;
         let record = self.slab.get_mut(index)?.take()?;
+        let hash = self.hasher.hash_one(&*record.proxy);
         let cluster = &mut self.clusters[record.cluster as usize];
-        cluster.proxies.remove(&*record.proxy);
+        if let Ok(entry) = cluster.index.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
         cluster.not_up -= usize::from(record.status != Status::Up);
         cluster.lost -= usize::from(record.status == Status::Lost);
         self.free.push(slot);

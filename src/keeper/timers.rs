@@ -66,8 +66,17 @@ impl<T> DeadlineQueue<T> {
     }
 
     /// Removes the earliest entry.
+    ///
+    /// A queue that shrank to a quarter of its capacity gives half of it back, so a burst
+    /// (a fleet registering at once) does not hold memory for ever; halving only then
+    /// keeps the cost of the copies amortised O(1) per entry.
     pub(crate) fn pop(&mut self) -> Option<(Instant, T)> {
-        self.entries.pop_front()
+        let entry = self.entries.pop_front();
+        let capacity = self.entries.capacity();
+        if capacity > 4096 && self.entries.len() < capacity / 4 {
+            self.entries.shrink_to(capacity / 2);
+        }
+        entry
     }
 
     /// Number of entries, stale ones included.
