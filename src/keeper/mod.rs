@@ -399,13 +399,22 @@ impl Keeper {
         hb: &Heartbeat<'_>,
         said: Said,
     ) -> Result<Outcome, DropReason> {
-        self.check_identity(key, hb.cluster, hb.proxy)?;
         let stamp = Stamp {
             incarnation: hb.incarnation,
             seq: hb.seq,
         };
         let cluster = self.registry.cluster_id(hb.cluster);
-        let slot = cluster.and_then(|c| self.registry.find(c, hb.proxy, hb.slot));
+        // The hot path: the slot the proxy echoes holds its record, so its identity is one
+        // the keeper registered, validated then. Anything else is validated now.
+        let hinted = cluster.and_then(|c| self.registry.hinted(c, hb.proxy, hb.slot));
+        if hinted.is_none() {
+            validate_cluster(hb.cluster).map_err(|_| DropReason::InvalidIdentity)?;
+            validate_proxy(hb.proxy).map_err(|_| DropReason::InvalidIdentity)?;
+        }
+        if !self.keys.authorizes(key, hb.cluster) {
+            return Err(DropReason::WrongKey);
+        }
+        let slot = hinted.or_else(|| cluster.and_then(|c| self.registry.find(c, hb.proxy, 0)));
         let known = match (cluster, slot.and_then(|s| self.registry.get(s))) {
             (_, Some(record)) => Known::Live(record.status, record.stamp),
             (Some(c), None) => match self.registry.tombstone(c, hb.proxy) {
@@ -687,14 +696,14 @@ impl Keeper {
         };
         let cluster = record.cluster;
         let name = self.registry.cluster(cluster).name.clone();
-        self.bury(cluster, record.proxy.clone(), record.stamp, now);
+        self.bury(cluster, record.proxy.as_str().into(), record.stamp, now);
         self.persist(Persist::Deleted {
             cluster: name.clone(),
             proxy: record.proxy.to_string(),
         });
         self.events.push_back(Event::StatusChanged(StatusChange {
             cluster: name,
-            proxy: record.proxy.into(),
+            proxy: record.proxy.into_string(),
             incarnation: record.stamp.incarnation,
             from: Some(record.status),
             to: None,

@@ -13,6 +13,7 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
@@ -28,7 +29,8 @@ pub(crate) type ClusterId = u32;
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
     pub(crate) cluster: ClusterId,
-    pub(crate) proxy: Box<str>,
+    /// The identity, inline when it fits in 24 bytes.
+    pub(crate) proxy: CompactString,
     /// The last accepted `(incarnation, seq)`.
     pub(crate) stamp: Stamp,
     pub(crate) status: Status,
@@ -118,13 +120,16 @@ impl Registry {
         &mut self.clusters[id as usize]
     }
 
+    /// `hint` if that slot holds `(cluster, proxy)`.
+    pub(crate) fn hinted(&self, cluster: ClusterId, proxy: &str, hint: u32) -> Option<u32> {
+        let record = self.get(hint)?;
+        (record.cluster == cluster && record.proxy == proxy).then_some(hint)
+    }
+
     /// Finds the slot of `(cluster, proxy)`, trying the slot the proxy echoed first.
     pub(crate) fn find(&self, cluster: ClusterId, proxy: &str, hint: u32) -> Option<u32> {
-        if let Some(record) = self.get(hint)
-            && record.cluster == cluster
-            && *record.proxy == *proxy
-        {
-            return Some(hint);
+        if let Some(slot) = self.hinted(cluster, proxy, hint) {
+            return Some(slot);
         }
         let hash = self.hasher.hash_one(proxy);
         let slab = &self.slab;
