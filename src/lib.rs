@@ -34,6 +34,7 @@ pub mod driver;
 pub mod http;
 pub mod identity;
 pub mod keeper;
+pub mod loadgen;
 pub mod procstat;
 pub mod scenario;
 pub mod store;

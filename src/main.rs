@@ -58,6 +58,11 @@ enum Command {
     Scenario(ScenarioArgs),
     /// Writes a new random secret key, as hex, for --key-file.
     Keygen(KeygenArgs),
+    /// Loads a keeper with heartbeats from simulated proxies and reports what it took.
+    Bench(zerokeeper::loadgen::BenchArgs),
+    /// Counts UDP datagrams: the baseline of `bench --baseline`.
+    #[command(hide = true)]
+    BenchSink(zerokeeper::loadgen::SinkArgs),
 }
 
 /// `zerokeeper proxy` flags.
@@ -153,6 +158,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => return demo(args),
         Command::Scenario(args) => return run_scenario(args),
         Command::Keygen(args) => keygen(args),
+        Command::Bench(args) => return args.run(),
+        Command::BenchSink(args) => return args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -446,6 +446,15 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                     self.core.handle_timeout(self.clock.now());
                 }
             }
+            // Timers run after every turn too: under a flood of datagrams the timer branch
+            // above would rarely win, and a deadline must not wait for the socket to empty.
+            if self
+                .core
+                .poll_timeout()
+                .is_some_and(|t| t <= self.clock.now())
+            {
+                self.core.handle_timeout(self.clock.now());
+            }
             // Durable first: the answers released below may depend on it.
             self.commit(&mut changes)?;
             self.flush(&mut out).await;
