@@ -20,12 +20,14 @@ use zerokeeper::keeper::KeeperConfig;
 struct Counting;
 
 static HELD: AtomicIsize = AtomicIsize::new(0);
+static CALLS: AtomicIsize = AtomicIsize::new(0);
 
 // SAFETY: every call is forwarded to `System` with the same arguments; the counter does not
 // touch the memory.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         HELD.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: forwarded as is.
         unsafe { System.alloc(layout) }
     }
@@ -41,6 +43,7 @@ unsafe impl GlobalAlloc for Counting {
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
+        CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: forwarded as is.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -72,18 +75,28 @@ fn main() {
     // (100 slices of 10 ms), with the timers run after each slice as a driver runs them
     // after each burst; for 3 s, the time a timer entry lives (lost_after).
     let mut rng = rng(1);
+    let mut allocations = 0;
     for _ in 0..3 {
         let batch = fleet.batch_all(&mut rng);
         for slice in batch.chunks(N / 100) {
             fleet.advance(Duration::from_millis(10));
+            // Allocator calls while handling heartbeats: a queue growing now and then is
+            // all there should be, nothing per heartbeat.
+            let calls = CALLS.load(Ordering::Relaxed);
             for d in slice {
                 fleet.keeper.handle_datagram(fleet.now, fleet.from, d);
             }
+            allocations += CALLS.load(Ordering::Relaxed) - calls;
             fleet.drain_tokens();
         }
     }
     assert_eq!(fleet.keeper.clusters()[0].up, N, "every proxy stayed up");
     let steady = held() - before;
+    println!(
+        "allocator calls while handling {} steady heartbeats: {allocations} ({:.6} per heartbeat)",
+        3 * N,
+        allocations as f64 / (3 * N) as f64
+    );
     println!(
         "keeper heap with {N} registered up proxies: {} bytes ({:.1} bytes per proxy)",
         registered,
