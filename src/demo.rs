@@ -21,9 +21,10 @@ use crate::auth::Key;
 use crate::driver::keeper::{CallError, KeeperHandle};
 use crate::driver::proxy::{InitPolicy, ProxyCommand, ProxyControl, ProxyDriver, ProxyExit};
 use crate::driver::{DriverClock, unix_micros};
-use crate::keeper::{AdminError, KeeperConfig, Status};
+use crate::keeper::{KeeperConfig, Status};
 use crate::scenario::{
     Action, CLUSTER, Direction, Expected, Gate, Init, Observation, PROXIES, Timing, World,
+    check_outcome,
 };
 use crate::time::WallTime;
 
@@ -131,28 +132,10 @@ impl LiveWorld {
     }
 
     fn check(result: Result<u64, CallError>, expect: &Expected) -> Result<(), String> {
-        match (result, expect) {
-            (Ok(_), Expected::Applied) => Ok(()),
-            (Err(CallError::Admin(AdminError::GateClosed(closed))), Expected::GateClosed(want)) => {
-                let got: Vec<(String, Status)> = closed
-                    .blockers
-                    .into_iter()
-                    .map(|b| (b.proxy, b.status))
-                    .collect();
-                let want: Vec<(String, Status)> = want
-                    .iter()
-                    .map(|(i, s)| (PROXIES[*i].to_owned(), *s))
-                    .collect();
-                if got == want {
-                    Ok(())
-                } else {
-                    Err(format!("refused naming {got:?}, expected {want:?}"))
-                }
-            }
-            (Ok(v), Expected::GateClosed(_)) => {
-                Err(format!("applied as version {v}, expected refusal"))
-            }
-            (Err(e), _) => Err(format!("refused: {e}")),
+        match result {
+            Ok(version) => check_outcome(Ok(version), expect),
+            Err(CallError::Admin(e)) => check_outcome(Err(e), expect),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -91,56 +91,24 @@ impl SinkArgs {
         );
         eprintln!("sink listening on {local}");
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let deadline = self.run_for.map(|d| Instant::now() + d);
-        if deadline.is_none() {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                // Anything written is ignored; end of input (or an error) means stop.
-                let mut sink = [0u8; 256];
-                let mut stdin = io::stdin();
-                while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-                stop.store(true, Ordering::Relaxed);
-            });
-        }
-
-        let mut received = 0u64;
         let mut buf = vec![0u8; BATCH_SIZE * RECV_SLOT];
-        let mut stopping = false;
-        loop {
+        let received = count_until_stopped(self.run_for, || {
             let mut metas = [RecvMeta::default(); BATCH_SIZE];
-            let result = {
+            let n = {
                 let mut slots = buf.chunks_mut(RECV_SLOT);
                 // buf holds exactly BATCH_SIZE slots; the fallback is never used.
                 let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
                     std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or(&mut [])));
-                state.recv((&socket).into(), &mut bufs, &mut metas)
+                state.recv((&socket).into(), &mut bufs, &mut metas)?
             };
-            match result {
-                Ok(n) => {
-                    for (meta, slot) in metas[..n].iter().zip(buf.chunks(RECV_SLOT)) {
-                        received += gro_segments(&slot[..meta.len.min(slot.len())], meta.stride)
-                            .count() as u64;
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    // Quiet for a read timeout after the stop: the queue is empty.
-                    if stopping {
-                        break;
-                    }
-                }
-                Err(e) => debug!(error = %e, "receive failed"),
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            stopping = stop.load(Ordering::Relaxed);
-        }
+            Ok(metas[..n]
+                .iter()
+                .zip(buf.chunks(RECV_SLOT))
+                .map(|(meta, slot)| {
+                    gro_segments(&slot[..meta.len.min(slot.len())], meta.stride).count() as u64
+                })
+                .sum())
+        });
         Ok(received)
     }
 }
@@ -265,11 +233,24 @@ fn plain(socket: UdpSocket, run_for: Option<Duration>) -> Result<u64, BenchError
         .map_err(io_error("cannot set the read timeout"))?;
     let local = socket.local_addr().map_err(io_error("local address"))?;
     eprintln!("sink listening on {local}");
+    let mut buf = [0u8; 2048];
+    let received = count_until_stopped(run_for, || socket.recv_from(&mut buf).map(|_| 1));
+    Ok(received)
+}
+
+/// Counts what `receive` returns until the sink must stop: after `run_for`, or (without
+/// one) once standard input closes and a read timeout passes with nothing received, so
+/// what was queued at the stop is counted too.
+fn count_until_stopped(
+    run_for: Option<Duration>,
+    mut receive: impl FnMut() -> io::Result<u64>,
+) -> u64 {
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = run_for.map(|d| Instant::now() + d);
     if deadline.is_none() {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            // Anything written is ignored; end of input (or an error) means stop.
             let mut sink = [0u8; 256];
             let mut stdin = io::stdin();
             while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
@@ -277,17 +258,17 @@ fn plain(socket: UdpSocket, run_for: Option<Duration>) -> Result<u64, BenchError
         });
     }
     let mut received = 0u64;
-    let mut buf = [0u8; 2048];
     let mut stopping = false;
     loop {
-        match socket.recv_from(&mut buf) {
-            Ok(_) => received += 1,
+        match receive() {
+            Ok(n) => received += n,
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
+                // Quiet for a read timeout after the stop: the queue is empty.
                 if stopping {
                     break;
                 }
@@ -299,5 +280,5 @@ fn plain(socket: UdpSocket, run_for: Option<Duration>) -> Result<u64, BenchError
         }
         stopping = stop.load(Ordering::Relaxed);
     }
-    Ok(received)
+    received
 }

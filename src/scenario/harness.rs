@@ -13,10 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::{Agent, AgentConfig, AgentEvent};
 use crate::auth::{Key, Keyring};
-use crate::keeper::{AdminError, Event, Keeper, KeeperConfig, Status};
+use crate::keeper::{Event, Keeper, KeeperConfig, Status};
 use crate::scenario::net::{NetConfig, Network};
 use crate::scenario::{
-    Action, CLUSTER, Expected, Gate, Init, Observation, PROXIES, ProxyIndex, Timing, World,
+    Action, CLUSTER, Gate, Init, Observation, PROXIES, ProxyIndex, Timing, World, check_outcome,
 };
 use crate::time::{Instant, WallTime};
 use crate::wire::MAX_DATAGRAM;
@@ -277,36 +277,6 @@ impl CoreWorld {
         self.now = next.max(self.now);
         self.run_due();
     }
-
-    fn operator_outcome(
-        &self,
-        result: Result<u64, AdminError>,
-        expect: &Expected,
-    ) -> Result<(), String> {
-        match (result, expect) {
-            (Ok(_), Expected::Applied) => Ok(()),
-            (Err(AdminError::GateClosed(closed)), Expected::GateClosed(blockers)) => {
-                let got: Vec<(String, Status)> = closed
-                    .blockers
-                    .iter()
-                    .map(|b| (b.proxy.clone(), b.status))
-                    .collect();
-                let want: Vec<(String, Status)> = blockers
-                    .iter()
-                    .map(|(i, s)| (PROXIES[*i].to_owned(), *s))
-                    .collect();
-                if got == want {
-                    Ok(())
-                } else {
-                    Err(format!("refused naming {got:?}, expected {want:?}"))
-                }
-            }
-            (Ok(version), Expected::GateClosed(_)) => {
-                Err(format!("applied as version {version}, expected refusal"))
-            }
-            (Err(e), _) => Err(format!("refused: {e}")),
-        }
-    }
 }
 
 impl World for CoreWorld {
@@ -339,7 +309,7 @@ impl World for CoreWorld {
             }
             Action::PushConfig { config, expect } => {
                 let result = self.keeper.push_config(now, CLUSTER, Arc::from(*config));
-                self.operator_outcome(result, expect)?;
+                check_outcome(result, expect)?;
             }
             Action::Switch {
                 hostgroup,
@@ -350,7 +320,7 @@ impl World for CoreWorld {
                 let result = self
                     .keeper
                     .switch_datasource(now, CLUSTER, hostgroup, from, to);
-                self.operator_outcome(result, expect)?;
+                check_outcome(result, expect)?;
             }
         }
         self.settle();

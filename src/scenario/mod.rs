@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::identity::status_key;
-use crate::keeper::Status;
+use crate::keeper::{AdminError, Status};
 
 /// The cluster of the seed scenario.
 pub const CLUSTER: &str = "test_cluster";
@@ -587,6 +587,34 @@ impl Observation {
             _ if self.listing.iter().all(|(_, s)| *s == Status::Up) => Some(Gate::Open),
             _ => Some(Gate::Closed),
         }
+    }
+}
+
+/// Whether a gated operator action ended as expected: applied, or refused for a closed
+/// gate naming exactly the expected blockers. Every world checks its outcomes with this.
+pub fn check_outcome(result: Result<u64, AdminError>, expect: &Expected) -> Result<(), String> {
+    match (result, expect) {
+        (Ok(_), Expected::Applied) => Ok(()),
+        (Err(AdminError::GateClosed(closed)), Expected::GateClosed(blockers)) => {
+            let got: Vec<(String, Status)> = closed
+                .blockers
+                .into_iter()
+                .map(|b| (b.proxy, b.status))
+                .collect();
+            let want: Vec<(String, Status)> = blockers
+                .iter()
+                .map(|(i, s)| (PROXIES[*i].to_owned(), *s))
+                .collect();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("refused naming {got:?}, expected {want:?}"))
+            }
+        }
+        (Ok(version), Expected::GateClosed(_)) => {
+            Err(format!("applied as version {version}, expected refusal"))
+        }
+        (Err(e), _) => Err(format!("refused: {e}")),
     }
 }
 
