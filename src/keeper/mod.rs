@@ -381,12 +381,16 @@ impl Keeper {
     }
 
     fn check_identity(&self, key: KeyIndex, cluster: &str, proxy: &str) -> Result<(), DropReason> {
-        validate_cluster(cluster).map_err(|_| DropReason::InvalidIdentity)?;
-        validate_proxy(proxy).map_err(|_| DropReason::InvalidIdentity)?;
-        if !self.keys.authorizes(key, cluster) {
-            return Err(DropReason::WrongKey);
+        validate_identity(cluster, proxy)?;
+        self.authorize(key, cluster)
+    }
+
+    fn authorize(&self, key: KeyIndex, cluster: &str) -> Result<(), DropReason> {
+        if self.keys.authorizes(key, cluster) {
+            Ok(())
+        } else {
+            Err(DropReason::WrongKey)
         }
-        Ok(())
     }
 
     /// A heartbeat or an unregister.
@@ -408,12 +412,9 @@ impl Keeper {
         // the keeper registered, validated then. Anything else is validated now.
         let hinted = cluster.and_then(|c| self.registry.hinted(c, hb.proxy, hb.slot));
         if hinted.is_none() {
-            validate_cluster(hb.cluster).map_err(|_| DropReason::InvalidIdentity)?;
-            validate_proxy(hb.proxy).map_err(|_| DropReason::InvalidIdentity)?;
+            validate_identity(hb.cluster, hb.proxy)?;
         }
-        if !self.keys.authorizes(key, hb.cluster) {
-            return Err(DropReason::WrongKey);
-        }
+        self.authorize(key, hb.cluster)?;
         let slot = hinted.or_else(|| cluster.and_then(|c| self.registry.find(c, hb.proxy, 0)));
         let known = match (cluster, slot.and_then(|s| self.registry.get(s))) {
             (_, Some(record)) => Known::Live(record.status, record.stamp),
@@ -1035,6 +1036,11 @@ struct Reply {
     key: KeyIndex,
     budget: usize,
     stamp: Stamp,
+}
+
+fn validate_identity(cluster: &str, proxy: &str) -> Result<(), DropReason> {
+    validate_cluster(cluster).map_err(|_| DropReason::InvalidIdentity)?;
+    validate_proxy(proxy).map_err(|_| DropReason::InvalidIdentity)
 }
 
 fn ack_status(status: Status) -> AckStatus {
