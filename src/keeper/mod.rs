@@ -29,10 +29,12 @@
 //! dropped or answered. A panic is a bug in the core.
 
 mod admin;
+pub mod change;
 mod event;
 mod mass_loss;
 mod persist;
 mod registry;
+pub mod seen;
 mod timers;
 mod token;
 pub mod transition;
@@ -63,7 +65,10 @@ use token::{Freshness, TokenMinter};
 use transition::{Decision, Known, Said, Stamp};
 
 /// A proxy's status in the registry. A proxy that is not in the registry has none.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Registered, not yet serving.
     Ready,

@@ -56,7 +56,10 @@ pub(crate) enum Said {
 }
 
 /// Why a proxy's status changed.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// It sent its first `ready` heartbeat.
     Registered,
