@@ -89,8 +89,8 @@ fn bench_steady_writes(c: &mut Criterion) {
         fleet.keeper.handle_datagram(fleet.now, fleet.from, d);
     }
     fleet.drain();
-    let mut changes = Vec::new();
-    fleet.keeper.take_changes(&mut changes);
+    let (mut changes, mut blobs) = (Vec::new(), Vec::new());
+    fleet.keeper.take_changes(&mut changes, &mut blobs);
     let writes = fleet.keeper.stats().changes - before;
     println!(
         "steady-state writes: {writes} changes to store for {} heartbeats (10,000 up proxies)",

@@ -317,6 +317,7 @@ fn apply(
         }
         Fault::CrashKeeper => sim.crash("keeper"),
         Fault::RestartKeeper => sim.bounce("keeper"),
+        Fault::StallKeeper { length } => shared.stall(*length),
     }
 }
 

@@ -4,7 +4,7 @@
 //! faults over the fault phase: partitions (both ways and one way, of one proxy or a
 //! group), holds and releases (delay and reordering), per-packet loss and duplication,
 //! proxy crashes and restarts, start failures, unregisters, operator removes and config
-//! pushes, and keeper crashes with restarts. At the end of the fault phase every fault
+//! pushes, keeper crashes with restarts, and keeper stalls. At the end of the fault phase every fault
 //! is cleared and the keeper runs; the proxies then alive must all end `up`, the others
 //! gone. The same seed gives the same plan.
 
@@ -56,6 +56,9 @@ pub enum Fault {
     CrashKeeper,
     /// The keeper starts again.
     RestartKeeper,
+    /// The keeper's process stops running for this long (as SIGSTOP, a paused VM or a
+    /// starved host), while its socket keeps queueing what arrives.
+    StallKeeper { length: Duration },
 }
 
 /// Which way a partition cuts.
@@ -281,6 +284,15 @@ impl Plan {
                         cluster: proxies[p].cluster,
                     },
                 )),
+                90..=94 if keeper_free <= t && t + Duration::from_millis(600) < fault_phase => {
+                    // Up to twice delete_after: long enough that without keeper time the
+                    // fleet would be marked lost, deleted and restarted. It ends within
+                    // the fault phase, so the settling that follows is the keeper's own.
+                    let length = ms(&mut rng, 100, 6_000)
+                        .min(fault_phase - t - Duration::from_millis(500));
+                    keeper_free = t + length + Duration::from_millis(500);
+                    schedule.push((t, Fault::StallKeeper { length }));
+                }
                 85..=89 if keeper_free <= t && t + Duration::from_millis(500) < fault_phase => {
                     let back = until(&mut rng, 200, 3_000);
                     keeper_free = back + Duration::from_millis(1_000);

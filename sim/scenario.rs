@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{KeeperShared, Operator, ProxySlot, Request};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyCommand};
-use zerokeeper::keeper::{Event, KeeperConfig, Reason, Status};
+use zerokeeper::keeper::{ChangeKind, KeeperConfig, Reason, Status};
 use zerokeeper::scenario::{
     self, Action, CLUSTER, Direction, Expected, Gate, Init, Observation, PROXIES, Timing, World,
 };
@@ -291,9 +291,9 @@ fn the_seed_scenario_plays_under_turmoil_with_each_listing_and_gate_read_over_ht
     let events = shared.events.lock().expect("not poisoned");
     let p14: Vec<String> = events
         .iter()
-        .filter_map(|l| match &l.event {
-            Event::StatusChanged(c) if c.proxy == PROXIES[3] => Some(c.reason.as_str().to_owned()),
-            Event::RestartSent { proxy, .. } if proxy == PROXIES[3] => {
+        .filter_map(|l| match &l.event.kind {
+            ChangeKind::Status(c) if &*c.proxy == PROXIES[3] => Some(c.reason.as_str().to_owned()),
+            ChangeKind::RestartSent { proxy, .. } if &**proxy == PROXIES[3] => {
                 Some("restart_sent".to_owned())
             }
             _ => None,
@@ -313,7 +313,7 @@ fn the_seed_scenario_plays_under_turmoil_with_each_listing_and_gate_read_over_ht
     assert!(
         events
             .iter()
-            .any(|l| matches!(&l.event, Event::StatusChanged(c) if c.reason == Reason::Removed))
+            .any(|l| matches!(&l.event.kind, ChangeKind::Status(c) if c.reason == Reason::Removed))
     );
 }
 

@@ -89,6 +89,13 @@ pub struct ServeArgs {
     /// (clusters of at least 3 proxies) [default: 0.55].
     #[arg(long, env = "ZEROKEEPER_MASS_LOSS_SHARE", value_name = "SHARE")]
     pub mass_loss_share: Option<f64>,
+    /// Lateness of the keeper past its own wakeup beyond this is a stall of the keeper,
+    /// which shifts every deadline instead of counting against the proxies [default: 250ms].
+    #[arg(long, env = "ZEROKEEPER_STALL_SLOP", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub stall_slop: Option<Duration>,
+    /// Changes kept for watchers to resume from (and in the store) [default: 100000].
+    #[arg(long, env = "ZEROKEEPER_WATCH_RETENTION", value_name = "CHANGES")]
+    pub watch_retention: Option<usize>,
     /// Log format [default: text]; the filter comes from RUST_LOG (default `info`).
     #[arg(long, env = "ZEROKEEPER_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -115,6 +122,9 @@ struct FileConfig {
     max_clusters: Option<usize>,
     mass_loss_share: Option<f64>,
     mass_loss_min_proxies: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    stall_slop: Option<Duration>,
+    watch_retention: Option<usize>,
     #[serde(default)]
     clusters: BTreeMap<String, ClusterFileConfig>,
 }
@@ -156,7 +166,12 @@ pub struct ServeConfig {
     pub keeper: KeeperConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// Changes kept for watchers to resume from, in memory and in the store.
+    pub watch_retention: usize,
 }
+
+/// The default [`ServeConfig::watch_retention`].
+pub const DEFAULT_WATCH_RETENTION: usize = 100_000;
 
 /// Why the configuration was refused.
 #[derive(Debug, Error)]
@@ -280,6 +295,10 @@ impl ServeArgs {
             mass_loss_min_proxies: file
                 .mass_loss_min_proxies
                 .unwrap_or(defaults.mass_loss_min_proxies),
+            stall_slop: self
+                .stall_slop
+                .or(file.stall_slop)
+                .unwrap_or(defaults.stall_slop),
         };
         keeper.validate()?;
 
@@ -300,6 +319,11 @@ impl ServeArgs {
             keyring,
             keeper,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            watch_retention: self
+                .watch_retention
+                .or(file.watch_retention)
+                .unwrap_or(DEFAULT_WATCH_RETENTION)
+                .max(1),
         })
     }
 }

@@ -18,14 +18,12 @@ use tracing_subscriber::EnvFilter;
 use zerokeeper::agent::{Agent, AgentConfig, StopReason};
 use zerokeeper::auth::{Key, Keyring};
 use zerokeeper::config::{LogFormat, ServeArgs, encode_hex, read_key_file};
-use zerokeeper::driver::keeper::{KeeperDriver, KeeperHandle};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyDriver, ProxyExit};
 use zerokeeper::driver::{DatagramSocket, DriverClock, unix_micros};
-use zerokeeper::keeper::Keeper;
 use zerokeeper::scenario::harness::CoreWorld;
 use zerokeeper::scenario::net::NetConfig;
 use zerokeeper::scenario::{self, Timing};
-use zerokeeper::store::Store;
+use zerokeeper::server::{self, Setup};
 use zerokeeper::store::redb::RedbStore;
 use zerokeeper::time::{Instant, WallTime};
 
@@ -219,104 +217,53 @@ async fn termination() {
     }
 }
 
-/// A future that resolves once `stop` says so.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A running keeper with its admin API.
-struct RunningKeeper {
-    handle: KeeperHandle,
+/// Binds the keeper's sockets (before anything else is touched: a port in use must not
+/// leave a data directory behind).
+async fn bind(
     udp: SocketAddr,
     http: SocketAddr,
-    stop: watch::Sender<bool>,
-    keeper_task: tokio::task::JoinHandle<std::io::Result<()>>,
-    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningKeeper {
-    async fn start(
-        udp: SocketAddr,
-        http: SocketAddr,
-        core: Keeper,
-        store: Option<Box<dyn Store>>,
-    ) -> anyhow::Result<Self> {
-        let socket = zerokeeper::driver::udp::Udp::bind(udp)
-            .await
-            .with_context(|| format!("cannot bind UDP {udp}"))?;
-        let listener = TcpListener::bind(http)
-            .await
-            .with_context(|| format!("cannot bind HTTP {http}"))?;
-        let udp = socket.local_addr()?;
-        let http = listener.local_addr()?;
-        let (driver, handle) = KeeperDriver::new(core, socket, DriverClock::start());
-        let driver = match store {
-            Some(store) => driver.with_store(store),
-            None => driver,
-        };
-        let (stop, stop_rx) = watch::channel(false);
-        let keeper_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));
-        let router = zerokeeper::http::router(handle.clone());
-        let http_task = tokio::spawn(zerokeeper::http::serve(listener, router, stopped(stop_rx)));
-        Ok(RunningKeeper {
-            handle,
-            udp,
-            http,
-            stop,
-            keeper_task,
-            http_task,
-        })
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        self.keeper_task.await.context("keeper task")??;
-        self.http_task.await.context("http task")??;
-        Ok(())
-    }
+) -> anyhow::Result<(zerokeeper::driver::udp::Udp, TcpListener)> {
+    let socket = zerokeeper::driver::udp::Udp::bind(udp)
+        .await
+        .with_context(|| format!("cannot bind UDP {udp}"))?;
+    let listener = TcpListener::bind(http)
+        .await
+        .with_context(|| format!("cannot bind HTTP {http}"))?;
+    Ok((socket, listener))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logging(config.log_format, "info");
-    // The store first: a data directory that cannot be used stops the keeper before it
-    // takes any port.
-    let dir = &config.data_dir;
-    let mut store = RedbStore::open(dir)
-        .with_context(|| format!("cannot use the data directory {}", dir.display()))?;
-    let began = std::time::Instant::now();
-    let snapshot = store
-        .boot()
-        .with_context(|| format!("cannot read the store in {}", dir.display()))?;
-    // The store's new epoch and a fresh token secret: tokens of an earlier run never count.
-    let restored = zerokeeper::store::restored(&snapshot);
-    let keys = config.keyring.clone();
-    let core = Keeper::restore(
-        config.keeper.clone(),
-        keys,
-        snapshot.epoch,
-        rand::random(),
-        Instant::ZERO,
-        restored,
-    )?;
-    info!(proxies = snapshot.proxies.len(), clusters = core.clusters().len(), revision = snapshot.revision,
-          epoch = snapshot.epoch, took_ms = began.elapsed().as_millis() as u64, data_dir = %dir.display(),
-          "state restored");
     runtime()?.block_on(async {
-        let keeper = RunningKeeper::start(config.udp, config.http, core, Some(Box::new(store))).await?;
-        eprintln!("udp listening on {}", keeper.udp);
-        eprintln!("http listening on {}", keeper.http);
-        info!(udp = %keeper.udp, http = %keeper.http, data_dir = %config.data_dir.display(),
+        let (socket, listener) = bind(config.udp, config.http).await?;
+        let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
+        let dir = &config.data_dir;
+        let store = RedbStore::open(dir)
+            .with_context(|| format!("cannot use the data directory {}", dir.display()))?;
+        let began = std::time::Instant::now();
+        let mut setup = Setup::new(config.keeper.clone(), config.keyring.clone());
+        setup.store = Some(Box::new(store));
+        setup.retention = config.watch_retention;
+        // A fresh token secret: tokens of an earlier run never count.
+        setup.token_secret = rand::random();
+        let (stop, stopping) = watch::channel(false);
+        let keeper = server::start(setup, socket, listener, server::stopped(stopping))
+            .await
+            .with_context(|| format!("cannot start the keeper on {}", dir.display()))?;
+        let (generation, revision) = keeper.hub.position();
+        info!(revision, generation,
+              took_ms = began.elapsed().as_millis() as u64, data_dir = %dir.display(), "state restored");
+        eprintln!("udp listening on {udp}");
+        eprintln!("http listening on {http}");
+        info!(%udp, %http, data_dir = %dir.display(),
               interval = ?config.keeper.heartbeat_interval, lost_after = ?config.keeper.lost_after,
               ready_timeout = ?config.keeper.ready_timeout, delete_after = ?config.keeper.delete_after,
-              "keeper started");
+              stall_slop = ?config.keeper.stall_slop, "keeper started");
         termination().await;
         info!("stopping");
-        keeper.stop().await?;
+        let _ = stop.send(true);
+        keeper.join().await?;
         info!("stopped");
         Ok(())
     })
@@ -371,24 +318,23 @@ fn demo(args: DemoArgs) -> ExitCode {
         let secret: [u8; 32] = rand::random();
         let key = Key::new(&secret)?;
         let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+        let (socket, listener) = bind(loopback, args.http).await?;
+        let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
         // The demo keeps nothing: a keeper with no store.
-        let core = Keeper::new(
+        let mut setup = Setup::new(
             zerokeeper::demo::keeper_config(&timing),
             Keyring::with_default(key.clone()),
-            rand::random(),
-            rand::random(),
-            Instant::ZERO,
-        )?;
-        let keeper = RunningKeeper::start(loopback, args.http, core, None).await?;
-        eprintln!("udp listening on {}", keeper.udp);
-        eprintln!(
-            "http listening on {} (try: zerokeeper status --http http://{} --watch)",
-            keeper.http, keeper.http
         );
+        setup.epoch = rand::random();
+        setup.token_secret = rand::random();
+        let (stop, stopping) = watch::channel(false);
+        let keeper = server::start(setup, socket, listener, server::stopped(stopping)).await?;
+        eprintln!("udp listening on {udp}");
+        eprintln!("http listening on {http} (try: zerokeeper status --http http://{http} --watch)");
         let world = zerokeeper::demo::LiveWorld::new(
             tokio::runtime::Handle::current(),
             keeper.handle.clone(),
-            keeper.udp,
+            udp,
             key,
             timing,
         );
@@ -403,7 +349,8 @@ fn demo(args: DemoArgs) -> ExitCode {
             result
         })
         .await?;
-        keeper.stop().await?;
+        let _ = stop.send(true);
+        keeper.join().await?;
         eprintln!("demo finished in {:.1}s", started.elapsed().as_secs_f64());
         Ok::<_, anyhow::Error>(outcome)
     };

@@ -106,11 +106,6 @@ impl Clock {
         }
         self.latest
     }
-
-    /// The latest moment seen.
-    pub(crate) fn now(&self) -> Instant {
-        self.latest
-    }
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ impl Pair {
         while let Some(e) = self.agent.poll_event() {
             self.events.push(e);
         }
-        while self.keeper.poll_event().is_some() {}
+        while self.keeper.poll_change().is_some() {}
     }
 
     /// Runs until `pred` holds or `limit` of virtual time passes; returns whether it held.

@@ -1,20 +1,33 @@
 //! The drivers on real loopback UDP sockets: a keeper task and proxy tasks.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use zerokeeper::agent::{Agent, AgentConfig, Phase, StopReason};
 use zerokeeper::auth::{Key, Keyring};
-use zerokeeper::driver::keeper::{KeeperDriver, KeeperHandle};
+use zerokeeper::driver::keeper::{ChangeSink, KeeperDriver, KeeperHandle};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver, ProxyExit};
 use zerokeeper::driver::{DriverClock, unix_micros};
-use zerokeeper::keeper::{Keeper, KeeperConfig};
+use zerokeeper::keeper::{ChangeKind, Keeper, KeeperConfig, WallChange};
 use zerokeeper::time::{Instant, WallTime};
 
 fn key() -> Key {
     Key::new(&[0x2a; 32]).expect("valid key")
+}
+
+/// Collects what the driver publishes.
+#[derive(Default)]
+struct Collect(Mutex<Vec<WallChange>>);
+
+impl ChangeSink for Collect {
+    fn publish(&self, changes: Vec<WallChange>) {
+        self.0.lock().expect("not poisoned").extend(changes);
+    }
+
+    fn set_generation(&self, _generation: u64) {}
 }
 
 async fn keeper() -> (
@@ -22,6 +35,7 @@ async fn keeper() -> (
     SocketAddr,
     oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
+    Arc<Collect>,
 ) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = socket.local_addr().expect("bound");
@@ -41,11 +55,13 @@ async fn keeper() -> (
     )
     .expect("valid");
     let (driver, handle) = KeeperDriver::new(core, socket, DriverClock::start());
+    let sink = Arc::new(Collect::default());
+    let driver = driver.with_sink(sink.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(driver.run(async move {
         let _ = stopped.await;
     }));
-    (handle, addr, stop, task)
+    (handle, addr, stop, task, sink)
 }
 
 async fn proxy(
@@ -75,11 +91,11 @@ async fn wait_for(handle: &KeeperHandle, want: &[(&str, &str)]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let seen: Vec<(String, String)> = handle
-            .proxies(None)
+            .call(|k, _| k.proxies("test_cluster").unwrap_or_default())
             .await
             .expect("running")
             .into_iter()
-            .map(|p| (p.proxy, p.status))
+            .map(|p| (p.proxy, p.status.to_string()))
             .collect();
         let want: Vec<(String, String)> = want
             .iter()
@@ -98,7 +114,7 @@ async fn wait_for(handle: &KeeperHandle, want: &[(&str, &str)]) {
 
 #[tokio::test]
 async fn proxies_register_go_up_and_unregister_over_loopback_udp() {
-    let (handle, addr, stop_keeper, keeper_task) = keeper().await;
+    let (handle, addr, stop_keeper, keeper_task, _) = keeper().await;
     let (a, stop_a, task_a) = proxy(
         addr,
         "10.25.0.11:3000",
@@ -128,7 +144,7 @@ async fn proxies_register_go_up_and_unregister_over_loopback_udp() {
 
 #[tokio::test]
 async fn a_cut_off_proxy_is_lost_and_comes_back_when_healed() {
-    let (handle, addr, _stop, _task) = keeper().await;
+    let (handle, addr, _stop, _task, sink) = keeper().await;
     let (a, _stop_a, _task_a) =
         proxy(addr, "10.25.0.13:3000", InitPolicy::After(Duration::ZERO)).await;
     wait_for(&handle, &[("10.25.0.13:3000", "up")]).await;
@@ -136,8 +152,17 @@ async fn a_cut_off_proxy_is_lost_and_comes_back_when_healed() {
     wait_for(&handle, &[("10.25.0.13:3000", "lost")]).await;
     a.faults.cut(false);
     wait_for(&handle, &[("10.25.0.13:3000", "up")]).await;
-    let (backlog, _) = handle.events().subscribe(Some(0));
-    let statuses: Vec<_> = backlog.iter().filter_map(|e| e.to).collect();
+    // Published in revision order, one revision per change, each once.
+    let published = sink.0.lock().expect("not poisoned").clone();
+    let revisions: Vec<u64> = published.iter().map(|c| c.revision).collect();
+    assert_eq!(revisions, (1..=published.len() as u64).collect::<Vec<_>>());
+    let statuses: Vec<_> = published
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ChangeKind::Status(s) => s.to.map(|s| s.as_str()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(statuses, vec!["ready", "up", "lost", "up"]);
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{CLUSTER, FakeProxy, Reply, Rig};
 use zerokeeper::auth::Keyring;
-use zerokeeper::keeper::{Event, Keeper, KeeperConfig, Persist, Status};
-use zerokeeper::store::{self, MemoryStore, Store};
+use zerokeeper::keeper::{ChangeKind, Keeper, KeeperConfig, Status};
+use zerokeeper::store::{MemoryStore, Store};
 use zerokeeper::time::Instant;
 use zerokeeper::wire::{AckStatus, ProxyStatus};
 
@@ -21,7 +21,9 @@ fn boot(store: &mut MemoryStore, config: KeeperConfig) -> Rig {
         snapshot.epoch,
         [snapshot.epoch as u8; 32],
         Instant::ZERO,
-        store::restored(&snapshot),
+        &snapshot.proxies,
+        &snapshot.configs,
+        snapshot.revision,
     )
     .expect("restores");
     let mut rig = Rig::new();
@@ -31,10 +33,14 @@ fn boot(store: &mut MemoryStore, config: KeeperConfig) -> Rig {
 
 /// Commits what the keeper asked to store and tells it; returns how many changes.
 fn commit(rig: &mut Rig, store: &mut MemoryStore) -> usize {
-    let mut changes = Vec::new();
-    let upto = rig.keeper.take_changes(&mut changes);
-    let stored: Vec<_> = changes.iter().map(|c| store::change_of(c, |_| 0)).collect();
-    store.commit(&stored).expect("commits");
+    let (mut changes, mut blobs) = (Vec::new(), Vec::new());
+    let upto = rig.keeper.take_changes(&mut changes, &mut blobs);
+    let stored: Vec<_> = changes
+        .iter()
+        .cloned()
+        .map(|c| c.map_time(|t| t.as_nanos() / 1_000_000))
+        .collect();
+    store.commit(&stored, &blobs).expect("commits");
     rig.keeper.mark_durable(upto);
     changes.len()
 }
@@ -99,24 +105,23 @@ fn every_change_and_admin_action_is_asked_to_be_stored() {
     rig.keeper
         .remove_proxy(rig.now, CLUSTER, "10.25.0.12:3000")
         .expect("listed");
-    let mut changes = Vec::new();
-    rig.keeper.take_changes(&mut changes);
-    let kinds: Vec<&str> = changes
-        .iter()
-        .map(|c| match c {
-            Persist::Proxy { .. } => "proxy",
-            Persist::Deleted { .. } => "deleted",
-            Persist::Config { .. } => "config",
-            Persist::Admin { .. } => "admin",
-        })
-        .collect();
+    let (mut changes, mut blobs) = (Vec::new(), Vec::new());
+    let upto = rig.keeper.take_changes(&mut changes, &mut blobs);
+    let kinds: Vec<&str> = changes.iter().map(|c| c.kind.name()).collect();
     assert_eq!(
         kinds,
         [
-            "proxy", "proxy", "proxy", "proxy", "config", "admin", "config", "admin", "deleted",
-            "admin"
+            "status", "status", "status", "status", "config", "admin", "config", "admin",
+            "status", "admin"
         ]
     );
+    // One revision per change, consecutive, and the content of both config versions
+    // travels beside the stream for the store.
+    let revisions: Vec<u64> = changes.iter().map(|c| c.revision).collect();
+    assert_eq!(revisions, (1..=10).collect::<Vec<u64>>());
+    assert_eq!(upto, 10);
+    let versions: Vec<u64> = blobs.iter().map(|b| b.config.version).collect();
+    assert_eq!(versions, [2, 3]);
 }
 
 #[test]
@@ -148,7 +153,7 @@ fn a_restarted_keeper_restarts_nobody_that_is_still_heartbeating_however_long_it
     assert!(
         !rig.events
             .iter()
-            .any(|e| matches!(e, Event::RestartSent { .. } | Event::StatusChanged(_)))
+            .any(|e| matches!(e.kind, ChangeKind::RestartSent { .. } | ChangeKind::Status(_)))
     );
 }
 
@@ -215,8 +220,8 @@ fn mass_loss_pauses_deletion_and_resumes_it_when_the_share_falls() {
         .count();
     assert_eq!(lost, 3, "{:?}", rig.listing());
     assert!(rig.events.iter().any(|e| matches!(
-        e,
-        Event::MassLoss {
+        e.kind,
+        ChangeKind::DeletionPaused {
             paused: true,
             lost: 3,
             total: 5,
@@ -227,15 +232,37 @@ fn mass_loss_pauses_deletion_and_resumes_it_when_the_share_falls() {
     // Well past delete_after (3 s): nobody deleted while paused.
     assert_eq!(rig.listing().len(), 5);
     // One comes back: 2 of 5 lost (40 %). Deletion resumes, and the two whose delete
-    // deadline passed long ago are deleted at once.
+    // deadline passed long ago get a fresh window: their heartbeats may be in the same
+    // burst as the one that ended the pause.
     rig.say(&mut proxies[0], ProxyStatus::Up);
     assert!(
         rig.events
             .iter()
-            .any(|e| matches!(e, Event::MassLoss { paused: false, .. }))
+            .any(|e| matches!(e.kind, ChangeKind::DeletionPaused { paused: false, .. }))
     );
+    assert_eq!(rig.listing().len(), 5, "{:?}", rig.listing());
+    rig.say(&mut proxies[1], ProxyStatus::Up);
+    assert_eq!(rig.status("10.0.0.2:3306"), Some(Status::Up));
+    // The one that stays silent is deleted a whole delete_after (3 s) after the pause
+    // ended, not before.
+    for _ in 0..29 {
+        rig.advance(Duration::from_millis(100));
+        for p in proxies.iter_mut().filter(|p| p.proxy != "10.0.0.3:3306") {
+            rig.say(p, ProxyStatus::Up);
+        }
+    }
+    assert_eq!(rig.status("10.0.0.3:3306"), Some(Status::Lost));
+    for _ in 0..2 {
+        rig.advance(Duration::from_millis(100));
+        for p in proxies.iter_mut().filter(|p| p.proxy != "10.0.0.3:3306") {
+            rig.say(p, ProxyStatus::Up);
+        }
+    }
     let listed: Vec<String> = rig.listing().into_iter().map(|(p, _)| p).collect();
-    assert_eq!(listed, ["10.0.0.1:3306", "10.0.0.4:3306", "10.0.0.5:3306"]);
+    assert_eq!(
+        listed,
+        ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.4:3306", "10.0.0.5:3306"]
+    );
 }
 
 #[test]
@@ -253,7 +280,7 @@ fn a_minority_loss_or_a_small_cluster_is_not_protected() {
     assert!(
         !rig.events
             .iter()
-            .any(|e| matches!(e, Event::MassLoss { .. }))
+            .any(|e| matches!(e.kind, ChangeKind::DeletionPaused { .. }))
     );
     // Both of a cluster of two: below the minimum size, deleted on time.
     let mut rig = Rig::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{CLUSTER, FakeProxy, Reply, Rig};
 use zerokeeper::auth::TAG_LEN;
 use zerokeeper::auth::{Key, KeyScope, Keyring};
-use zerokeeper::keeper::{DropReason, Event, Keeper, Outcome, Status};
+use zerokeeper::keeper::{ChangeKind, DropReason, Keeper, Outcome, Status};
 use zerokeeper::time::Instant;
 use zerokeeper::wire::{
     self, Ack, AckStatus, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token,
@@ -81,7 +81,7 @@ fn a_duplicated_heartbeat_counts_once() {
     let transitions = rig
         .events
         .iter()
-        .filter(|e| matches!(e, Event::StatusChanged(c) if c.to == Some(Status::Up)))
+        .filter(|e| matches!(&e.kind, ChangeKind::Status(c) if c.to == Some(Status::Up)))
         .count();
     assert_eq!(transitions, 1);
 }
@@ -161,7 +161,7 @@ fn two_processes_claiming_one_identity_do_not_flap() {
     let changes = rig
         .events
         .iter()
-        .filter(|e| matches!(e, Event::StatusChanged(_)))
+        .filter(|e| matches!(&e.kind, ChangeKind::Status(_)))
         .count();
     assert_eq!(
         changes, 4,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use zerokeeper::keeper::{Event, Reason, Status};
+use zerokeeper::keeper::{ChangeKind, Reason, Status};
 use zerokeeper::scenario::harness::CoreWorld;
 use zerokeeper::scenario::net::NetConfig;
 use zerokeeper::scenario::{self, Gate, PROXIES, StepReport, Timing};
@@ -67,8 +67,8 @@ fn changes(
         .trace()
         .keeper
         .iter()
-        .filter_map(|(at, e)| match e {
-            Event::StatusChanged(c) if c.proxy == proxy => Some((c.from, c.to, c.reason, *at)),
+        .filter_map(|(at, e)| match &e.kind {
+            ChangeKind::Status(c) if &*c.proxy == proxy => Some((c.from, c.to, c.reason, *at)),
             _ => None,
         })
         .collect()
@@ -118,7 +118,7 @@ fn the_hidden_moments_between_the_steps_happen_in_order() {
         .keeper
         .iter()
         .find_map(|(at, e)| {
-            matches!(e, Event::RestartSent { proxy, .. } if proxy == PROXIES[3]).then_some(*at)
+            matches!(&e.kind, ChangeKind::RestartSent { proxy, .. } if &**proxy == PROXIES[3]).then_some(*at)
         })
         .expect("a restart was sent to .14");
     assert!(p14[10].3 < restart_at && restart_at <= p14[11].3);

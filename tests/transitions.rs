@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{FakeProxy, Reply, Rig};
-use zerokeeper::keeper::{AdminError, Event, Reason, Status};
+use zerokeeper::keeper::{AdminError, ChangeKind, Reason, Status};
 use zerokeeper::wire::{AckStatus, ProxyStatus};
 
 const P11: &str = "10.25.0.11:3000";
@@ -61,7 +61,7 @@ fn a_down_heartbeat_from_an_unknown_proxy_is_ignored() {
     assert!(
         !rig.events
             .iter()
-            .any(|e| matches!(e, Event::StatusChanged(_)))
+            .any(|e| matches!(&e.kind, ChangeKind::Status(_)))
     );
 }
 
@@ -87,7 +87,7 @@ fn a_ready_proxy_silent_for_ready_timeout_is_deleted_exactly_then() {
     assert!(
         rig.events
             .iter()
-            .any(|e| matches!(e, Event::StatusChanged(c) if c.reason == Reason::ReadyTimeout))
+            .any(|e| matches!(&e.kind, ChangeKind::Status(c) if c.reason == Reason::ReadyTimeout))
     );
 }
 

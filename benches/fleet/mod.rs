@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use zerokeeper::auth::{Key, Keyring};
-use zerokeeper::keeper::{Keeper, KeeperConfig, Restored};
+use zerokeeper::keeper::{Keeper, KeeperConfig};
 use zerokeeper::time::Instant;
 use zerokeeper::wire::{self, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token};
 
@@ -69,7 +69,7 @@ impl Fleet {
     pub fn unregistered(n: usize, persistent: bool, config: KeeperConfig) -> Fleet {
         let keys = Keyring::with_default(key());
         let keeper = if persistent {
-            Keeper::restore(config, keys, 1, [7; 32], Instant::ZERO, Restored::default())
+            Keeper::restore(config, keys, 1, [7; 32], Instant::ZERO, &[], &[], 0)
                 .expect("valid")
         } else {
             Keeper::new(config, keys, 1, [7; 32], Instant::ZERO).expect("valid")
@@ -99,8 +99,8 @@ impl Fleet {
             }
             self.send(i, ProxyStatus::Up);
             if persistent {
-                let mut changes = Vec::new();
-                let upto = self.keeper.take_changes(&mut changes);
+                let (mut changes, mut blobs) = (Vec::new(), Vec::new());
+                let upto = self.keeper.take_changes(&mut changes, &mut blobs);
                 self.keeper.mark_durable(upto);
                 self.drain();
             }
@@ -133,7 +133,7 @@ impl Fleet {
 
     /// Drains answers, taking the freshest token from them.
     pub fn drain_tokens(&mut self) {
-        while self.keeper.poll_event().is_some() {}
+        while self.keeper.poll_change().is_some() {}
         while let Some(t) = self.keeper.poll_transmit(&mut self.buf) {
             match wire::open(&self.buf[..t.len], &self.key) {
                 Ok(Message::Challenge(c)) => self.token = c.token,
@@ -155,11 +155,11 @@ impl Fleet {
     /// Drops what the keeper wants sent and its events, as a driver takes them.
     pub fn drain(&mut self) {
         while self.keeper.poll_transmit(&mut self.buf).is_some() {}
-        while self.keeper.poll_event().is_some() {}
+        while self.keeper.poll_change().is_some() {}
     }
 
     pub fn drain_into(&mut self, i: usize) {
-        while self.keeper.poll_event().is_some() {}
+        while self.keeper.poll_change().is_some() {}
         while let Some(t) = self.keeper.poll_transmit(&mut self.buf) {
             match wire::open(&self.buf[..t.len], &self.key) {
                 Ok(Message::Challenge(c)) => self.token = c.token,

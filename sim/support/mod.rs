@@ -24,12 +24,12 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use zerokeeper::agent::{Agent, AgentConfig};
 use zerokeeper::auth::{Key, Keyring};
-use zerokeeper::driver::keeper::KeeperDriver;
+use zerokeeper::driver::keeper::CommitMode;
 use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver};
 use zerokeeper::driver::{DatagramSocket, DriverClock};
-use zerokeeper::keeper::{Event, Keeper, KeeperConfig};
-use zerokeeper::store::Store;
-use zerokeeper::time::{Instant, WallTime};
+use zerokeeper::keeper::{Change, KeeperConfig};
+use zerokeeper::server::{self, Setup};
+use zerokeeper::time::WallTime;
 use zerokeeper::wire::{self, Message, ProxyStatus};
 
 /// The keeper's UDP port on its host.
@@ -292,7 +292,7 @@ impl axum::serve::Listener for SimListener {
 pub struct Logged {
     pub at: Duration,
     pub boot: u32,
-    pub event: Event,
+    pub event: Change,
 }
 
 /// A registry entry a keeper boot restored: (cluster, proxy, status, incarnation).
@@ -322,11 +322,23 @@ pub struct KeeperShared {
     pub store: Option<zerokeeper::store::MemoryStore>,
     /// What each boot restored.
     pub restored: Mutex<BTreeMap<u32, Vec<RestoredEntry>>>,
+    /// Stalls the running keeper's driver (each boot installs a new one).
+    pub stalls: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Duration>>>,
 }
 
-/// Registers the keeper host: the keeper driver on UDP and the admin API on TCP, with
-/// taps on its socket and its events. A restart (`bounce`) starts an empty keeper with
-/// the next epoch, as a keeper without a persistent store does.
+impl KeeperShared {
+    /// Makes the running keeper stop running for `length` (nothing if it is down).
+    pub fn stall(&self, length: Duration) {
+        if let Some(tx) = self.stalls.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(length);
+        }
+    }
+}
+
+/// Registers the keeper host: the keeper (assembled by `zerokeeper::server`, as every
+/// keeper is) on UDP and its admin API on TCP, with taps on its socket and its changes.
+/// A restart (`bounce`) boots the shared store again (or, without one, starts an empty
+/// keeper with the next epoch).
 pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc<KeeperShared>) {
     sim.host("keeper", move || {
         let config = config.clone();
@@ -336,45 +348,32 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
             let udp = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, UDP_PORT)).await?;
             let tcp = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, HTTP_PORT)).await?;
             let secret: [u8; 32] = Sha256::digest(format!("{}:{boot}", shared.seed)).into();
-            let (mut core, store) = match &shared.store {
-                Some(store) => {
-                    let mut store = store.clone();
-                    let snapshot = store.boot()?;
-                    let restored = zerokeeper::store::restored(&snapshot);
-                    let entries = restored
-                        .proxies
+            let mut setup = Setup::new(config, Keyring::with_default(key()));
+            setup.epoch = boot;
+            setup.token_secret = secret;
+            setup.clock = DriverClock::start_at(wall_now());
+            // Commits in the driver's turn: a thread would make runs depend on the host.
+            setup.commit_mode = CommitMode::Inline;
+            if let Some(store) = &shared.store {
+                setup.store = Some(Box::new(store.clone()));
+                let restored = shared.clone();
+                setup.on_boot = Some(Box::new(move |proxies| {
+                    let entries = proxies
                         .iter()
                         .map(|p| (p.cluster.clone(), p.proxy.clone(), p.status, p.incarnation))
                         .collect();
-                    shared
+                    restored
                         .restored
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(boot, entries);
-                    let keys = Keyring::with_default(key());
-                    let core = Keeper::restore(
-                        config,
-                        keys,
-                        snapshot.epoch,
-                        secret,
-                        Instant::ZERO,
-                        restored,
-                    )?;
-                    (core, Some(store))
-                }
-                None => (
-                    Keeper::new(
-                        config,
-                        Keyring::with_default(key()),
-                        boot,
-                        secret,
-                        Instant::ZERO,
-                    )?,
-                    None,
-                ),
-            };
+                }));
+            }
+            let (stall_tx, stall_rx) = tokio::sync::mpsc::unbounded_channel();
+            *shared.stalls.lock().unwrap_or_else(|e| e.into_inner()) = Some(stall_tx);
+            setup.stalls = Some(stall_rx);
             if let Some(rule) = shared.broken {
-                core.break_rule_for_testing(rule);
+                setup.adjust = Some(Box::new(move |core| core.break_rule_for_testing(rule)));
             }
             let started = turmoil::sim_elapsed().unwrap_or_default();
             shared
@@ -391,29 +390,19 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
                 shared.arrivals.clone(),
                 shared.received.clone(),
             );
-            let (driver, handle) =
-                KeeperDriver::new(core, socket, DriverClock::start_at(wall_now()));
-            let driver = match store {
-                Some(store) => driver.with_store(Box::new(store)),
-                None => driver,
-            };
             let log = shared.events.clone();
-            let driver = driver.with_event_tap(move |event| {
+            setup.tap = Some(Box::new(move |change| {
                 let at = turmoil::sim_elapsed().unwrap_or_default();
                 log.lock().unwrap_or_else(|e| e.into_inner()).push(Logged {
                     at,
                     boot,
-                    event: event.clone(),
+                    event: change.clone(),
                 });
-            });
-            let router = zerokeeper::http::router(handle);
-            // Both in the host's own task, so a panic in either fails the simulation.
-            let (udp, http) = tokio::join!(
-                driver.run(std::future::pending()),
-                zerokeeper::http::serve(SimListener(tcp), router, std::future::pending()),
-            );
-            udp?;
-            http?;
+            }));
+            let running = server::start(setup, socket, SimListener(tcp), std::future::pending())
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            running.join().await?;
             Ok(())
         }
     });

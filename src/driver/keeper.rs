@@ -3,8 +3,14 @@
 //! Everything else reaches the core through a [`KeeperHandle`], which sends jobs (closures
 //! run on the core, in order, between datagrams) and awaits their answers. So the core
 //! has one owner, needs no lock, and an admin call is atomic with respect to heartbeats.
-//! Events the core reports are logged, counted, and published to watchers through the
-//! [`EventHub`].
+//!
+//! The core's change stream is drained after every turn of the loop: each change is
+//! logged and counted, converted once to wall-clock time, committed to the store (if the
+//! keeper has one) and, once durable, published to a [`ChangeSink`] (the watch and the
+//! HTTP view). Nothing slow runs on this task: the store commits on a thread of its own
+//! ([`CommitMode::Thread`]) while heartbeats and timers go on; answers that must not get
+//! ahead of the store (a registration's `Ack`, an admin call's reply) wait for their
+//! revision to be durable.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -12,20 +18,19 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::Serialize;
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::driver::{DatagramSocket, DriverClock, RecvBatch};
-use crate::keeper::{AdminError, ClusterInfo, Event, Keeper, Persist, Stats, Status};
-use crate::store::{Store, change_of};
+use crate::keeper::{
+    AdminError, Change, ChangeKind, ClusterInfo, ConfigBlob, Keeper, Stats, Status, WallChange,
+};
+use crate::store::{Store, StoreError};
 use crate::wire::MAX_DATAGRAM;
 
 /// Datagrams handled in one burst before answers are flushed and other work gets a turn.
 const MAX_BURST: usize = 1024;
-/// Status changes kept for watchers that reconnect with `Last-Event-ID`.
-const HISTORY: usize = 4096;
 
 /// A job run on the keeper core by its driver. It returns the answer to its caller, which
 /// the driver gives only once the job's changes are durable.
@@ -34,9 +39,17 @@ type Job = Box<dyn FnOnce(&mut Keeper, &DriverClock) -> Reply + Send>;
 /// Gives a job's answer to its caller.
 type Reply = Box<dyn FnOnce() + Send>;
 
-/// A function shown every core event as it is drained (simulations check invariants
+/// A function shown every core change as it is drained (simulations check invariants
 /// against these).
-type EventTap = Box<dyn FnMut(&Event) + Send>;
+type ChangeTap = Box<dyn FnMut(&Change) + Send>;
+
+/// Where committed changes go: the watch's history and the HTTP view.
+pub trait ChangeSink: Send + Sync {
+    /// Changes now durable (consecutive revisions, oldest first).
+    fn publish(&self, changes: Vec<WallChange>);
+    /// The store started a new generation of revisions.
+    fn set_generation(&self, generation: u64);
+}
 
 /// The keeper task has stopped; nothing was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -54,145 +67,17 @@ pub enum CallError {
     Stopped(#[from] Stopped),
 }
 
-/// One proxy as the admin API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProxyView {
-    /// The cluster.
-    pub cluster: String,
-    /// The proxy's identity.
-    pub proxy: String,
-    /// `ready`, `up` or `lost`.
-    pub status: String,
-    /// The incarnation the registry holds.
-    pub incarnation: u64,
-    /// When its last datagram was accepted (RFC 3339, UTC).
-    pub last_heartbeat: String,
-    /// Milliseconds since then.
-    pub last_heartbeat_age_ms: u64,
-    /// Since when it has been in this status (RFC 3339, UTC).
-    pub since: String,
-    /// Milliseconds since then.
-    pub since_age_ms: u64,
-    /// The address its datagrams come from.
-    pub source: String,
-    /// The config version it reports running.
-    pub config_version: u64,
-    /// Mass-loss protection holds for its cluster: lost proxies are not being deleted.
-    pub deletion_paused: bool,
+/// An admin call's result, durable, with the revision of its last change: a reader of the
+/// HTTP view waits for that revision to read its own write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied<T> {
+    /// What the call returned.
+    pub value: T,
+    /// The revision of the latest change once the call was done.
+    pub revision: u64,
 }
 
-/// One cluster as the admin API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ClusterView {
-    /// The cluster's name.
-    pub name: String,
-    /// Proxies `ready`.
-    pub ready: usize,
-    /// Proxies `up`.
-    pub up: usize,
-    /// Proxies `lost`.
-    pub lost: usize,
-    /// The current config version.
-    pub config_version: u64,
-    /// `open` or `closed`.
-    pub gate: &'static str,
-    /// Mass-loss protection holds: its lost proxies are not being deleted.
-    pub deletion_paused: bool,
-}
-
-impl From<ClusterInfo> for ClusterView {
-    fn from(c: ClusterInfo) -> ClusterView {
-        ClusterView {
-            gate: if c.gate_open() { "open" } else { "closed" },
-            name: c.name,
-            ready: c.ready,
-            up: c.up,
-            lost: c.lost,
-            config_version: c.config_version,
-            deletion_paused: c.deletion_paused,
-        }
-    }
-}
-
-/// Something that happened, as watchers receive it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct WatchEvent {
-    /// Increasing from 1 within one keeper run.
-    pub id: u64,
-    /// When (RFC 3339, UTC).
-    pub at: String,
-    /// `status`, `restart`, `superseded` or `config`.
-    pub kind: &'static str,
-    /// The cluster.
-    pub cluster: String,
-    /// The proxy, for all but `config`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<String>,
-    /// The status before (`status` events; absent: it was not registered).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<&'static str>,
-    /// The status after (`status` events; absent: it was deleted).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<&'static str>,
-    /// Why (`status` events), such as `lost_timeout` or `unregister`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-    /// The incarnation concerned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub incarnation: Option<u64>,
-    /// The new config version (`config` events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    /// Lost proxies of the cluster (`deletion_paused` and `deletion_resumed` events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lost: Option<usize>,
-    /// All proxies of the cluster (same events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total: Option<usize>,
-}
-
-/// Publishes events to watchers, keeping the latest ones for those who reconnect.
-#[derive(Debug)]
-pub struct EventHub {
-    history: Mutex<VecDeque<WatchEvent>>,
-    live: broadcast::Sender<WatchEvent>,
-}
-
-impl EventHub {
-    fn new() -> EventHub {
-        EventHub {
-            history: Mutex::new(VecDeque::new()),
-            live: broadcast::channel(HISTORY).0,
-        }
-    }
-
-    fn publish(&self, mut event: WatchEvent) {
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        event.id = history.back().map_or(1, |e| e.id + 1);
-        if history.len() == HISTORY {
-            history.pop_front();
-        }
-        history.push_back(event.clone());
-        // Sent under the lock, so a subscriber sees each event once: in its backlog or live.
-        let _ = self.live.send(event);
-    }
-
-    /// Events after `after` still held (all held, if `None`), and a receiver for the
-    /// ones to come. Nothing falls between the two.
-    pub fn subscribe(
-        &self,
-        after: Option<u64>,
-    ) -> (Vec<WatchEvent>, broadcast::Receiver<WatchEvent>) {
-        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let backlog = match after {
-            Some(id) => history.iter().filter(|e| e.id > id).cloned().collect(),
-            None => Vec::new(),
-        };
-        (backlog, self.live.subscribe())
-    }
-}
-
-/// Counters the driver keeps from the core's events, for metrics.
+/// Counters the driver keeps from the core's changes, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DriverCounters {
     /// Status changes by (from, to); `none` for not registered.
@@ -209,6 +94,8 @@ pub struct DriverCounters {
     pub stored_changes: u64,
     /// The store's revision after the last commit (`None`: no store).
     pub store_revision: Option<u64>,
+    /// The store's generation (`None`: no store).
+    pub store_generation: Option<u64>,
 }
 
 /// Everything `/metrics` shows, taken at one moment.
@@ -222,18 +109,21 @@ pub struct MetricsSnapshot {
     pub clusters: Vec<ClusterInfo>,
     /// Tombstones held.
     pub tombstones: usize,
+    /// The keeper's epoch.
+    pub epoch: u32,
 }
 
-/// The way in to a running keeper: admin calls, queries, and the event stream.
+/// The way in to a running keeper: admin calls and the few queries that run on the core
+/// (each O(1) or O(clusters); listings are the HTTP view's).
 #[derive(Clone, Debug)]
 pub struct KeeperHandle {
     jobs: mpsc::Sender<Job>,
-    hub: Arc<EventHub>,
     counters: Arc<Mutex<DriverCounters>>,
 }
 
 impl KeeperHandle {
-    /// Runs `f` on the core, between datagrams, and returns its result.
+    /// Runs `f` on the core, between datagrams, and returns its result once the changes
+    /// it made are durable.
     pub async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Keeper, &DriverClock) -> R + Send + 'static,
@@ -249,18 +139,35 @@ impl KeeperHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Runs a mutator and returns its result with the revision it reached.
+    async fn apply<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Keeper, &DriverClock) -> Result<T, AdminError> + Send + 'static,
+    ) -> Result<Applied<T>, CallError> {
+        let (value, revision) = self
+            .call(move |k, c| f(k, c).map(|value| (value, k.revision())))
+            .await??;
+        Ok(Applied { value, revision })
+    }
+
     /// Deletes a proxy; returns the status it had.
-    pub async fn remove(&self, cluster: String, proxy: String) -> Result<Status, CallError> {
-        Ok(self
-            .call(move |k, c| k.remove_proxy(c.now(), &cluster, &proxy))
-            .await??)
+    pub async fn remove(
+        &self,
+        cluster: String,
+        proxy: String,
+    ) -> Result<Applied<Status>, CallError> {
+        self.apply(move |k, c| k.remove_proxy(c.now(), &cluster, &proxy))
+            .await
     }
 
     /// Stores the next config version, if the gate is open; returns its number.
-    pub async fn push_config(&self, cluster: String, config: Arc<[u8]>) -> Result<u64, CallError> {
-        Ok(self
-            .call(move |k, c| k.push_config(c.now(), &cluster, config))
-            .await??)
+    pub async fn push_config(
+        &self,
+        cluster: String,
+        config: Arc<[u8]>,
+    ) -> Result<Applied<u64>, CallError> {
+        self.apply(move |k, c| k.push_config(c.now(), &cluster, config))
+            .await
     }
 
     /// Switches a hostgroup's datasource, if the gate is open; returns the new version.
@@ -270,10 +177,9 @@ impl KeeperHandle {
         hostgroup: String,
         from: String,
         to: String,
-    ) -> Result<u64, CallError> {
-        Ok(self
-            .call(move |k, c| k.switch_datasource(c.now(), &cluster, &hostgroup, &from, &to))
-            .await??)
+    ) -> Result<Applied<u64>, CallError> {
+        self.apply(move |k, c| k.switch_datasource(c.now(), &cluster, &hostgroup, &from, &to))
+            .await
     }
 
     /// The gate of a cluster: `Ok` when open, the blockers when closed.
@@ -281,46 +187,12 @@ impl KeeperHandle {
         Ok(self.call(move |k, _| k.gate(&cluster)).await??)
     }
 
-    /// Every cluster, sorted by name.
-    pub async fn clusters(&self) -> Result<Vec<ClusterView>, Stopped> {
-        self.call(|k, _| k.clusters().into_iter().map(ClusterView::from).collect())
-            .await
+    /// Every cluster, sorted by name (O(clusters) on the core).
+    pub async fn clusters(&self) -> Result<Vec<ClusterInfo>, Stopped> {
+        self.call(|k, _| k.clusters()).await
     }
 
-    /// The proxies of one cluster, or of every cluster, sorted by cluster and identity.
-    pub async fn proxies(&self, cluster: Option<String>) -> Result<Vec<ProxyView>, CallError> {
-        Ok(self
-            .call(move |k, clock| {
-                let names = match cluster {
-                    Some(name) => vec![name],
-                    None => k.clusters().into_iter().map(|c| c.name).collect(),
-                };
-                let now = clock.now();
-                let mut views = Vec::new();
-                for name in names {
-                    let paused = k.deletion_paused(&name);
-                    for p in k.proxies(&name)? {
-                        views.push(ProxyView {
-                            cluster: p.cluster,
-                            proxy: p.proxy,
-                            status: p.status.as_str().to_owned(),
-                            incarnation: p.incarnation,
-                            last_heartbeat: rfc3339(clock.wall(p.last_heard)),
-                            last_heartbeat_age_ms: millis(now - p.last_heard),
-                            since: rfc3339(clock.wall(p.since)),
-                            since_age_ms: millis(now - p.since),
-                            source: p.source.to_string(),
-                            config_version: p.config_version,
-                            deletion_paused: paused,
-                        });
-                    }
-                }
-                Ok::<_, AdminError>(views)
-            })
-            .await??)
-    }
-
-    /// Everything `/metrics` shows.
+    /// Everything `/metrics` shows (O(clusters) on the core).
     pub async fn metrics(&self) -> Result<MetricsSnapshot, Stopped> {
         let counters = self.counters.clone();
         self.call(move |k, _| MetricsSnapshot {
@@ -328,14 +200,21 @@ impl KeeperHandle {
             counters: counters.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             clusters: k.clusters(),
             tombstones: k.tombstone_count(),
+            epoch: k.epoch(),
         })
         .await
     }
+}
 
-    /// The event stream.
-    pub fn events(&self) -> &EventHub {
-        &self.hub
-    }
+/// How the store's commits run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// On a thread of their own, so a slow disk delays no heartbeat and no timer (the
+    /// default).
+    Thread,
+    /// On the driver's task, in the turn that made the changes: for simulations, where a
+    /// thread would make runs depend on the host's scheduling.
+    Inline,
 }
 
 /// The keeper task. Create it with [`KeeperDriver::new`], run it with
@@ -345,10 +224,17 @@ pub struct KeeperDriver<S> {
     socket: S,
     clock: DriverClock,
     jobs: mpsc::Receiver<Job>,
-    hub: Arc<EventHub>,
     counters: Arc<Mutex<DriverCounters>>,
-    tap: Option<EventTap>,
-    store: Option<Box<dyn Store>>,
+    tap: Option<ChangeTap>,
+    sink: Option<Arc<dyn ChangeSink>>,
+    committer: Option<Committer>,
+    /// Admin replies waiting for their revision to be durable.
+    waiting: VecDeque<(u64, Reply)>,
+    /// The revision known durable (every change, for a keeper without a store).
+    durable: u64,
+    /// Simulations make the driver stop running for a while (a keeper stall) through it;
+    /// only the `test-hooks` feature can set it.
+    stalls: Option<mpsc::UnboundedReceiver<std::time::Duration>>,
 }
 
 impl<S> std::fmt::Debug for KeeperDriver<S> {
@@ -363,67 +249,100 @@ impl<S: DatagramSocket> KeeperDriver<S> {
     /// A driver for `core` on `socket`, and the handle to reach it.
     pub fn new(core: Keeper, socket: S, clock: DriverClock) -> (KeeperDriver<S>, KeeperHandle) {
         let (tx, rx) = mpsc::channel(1024);
-        let hub = Arc::new(EventHub::new());
         let counters = Arc::new(Mutex::new(DriverCounters::default()));
         let handle = KeeperHandle {
             jobs: tx,
-            hub: hub.clone(),
             counters: counters.clone(),
         };
+        let durable = core.revision();
         (
             KeeperDriver {
                 core,
                 socket,
                 clock,
                 jobs: rx,
-                hub,
                 counters,
                 tap: None,
-                store: None,
+                sink: None,
+                committer: None,
+                waiting: VecDeque::new(),
+                durable,
+                stalls: None,
             },
             handle,
         )
     }
 
     /// Persists the core's changes in `store` (the core must be persistent, built with
-    /// `Keeper::restore` from this store's snapshot).
+    /// `Keeper::restore` from this store's snapshot), committing as `mode` says.
     ///
-    /// Each turn of the loop commits the changes it made in one transaction, then sends
-    /// the answers that waited for them. A store failure stops the driver with an error:
-    /// a keeper never answers for a change it could not make durable.
-    pub fn with_store(mut self, store: Box<dyn Store>) -> Self {
-        self.counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .store_revision = Some(store.revision());
-        self.store = Some(store);
+    /// Changes of one turn of the loop are committed in one transaction, and while a
+    /// commit runs the next turns' changes gather for the next one (group commit). A
+    /// store failure stops the driver with an error: a keeper never answers for a change
+    /// it could not make durable.
+    ///
+    /// Fails only if the store's thread cannot be started.
+    pub fn with_store(mut self, store: Box<dyn Store>, mode: CommitMode) -> io::Result<Self> {
+        {
+            let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            counters.store_revision = Some(store.revision());
+            counters.store_generation = Some(store.generation());
+        }
+        self.committer = Some(Committer::new(store, mode)?);
+        Ok(self)
+    }
+
+    /// Publishes every durable change to `sink`.
+    pub fn with_sink(mut self, sink: Arc<dyn ChangeSink>) -> Self {
+        self.sink = Some(sink);
         self
     }
 
-    /// Shows every core event to `tap`, in order, before it is logged and published.
-    pub fn with_event_tap(mut self, tap: impl FnMut(&Event) + Send + 'static) -> Self {
+    /// Makes the driver stop running for each duration received (test hook): nothing is
+    /// read, fired or sent meanwhile, as when the process is stopped.
+    #[cfg(feature = "test-hooks")]
+    pub fn with_stalls(mut self, stalls: mpsc::UnboundedReceiver<std::time::Duration>) -> Self {
+        self.stalls = Some(stalls);
+        self
+    }
+
+    /// Shows every core change to `tap`, in order, before it is logged and committed.
+    pub fn with_change_tap(mut self, tap: impl FnMut(&Change) + Send + 'static) -> Self {
         self.tap = Some(Box::new(tap));
         self
     }
 
-    /// Serves until `shutdown` completes (or the socket fails for good).
+    /// Serves until `shutdown` completes (or the socket or the store fails for good). On
+    /// shutdown, changes not yet committed are committed before it returns.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let mut batch = RecvBatch::new();
         let mut out = vec![0u8; MAX_DATAGRAM];
         let mut jobs_open = true;
-        let mut replies: Vec<Reply> = Vec::new();
-        let mut changes = Vec::new();
+        let (mut changes, mut blobs) = (Vec::new(), Vec::new());
         tokio::pin!(shutdown);
         loop {
             let deadline = self.core.poll_timeout().map(|t| self.clock.deadline(t));
+            let committing = self.committer.as_ref().is_some_and(Committer::in_flight);
             // `biased`: a fixed order keeps runs reproducible under turmoil (tokio's own
-            // branch choice is random and unseeded). Shutdown first, then admin jobs (few
-            // and waited on by a person), then datagrams, then timers.
+            // branch choice is random and unseeded). Shutdown first, then finished commits
+            // (they release answers), then admin jobs (few and waited on by a person), then
+            // datagrams, then timers. Datagrams before timers matters after a stall too,
+            // but the core does not rely on it: keeper time leaves the stall out anyway.
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                stall = next_stall(self.stalls.as_mut()) => {
+                    tokio::time::sleep(stall).await;
+                    continue;
+                }
+                done = committer_done(self.committer.as_mut()), if committing => {
+                    self.committed(done)?;
+                }
                 job = self.jobs.recv(), if jobs_open => match job {
-                    Some(job) => replies.push(job(&mut self.core, &self.clock)),
+                    Some(job) => {
+                        let reply = job(&mut self.core, &self.clock);
+                        self.waiting.push_back((self.core.revision(), reply));
+                    }
                     None => jobs_open = false,
                 },
                 received = self.socket.recv_batch(&mut batch) => match received {
@@ -455,14 +374,10 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             {
                 self.core.handle_timeout(self.clock.now());
             }
-            // Durable first: the answers released below may depend on it.
-            self.commit(&mut changes)?;
+            self.drain(&mut changes, &mut blobs)?;
             self.flush(&mut out).await;
-            for reply in replies.drain(..) {
-                reply();
-            }
         }
-        Ok(())
+        self.finish(&mut changes, &mut blobs).await
     }
 
     /// Hands a batch to the core; returns how many datagrams it held. Buffers are larger
@@ -479,30 +394,89 @@ impl<S: DatagramSocket> KeeperDriver<S> {
         n
     }
 
-    /// Commits the core's pending changes in one transaction and tells the core.
-    fn commit(&mut self, changes: &mut Vec<Persist>) -> io::Result<()> {
-        let Some(store) = self.store.as_mut() else {
-            return Ok(());
-        };
-        let upto = self.core.take_changes(changes);
+    /// Takes the core's changes: logs and counts them, and commits them (or, without a
+    /// store, publishes them at once).
+    fn drain(&mut self, changes: &mut Vec<Change>, blobs: &mut Vec<ConfigBlob>) -> io::Result<()> {
+        let upto = self.core.take_changes(changes, blobs);
         if changes.is_empty() {
+            self.release(upto);
             return Ok(());
         }
         let clock = self.clock;
-        let stored: Vec<_> = changes
-            .drain(..)
-            .map(|c| change_of(&c, |at| unix_millis(clock.wall(at))))
-            .collect();
-        let revision = store.commit(&stored).map_err(|e| {
-            error!(error = %e, "the store failed; stopping rather than answer for changes that are not durable");
-            io::Error::other(e)
-        })?;
-        self.core.mark_durable(upto);
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        counters.commits += 1;
-        counters.stored_changes += stored.len() as u64;
-        counters.store_revision = Some(revision);
+        let mut wall = Vec::with_capacity(changes.len());
+        {
+            let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            for change in changes.drain(..) {
+                if let Some(tap) = self.tap.as_mut() {
+                    tap(&change);
+                }
+                note(&change, &mut counters, &clock);
+                wall.push(change.map_time(|t| unix_millis(clock.wall(t))));
+            }
+        }
+        match self.committer.as_mut() {
+            Some(committer) => {
+                committer.submit(wall, std::mem::take(blobs), upto);
+                if let Some(done) = committer.take_inline() {
+                    self.committed(done)?;
+                }
+            }
+            None => {
+                blobs.clear();
+                if let Some(sink) = &self.sink {
+                    sink.publish(wall);
+                }
+                self.release(upto);
+            }
+        }
         Ok(())
+    }
+
+    /// A commit finished: tells the core, publishes, releases what waited, and starts the
+    /// next commit if changes gathered meanwhile.
+    fn committed(&mut self, done: Done) -> io::Result<()> {
+        let generation = match done.result {
+            Ok(generation) => generation,
+            Err(e) => {
+                error!(error = %e, "the store failed; stopping rather than answer for changes that are not durable");
+                return Err(io::Error::other(e));
+            }
+        };
+        self.core.mark_durable(done.upto);
+        {
+            let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            counters.commits += 1;
+            counters.stored_changes += done.changes.len() as u64;
+            counters.store_revision = Some(done.upto);
+            if counters.store_generation != Some(generation) {
+                counters.store_generation = Some(generation);
+                if let Some(sink) = &self.sink {
+                    sink.set_generation(generation);
+                }
+            }
+        }
+        if let Some(sink) = &self.sink {
+            sink.publish(done.changes);
+        }
+        self.release(done.upto);
+        if let Some(committer) = self.committer.as_mut() {
+            committer.next();
+        }
+        Ok(())
+    }
+
+    /// Every change up to `revision` is durable: answers the admin calls that waited.
+    fn release(&mut self, revision: u64) {
+        self.durable = self.durable.max(revision);
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(needs, _)| *needs <= self.durable)
+        {
+            if let Some((_, reply)) = self.waiting.pop_front() {
+                reply();
+            }
+        }
     }
 
     async fn flush(&mut self, out: &mut [u8]) {
@@ -511,120 +485,314 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 debug!(to = %t.destination, error = %e, "udp send failed");
             }
         }
-        while let Some(event) = self.core.poll_event() {
-            self.publish(event);
-        }
     }
 
-    fn publish(&mut self, event: Event) {
-        if let Some(tap) = self.tap.as_mut() {
-            tap(&event);
+    /// Commits what is left, so a graceful stop loses nothing the core did.
+    async fn finish(
+        mut self,
+        changes: &mut Vec<Change>,
+        blobs: &mut Vec<ConfigBlob>,
+    ) -> io::Result<()> {
+        self.drain(changes, blobs)?;
+        loop {
+            let Some(committer) = self.committer.as_mut() else {
+                return Ok(());
+            };
+            let Some(done) = committer.wait().await else {
+                return Ok(());
+            };
+            self.committed(done)?;
         }
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let watch = match event {
-            Event::StatusChanged(c) => {
-                let from = c.from.map_or("none", Status::as_str);
-                let to = c.to.map_or("none", Status::as_str);
-                info!(cluster = %c.cluster, proxy = %c.proxy, from, to, reason = c.reason.as_str(),
-                      incarnation = c.incarnation, "status changed");
-                *counters.transitions.entry((from, to)).or_default() += 1;
-                WatchEvent {
-                    kind: "status",
-                    proxy: Some(c.proxy),
-                    from: c.from.map(Status::as_str),
-                    to: c.to.map(Status::as_str),
-                    reason: Some(c.reason.as_str()),
-                    incarnation: Some(c.incarnation),
-                    ..self.event(&c.cluster, c.at)
-                }
-            }
-            Event::RestartSent {
-                cluster,
-                proxy,
-                incarnation,
-                to,
-            } => {
-                info!(%cluster, %proxy, incarnation, %to, "restart sent");
-                counters.restarts_sent += 1;
-                WatchEvent {
-                    kind: "restart",
-                    proxy: Some(proxy),
-                    incarnation: Some(incarnation),
-                    ..self.event(&cluster, self.clock.now())
-                }
-            }
-            Event::Superseded {
-                cluster,
-                proxy,
-                loser,
-                winner,
-                to,
-            } => {
-                warn!(%cluster, %proxy, loser, winner, %to, "two processes claim one identity; the older was told to stop");
-                counters.superseded_sent += 1;
-                WatchEvent {
-                    kind: "superseded",
-                    proxy: Some(proxy),
-                    incarnation: Some(loser),
-                    ..self.event(&cluster, self.clock.now())
-                }
-            }
-            Event::MassLoss {
-                cluster,
-                paused,
-                lost,
-                total,
-            } => {
-                if paused {
-                    warn!(%cluster, lost, total, "mass loss: more than the configured share of the cluster is lost; \
-                          deletion of its lost proxies is paused (the keeper's own network is the likely cause)");
-                } else {
-                    info!(%cluster, lost, total, "mass loss over: deletion of lost proxies resumed");
-                }
-                WatchEvent {
-                    kind: if paused {
-                        "deletion_paused"
-                    } else {
-                        "deletion_resumed"
-                    },
-                    lost: Some(lost),
-                    total: Some(total),
-                    ..self.event(&cluster, self.clock.now())
-                }
-            }
-            Event::ConfigChanged {
-                cluster,
-                version,
-                cause,
-            } => {
-                info!(%cluster, version, ?cause, "config version stored");
-                counters.config_changes += 1;
-                WatchEvent {
-                    kind: "config",
-                    version: Some(version),
-                    ..self.event(&cluster, self.clock.now())
-                }
-            }
+    }
+}
+
+/// Logs a change and counts it for metrics.
+fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
+    let revision = change.revision;
+    match &change.kind {
+        ChangeKind::Status(c) => {
+            let from = c.from.map_or("none", Status::as_str);
+            let to = c.to.map_or("none", Status::as_str);
+            info!(cluster = %c.cluster, proxy = %c.proxy, from, to, reason = c.reason.as_str(),
+                  incarnation = c.incarnation, revision, "status changed");
+            *counters.transitions.entry((from, to)).or_default() += 1;
+        }
+        ChangeKind::Observed {
+            cluster,
+            proxy,
+            source,
+            config_version,
+            ..
+        } => {
+            debug!(%cluster, %proxy, %source, config_version, revision, "proxy reports a new source or config version");
+        }
+        ChangeKind::RestartSent {
+            cluster,
+            proxy,
+            incarnation,
+            to,
+        } => {
+            info!(%cluster, %proxy, incarnation, %to, revision, "restart sent");
+            counters.restarts_sent += 1;
+        }
+        ChangeKind::Superseded {
+            cluster,
+            proxy,
+            loser,
+            winner,
+            to,
+        } => {
+            warn!(%cluster, %proxy, loser, winner, %to, revision,
+                  "two processes claim one identity; the older was told to stop");
+            counters.superseded_sent += 1;
+        }
+        ChangeKind::DeletionPaused {
+            cluster,
+            paused: true,
+            lost,
+            total,
+        } => {
+            warn!(%cluster, lost, total, revision, "mass loss: more than the configured share of the cluster is lost; \
+                  deletion of its lost proxies is paused (the keeper's own network is the likely cause)");
+        }
+        ChangeKind::DeletionPaused {
+            cluster,
+            paused: false,
+            lost,
+            total,
+        } => {
+            info!(%cluster, lost, total, revision,
+                  "mass loss over: deletion of lost proxies resumed, every lost proxy has a fresh delete window");
+        }
+        ChangeKind::Config {
+            cluster,
+            config,
+            cause,
+        } => {
+            let cause = match cause {
+                crate::keeper::ConfigCause::Push => "push".to_owned(),
+                crate::keeper::ConfigCause::Switch {
+                    hostgroup,
+                    from,
+                    to,
+                } => format!("switch of {hostgroup} from {from} to {to}"),
+            };
+            info!(%cluster, version = config.version, cause, revision, "config version stored");
+            counters.config_changes += 1;
+        }
+        ChangeKind::Admin(action) => {
+            info!(cluster = action.cluster(), action = ?action, revision, "operator action");
+        }
+        ChangeKind::Stall { length, shifted } => {
+            warn!(stall_ms = length.as_millis() as u64, shifted, revision,
+                  at = %rfc3339(clock.wall(change.at)),
+                  "the keeper did not run for this long (stopped, paused or starved); \
+                   every deadline moved by as much, so no proxy is blamed for it");
+        }
+        ChangeKind::Rewound { seen_epoch } => {
+            warn!(seen_epoch, revision, "a proxy echoed a token of a newer keeper epoch than the store's: \
+                  the store went back in time (a backup copied back?); starting a new generation of revisions");
+        }
+    }
+}
+
+/// A batch to commit, and what became of it.
+struct Done {
+    changes: Vec<WallChange>,
+    upto: u64,
+    /// The store's generation after the commit, or why it failed.
+    result: Result<u64, StoreError>,
+}
+
+/// Runs the store's commits, one at a time, gathering the changes made meanwhile.
+struct Committer {
+    mode: CommitMode,
+    /// The store, for inline commits (`None` once handed to the thread).
+    store: Option<Box<dyn Store>>,
+    to_thread: Option<std::sync::mpsc::Sender<Batch>>,
+    from_thread: Option<mpsc::UnboundedReceiver<Done>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    in_flight: bool,
+    /// Changes gathered while a commit runs.
+    queued: Option<Batch>,
+    /// An inline commit's outcome, not yet taken.
+    inline_done: Option<Done>,
+}
+
+struct Batch {
+    changes: Vec<WallChange>,
+    blobs: Vec<ConfigBlob>,
+    upto: u64,
+}
+
+impl Committer {
+    fn new(store: Box<dyn Store>, mode: CommitMode) -> io::Result<Committer> {
+        let mut committer = Committer {
+            mode,
+            store: None,
+            to_thread: None,
+            from_thread: None,
+            thread: None,
+            in_flight: false,
+            queued: None,
+            inline_done: None,
         };
-        drop(counters);
-        self.hub.publish(watch);
+        match mode {
+            CommitMode::Inline => committer.store = Some(store),
+            CommitMode::Thread => {
+                let (to_thread, batches) = std::sync::mpsc::channel::<Batch>();
+                let (done, from_thread) = mpsc::unbounded_channel();
+                let thread = std::thread::Builder::new()
+                    .name("zerokeeper-store".into())
+                    .spawn(move || {
+                        let mut store = store;
+                        while let Ok(batch) = batches.recv() {
+                            let result = store
+                                .commit(&batch.changes, &batch.blobs)
+                                .map(|()| store.generation());
+                            let failed = result.is_err();
+                            let _ = done.send(Done {
+                                changes: batch.changes,
+                                upto: batch.upto,
+                                result,
+                            });
+                            if failed {
+                                return;
+                            }
+                        }
+                    })?;
+                committer.to_thread = Some(to_thread);
+                committer.from_thread = Some(from_thread);
+                committer.thread = Some(thread);
+            }
+        }
+        Ok(committer)
     }
 
-    fn event(&self, cluster: &str, at: crate::time::Instant) -> WatchEvent {
-        WatchEvent {
-            id: 0,
-            at: rfc3339(self.clock.wall(at)),
-            kind: "",
-            cluster: cluster.to_owned(),
-            proxy: None,
-            from: None,
-            to: None,
-            reason: None,
-            incarnation: None,
-            version: None,
-            lost: None,
-            total: None,
+    fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Adds changes to commit: now if no commit runs, else with the next one.
+    fn submit(&mut self, changes: Vec<WallChange>, blobs: Vec<ConfigBlob>, upto: u64) {
+        match self.queued.as_mut() {
+            Some(queued) => {
+                queued.changes.extend(changes);
+                queued.blobs.extend(blobs);
+                queued.upto = upto;
+            }
+            None => {
+                self.queued = Some(Batch {
+                    changes,
+                    blobs,
+                    upto,
+                })
+            }
         }
+        if !self.in_flight {
+            self.next();
+        }
+    }
+
+    /// Starts the next commit, if changes gathered.
+    fn next(&mut self) {
+        self.in_flight = false;
+        let Some(batch) = self.queued.take() else {
+            return;
+        };
+        match self.mode {
+            CommitMode::Inline => {
+                let result = match self.store.as_mut() {
+                    Some(store) => store
+                        .commit(&batch.changes, &batch.blobs)
+                        .map(|()| store.generation()),
+                    None => Err(StoreError::Io("the store is gone".into())),
+                };
+                self.inline_done = Some(Done {
+                    changes: batch.changes,
+                    upto: batch.upto,
+                    result,
+                });
+            }
+            CommitMode::Thread => {
+                self.in_flight = true;
+                let sent = self
+                    .to_thread
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(batch).is_ok());
+                if !sent {
+                    self.in_flight = false;
+                    self.inline_done = Some(Done {
+                        changes: Vec::new(),
+                        upto: 0,
+                        result: Err(StoreError::Io(
+                            "the store's thread stopped after a failure".into(),
+                        )),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The outcome of a commit that finished without waiting (inline, or refused).
+    fn take_inline(&mut self) -> Option<Done> {
+        self.inline_done.take()
+    }
+
+    /// Waits until the commit in flight (or a gathered one) is done: for shutdown only.
+    async fn wait(&mut self) -> Option<Done> {
+        if let Some(done) = self.inline_done.take() {
+            return Some(done);
+        }
+        if !self.in_flight {
+            self.next();
+            if let Some(done) = self.inline_done.take() {
+                return Some(done);
+            }
+            if !self.in_flight {
+                return None;
+            }
+        }
+        self.in_flight = false;
+        self.from_thread.as_mut()?.recv().await
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.to_thread = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The next finished commit of the committer's thread.
+async fn committer_done(committer: Option<&mut Committer>) -> Done {
+    let receiver = committer.and_then(|c| c.from_thread.as_mut());
+    match receiver {
+        Some(rx) => match rx.recv().await {
+            Some(done) => done,
+            None => Done {
+                changes: Vec::new(),
+                upto: 0,
+                result: Err(StoreError::Io("the store's thread ended".into())),
+            },
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The next stall a simulation asks for (never, without the hook).
+async fn next_stall(
+    stalls: Option<&mut mpsc::UnboundedReceiver<std::time::Duration>>,
+) -> std::time::Duration {
+    match stalls {
+        Some(rx) => match rx.recv().await {
+            Some(d) => d,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -172,6 +172,28 @@ impl Collector for Snapshot {
             "The store's revision after its last commit (0 without a store).",
             s.counters.store_revision.unwrap_or(0),
         )?;
+        counter(
+            &mut encoder,
+            "zerokeeper_stalls",
+            "Stalls of the keeper itself: lateness past its own wakeup beyond the stall slop.",
+            s.stats.stalls,
+        )?;
+        {
+            let counter = ConstCounter::new(s.stats.stalled.as_secs_f64());
+            let metric = encoder.encode_descriptor(
+                "zerokeeper_stall_seconds",
+                "Total length of the keeper's stalls: how far keeper time is behind real time.",
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(metric)?;
+        }
+        counter(
+            &mut encoder,
+            "zerokeeper_stall_shifted",
+            "Proxies whose deadlines the keeper's stalls shifted, added up over the stalls.",
+            s.stats.stall_shifted,
+        )?;
         if let Some(cpu) = crate::procstat::cpu_seconds(None) {
             let counter = ConstCounter::new(cpu);
             let metric = encoder.encode_descriptor(

@@ -12,7 +12,9 @@ use thiserror::Error;
 
 use crate::configdoc::{ConfigError, ConfigVersion, validate_datasource_name};
 use crate::identity::{IdentityError, status_key, validate_cluster, validate_proxy};
-use crate::keeper::{AdminAction, ConfigCause, Event, Keeper, Persist, Reason, Status};
+use crate::keeper::{
+    AdminAction, ChangeKind, ConfigBlob, ConfigCause, ConfigSummary, Keeper, Reason, Status,
+};
 use crate::time::Instant;
 
 /// A proxy that keeps the gate closed.
@@ -92,9 +94,9 @@ pub struct ProxyInfo {
     pub status: Status,
     /// The incarnation the registry holds.
     pub incarnation: u64,
-    /// When its last datagram was accepted.
+    /// When its last datagram was accepted (keeper time).
     pub last_heard: Instant,
-    /// Since when it has been in this status.
+    /// Since when it has been in this status (keeper time).
     pub since: Instant,
     /// Where its datagrams come from.
     pub source: SocketAddr,
@@ -169,7 +171,7 @@ impl Keeper {
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
-        let now = self.clock.advance(now);
+        let now = self.enter(now);
         validate_proxy(proxy)?;
         let id = self.cluster_named(cluster)?;
         let slot = self
@@ -185,12 +187,11 @@ impl Keeper {
             .map(|r| r.status)
             .unwrap_or(Status::Ready);
         self.delete(slot, Reason::Removed, now);
-        let action = AdminAction::Remove {
+        self.record(ChangeKind::Admin(AdminAction::Remove {
             cluster: cluster.to_owned(),
             proxy: proxy.to_owned(),
             status,
-        };
-        self.persist(Persist::Admin { at: now, action });
+        }));
         Ok(status)
     }
 
@@ -204,7 +205,7 @@ impl Keeper {
         cluster: &str,
         config: Arc<[u8]>,
     ) -> Result<u64, AdminError> {
-        self.clock.advance(now);
+        self.enter(now);
         validate_cluster(cluster)?;
         if self.registry.cluster_id(cluster).is_some() {
             self.gate(cluster)?;
@@ -229,7 +230,7 @@ impl Keeper {
         from: &str,
         to: &str,
     ) -> Result<u64, AdminError> {
-        self.clock.advance(now);
+        self.enter(now);
         let id = self.cluster_named(cluster)?;
         // Names first: a malformed request is refused as such, whatever the gate says.
         for name in [hostgroup, from, to] {
@@ -261,7 +262,6 @@ impl Keeper {
         next: ConfigVersion,
         cause: ConfigCause,
     ) -> u64 {
-        let now = self.clock.now();
         let version = next.version;
         let config = Arc::new(next);
         let cluster = self.registry.cluster_mut(id);
@@ -285,16 +285,16 @@ impl Keeper {
                 version,
             },
         };
-        self.persist(Persist::Config {
+        self.record(ChangeKind::Config {
             cluster: name.clone(),
-            config,
-        });
-        self.persist(Persist::Admin { at: now, action });
-        self.events.push_back(Event::ConfigChanged {
-            cluster: name,
-            version,
+            config: summary(&config),
             cause,
         });
+        self.record_blob(ConfigBlob {
+            cluster: name,
+            config,
+        });
+        self.record(ChangeKind::Admin(action));
         version
     }
 
@@ -313,7 +313,8 @@ impl Keeper {
             .collect())
     }
 
-    /// Every proxy of a cluster, sorted by identity.
+    /// Every proxy of a cluster, sorted by identity. O(proxies of the cluster): for tests,
+    /// harnesses and the HTTP view's seed at boot, never on a polled path.
     pub fn proxies(&self, cluster: &str) -> Result<Vec<ProxyInfo>, AdminError> {
         let id = self.cluster_named(cluster)?;
         let c = self.registry.cluster(id);
@@ -321,60 +322,71 @@ impl Keeper {
             .index
             .iter()
             .filter_map(|&slot| self.registry.get(slot))
-            .map(|r| ProxyInfo {
-                cluster: c.name.to_string(),
-                proxy: r.proxy.to_string(),
-                status: r.status,
-                incarnation: r.stamp.incarnation,
-                last_heard: r.last_heard,
-                since: r.since,
-                source: r.reply_to,
-                config_version: r.config_version,
-            })
+            .map(|r| self.info(r))
             .collect();
         out.sort_by(|a, b| a.proxy.cmp(&b.proxy));
         Ok(out)
     }
 
-    /// One proxy of a cluster.
+    /// One proxy of a cluster. O(1).
     pub fn proxy(&self, cluster: &str, proxy: &str) -> Result<ProxyInfo, AdminError> {
         validate_proxy(proxy)?;
-        self.proxies(cluster)?
-            .into_iter()
-            .find(|p| p.proxy == proxy)
-            .ok_or_else(|| AdminError::UnknownProxy {
-                cluster: cluster.to_owned(),
-                proxy: proxy.to_owned(),
-            })
+        let id = self.cluster_named(cluster)?;
+        let unknown = || AdminError::UnknownProxy {
+            cluster: cluster.to_owned(),
+            proxy: proxy.to_owned(),
+        };
+        let slot = self.registry.find(id, proxy, 0).ok_or_else(unknown)?;
+        let record = self.registry.get(slot).ok_or_else(unknown)?;
+        Ok(self.info(record))
     }
 
-    /// Every cluster, sorted by name.
+    fn info(&self, r: &super::registry::Record) -> ProxyInfo {
+        ProxyInfo {
+            cluster: self.registry.cluster(r.cluster).name.to_string(),
+            proxy: r.proxy.to_string(),
+            status: r.status,
+            incarnation: r.stamp.incarnation,
+            last_heard: r.last_heard,
+            since: r.since,
+            source: r.reply_to,
+            config_version: r.config_version,
+        }
+    }
+
+    /// Every cluster, sorted by name. O(clusters): the counts are kept as statuses change.
     pub fn clusters(&self) -> Vec<ClusterInfo> {
         let mut out: Vec<ClusterInfo> = self
             .registry
             .clusters
             .iter()
-            .map(|c| {
-                let mut info = ClusterInfo {
-                    name: c.name.to_string(),
-                    ready: 0,
-                    up: 0,
-                    lost: 0,
-                    config_version: c.config.version,
-                    deletion_paused: c.deletion_paused,
-                };
-                for record in c.index.iter().filter_map(|&slot| self.registry.get(slot)) {
-                    match record.status {
-                        Status::Ready => info.ready += 1,
-                        Status::Up => info.up += 1,
-                        Status::Lost => info.lost += 1,
-                    }
-                }
-                info
+            .map(|c| ClusterInfo {
+                name: c.name.to_string(),
+                ready: c.not_up - c.lost,
+                up: c.index.len() - c.not_up,
+                lost: c.lost,
+                config_version: c.config.version,
+                deletion_paused: c.deletion_paused,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// The slot of a registered proxy (for the HTTP view's seed at boot). O(1).
+    pub fn slot_of(&self, cluster: &str, proxy: &str) -> Option<u32> {
+        let id = self.registry.cluster_id(cluster)?;
+        self.registry.find(id, proxy, 0)
+    }
+
+    /// Every cluster's config summary and mass-loss state (for the HTTP view's seed at
+    /// boot). O(clusters).
+    pub fn cluster_seeds(&self) -> Vec<(Arc<str>, ConfigSummary, bool)> {
+        self.registry
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), summary(&c.config), c.deletion_paused))
+            .collect()
     }
 
     /// Whether mass-loss protection pauses deleting the lost proxies of `cluster`.
@@ -402,5 +414,16 @@ impl Keeper {
     /// Number of timer entries queued, stale ones included (for benchmarks and tests).
     pub fn timer_entries(&self) -> usize {
         self.timers.len()
+    }
+}
+
+/// What a config version is, without its content.
+pub(crate) fn summary(config: &ConfigVersion) -> ConfigSummary {
+    ConfigSummary {
+        version: config.version,
+        digest: config.digest,
+        size: config.bytes.len(),
+        base_size: config.base.len(),
+        datasources: config.datasources.clone(),
     }
 }

@@ -1,98 +1,9 @@
-//! What the keeper tells its driver: events to log, publish and persist, and counters.
+//! The keeper's counters: what every datagram read did, or why it was dropped, and the
+//! keeper's own stalls. (Changes are in `change`.)
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::Duration;
 
-use crate::keeper::Status;
-use crate::keeper::transition::Reason;
-use crate::time::Instant;
 use crate::wire::WireError;
-
-/// A proxy's status changed (it may have entered or left the registry).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusChange {
-    /// The cluster.
-    pub cluster: Arc<str>,
-    /// The proxy's identity.
-    pub proxy: String,
-    /// The incarnation the record holds after the change (before it, for a deletion).
-    pub incarnation: u64,
-    /// The status before (`None`: it was not in the registry).
-    pub from: Option<Status>,
-    /// The status after (`None`: it was deleted).
-    pub to: Option<Status>,
-    /// Why.
-    pub reason: Reason,
-    /// When.
-    pub at: Instant,
-}
-
-/// Something the driver should know about, in the order it happened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// A status changed.
-    StatusChanged(StatusChange),
-    /// A `Restart` was sent.
-    RestartSent {
-        /// The cluster.
-        cluster: Arc<str>,
-        /// The proxy's identity.
-        proxy: String,
-        /// The incarnation told to restart.
-        incarnation: u64,
-        /// Where the command went.
-        to: SocketAddr,
-    },
-    /// A `Superseded` was sent to an older process of an identity a newer one holds.
-    Superseded {
-        /// The cluster.
-        cluster: Arc<str>,
-        /// The proxy's identity.
-        proxy: String,
-        /// The older incarnation, told to stop.
-        loser: u64,
-        /// The newer incarnation, which holds the identity.
-        winner: u64,
-        /// Where the notice went.
-        to: SocketAddr,
-    },
-    /// Mass-loss protection paused (or resumed) the deletion of a cluster's lost proxies.
-    MassLoss {
-        /// The cluster.
-        cluster: Arc<str>,
-        /// Whether deletion is now paused.
-        paused: bool,
-        /// Its lost proxies.
-        lost: usize,
-        /// All its proxies.
-        total: usize,
-    },
-    /// A cluster has a new config version.
-    ConfigChanged {
-        /// The cluster.
-        cluster: Arc<str>,
-        /// The new version.
-        version: u64,
-        /// What made it.
-        cause: ConfigCause,
-    },
-}
-
-/// What made a config version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigCause {
-    /// An operator pushed a config file.
-    Push,
-    /// An operator switched a hostgroup's datasource.
-    Switch {
-        /// The hostgroup.
-        hostgroup: String,
-        /// The datasource it had.
-        from: String,
-        /// The datasource it has now.
-        to: String,
-    },
-}
 
 macro_rules! counted_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)* }) => {
@@ -211,12 +122,18 @@ pub struct Stats {
     pub outcomes: [u64; Outcome::COUNT],
     /// Datagrams handed to the driver to send.
     pub sent: u64,
-    /// Changes handed to the store (a persistent keeper only): transitions, deletions,
-    /// config versions and admin actions, never a steady heartbeat.
+    /// Changes made (one revision each): transitions, deletions, config versions, admin
+    /// actions and the rest of the change stream; never a steady heartbeat.
     pub changes: u64,
     /// Answers not sent because they would have been larger than their request (a bug
     /// if ever non-zero: the protocol's sizes rule it out).
     pub oversized_answers: u64,
+    /// Stalls of the keeper itself: lateness past its requested wakeup beyond the slop.
+    pub stalls: u64,
+    /// Their total length (how far keeper time is behind real time).
+    pub stalled: Duration,
+    /// Proxies whose deadlines the stalls shifted, added up over the stalls.
+    pub stall_shifted: u64,
 }
 
 impl Stats {

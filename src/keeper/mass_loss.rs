@@ -4,12 +4,16 @@
 //! proxies (default 3) is `lost` at once, the probable cause is the keeper's own network,
 //! not that many proxies died together. Deleting them then would restart half the fleet
 //! the moment the network heals, so the keeper stops deleting that cluster's lost proxies
-//! until the share falls below the threshold again. Lost proxies whose delete deadline
-//! passed meanwhile are deleted then, if still lost. Pausing and resuming are events, so
-//! they show in logs, metrics, listings and `/readyz`.
+//! until the share falls below the threshold again.
+//!
+//! When deletion resumes, every lost proxy of the cluster gets a fresh `delete_after`
+//! window. Deleting the overdue ones at once would delete live proxies: a healing cluster
+//! resumes as soon as the first few heartbeats of a burst are read, before the rest of the
+//! same burst (from proxies just as alive) are. Pausing and resuming are changes, so they
+//! show in logs, metrics, listings and the watch.
 
 use crate::keeper::registry::ClusterId;
-use crate::keeper::{Event, Keeper, Reason, Status};
+use crate::keeper::{ChangeKind, Keeper, Status};
 use crate::time::Instant;
 
 impl Keeper {
@@ -30,36 +34,24 @@ impl Keeper {
         let c = self.registry.cluster_mut(cluster);
         c.deletion_paused = paused;
         let name = c.name.clone();
-        let deferred = if paused {
-            Vec::new()
-        } else {
-            std::mem::take(&mut c.deferred)
-        };
-        self.events.push_back(Event::MassLoss {
+        if !paused {
+            // A scan of one cluster, once per resumption.
+            let slots: Vec<u32> = c.index.iter().copied().collect();
+            for slot in slots {
+                if self
+                    .registry
+                    .get(slot)
+                    .is_some_and(|r| r.status == Status::Lost)
+                {
+                    self.renew_delete_window(slot, now);
+                }
+            }
+        }
+        self.record(ChangeKind::DeletionPaused {
             cluster: name,
             paused,
             lost,
             total,
         });
-        for slot in deferred {
-            // Deleted only if still lost and past its deadline: a proxy that came back
-            // (or a slot reused since) is left alone.
-            let due = self.registry.get(slot).is_some_and(|r| {
-                r.cluster == cluster && r.status == Status::Lost && r.deadline <= now
-            });
-            if due {
-                self.delete(slot, Reason::DeleteTimeout, now);
-            }
-        }
-    }
-
-    /// Whether deletion of the cluster's lost proxies is paused; if so, remembers `slot`
-    /// for when it resumes.
-    pub(super) fn defer_deletion(&mut self, cluster: ClusterId, slot: u32) -> bool {
-        let c = self.registry.cluster_mut(cluster);
-        if c.deletion_paused {
-            c.deferred.push(slot);
-        }
-        c.deletion_paused
     }
 }

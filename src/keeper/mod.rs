@@ -1,27 +1,39 @@
 //! The keeper core: a deterministic, sans-IO state machine.
 //!
 //! [`Keeper`] holds the registry of clusters and proxies, applies the transitions of
-//! `spec/scenario.md` (see [`transition`]), runs the timers (see `timers`), guards
-//! cluster-wide operations with the gate, and serves config versions. It reads no clock,
-//! does no I/O, spawns nothing and uses no randomness it was not handed.
+//! `spec/scenario.md` (see [`transition`]: it decides and applies every one), runs the
+//! timers (see `timers`), guards cluster-wide operations with the gate, and serves config
+//! versions. It reads no clock, does no I/O, spawns nothing and uses no randomness it was
+//! not handed.
 //!
 //! # Methods, in four kinds (as quinn-proto's `Connection`)
 //!
 //! - **input**: [`Keeper::handle_datagram`] and [`Keeper::handle_timeout`];
 //! - **mutators**: the admin calls [`Keeper::remove_proxy`], [`Keeper::push_config`] and
-//!   [`Keeper::switch_datasource`], each of which checks and acts in one step;
-//! - **output**: [`Keeper::poll_transmit`], [`Keeper::poll_event`],
-//!   [`Keeper::poll_timeout`];
-//! - **getters**: [`Keeper::gate`], [`Keeper::listing`], [`Keeper::proxies`],
-//!   [`Keeper::clusters`], [`Keeper::stats`].
+//!   [`Keeper::switch_datasource`], each of which checks and acts in one step, and
+//!   [`Keeper::mark_durable`];
+//! - **output**: [`Keeper::poll_transmit`], [`Keeper::take_changes`] (the change stream,
+//!   see [`change`]), [`Keeper::poll_timeout`];
+//! - **getters**: [`Keeper::gate`], [`Keeper::clusters`], [`Keeper::stats`] and the
+//!   other O(1) or O(clusters) queries. [`Keeper::proxies`] and [`Keeper::listing`] cost
+//!   O(proxies of the cluster): they are for tests and harnesses; the admin API reads its
+//!   own view, built from the change stream and [`seen::LastSeen`].
 //!
 //! # The driver loop
 //!
 //! After every input or mutator call, drain the output: call `poll_transmit` until it
-//! returns `None` and send each datagram, call `poll_event` until `None`, then sleep
-//! until `poll_timeout` (or until a datagram arrives) and call `handle_timeout` when it
-//! passes. `now` never goes backwards; if a driver passes an earlier `now`, the core
-//! acts on the latest one it has seen.
+//! returns `None` and send each datagram, take the changes (commit them, if the keeper is
+//! persistent, and report them durable with `mark_durable`), then sleep until
+//! `poll_timeout` (or until a datagram arrives) and call `handle_timeout` when it passes.
+//!
+//! # Time
+//!
+//! Every input takes `now`, the driver's real monotonic time; a `now` earlier than one
+//! already seen is clamped. Inside, the core runs on *keeper time* (see `clock`): real
+//! time minus the time in which the keeper itself did not run, measured as lateness
+//! against the wakeup it asked for in `poll_timeout`. So a driver must wake the core when
+//! `poll_timeout` says (that is how it keeps time), and a keeper that was stopped or
+//! starved shifts every deadline by the stall instead of marking its fleet `lost`.
 //!
 //! # Panics
 //!
@@ -29,7 +41,10 @@
 //! dropped or answered. A panic is a bug in the core.
 
 mod admin;
+mod answer;
 pub mod change;
+mod clock;
+mod datagram;
 mod event;
 mod mass_loss;
 mod persist;
@@ -42,27 +57,30 @@ pub mod transition;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 use tracing::debug;
 
-use crate::auth::{Key, KeyIndex, Keyring};
-use crate::configdoc::ConfigVersion;
-use crate::identity::{validate_cluster, validate_proxy};
-use crate::time::{Clock, Instant};
-use crate::wire::{self, AckStatus, ConfigRequest, Heartbeat, MAX_TIMING_MS, Message, Token};
+use crate::auth::{Key, Keyring};
+use crate::time::Instant;
+use crate::wire::MAX_TIMING_MS;
 
 pub use admin::{AdminError, Blocker, ClusterInfo, GateClosed, ProxyInfo};
-pub use event::{ConfigCause, DropReason, Event, Outcome, Stats, StatusChange};
-pub use persist::{AdminAction, Persist, RestoreError, Restored, RestoredConfig, RestoredProxy};
+pub use change::{
+    AdminAction, Change, ChangeKind, ConfigBlob, ConfigCause, ConfigSummary, StatusChange,
+    StoredConfig, StoredProxy, WallChange,
+};
+pub use event::{DropReason, Outcome, Stats};
+pub use persist::RestoreError;
 pub use transition::Reason;
 
-use registry::{ClusterId, Record, Registry, Tombstone};
-use timers::{DeadlineQueue, TimerKind, Timers};
-use token::{Freshness, TokenMinter};
-use transition::{Decision, Known, Said, Stamp};
+use answer::Pending;
+use clock::KeeperClock;
+use registry::Registry;
+use seen::{LastSeen, SeenWriter};
+use timers::{Due, TimerKind, Timers};
+use token::TokenMinter;
 
 /// A proxy's status in the registry. A proxy that is not in the registry has none.
 #[derive(
@@ -98,7 +116,7 @@ impl Status {
         }
     }
 
-    fn timer(self) -> TimerKind {
+    pub(crate) fn timer(self) -> TimerKind {
         match self {
             Status::Ready => TimerKind::Ready,
             Status::Up => TimerKind::Lost,
@@ -112,6 +130,10 @@ impl fmt::Display for Status {
         f.write_str(self.as_str())
     }
 }
+
+/// The default [`KeeperConfig::stall_slop`]: tokio wakeups on a loaded 2-core machine are
+/// often 50–200 ms late; lateness beyond this is the keeper not running.
+pub const DEFAULT_STALL_SLOP: Duration = Duration::from_millis(250);
 
 /// The keeper's timing and limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +156,10 @@ pub struct KeeperConfig {
     pub mass_loss_permille: u32,
     /// Mass-loss protection applies to clusters of at least this many proxies.
     pub mass_loss_min_proxies: usize,
+    /// How late past its requested wakeup the core may run before the lateness counts as
+    /// a stall of the keeper itself, which shifts every deadline instead of counting
+    /// against the proxies (see `clock`).
+    pub stall_slop: Duration,
 }
 
 impl Default for KeeperConfig {
@@ -149,6 +175,7 @@ impl Default for KeeperConfig {
             max_clusters: 10_000,
             mass_loss_permille: 550,
             mass_loss_min_proxies: 3,
+            stall_slop: DEFAULT_STALL_SLOP,
         }
     }
 }
@@ -174,6 +201,9 @@ pub enum KeeperConfigError {
     /// The mass-loss share is above 100 %.
     #[error("the mass-loss share must be from 0 to 1")]
     MassLoss,
+    /// The stall slop is not shorter than `lost_after`.
+    #[error("stall_slop must be shorter than lost_after")]
+    StallSlop,
 }
 
 impl KeeperConfig {
@@ -201,6 +231,9 @@ impl KeeperConfig {
         if self.mass_loss_permille > 1000 {
             return Err(KeeperConfigError::MassLoss);
         }
+        if self.stall_slop >= self.lost_after {
+            return Err(KeeperConfigError::StallSlop);
+        }
         Ok(())
     }
 
@@ -221,7 +254,8 @@ impl KeeperConfig {
 
 /// A rule a test may break on purpose, to show that its checkers notice.
 ///
-/// Never set in production: the only way in is [`Keeper::break_rule_for_testing`].
+/// Compiled only with the `test-hooks` feature, which the crate's own tests turn on.
+#[cfg(feature = "test-hooks")]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum BrokenRule {
     /// A delayed or duplicated `ready` heartbeat of an `up` or `lost` proxy moves it back
@@ -238,63 +272,26 @@ pub struct Transmit {
     pub len: usize,
 }
 
-/// An answer waiting to be encoded. Encoding happens in `poll_transmit`, into the
-/// driver's buffer, so answering allocates nothing.
-#[derive(Debug)]
-struct Pending {
-    to: SocketAddr,
-    key: KeyIndex,
-    /// The size of the datagram answered: the answer may not be larger.
-    budget: usize,
-    answer: Answer,
-}
-
-#[derive(Debug)]
-enum Answer {
-    Ack {
-        stamp: Stamp,
-        status: AckStatus,
-        config_version: u64,
-        slot: u32,
-        token: Token,
-    },
-    Challenge {
-        stamp: Stamp,
-        token: Token,
-    },
-    Restart {
-        stamp: Stamp,
-    },
-    Superseded {
-        stamp: Stamp,
-        winner: u64,
-    },
-    Chunk {
-        stamp: Stamp,
-        config: Arc<ConfigVersion>,
-        index: u32,
-    },
-}
-
 /// The keeper state machine. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Keeper {
     config: KeeperConfig,
     keys: Keyring,
     tokens: TokenMinter,
-    clock: Clock,
+    clock: KeeperClock,
     registry: Registry,
     timers: Timers,
-    tombstone_timers: DeadlineQueue<(ClusterId, Box<str>)>,
+    seen: SeenWriter,
     pending: VecDeque<Pending>,
-    events: VecDeque<Event>,
+    stream: persist::Stream,
     stats: Stats,
+    #[cfg(feature = "test-hooks")]
     broken: Option<BrokenRule>,
-    durability: Option<persist::Durability>,
 }
 
 impl Keeper {
-    /// A keeper with an empty registry.
+    /// A keeper with an empty registry, that keeps nothing for a store (its answers wait
+    /// for nothing; its changes are numbered from 1).
     ///
     /// `epoch` is the keeper's boot counter (it must differ on every start, so tokens of
     /// an earlier run are stale); `token_secret` is random bytes the driver draws at start.
@@ -310,8 +307,7 @@ impl Keeper {
         let secret = Key::new(&token_secret).expect("a 32-byte secret is a valid key");
         let granularity = (config.heartbeat_interval / 2).max(Duration::from_millis(1));
         let tokens = TokenMinter::new(epoch, secret, granularity, config.lost_after);
-        let mut clock = Clock::default();
-        clock.advance(now);
+        let clock = KeeperClock::new(now, config.stall_slop);
         Ok(Keeper {
             config,
             keys,
@@ -319,18 +315,18 @@ impl Keeper {
             clock,
             registry: Registry::default(),
             timers: Timers::default(),
-            tombstone_timers: DeadlineQueue::default(),
+            seen: SeenWriter::new(LastSeen::new()),
             pending: VecDeque::new(),
-            events: VecDeque::new(),
+            stream: persist::Stream::default(),
             stats: Stats::default(),
+            #[cfg(feature = "test-hooks")]
             broken: None,
-            durability: None,
         })
     }
 
     /// Breaks one rule of the transition table on purpose, so a test can show that its
-    /// invariant checks catch a faulty keeper. Nothing else calls it.
-    #[doc(hidden)]
+    /// invariant checks catch a faulty keeper. Compiled only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     pub fn break_rule_for_testing(&mut self, rule: BrokenRule) {
         self.broken = Some(rule);
     }
@@ -345,9 +341,32 @@ impl Keeper {
         &self.stats
     }
 
+    /// When each registered proxy was last heard, by slot: the table the HTTP view reads.
+    pub fn last_seen(&self) -> LastSeen {
+        self.seen.table().clone()
+    }
+
+    /// Every stall of the keeper so far, added up: how far keeper time is behind real time.
+    pub fn stalled(&self) -> Duration {
+        self.clock.stalled()
+    }
+
+    /// Takes an input's real `now`, accounts for a stall it reveals, and returns keeper
+    /// time.
+    fn enter(&mut self, now: Instant) -> Instant {
+        if let Some(length) = self.clock.enter(now) {
+            let shifted = self.registry.len();
+            self.stats.stalls += 1;
+            self.stats.stalled += length;
+            self.stats.stall_shifted += shifted as u64;
+            self.record(ChangeKind::Stall { length, shifted });
+        }
+        self.clock.now()
+    }
+
     /// Handles one datagram received from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let now = self.clock.advance(now);
+        let now = self.enter(now);
         self.stats.received += 1;
         match self.accept(now, from, datagram) {
             Ok(outcome) => self.stats.outcomes[outcome as usize] += 1,
@@ -358,713 +377,29 @@ impl Keeper {
         }
     }
 
-    fn accept(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<Outcome, DropReason> {
-        let header = wire::parse_header(datagram)?;
-        if !header.kind.is_from_proxy() {
-            return Err(DropReason::UnexpectedKind);
-        }
-        let (key, secret) = self
-            .keys
-            .lookup(header.key_id)
-            .ok_or(DropReason::UnknownKey)?;
-        wire::authenticate(datagram, secret)?;
-        let budget = datagram.len();
-        match wire::decode_body(header, datagram)? {
-            Message::Heartbeat(hb) => {
-                self.on_hello(now, from, key, budget, &hb, Said::Heartbeat(hb.status))
-            }
-            Message::Unregister(hb) => self.on_hello(now, from, key, budget, &hb, Said::Unregister),
-            Message::ConfigRequest(req) => self.on_config_request(now, from, key, budget, &req),
-            // `is_from_proxy` was checked above; the other kinds never reach here.
-            _ => Err(DropReason::UnexpectedKind),
-        }
-    }
-
-    fn check_identity(&self, key: KeyIndex, cluster: &str, proxy: &str) -> Result<(), DropReason> {
-        validate_identity(cluster, proxy)?;
-        self.authorize(key, cluster)
-    }
-
-    fn authorize(&self, key: KeyIndex, cluster: &str) -> Result<(), DropReason> {
-        if self.keys.authorizes(key, cluster) {
-            Ok(())
-        } else {
-            Err(DropReason::WrongKey)
-        }
-    }
-
-    /// A heartbeat or an unregister.
-    fn on_hello(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        key: KeyIndex,
-        budget: usize,
-        hb: &Heartbeat<'_>,
-        said: Said,
-    ) -> Result<Outcome, DropReason> {
-        let stamp = Stamp {
-            incarnation: hb.incarnation,
-            seq: hb.seq,
-        };
-        let cluster = self.registry.cluster_id(hb.cluster);
-        // The hot path: the slot the proxy echoes holds its record, so its identity is one
-        // the keeper registered, validated then. Anything else is validated now.
-        let hinted = cluster.and_then(|c| self.registry.hinted(c, hb.proxy, hb.slot));
-        if hinted.is_none() {
-            validate_identity(hb.cluster, hb.proxy)?;
-        }
-        self.authorize(key, hb.cluster)?;
-        let slot = hinted.or_else(|| cluster.and_then(|c| self.registry.find(c, hb.proxy, 0)));
-        let known = match (cluster, slot.and_then(|s| self.registry.get(s))) {
-            (_, Some(record)) => Known::Live(record.status, record.stamp),
-            (Some(c), None) => match self.registry.tombstone(c, hb.proxy) {
-                Some(t) => Known::Tombstone(t.stamp),
-                None => Known::Nothing,
-            },
-            (None, None) => Known::Nothing,
-        };
-        let freshness = self.tokens.check(&hb.token, now);
-        let mut decision = transition::decide(known, said, stamp, freshness != Freshness::Stale);
-        if self.broken == Some(BrokenRule::StaleReadyOverwritesUp)
-            && matches!(decision, Decision::Stale | Decision::Regression)
-            && said == Said::Heartbeat(wire::ProxyStatus::Ready)
-            && matches!(known, Known::Live(Status::Up | Status::Lost, _))
-        {
-            decision = Decision::Transition { to: Status::Ready };
-        }
-        let reply = Reply {
-            to: from,
-            key,
-            budget,
-            stamp,
-        };
-        match (decision, slot) {
-            (Decision::Stale, _) => Err(DropReason::Stale),
-            (Decision::Regression, _) => Err(DropReason::Regression),
-            (Decision::Challenge, _) => {
-                let token = self.tokens.mint(now);
-                self.answer(reply, Answer::Challenge { stamp, token });
-                Ok(Outcome::Challenged)
-            }
-            (Decision::Superseded { winner }, _) => {
-                self.answer(reply, Answer::Superseded { stamp, winner });
-                self.events.push_back(Event::Superseded {
-                    cluster: Arc::from(hb.cluster),
-                    proxy: hb.proxy.to_owned(),
-                    loser: stamp.incarnation,
-                    winner,
-                    to: from,
-                });
-                Ok(Outcome::Superseded)
-            }
-            (Decision::Register, _) => self.register(now, reply, hb),
-            (Decision::NewLife, Some(slot)) => {
-                self.touch(slot, now, reply, hb.config_version);
-                let record = self
-                    .registry
-                    .get_mut(slot)
-                    .expect("the slot was just found");
-                let old = record.status;
-                record.since = now;
-                self.registry.set_status(slot, Status::Ready, now);
-                self.rearm(slot, now);
-                self.forget_tombstone(hb.cluster, hb.proxy);
-                self.status_changed(slot, Some(old), Reason::NewIncarnation, now);
-                self.ack_registration(reply, slot, now);
-                Ok(Outcome::NewIncarnation)
-            }
-            (Decision::Refresh, Some(slot)) => {
-                self.touch(slot, now, reply, hb.config_version);
-                self.rearm(slot, now);
-                let record = self.registry.get(slot).expect("the slot was just found");
-                let status = record.status;
-                let config_current =
-                    self.registry.cluster(record.cluster).config.version == hb.config_version;
-                let token_aging = match freshness {
-                    Freshness::Fresh { age_buckets } => {
-                        age_buckets * 2 >= self.tokens.max_age_buckets()
-                    }
-                    Freshness::Stale => true,
-                };
-                // Acks are due at once for any change, for every `ready` heartbeat (the
-                // proxy is waiting for one), and often enough to keep tokens fresh; a
-                // steady `up` heartbeat with a young token needs none.
-                if status == Status::Ready || token_aging || !config_current || hb.slot != slot {
-                    self.ack(reply, slot, ack_status(status), now);
-                }
-                Ok(Outcome::Refreshed)
-            }
-            (Decision::Transition { to }, Some(slot)) => {
-                self.touch(slot, now, reply, hb.config_version);
-                let from_status = self.registry.set_status(slot, to, now);
-                self.rearm(slot, now);
-                self.status_changed(slot, from_status, Reason::Heartbeat, now);
-                self.ack(reply, slot, ack_status(to), now);
-                Ok(Outcome::Transitioned)
-            }
-            (Decision::Delete { reason }, Some(slot)) => {
-                // The deleting datagram is the last one accepted: its stamp goes in the
-                // tombstone, so its own retransmissions are stale.
-                if let Some(record) = self.registry.get_mut(slot) {
-                    record.stamp = stamp;
-                }
-                self.delete(slot, reason, now);
-                let gone = self.gone(stamp, now);
-                self.answer(reply, gone);
-                Ok(Outcome::Deleted)
-            }
-            (Decision::AlreadyGone, _) => {
-                if let Some(c) = cluster
-                    && let Some(t) = self.registry.tombstone_mut(c, hb.proxy)
-                {
-                    t.stamp = t.stamp.max(stamp);
-                }
-                let gone = self.gone(stamp, now);
-                self.answer(reply, gone);
-                Ok(Outcome::AlreadyGone)
-            }
-            (Decision::Restart, _) => self.restart(now, reply, hb),
-            // `decide` returns these only for `Known::Live`, which implies a slot.
-            (
-                Decision::NewLife
-                | Decision::Refresh
-                | Decision::Transition { .. }
-                | Decision::Delete { .. },
-                None,
-            ) => Err(DropReason::Stale),
-        }
-    }
-
-    fn register(
-        &mut self,
-        now: Instant,
-        reply: Reply,
-        hb: &Heartbeat<'_>,
-    ) -> Result<Outcome, DropReason> {
-        if self.registry.len() >= self.config.max_proxies {
-            return Err(DropReason::RegistryFull);
-        }
-        let cluster = self
-            .cluster_for(hb.cluster)
-            .ok_or(DropReason::RegistryFull)?;
-        self.forget_tombstone(hb.cluster, hb.proxy);
-        let deadline = now + self.config.ready_timeout;
-        let slot = self.registry.insert(Record {
-            cluster,
-            proxy: hb.proxy.into(),
-            stamp: reply.stamp,
-            status: Status::Ready,
-            reply_to: reply.to,
-            last_heard: now,
-            since: now,
-            deadline,
-            config_version: hb.config_version,
-        });
-        self.timers.arm(TimerKind::Ready, deadline, slot);
-        self.status_changed(slot, None, Reason::Registered, now);
-        self.ack_registration(reply, slot, now);
-        Ok(Outcome::Registered)
-    }
-
-    fn restart(
-        &mut self,
-        now: Instant,
-        reply: Reply,
-        hb: &Heartbeat<'_>,
-    ) -> Result<Outcome, DropReason> {
-        // The tombstone remembers the last Restart, so an identity gets at most one per
-        // interval; with no room for one, no Restart is sent (the proxy keeps asking).
-        let interval = self.config.heartbeat_interval;
-        let cluster = self
-            .cluster_for(hb.cluster)
-            .ok_or(DropReason::RegistryFull)?;
-        let stone = self
-            .tombstone(cluster, hb.proxy, now)
-            .ok_or(DropReason::RegistryFull)?;
-        stone.stamp = stone.stamp.max(reply.stamp);
-        if stone.last_restart.is_some_and(|at| now < at + interval) {
-            return Err(DropReason::RestartSuppressed);
-        }
-        stone.last_restart = Some(now);
-        self.answer(reply, Answer::Restart { stamp: reply.stamp });
-        self.events.push_back(Event::RestartSent {
-            cluster: Arc::from(hb.cluster),
-            proxy: hb.proxy.to_owned(),
-            incarnation: reply.stamp.incarnation,
-            to: reply.to,
-        });
-        Ok(Outcome::Restarted)
-    }
-
-    fn on_config_request(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        key: KeyIndex,
-        budget: usize,
-        req: &ConfigRequest<'_>,
-    ) -> Result<Outcome, DropReason> {
-        self.check_identity(key, req.cluster, req.proxy)?;
-        let cluster = self
-            .registry
-            .cluster_id(req.cluster)
-            .ok_or(DropReason::NotRegistered)?;
-        let slot = self
-            .registry
-            .find(cluster, req.proxy, req.slot)
-            .ok_or(DropReason::NotRegistered)?;
-        let record = self.registry.get(slot).ok_or(DropReason::NotRegistered)?;
-        if record.stamp.incarnation != req.incarnation {
-            return Err(DropReason::NotRegistered);
-        }
-        let stamp = Stamp {
-            incarnation: req.incarnation,
-            seq: req.seq,
-        };
-        let reply = Reply {
-            to: from,
-            key,
-            budget,
-            stamp,
-        };
-        if self.tokens.check(&req.token, now) == Freshness::Stale {
-            let token = self.tokens.mint(now);
-            self.answer(reply, Answer::Challenge { stamp, token });
-            return Ok(Outcome::Challenged);
-        }
-        // Config requests are idempotent reads: they are not ordered against heartbeats
-        // (a window of them is in flight at once), and each is answered within its own
-        // size, so a replay can neither change state nor amplify.
-        let config = self.registry.cluster(cluster).config.clone();
-        let first = if req.version == config.version {
-            req.first_index
-        } else {
-            0
-        };
-        let mut used = 0;
-        let mut served = 0;
-        for index in first..first.saturating_add(req.count.min(64)) {
-            let Some(bytes) = config.chunk(index) else {
-                break;
-            };
-            let len = wire::config_chunk_len(&chunk_header(stamp, &config, index), bytes.len());
-            if used + len > budget {
-                break;
-            }
-            used += len;
-            served += 1;
-            self.pending.push_back(Pending {
-                to: from,
-                key,
-                budget: len,
-                answer: Answer::Chunk {
-                    stamp,
-                    config: config.clone(),
-                    index,
-                },
-            });
-        }
-        if served == 0 {
-            return Err(DropReason::BadRequest);
-        }
-        Ok(Outcome::ConfigServed)
-    }
-
-    /// Records that the proxy in `slot` was heard.
-    fn touch(&mut self, slot: u32, now: Instant, reply: Reply, config_version: u64) {
-        if let Some(record) = self.registry.get_mut(slot) {
-            record.stamp = reply.stamp;
-            record.reply_to = reply.to;
-            record.last_heard = now;
-            record.config_version = config_version;
-        }
-    }
-
-    /// Arms the one timer of the record's status, from its last heartbeat.
-    fn rearm(&mut self, slot: u32, now: Instant) {
-        if let Some(record) = self.registry.get_mut(slot) {
-            let kind = record.status.timer();
-            let deadline = record.last_heard.max(now) + self.config.timeout(record.status);
-            record.deadline = deadline;
-            self.timers.arm(kind, deadline, slot);
-        }
-    }
-
-    fn delete(&mut self, slot: u32, reason: Reason, now: Instant) {
-        let Some(record) = self.registry.remove(slot) else {
-            return;
-        };
-        let cluster = record.cluster;
-        let name = self.registry.cluster(cluster).name.clone();
-        self.bury(cluster, record.proxy.as_str().into(), record.stamp, now);
-        self.persist(Persist::Deleted {
-            cluster: name.clone(),
-            proxy: record.proxy.to_string(),
-        });
-        self.events.push_back(Event::StatusChanged(StatusChange {
-            cluster: name,
-            proxy: record.proxy.into_string(),
-            incarnation: record.stamp.incarnation,
-            from: Some(record.status),
-            to: None,
-            reason,
-            at: now,
-        }));
-        self.check_mass_loss(cluster, now);
-    }
-
-    /// Leaves a tombstone for a deleted proxy.
-    fn bury(&mut self, cluster: ClusterId, proxy: Box<str>, stamp: Stamp, now: Instant) {
-        let expires = now + self.config.delete_after;
-        let last_restart = self
-            .registry
-            .tombstone(cluster, &proxy)
-            .and_then(|t| t.last_restart);
-        let stone = Tombstone {
-            stamp,
-            expires,
-            last_restart,
-        };
-        self.registry.set_tombstone(cluster, proxy.clone(), stone);
-        self.tombstone_timers.push(expires, (cluster, proxy));
-    }
-
-    /// The tombstone of `proxy`, created (with nothing accepted yet) if there is none and
-    /// there is room: tombstones made this way, for identities never registered, are held
-    /// to `max_proxies` so that they cannot grow without bound.
-    fn tombstone(
-        &mut self,
-        cluster: ClusterId,
-        proxy: &str,
-        now: Instant,
-    ) -> Option<&mut Tombstone> {
-        if self.registry.tombstone(cluster, proxy).is_none() {
-            if self.registry.tombstones() >= self.config.max_proxies {
-                return None;
-            }
-            let expires = now + self.config.delete_after;
-            let nothing = Stamp {
-                incarnation: 0,
-                seq: 0,
-            };
-            let stone = Tombstone {
-                stamp: nothing,
-                expires,
-                last_restart: None,
-            };
-            self.registry.set_tombstone(cluster, proxy.into(), stone);
-            self.tombstone_timers.push(expires, (cluster, proxy.into()));
-        }
-        self.registry.tombstone_mut(cluster, proxy)
-    }
-
-    fn forget_tombstone(&mut self, cluster: &str, proxy: &str) {
-        if let Some(c) = self.registry.cluster_id(cluster) {
-            self.registry.remove_tombstone(c, proxy);
-        }
-    }
-
-    /// The cluster named `name`, created if there is room.
-    fn cluster_for(&mut self, name: &str) -> Option<ClusterId> {
-        if self.registry.cluster_id(name).is_none()
-            && self.registry.clusters.len() >= self.config.max_clusters
-        {
-            return None;
-        }
-        Some(self.registry.ensure_cluster(name))
-    }
-
-    fn status_changed(&mut self, slot: u32, from: Option<Status>, reason: Reason, now: Instant) {
-        let Some(record) = self.registry.get(slot) else {
-            return;
-        };
-        let cluster = record.cluster;
-        let name = self.registry.cluster(cluster).name.clone();
-        let change = StatusChange {
-            cluster: name.clone(),
-            proxy: record.proxy.to_string(),
-            incarnation: record.stamp.incarnation,
-            from,
-            to: Some(record.status),
-            reason,
-            at: now,
-        };
-        self.persist(Persist::Proxy {
-            cluster: name,
-            proxy: change.proxy.clone(),
-            incarnation: change.incarnation,
-            status: record.status,
-            since: record.since,
-        });
-        self.events.push_back(Event::StatusChanged(change));
-        self.check_mass_loss(cluster, now);
-    }
-
-    fn ack(&mut self, reply: Reply, slot: u32, status: AckStatus, now: Instant) {
-        let ack = self.ack_for(reply, slot, status, now);
-        self.pending.push_back(ack);
-    }
-
-    /// Acknowledges a registration (or a new life) once it is durable: a proxy told it is
-    /// registered must still be after a keeper crash.
-    fn ack_registration(&mut self, reply: Reply, slot: u32, now: Instant) {
-        let ack = self.ack_for(reply, slot, AckStatus::Ready, now);
-        self.answer_when_durable(ack);
-    }
-
-    fn ack_for(&mut self, reply: Reply, slot: u32, status: AckStatus, now: Instant) -> Pending {
-        let config_version = self
-            .registry
-            .get(slot)
-            .map(|r| self.registry.cluster(r.cluster).config.version)
-            .unwrap_or(0);
-        let token = self.tokens.mint(now);
-        Pending {
-            to: reply.to,
-            key: reply.key,
-            budget: reply.budget,
-            answer: Answer::Ack {
-                stamp: reply.stamp,
-                status,
-                config_version,
-                slot,
-                token,
-            },
-        }
-    }
-
-    fn gone(&mut self, stamp: Stamp, now: Instant) -> Answer {
-        let token = self.tokens.mint(now);
-        Answer::Ack {
-            stamp,
-            status: AckStatus::Gone,
-            config_version: 0,
-            slot: 0,
-            token,
-        }
-    }
-
-    fn answer(&mut self, reply: Reply, answer: Answer) {
-        self.pending.push_back(Pending {
-            to: reply.to,
-            key: reply.key,
-            budget: reply.budget,
-            answer,
-        });
-    }
-
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock.advance(now);
-        loop {
-            let record_due = self.timers.earliest().filter(|(at, _, _)| *at <= now);
-            let stone_due = self
-                .tombstone_timers
-                .peek()
-                .map(|(at, _)| at)
-                .filter(|at| *at <= now);
-            match (record_due, stone_due) {
-                (Some((at, kind, slot)), stone) if stone.is_none_or(|s| at <= s) => {
-                    self.timers.queue(kind).pop();
-                    self.fire(kind, at, slot, now);
-                }
-                (_, Some(_)) => {
-                    if let Some((at, (cluster, proxy))) = self.tombstone_timers.pop()
-                        && self
-                            .registry
-                            .tombstone(cluster, &proxy)
-                            .is_some_and(|t| t.expires == at)
-                    {
-                        self.registry.remove_tombstone(cluster, &proxy);
-                    }
-                }
-                _ => break,
+        let now = self.enter(now);
+        while let Some(due) = self.timers.pop_due(&mut self.registry, now) {
+            if let Due::Record { kind, at, slot } = due {
+                self.fire(kind, at, slot, now);
             }
         }
     }
 
-    fn fire(&mut self, kind: TimerKind, at: Instant, slot: u32, now: Instant) {
-        let Some(record) = self.registry.get(slot) else {
-            return;
-        };
-        if record.deadline != at || record.status.timer() != kind {
-            return; // re-armed or moved on since: a stale entry
-        }
-        let cluster = record.cluster;
-        match kind {
-            TimerKind::Ready => self.delete(slot, Reason::ReadyTimeout, now),
-            TimerKind::Delete => {
-                if !self.defer_deletion(cluster, slot) {
-                    self.delete(slot, Reason::DeleteTimeout, now);
-                }
-            }
-            TimerKind::Lost => {
-                self.registry.set_status(slot, Status::Lost, now);
-                // `delete_after` counts from the last heartbeat, as the original keeper did.
-                let record = self.registry.get_mut(slot).expect("checked above");
-                let deadline = record.last_heard + self.config.delete_after;
-                record.deadline = deadline;
-                self.timers.arm(TimerKind::Delete, deadline, slot);
-                self.status_changed(slot, Some(Status::Up), Reason::LostTimeout, now);
-            }
-        }
-    }
-
-    /// The next moment [`Keeper::handle_timeout`] has work, if any.
+    /// The next moment [`Keeper::handle_timeout`] must be called (real time), if any.
     ///
-    /// Takes `&mut self` to discard stale timer entries at the front of the queues, so
-    /// the moment returned is a real deadline and the driver never wakes for nothing.
+    /// Takes `&mut self` to discard stale timer entries at the front of the queues, and
+    /// because the moment returned is the wakeup against which the core measures stalls.
+    /// While any proxy is registered it is never more than half a heartbeat interval away.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        for kind in TimerKind::ALL {
-            while let Some((at, &slot)) = self.timers.queue(kind).peek() {
-                let live = self
-                    .registry
-                    .get(slot)
-                    .is_some_and(|r| r.deadline == at && r.status.timer() == kind);
-                if live {
-                    break;
-                }
-                self.timers.queue(kind).pop();
-            }
-        }
-        while let Some((at, (cluster, proxy))) = self.tombstone_timers.peek() {
-            let live = self
-                .registry
-                .tombstone(*cluster, proxy)
-                .is_some_and(|t| t.expires == at);
-            if live {
-                break;
-            }
-            self.tombstone_timers.pop();
-        }
-        let record = self.timers.earliest().map(|(at, _, _)| at);
-        let stone = self.tombstone_timers.peek().map(|(at, _)| at);
-        record.into_iter().chain(stone).min()
-    }
-
-    /// Encodes the next datagram to send into `buf` (at least
-    /// [`wire::MAX_DATAGRAM`] bytes) and says where it goes.
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        while let Some(p) = self.pending.pop_front() {
-            let key = self.keys.get(p.key);
-            let encoded = match &p.answer {
-                Answer::Ack {
-                    stamp,
-                    status,
-                    config_version,
-                    slot,
-                    token,
-                } => wire::encode(
-                    &Message::Ack(wire::Ack {
-                        incarnation: stamp.incarnation,
-                        seq: stamp.seq,
-                        status: *status,
-                        interval_ms: KeeperConfig::millis(self.config.heartbeat_interval),
-                        lost_after_ms: KeeperConfig::millis(self.config.lost_after),
-                        config_version: *config_version,
-                        slot: *slot,
-                        token: *token,
-                    }),
-                    key,
-                    buf,
-                ),
-                Answer::Challenge { stamp, token } => wire::encode(
-                    &Message::Challenge(wire::Challenge {
-                        incarnation: stamp.incarnation,
-                        seq: stamp.seq,
-                        token: *token,
-                    }),
-                    key,
-                    buf,
-                ),
-                Answer::Restart { stamp } => wire::encode(
-                    &Message::Restart(wire::Restart {
-                        incarnation: stamp.incarnation,
-                        seq: stamp.seq,
-                    }),
-                    key,
-                    buf,
-                ),
-                Answer::Superseded { stamp, winner } => wire::encode(
-                    &Message::Superseded(wire::Superseded {
-                        incarnation: stamp.incarnation,
-                        seq: stamp.seq,
-                        winner: *winner,
-                    }),
-                    key,
-                    buf,
-                ),
-                Answer::Chunk {
-                    stamp,
-                    config,
-                    index,
-                } => {
-                    let mut chunk = chunk_header(*stamp, config, *index);
-                    chunk.bytes = config.chunk(*index).unwrap_or_default();
-                    wire::encode(&Message::ConfigChunk(chunk), key, buf)
-                }
-            };
-            match encoded {
-                Ok(len) if len <= p.budget => {
-                    self.stats.sent += 1;
-                    return Some(Transmit {
-                        destination: p.to,
-                        len,
-                    });
-                }
-                _ => {
-                    // Ruled out by the protocol's sizes; never send more than was received.
-                    self.stats.oversized_answers += 1;
-                    tracing::error!(to = %p.to, budget = p.budget, "answer larger than its request not sent");
-                }
-            }
-        }
-        None
-    }
-
-    /// The next event, in the order things happened.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-}
-
-/// Where and how to answer the datagram being handled.
-#[derive(Clone, Copy, Debug)]
-struct Reply {
-    to: SocketAddr,
-    key: KeyIndex,
-    budget: usize,
-    stamp: Stamp,
-}
-
-fn validate_identity(cluster: &str, proxy: &str) -> Result<(), DropReason> {
-    validate_cluster(cluster).map_err(|_| DropReason::InvalidIdentity)?;
-    validate_proxy(proxy).map_err(|_| DropReason::InvalidIdentity)
-}
-
-fn ack_status(status: Status) -> AckStatus {
-    match status {
-        Status::Ready => AckStatus::Ready,
-        // An ack only ever answers a heartbeat, which makes a lost proxy up.
-        Status::Up | Status::Lost => AckStatus::Up,
-    }
-}
-
-fn chunk_header(stamp: Stamp, config: &ConfigVersion, index: u32) -> wire::ConfigChunk<'static> {
-    wire::ConfigChunk {
-        incarnation: stamp.incarnation,
-        seq: stamp.seq,
-        version: config.version,
-        index,
-        total: config.total_chunks(),
-        size: u32::try_from(config.bytes.len()).unwrap_or(u32::MAX),
-        digest: config.digest,
-        bytes: &[],
+        let deadline = self
+            .timers
+            .next_deadline(&self.registry)
+            .map(|at| self.clock.real_time(at));
+        let tick = (self.registry.len() > 0)
+            .then(|| self.clock.real() + (self.config.heartbeat_interval / 2));
+        let next = deadline.into_iter().chain(tick).min()?;
+        Some(self.clock.wake_by(next))
     }
 }

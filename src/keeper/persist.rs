@@ -1,18 +1,19 @@
-//! What the keeper core asks to be persisted, how it is rebuilt from what was, and how
-//! it holds answers until they are durable.
+//! The change stream's bookkeeping: numbering changes, handing them out, holding answers
+//! until they are durable, and rebuilding a keeper from what a store kept.
 //!
-//! A keeper built with [`Keeper::restore`] is *persistent*: every status change, deletion,
-//! config version and admin action becomes a [`Persist`] record, numbered in order. The
-//! driver takes them ([`Keeper::take_changes`]), commits them, and reports the number up
-//! to which they are durable ([`Keeper::mark_durable`]). Until then the core holds the
-//! answers that must not get ahead of the store: the `Ack` of a registration (a proxy
-//! told it is registered must find itself registered after a crash). Admin calls return
-//! at once to the driver, which answers its caller after the commit.
+//! Every change the core makes is [`record`](Keeper::record)ed with the next revision
+//! (see [`change`](super::change)). The driver takes them ([`Keeper::take_changes`]),
+//! with the content of the config versions they made, commits them if the keeper is
+//! persistent, and reports the revision up to which they are durable
+//! ([`Keeper::mark_durable`]). Until then the core holds the answers that must not get
+//! ahead of the store: the `Ack` of a registration (a proxy told it is registered must
+//! find itself registered after a crash). Admin calls return at once to the driver, which
+//! answers its caller after the commit.
 //!
-//! A keeper built with [`Keeper::new`] keeps nothing for a store and holds nothing.
+//! A keeper built with [`Keeper::new`] is not persistent: it numbers its changes from 1
+//! and holds nothing. One built with [`Keeper::restore`] continues the store's revisions.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -20,120 +21,14 @@ use thiserror::Error;
 use crate::auth::Keyring;
 use crate::configdoc::{ConfigError, ConfigVersion};
 use crate::identity::{IdentityError, validate_cluster, validate_proxy};
+use crate::keeper::answer::Pending;
 use crate::keeper::registry::Record;
-use crate::keeper::transition::Stamp;
-use crate::keeper::{Keeper, KeeperConfig, KeeperConfigError, Pending, Status};
+use crate::keeper::transition::{NOWHERE, Stamp};
+use crate::keeper::{
+    Change, ChangeKind, ConfigBlob, Keeper, KeeperConfig, KeeperConfigError, StoredConfig,
+    StoredProxy,
+};
 use crate::time::Instant;
-
-/// A change to persist.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Persist {
-    /// A proxy was registered, started a new life or changed status.
-    Proxy {
-        /// The cluster.
-        cluster: Arc<str>,
-        /// The proxy's identity.
-        proxy: String,
-        /// The incarnation the registry holds.
-        incarnation: u64,
-        /// Its status now.
-        status: Status,
-        /// Since when.
-        since: Instant,
-    },
-    /// A proxy was deleted.
-    Deleted {
-        /// The cluster.
-        cluster: Arc<str>,
-        /// The proxy's identity.
-        proxy: String,
-    },
-    /// A cluster has a new config version.
-    Config {
-        /// The cluster.
-        cluster: Arc<str>,
-        /// The version.
-        config: Arc<ConfigVersion>,
-    },
-    /// An operator acted.
-    Admin {
-        /// When.
-        at: Instant,
-        /// What.
-        action: AdminAction,
-    },
-}
-
-/// An operator's action, for the audit record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AdminAction {
-    /// A proxy was removed; it had this status.
-    Remove {
-        /// The cluster.
-        cluster: String,
-        /// The proxy.
-        proxy: String,
-        /// Its status when removed.
-        status: Status,
-    },
-    /// A config was pushed as this version.
-    PushConfig {
-        /// The cluster.
-        cluster: String,
-        /// The new version.
-        version: u64,
-        /// The size of the operator's file.
-        size: usize,
-    },
-    /// A hostgroup's datasource was switched.
-    Switch {
-        /// The cluster.
-        cluster: String,
-        /// The hostgroup.
-        hostgroup: String,
-        /// The datasource it had.
-        from: String,
-        /// The datasource it has.
-        to: String,
-        /// The new config version.
-        version: u64,
-    },
-}
-
-/// A proxy's registry entry, as a keeper boot finds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RestoredProxy {
-    /// The cluster.
-    pub cluster: String,
-    /// The proxy's identity.
-    pub proxy: String,
-    /// The incarnation the registry held.
-    pub incarnation: u64,
-    /// Its status.
-    pub status: Status,
-}
-
-/// A cluster's latest config version, as a keeper boot finds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RestoredConfig {
-    /// The cluster.
-    pub cluster: String,
-    /// The version number.
-    pub version: u64,
-    /// The operator's config file.
-    pub base: Arc<[u8]>,
-    /// The active datasource of each hostgroup.
-    pub datasources: BTreeMap<String, String>,
-}
-
-/// Everything a keeper is rebuilt from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Restored {
-    /// The registry.
-    pub proxies: Vec<RestoredProxy>,
-    /// The latest config version of each cluster.
-    pub configs: Vec<RestoredConfig>,
-}
 
 /// Why a keeper could not be rebuilt. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -166,21 +61,30 @@ pub enum RestoreError {
     TooMany(usize),
 }
 
-/// The core's side of persistence.
+/// The core's side of the change stream.
 #[derive(Debug, Default)]
-pub(crate) struct Durability {
-    /// Changes not yet taken by the driver.
-    changes: Vec<Persist>,
-    /// Number of changes emitted so far (the number of the latest).
-    emitted: u64,
-    /// Number of changes known durable.
+pub(crate) struct Stream {
+    /// The revision of the latest change made.
+    revision: u64,
+    /// Changes not yet taken by the driver, oldest first.
+    changes: VecDeque<Change>,
+    /// The content of the config versions among them (a persistent keeper only).
+    blobs: Vec<ConfigBlob>,
+    /// Whether changes must be durable before the answers that depend on them go out.
+    persistent: bool,
+    /// The revision known durable.
     durable: u64,
-    /// Answers waiting for a change to be durable: (its number, the answer).
+    /// Answers waiting for a revision to be durable: (that revision, the answer).
     held: VecDeque<(u64, Pending)>,
+    /// Whether changes are being recorded (not while restoring).
+    muted: bool,
+    /// The newest keeper epoch seen in a token, beyond this keeper's own.
+    pub(crate) seen_epoch: u32,
 }
 
 impl Keeper {
-    /// A persistent keeper rebuilt from what a store kept.
+    /// A persistent keeper rebuilt from what a store kept: the registry, the latest
+    /// config of every cluster, and the revision of the last change committed.
     ///
     /// Every stored proxy gets a fresh window from `now`, the keeper's start: a `ready`
     /// one has `ready_timeout`, an `up` one `lost_after`, and a `lost` one stays lost with
@@ -188,39 +92,29 @@ impl Keeper {
     /// is still heartbeating is neither lost, deleted nor restarted. No seq was stored: the
     /// new epoch makes every earlier token stale, so nothing from before the restart can
     /// be replayed into counting.
+    #[allow(clippy::too_many_arguments)]
     pub fn restore(
         config: KeeperConfig,
         keys: Keyring,
         epoch: u32,
         token_secret: [u8; 32],
         now: Instant,
-        restored: Restored,
+        proxies: &[StoredProxy],
+        configs: &[StoredConfig],
+        revision: u64,
     ) -> Result<Keeper, RestoreError> {
-        if restored.proxies.len() > config.max_proxies {
-            return Err(RestoreError::TooMany(restored.proxies.len()));
+        if proxies.len() > config.max_proxies {
+            return Err(RestoreError::TooMany(proxies.len()));
         }
         let mut keeper = Keeper::new(config, keys, epoch, token_secret, now)?;
-        keeper.durability = Some(Durability::default());
-        for c in restored.configs {
-            validate_cluster(&c.cluster).map_err(|error| RestoreError::Identity {
-                cluster: c.cluster.clone(),
-                proxy: String::new(),
-                error,
-            })?;
-            let version =
-                ConfigVersion::render(c.version, c.base, c.datasources).map_err(|error| {
-                    RestoreError::StoredConfig {
-                        cluster: c.cluster.clone(),
-                        version: c.version,
-                        error,
-                    }
-                })?;
-            let id = keeper.registry.ensure_cluster(&c.cluster);
-            keeper.registry.cluster_mut(id).config = Arc::new(version);
+        keeper.stream.persistent = true;
+        keeper.stream.revision = revision;
+        keeper.stream.durable = revision;
+        keeper.stream.muted = true;
+        for c in configs {
+            restore_config(&mut keeper, c)?;
         }
-        // Answers go to the source of the next datagram; until one arrives there is none.
-        let nowhere = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        for p in restored.proxies {
+        for p in proxies {
             let invalid = |error| RestoreError::Identity {
                 cluster: p.cluster.clone(),
                 proxy: p.proxy.clone(),
@@ -232,8 +126,7 @@ impl Keeper {
             if keeper.registry.find(cluster, &p.proxy, 0).is_some() {
                 continue; // a store lists each identity once; be safe if not
             }
-            let deadline = now + keeper.config.timeout(p.status);
-            let slot = keeper.registry.insert(Record {
+            keeper.restore_record(Record {
                 cluster,
                 proxy: p.proxy.as_str().into(),
                 stamp: Stamp {
@@ -241,70 +134,113 @@ impl Keeper {
                     seq: 0,
                 },
                 status: p.status,
-                reply_to: nowhere,
+                // Answers go to the source of the next datagram; until one arrives, to
+                // the one the store recorded, if any.
+                reply_to: p.source.unwrap_or(NOWHERE),
                 last_heard: now,
                 since: now,
-                deadline,
-                config_version: 0,
+                deadline: now,
+                config_version: p.config_version,
             });
-            keeper.timers.arm(p.status.timer(), deadline, slot);
         }
         for cluster in 0..keeper.registry.clusters.len() {
             keeper.check_mass_loss(cluster as u32, now);
         }
         // Restoring is not a change: nothing to persist, nothing to report.
-        keeper.events.clear();
+        keeper.stream.muted = false;
         Ok(keeper)
     }
 
     /// Whether this keeper was built to be persisted ([`Keeper::restore`]).
     pub fn is_persistent(&self) -> bool {
-        self.durability.is_some()
+        self.stream.persistent
     }
 
-    /// Moves the changes not yet taken into `out`; returns the number of the latest
-    /// change emitted so far (pass it to [`Keeper::mark_durable`] once committed).
-    pub fn take_changes(&mut self, out: &mut Vec<Persist>) -> u64 {
-        match self.durability.as_mut() {
-            Some(d) => {
-                out.append(&mut d.changes);
-                d.emitted
-            }
-            None => 0,
+    /// The revision of the latest change made.
+    pub fn revision(&self) -> u64 {
+        self.stream.revision
+    }
+
+    /// Numbers `kind` with the next revision and queues it for the driver.
+    pub(crate) fn record(&mut self, kind: ChangeKind) {
+        if self.stream.muted {
+            return;
+        }
+        self.stream.revision += 1;
+        self.stats.changes += 1;
+        self.stream.changes.push_back(Change {
+            revision: self.stream.revision,
+            at: self.clock.real(),
+            kind,
+        });
+    }
+
+    /// Queues the content of a config version made by the change just recorded, for the
+    /// store of a persistent keeper.
+    pub(crate) fn record_blob(&mut self, blob: ConfigBlob) {
+        if self.stream.persistent && !self.stream.muted {
+            self.stream.blobs.push(blob);
         }
     }
 
-    /// Every change up to number `upto` is durable: releases the answers that waited.
-    pub fn mark_durable(&mut self, upto: u64) {
-        let Some(d) = self.durability.as_mut() else {
-            return;
-        };
-        d.durable = d.durable.max(upto);
-        while let Some((seq, _)) = d.held.front() {
-            if *seq > d.durable {
+    /// The oldest change not yet taken: the change stream one at a time, for a keeper
+    /// without a store (tests and harnesses; a driver takes them in batches).
+    pub fn poll_change(&mut self) -> Option<Change> {
+        self.stream.changes.pop_front()
+    }
+
+    /// Moves the changes not yet taken into `changes`, oldest first, and the content of
+    /// the config versions among them into `blobs`; returns the revision of the latest
+    /// change made (pass it to [`Keeper::mark_durable`] once committed).
+    pub fn take_changes(&mut self, changes: &mut Vec<Change>, blobs: &mut Vec<ConfigBlob>) -> u64 {
+        changes.extend(self.stream.changes.drain(..));
+        blobs.append(&mut self.stream.blobs);
+        self.stream.revision
+    }
+
+    /// Every change up to `revision` is durable: releases the answers that waited.
+    pub fn mark_durable(&mut self, revision: u64) {
+        let stream = &mut self.stream;
+        stream.durable = stream.durable.max(revision);
+        while let Some((needs, _)) = stream.held.front() {
+            if *needs > stream.durable {
                 break;
             }
-            if let Some((_, pending)) = d.held.pop_front() {
+            if let Some((_, pending)) = stream.held.pop_front() {
                 self.pending.push_back(pending);
             }
         }
     }
 
-    /// Records a change to persist (a persistent keeper only).
-    pub(super) fn persist(&mut self, change: Persist) {
-        if let Some(d) = self.durability.as_mut() {
-            d.emitted += 1;
-            d.changes.push(change);
-            self.stats.changes += 1;
+    /// Sends `pending` once every change made so far is durable (at once if the keeper is
+    /// not persistent or they already are).
+    pub(crate) fn answer_when_durable(&mut self, pending: Pending) {
+        let stream = &mut self.stream;
+        if stream.persistent && stream.revision > stream.durable {
+            stream.held.push_back((stream.revision, pending));
+        } else {
+            self.pending.push_back(pending);
         }
     }
+}
 
-    /// Sends `pending` once every change emitted so far is durable (at once if the
-    /// keeper is not persistent or they already are).
-    pub(super) fn answer_when_durable(&mut self, pending: Pending) {
-        match self.durability.as_mut() {
-            Some(d) if d.emitted > d.durable => d.held.push_back((d.emitted, pending)),
-            _ => self.pending.push_back(pending),
-        }
-    }
+fn restore_config(keeper: &mut Keeper, c: &StoredConfig) -> Result<(), RestoreError> {
+    validate_cluster(&c.cluster).map_err(|error| RestoreError::Identity {
+        cluster: c.cluster.clone(),
+        proxy: String::new(),
+        error,
+    })?;
+    let version = ConfigVersion::render(
+        c.version,
+        Arc::from(c.base.as_slice()),
+        c.datasources.clone(),
+    )
+    .map_err(|error| RestoreError::StoredConfig {
+        cluster: c.cluster.clone(),
+        version: c.version,
+        error,
+    })?;
+    let id = keeper.registry.ensure_cluster(&c.cluster);
+    keeper.registry.cluster_mut(id).config = Arc::new(version);
+    Ok(())
 }

@@ -68,8 +68,6 @@ pub(crate) struct Cluster {
     pub(crate) lost: usize,
     /// Mass-loss protection holds: lost proxies of this cluster are not deleted.
     pub(crate) deletion_paused: bool,
-    /// Lost proxies whose delete deadline passed while deletion was paused.
-    pub(crate) deferred: Vec<u32>,
     pub(crate) config: Arc<ConfigVersion>,
 }
 
@@ -105,7 +103,6 @@ impl Registry {
             not_up: 0,
             lost: 0,
             deletion_paused: false,
-            deferred: Vec::new(),
             config: Arc::new(ConfigVersion::initial()),
         });
         self.cluster_ids.insert(name, id);

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 
+use crate::keeper::registry::{ClusterId, Registry};
 use crate::time::Instant;
 
 /// Which timer an entry belongs to. Each status arms exactly one kind.
@@ -85,16 +86,35 @@ impl<T> DeadlineQueue<T> {
     }
 }
 
-/// One queue per timer kind, holding record slots.
+/// What is due when [`Timers::pop_due`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// The record in `slot` reached its deadline `at` for its status's timer.
+    Record {
+        /// The timer.
+        kind: TimerKind,
+        /// The deadline.
+        at: Instant,
+        /// The record.
+        slot: u32,
+    },
+    /// A tombstone expired and was removed.
+    Tombstone,
+}
+
+/// Every deadline queue of the keeper: one per record timer kind, holding slots, and one
+/// for tombstones, holding identities. Entries are checked against the registry when they
+/// reach the front, so stale ones (re-armed, moved on, or gone) are skipped, never fired.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     ready: DeadlineQueue<u32>,
     lost: DeadlineQueue<u32>,
     delete: DeadlineQueue<u32>,
+    tombstones: DeadlineQueue<(ClusterId, Box<str>)>,
 }
 
 impl Timers {
-    pub(crate) fn queue(&mut self, kind: TimerKind) -> &mut DeadlineQueue<u32> {
+    fn queue(&mut self, kind: TimerKind) -> &mut DeadlineQueue<u32> {
         match kind {
             TimerKind::Ready => &mut self.ready,
             TimerKind::Lost => &mut self.lost,
@@ -102,20 +122,90 @@ impl Timers {
         }
     }
 
+    /// Arms the timer of the record in `slot`, whose record holds `deadline` as its one
+    /// live deadline.
     pub(crate) fn arm(&mut self, kind: TimerKind, deadline: Instant, slot: u32) {
         self.queue(kind).push(deadline, slot);
     }
 
-    /// The kind whose front entry is earliest, with that entry.
-    pub(crate) fn earliest(&self) -> Option<(Instant, TimerKind, u32)> {
+    /// Arms the expiry of a tombstone, which holds `expires`.
+    pub(crate) fn arm_tombstone(&mut self, expires: Instant, cluster: ClusterId, proxy: Box<str>) {
+        self.tombstones.push(expires, (cluster, proxy));
+    }
+
+    /// Whether a queue entry still stands for its record: the record holds that deadline
+    /// for that timer's status.
+    fn is_live(registry: &Registry, kind: TimerKind, at: Instant, slot: u32) -> bool {
+        registry
+            .get(slot)
+            .is_some_and(|r| r.deadline == at && r.status.timer() == kind)
+    }
+
+    fn is_live_tombstone(registry: &Registry, at: Instant, cluster: ClusterId, proxy: &str) -> bool {
+        registry
+            .tombstone(cluster, proxy)
+            .is_some_and(|t| t.expires == at)
+    }
+
+    /// Drops the stale entries at the front of every queue.
+    fn prune(&mut self, registry: &Registry) {
+        for kind in TimerKind::ALL {
+            let queue = self.queue(kind);
+            while let Some((at, &slot)) = queue.peek() {
+                if Self::is_live(registry, kind, at, slot) {
+                    break;
+                }
+                queue.pop();
+            }
+        }
+        while let Some((at, (cluster, proxy))) = self.tombstones.peek() {
+            if Self::is_live_tombstone(registry, at, *cluster, proxy) {
+                break;
+            }
+            self.tombstones.pop();
+        }
+    }
+
+    /// The earliest live deadline of any queue.
+    pub(crate) fn next_deadline(&mut self, registry: &Registry) -> Option<Instant> {
+        self.prune(registry);
         [
-            (&self.ready, TimerKind::Ready),
-            (&self.lost, TimerKind::Lost),
-            (&self.delete, TimerKind::Delete),
+            self.ready.peek().map(|(at, _)| at),
+            self.lost.peek().map(|(at, _)| at),
+            self.delete.peek().map(|(at, _)| at),
+            self.tombstones.peek().map(|(at, _)| at),
         ]
         .into_iter()
-        .filter_map(|(q, kind)| q.peek().map(|(d, slot)| (d, kind, *slot)))
-        .min_by_key(|(d, kind, _)| (*d, *kind))
+        .flatten()
+        .min()
+    }
+
+    /// Takes the earliest live entry due at `now`. A due tombstone is removed from the
+    /// registry here; a due record is handed to the caller to fire.
+    pub(crate) fn pop_due(&mut self, registry: &mut Registry, now: Instant) -> Option<Due> {
+        self.prune(registry);
+        let record = [
+            (TimerKind::Ready, self.ready.peek()),
+            (TimerKind::Lost, self.lost.peek()),
+            (TimerKind::Delete, self.delete.peek()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, entry)| entry.map(|(at, &slot)| (at, kind, slot)))
+        .min_by_key(|&(at, kind, _)| (at, kind));
+        let stone = self.tombstones.peek().map(|(at, _)| at);
+        match (record, stone) {
+            (Some((at, kind, slot)), stone) if at <= now && stone.is_none_or(|s| at <= s) => {
+                self.queue(kind).pop();
+                Some(Due::Record { kind, at, slot })
+            }
+            (_, Some(at)) if at <= now => {
+                if let Some((_, (cluster, proxy))) = self.tombstones.pop() {
+                    registry.remove_tombstone(cluster, &proxy);
+                }
+                Some(Due::Tombstone)
+            }
+            _ => None,
+        }
     }
 
     /// Entries held, stale ones included.
@@ -139,15 +229,4 @@ mod tests {
         assert_eq!(order, vec!['a', 'b', 'c', 'd']);
     }
 
-    #[test]
-    fn the_earliest_entry_across_kinds_is_found() {
-        let mut t = Timers::default();
-        t.arm(TimerKind::Lost, Instant::from_millis(20), 1);
-        t.arm(TimerKind::Ready, Instant::from_millis(25), 2);
-        t.arm(TimerKind::Delete, Instant::from_millis(15), 3);
-        assert_eq!(
-            t.earliest(),
-            Some((Instant::from_millis(15), TimerKind::Delete, 3))
-        );
-    }
 }

@@ -66,6 +66,12 @@ impl TokenMinter {
         self.epoch
     }
 
+    /// The epoch a token names (whether or not it is genuine).
+    pub(crate) fn epoch_of(token: &Token) -> u32 {
+        let t = &token.0;
+        u32::from_be_bytes([t[0], t[1], t[2], t[3]])
+    }
+
     /// The largest age, in buckets, a token may have and still count.
     pub(crate) fn max_age_buckets(&self) -> u32 {
         self.max_age_buckets
@@ -85,7 +91,7 @@ impl TokenMinter {
     /// Whether `token` counts at `now`.
     pub(crate) fn check(&mut self, token: &Token, now: Instant) -> Freshness {
         let t = &token.0;
-        let epoch = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+        let epoch = Self::epoch_of(token);
         let bucket = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
         if epoch != self.epoch {
             return Freshness::Stale;

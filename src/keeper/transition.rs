@@ -1,9 +1,11 @@
-//! The status transitions of `spec/scenario.md`, in one place.
+//! The status transitions of `spec/scenario.md`, in one place: decided and applied here,
+//! whatever causes them (a datagram, a timer, an operator, a restore, a stall).
 //!
 //! [`decide`] is a pure function from what the keeper knows of an identity and what a
-//! datagram says to what the keeper must do. The keeper applies the decision; timers
-//! (ready timeout, lost, delete) are in `Keeper::handle_timeout`, and the operator's
-//! remove is `Keeper::remove_proxy`.
+//! datagram says to what the keeper must do; the `impl Keeper` below applies decisions,
+//! fires timers, and makes every status change and deletion (and the change each one
+//! leaves in the change stream). A stall changes no status: it only moves keeper time
+//! (see `clock`), so every deadline below is in keeper time.
 //!
 //! | current    | event                                    | next  | answer      |
 //! |------------|------------------------------------------|-------|-------------|
@@ -20,13 +22,32 @@
 //! | any        | datagram of a smaller incarnation        | same  | Superseded  |
 //! | up or lost | `ready` of the same incarnation          | same  | dropped     |
 //!
+//! And the timers, each armed from the last accepted datagram (in keeper time):
+//!
+//! | current    | timer                                    | next  |
+//! |------------|------------------------------------------|-------|
+//! | ready      | nothing heard for `ready_timeout`        | none  |
+//! | up         | nothing heard for `lost_after`           | lost  |
+//! | lost       | nothing heard for `delete_after`         | none, unless mass-loss protection pauses the cluster's deletions (then lost, with a fresh `delete_after` window when they resume) |
+//! | any        | operator's remove (`Keeper::remove_proxy`) | none |
+//! | (stored)   | restore (`Keeper::restore`)              | the stored status, with a fresh window |
+//!
 //! Before the table: a datagram whose `(incarnation, seq)` is not newer than the last one
 //! accepted for the identity (or than its tombstone's) is dropped silently, so no
 //! duplicated, delayed or replayed datagram moves anything; and a datagram whose
 //! freshness token is stale is answered with a `Challenge` and changes nothing.
 
-use crate::keeper::Status;
-use crate::wire::ProxyStatus;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::keeper::answer::Reply;
+use crate::keeper::datagram::Lookup;
+use crate::keeper::registry::{ClusterId, Record, Tombstone};
+use crate::keeper::timers::TimerKind;
+use crate::keeper::token::Freshness;
+use crate::keeper::{ChangeKind, DropReason, Keeper, Outcome, Status, StatusChange};
+use crate::time::Instant;
+use crate::wire::{Heartbeat, ProxyStatus};
 
 /// The position of a datagram in its sender's life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord)]
@@ -171,6 +192,344 @@ pub(crate) fn decide(known: Known, said: Said, stamp: Stamp, fresh: bool) -> Dec
         },
     }
 }
+
+impl Keeper {
+    /// Applies a decision that registers, refreshes, moves or deletes a record.
+    pub(crate) fn apply(
+        &mut self,
+        decision: Decision,
+        lookup: Lookup,
+        now: Instant,
+        reply: Reply,
+        hb: &Heartbeat<'_>,
+        freshness: Freshness,
+    ) -> Result<Outcome, DropReason> {
+        match (decision, lookup.slot) {
+            (Decision::Register, _) => self.register(now, reply, hb),
+            (Decision::NewLife, Some(slot)) => {
+                self.touch(slot, now, reply, hb.config_version);
+                let old = self.registry.get(slot).map(|r| r.status);
+                self.registry.set_status(slot, Status::Ready, now);
+                if let Some(record) = self.registry.get_mut(slot) {
+                    record.since = now;
+                }
+                self.rearm(slot, now);
+                self.forget_tombstone(hb.cluster, hb.proxy);
+                self.status_changed(slot, old, Reason::NewIncarnation, now);
+                self.ack_registration(reply, slot, now);
+                Ok(Outcome::NewIncarnation)
+            }
+            (Decision::Refresh, Some(slot)) => {
+                self.refresh(slot, now, reply, hb, freshness);
+                Ok(Outcome::Refreshed)
+            }
+            (Decision::Transition { to }, Some(slot)) => {
+                self.touch(slot, now, reply, hb.config_version);
+                self.move_to(slot, to, Reason::Heartbeat, now);
+                self.ack(reply, slot, to, now);
+                Ok(Outcome::Transitioned)
+            }
+            (Decision::Delete { reason }, Some(slot)) => {
+                // The deleting datagram is the last one accepted: its stamp goes in the
+                // tombstone, so its own retransmissions are stale.
+                if let Some(record) = self.registry.get_mut(slot) {
+                    record.stamp = reply.stamp;
+                }
+                self.delete(slot, reason, now);
+                let gone = self.gone(reply.stamp, now);
+                self.answer(reply, gone);
+                Ok(Outcome::Deleted)
+            }
+            (Decision::AlreadyGone, _) => {
+                if let Some(c) = lookup.cluster
+                    && let Some(t) = self.registry.tombstone_mut(c, hb.proxy)
+                {
+                    t.stamp = t.stamp.max(reply.stamp);
+                }
+                let gone = self.gone(reply.stamp, now);
+                self.answer(reply, gone);
+                Ok(Outcome::AlreadyGone)
+            }
+            // `decide` returns the others only for `Known::Live`, which implies a slot,
+            // and the answers without a transition are handled by the caller.
+            _ => Err(DropReason::Stale),
+        }
+    }
+
+    fn register(
+        &mut self,
+        now: Instant,
+        reply: Reply,
+        hb: &Heartbeat<'_>,
+    ) -> Result<Outcome, DropReason> {
+        if self.registry.len() >= self.config.max_proxies {
+            return Err(DropReason::RegistryFull);
+        }
+        let cluster = self
+            .cluster_for(hb.cluster)
+            .ok_or(DropReason::RegistryFull)?;
+        self.forget_tombstone(hb.cluster, hb.proxy);
+        let slot = self.insert(Record {
+            cluster,
+            proxy: hb.proxy.into(),
+            stamp: reply.stamp,
+            status: Status::Ready,
+            reply_to: reply.to,
+            last_heard: now,
+            since: now,
+            deadline: now,
+            config_version: hb.config_version,
+        });
+        self.seen.set(slot, self.clock.real());
+        self.status_changed(slot, None, Reason::Registered, now);
+        self.ack_registration(reply, slot, now);
+        Ok(Outcome::Registered)
+    }
+
+    /// A record back in the registry from the store, with a fresh window from `now`: a
+    /// `ready` one has `ready_timeout`, an `up` one `lost_after`, a `lost` one stays lost
+    /// with its delete timer started again. Not a change: nothing is recorded.
+    pub(crate) fn restore_record(&mut self, record: Record) {
+        self.insert(record);
+    }
+
+    /// Stores a record and arms the timer of its status from `last_heard`.
+    fn insert(&mut self, mut record: Record) -> u32 {
+        let deadline = record.last_heard + self.config.timeout(record.status);
+        record.deadline = deadline;
+        let kind = record.status.timer();
+        let slot = self.registry.insert(record);
+        self.timers.arm(kind, deadline, slot);
+        slot
+    }
+
+    /// Same status, later stamp: the proxy is alive. Answers as the protocol asks, and
+    /// records what it reports about itself if that changed.
+    fn refresh(
+        &mut self,
+        slot: u32,
+        now: Instant,
+        reply: Reply,
+        hb: &Heartbeat<'_>,
+        freshness: Freshness,
+    ) {
+        let observed = self.touch(slot, now, reply, hb.config_version);
+        self.rearm(slot, now);
+        let Some(record) = self.registry.get(slot) else {
+            return;
+        };
+        let status = record.status;
+        let cluster = self.registry.cluster(record.cluster);
+        let config_current = cluster.config.version == hb.config_version;
+        if observed {
+            self.record(ChangeKind::Observed {
+                cluster: cluster.name.clone(),
+                proxy: Arc::from(record.proxy.as_str()),
+                slot,
+                source: record.reply_to,
+                config_version: record.config_version,
+            });
+        }
+        let token_aging = match freshness {
+            Freshness::Fresh { age_buckets } => age_buckets * 2 >= self.tokens.max_age_buckets(),
+            Freshness::Stale => true,
+        };
+        // Acks are due at once for any change, for every `ready` heartbeat (the proxy is
+        // waiting for one), and often enough to keep tokens fresh; a steady `up`
+        // heartbeat with a young token needs none.
+        if status == Status::Ready || token_aging || !config_current || hb.slot != slot {
+            self.ack(reply, slot, status, now);
+        }
+    }
+
+    /// Records that the proxy in `slot` was heard; returns whether what it reports about
+    /// itself (its source, its config version) changed.
+    fn touch(&mut self, slot: u32, now: Instant, reply: Reply, config_version: u64) -> bool {
+        self.seen.set(slot, self.clock.real());
+        let Some(record) = self.registry.get_mut(slot) else {
+            return false;
+        };
+        let changed = record.reply_to != reply.to || record.config_version != config_version;
+        record.stamp = reply.stamp;
+        record.reply_to = reply.to;
+        record.last_heard = now;
+        record.config_version = config_version;
+        changed
+    }
+
+    /// Arms the one timer of the record's status, from its last heartbeat.
+    fn rearm(&mut self, slot: u32, now: Instant) {
+        if let Some(record) = self.registry.get_mut(slot) {
+            let kind = record.status.timer();
+            let deadline = record.last_heard.max(now) + self.config.timeout(record.status);
+            record.deadline = deadline;
+            self.timers.arm(kind, deadline, slot);
+        }
+    }
+
+    /// Moves the record in `slot` to `to`, re-arms its timer, and records the change.
+    fn move_to(&mut self, slot: u32, to: Status, reason: Reason, now: Instant) {
+        let from = self.registry.set_status(slot, to, now);
+        self.rearm(slot, now);
+        self.status_changed(slot, from, reason, now);
+    }
+
+    /// A record's timer fired at its deadline `at` (a stale entry was never handed here).
+    pub(crate) fn fire(&mut self, kind: TimerKind, at: Instant, slot: u32, now: Instant) {
+        let Some(record) = self.registry.get(slot) else {
+            return;
+        };
+        debug_assert!(record.deadline == at && record.status.timer() == kind);
+        let cluster = record.cluster;
+        match kind {
+            TimerKind::Ready => self.delete(slot, Reason::ReadyTimeout, now),
+            TimerKind::Delete => {
+                // While mass-loss protection holds, a lost proxy stays; the resumption
+                // gives every lost proxy of the cluster a fresh window.
+                if !self.registry.cluster(cluster).deletion_paused {
+                    self.delete(slot, Reason::DeleteTimeout, now);
+                }
+            }
+            TimerKind::Lost => {
+                self.registry.set_status(slot, Status::Lost, now);
+                // `delete_after` counts from the last heartbeat, as the original keeper did.
+                if let Some(record) = self.registry.get_mut(slot) {
+                    let deadline = record.last_heard + self.config.delete_after;
+                    record.deadline = deadline;
+                    self.timers.arm(TimerKind::Delete, deadline, slot);
+                }
+                self.status_changed(slot, Some(Status::Up), Reason::LostTimeout, now);
+            }
+        }
+    }
+
+    /// Gives the lost record in `slot` a fresh delete window from `now`.
+    pub(crate) fn renew_delete_window(&mut self, slot: u32, now: Instant) {
+        if let Some(record) = self.registry.get_mut(slot)
+            && record.status == Status::Lost
+        {
+            let deadline = now + self.config.delete_after;
+            record.deadline = deadline;
+            self.timers.arm(TimerKind::Delete, deadline, slot);
+        }
+    }
+
+    /// Deletes the record in `slot`, leaving a tombstone, and records the change.
+    pub(crate) fn delete(&mut self, slot: u32, reason: Reason, now: Instant) {
+        let last_heartbeat = self.seen.get(slot);
+        let Some(record) = self.registry.remove(slot) else {
+            return;
+        };
+        self.seen.clear(slot);
+        let cluster = record.cluster;
+        self.bury(cluster, record.proxy.as_str().into(), record.stamp, now);
+        let change = StatusChange {
+            cluster: self.registry.cluster(cluster).name.clone(),
+            proxy: Arc::from(record.proxy.as_str()),
+            slot,
+            incarnation: record.stamp.incarnation,
+            from: Some(record.status),
+            to: None,
+            reason,
+            last_heartbeat,
+            source: record.reply_to,
+            config_version: record.config_version,
+        };
+        self.record(ChangeKind::Status(change));
+        self.check_mass_loss(cluster, now);
+    }
+
+    /// Records the status change of the record in `slot` and re-evaluates its cluster's
+    /// mass-loss protection.
+    fn status_changed(&mut self, slot: u32, from: Option<Status>, reason: Reason, now: Instant) {
+        let Some(record) = self.registry.get(slot) else {
+            return;
+        };
+        let cluster = record.cluster;
+        let change = StatusChange {
+            cluster: self.registry.cluster(cluster).name.clone(),
+            proxy: Arc::from(record.proxy.as_str()),
+            slot,
+            incarnation: record.stamp.incarnation,
+            from,
+            to: Some(record.status),
+            reason,
+            last_heartbeat: self.seen.get(slot),
+            source: record.reply_to,
+            config_version: record.config_version,
+        };
+        self.record(ChangeKind::Status(change));
+        self.check_mass_loss(cluster, now);
+    }
+
+    /// Leaves a tombstone for a deleted proxy.
+    fn bury(&mut self, cluster: ClusterId, proxy: Box<str>, stamp: Stamp, now: Instant) {
+        let expires = now + self.config.delete_after;
+        let last_restart = self
+            .registry
+            .tombstone(cluster, &proxy)
+            .and_then(|t| t.last_restart);
+        let stone = Tombstone {
+            stamp,
+            expires,
+            last_restart,
+        };
+        self.registry.set_tombstone(cluster, proxy.clone(), stone);
+        self.timers.arm_tombstone(expires, cluster, proxy);
+    }
+
+    /// The tombstone of `proxy`, created (with nothing accepted yet) if there is none and
+    /// there is room: tombstones made this way, for identities never registered, are held
+    /// to `max_proxies` so that they cannot grow without bound.
+    pub(crate) fn tombstone(
+        &mut self,
+        cluster: ClusterId,
+        proxy: &str,
+        now: Instant,
+    ) -> Option<&mut Tombstone> {
+        if self.registry.tombstone(cluster, proxy).is_none() {
+            if self.registry.tombstones() >= self.config.max_proxies {
+                return None;
+            }
+            let expires = now + self.config.delete_after;
+            let nothing = Stamp {
+                incarnation: 0,
+                seq: 0,
+            };
+            let stone = Tombstone {
+                stamp: nothing,
+                expires,
+                last_restart: None,
+            };
+            self.registry.set_tombstone(cluster, proxy.into(), stone);
+            self.timers.arm_tombstone(expires, cluster, proxy.into());
+        }
+        self.registry.tombstone_mut(cluster, proxy)
+    }
+
+    fn forget_tombstone(&mut self, cluster: &str, proxy: &str) {
+        if let Some(c) = self.registry.cluster_id(cluster) {
+            self.registry.remove_tombstone(c, proxy);
+        }
+    }
+
+    /// The cluster named `name`, created if there is room.
+    pub(crate) fn cluster_for(&mut self, name: &str) -> Option<ClusterId> {
+        if self.registry.cluster_id(name).is_none()
+            && self.registry.clusters.len() >= self.config.max_clusters
+        {
+            return None;
+        }
+        Some(self.registry.ensure_cluster(name))
+    }
+}
+
+/// Where answers go for a proxy restored from a store that did not record its source:
+/// nowhere, until its next datagram says.
+pub(crate) const NOWHERE: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    0,
+);
 
 #[cfg(test)]
 mod tests {

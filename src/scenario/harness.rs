@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::{Agent, AgentConfig, AgentEvent};
 use crate::auth::{Key, Keyring};
-use crate::keeper::{Event, Keeper, KeeperConfig, Status};
+use crate::keeper::{Change, Keeper, KeeperConfig, Status};
 use crate::scenario::net::{NetConfig, Network};
 use crate::scenario::{
     Action, CLUSTER, Gate, Init, Observation, PROXIES, ProxyIndex, Timing, World, check_outcome,
@@ -46,7 +46,7 @@ struct Process {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trace {
     /// Every keeper event, with the virtual time it happened at.
-    pub keeper: Vec<(Duration, Event)>,
+    pub keeper: Vec<(Duration, Change)>,
     /// Every agent event, with the proxy it happened to.
     pub agents: Vec<(Duration, ProxyIndex, AgentEvent)>,
 }
@@ -174,7 +174,7 @@ impl CoreWorld {
                 );
                 moved = true;
             }
-            while let Some(e) = self.keeper.poll_event() {
+            while let Some(e) = self.keeper.poll_change() {
                 self.trace.keeper.push((self.elapsed(), e));
             }
             for i in 0..self.procs.len() {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use zerokeeper::auth::{Key, Keyring};
-use zerokeeper::keeper::{Event, Keeper, KeeperConfig, Status};
+use zerokeeper::keeper::{Change, Keeper, KeeperConfig, Status};
 use zerokeeper::time::Instant;
 use zerokeeper::wire::{self, AckStatus, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token};
 
@@ -128,7 +128,7 @@ pub struct Rig {
     pub keeper: Keeper,
     pub now: Instant,
     buf: Vec<u8>,
-    pub events: Vec<Event>,
+    pub events: Vec<Change>,
 }
 
 impl Rig {
@@ -247,7 +247,7 @@ impl Rig {
     }
 
     fn drain_events(&mut self) {
-        while let Some(e) = self.keeper.poll_event() {
+        while let Some(e) = self.keeper.poll_change() {
             self.events.push(e);
         }
     }
@@ -268,5 +268,14 @@ impl Rig {
         self.say(proxy, ProxyStatus::Ready);
         self.say(proxy, ProxyStatus::Up);
         assert_eq!(self.status(&proxy.proxy), Some(Status::Up));
+    }
+}
+
+impl Rig {
+    /// The keeper stops running for `d` (SIGSTOP, a paused VM): time jumps past the
+    /// wakeup the core asked for, with nothing handled meanwhile.
+    pub fn stall(&mut self, d: Duration) {
+        let wake = self.keeper.poll_timeout().unwrap_or(self.now);
+        self.now = wake.max(self.now) + d;
     }
 }

@@ -1,0 +1,227 @@
+//! The keeper's answers: what waits to be sent, and its encoding into the driver's buffer.
+//!
+//! Answers are queued as [`Pending`] and encoded only in [`Keeper::poll_transmit`], into
+//! the driver's buffer, so answering allocates nothing. Every answer is bounded by the
+//! size of the datagram it answers (no amplification).
+
+use std::sync::Arc;
+
+use crate::auth::KeyIndex;
+use crate::configdoc::ConfigVersion;
+use crate::keeper::transition::Stamp;
+use crate::keeper::{Keeper, KeeperConfig, Status, Transmit};
+use crate::time::Instant;
+use crate::wire::{self, AckStatus, Message, Token};
+
+use std::net::SocketAddr;
+
+/// An answer waiting to be encoded.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    to: SocketAddr,
+    key: KeyIndex,
+    /// The size of the datagram answered: the answer may not be larger.
+    budget: usize,
+    answer: Answer,
+}
+
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Ack {
+        stamp: Stamp,
+        status: AckStatus,
+        config_version: u64,
+        slot: u32,
+        token: Token,
+    },
+    Challenge {
+        stamp: Stamp,
+        token: Token,
+    },
+    Restart {
+        stamp: Stamp,
+    },
+    Superseded {
+        stamp: Stamp,
+        winner: u64,
+    },
+    Chunk {
+        stamp: Stamp,
+        config: Arc<ConfigVersion>,
+        index: u32,
+    },
+}
+
+/// Where and how to answer the datagram being handled.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reply {
+    pub(crate) to: SocketAddr,
+    pub(crate) key: KeyIndex,
+    pub(crate) budget: usize,
+    pub(crate) stamp: Stamp,
+}
+
+impl Reply {
+    /// `answer`, to this reply's address, within its budget.
+    pub(crate) fn with(self, answer: Answer) -> Pending {
+        self.within(self.budget, answer)
+    }
+
+    /// `answer`, to this reply's address, within `budget` bytes.
+    pub(crate) fn within(self, budget: usize, answer: Answer) -> Pending {
+        Pending {
+            to: self.to,
+            key: self.key,
+            budget,
+            answer,
+        }
+    }
+}
+
+impl Keeper {
+    /// Queues `answer` to be sent.
+    pub(crate) fn answer(&mut self, reply: Reply, answer: Answer) {
+        self.pending.push_back(reply.with(answer));
+    }
+
+    /// Queues an `Ack` in the record's status.
+    pub(crate) fn ack(&mut self, reply: Reply, slot: u32, status: Status, now: Instant) {
+        let ack = self.ack_for(reply, slot, ack_status(status), now);
+        self.pending.push_back(ack);
+    }
+
+    /// Acknowledges a registration (or a new life) once it is durable: a proxy told it is
+    /// registered must still be after a keeper crash.
+    pub(crate) fn ack_registration(&mut self, reply: Reply, slot: u32, now: Instant) {
+        let ack = self.ack_for(reply, slot, AckStatus::Ready, now);
+        self.answer_when_durable(ack);
+    }
+
+    fn ack_for(&mut self, reply: Reply, slot: u32, status: AckStatus, now: Instant) -> Pending {
+        let config_version = self
+            .registry
+            .get(slot)
+            .map(|r| self.registry.cluster(r.cluster).config.version)
+            .unwrap_or(0);
+        let token = self.tokens.mint(now);
+        reply.with(Answer::Ack {
+            stamp: reply.stamp,
+            status,
+            config_version,
+            slot,
+            token,
+        })
+    }
+
+    /// An `Ack(gone)`: the sender is not (or no longer) registered.
+    pub(crate) fn gone(&mut self, stamp: Stamp, now: Instant) -> Answer {
+        let token = self.tokens.mint(now);
+        Answer::Ack {
+            stamp,
+            status: AckStatus::Gone,
+            config_version: 0,
+            slot: 0,
+            token,
+        }
+    }
+
+    /// A `Challenge` with a fresh token.
+    pub(crate) fn challenge(&mut self, stamp: Stamp, now: Instant) -> Answer {
+        let token = self.tokens.mint(now);
+        Answer::Challenge { stamp, token }
+    }
+
+    /// Encodes the next datagram to send into `buf` (at least
+    /// [`wire::MAX_DATAGRAM`] bytes) and says where it goes.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(p) = self.pending.pop_front() {
+            match self.encode(&p.answer, p.key, buf) {
+                Ok(len) if len <= p.budget => {
+                    self.stats.sent += 1;
+                    return Some(Transmit {
+                        destination: p.to,
+                        len,
+                    });
+                }
+                _ => {
+                    // Ruled out by the protocol's sizes; never send more than was received.
+                    self.stats.oversized_answers += 1;
+                    tracing::error!(to = %p.to, budget = p.budget, "answer larger than its request not sent");
+                }
+            }
+        }
+        None
+    }
+
+    fn encode(&self, answer: &Answer, key: KeyIndex, buf: &mut [u8]) -> Result<usize, wire::EncodeError> {
+        let key = self.keys.get(key);
+        let message = match answer {
+            Answer::Ack {
+                stamp,
+                status,
+                config_version,
+                slot,
+                token,
+            } => Message::Ack(wire::Ack {
+                incarnation: stamp.incarnation,
+                seq: stamp.seq,
+                status: *status,
+                interval_ms: KeeperConfig::millis(self.config.heartbeat_interval),
+                lost_after_ms: KeeperConfig::millis(self.config.lost_after),
+                config_version: *config_version,
+                slot: *slot,
+                token: *token,
+            }),
+            Answer::Challenge { stamp, token } => Message::Challenge(wire::Challenge {
+                incarnation: stamp.incarnation,
+                seq: stamp.seq,
+                token: *token,
+            }),
+            Answer::Restart { stamp } => Message::Restart(wire::Restart {
+                incarnation: stamp.incarnation,
+                seq: stamp.seq,
+            }),
+            Answer::Superseded { stamp, winner } => Message::Superseded(wire::Superseded {
+                incarnation: stamp.incarnation,
+                seq: stamp.seq,
+                winner: *winner,
+            }),
+            Answer::Chunk {
+                stamp,
+                config,
+                index,
+            } => {
+                let mut chunk = chunk_header(*stamp, config, *index);
+                chunk.bytes = config.chunk(*index).unwrap_or_default();
+                Message::ConfigChunk(chunk)
+            }
+        };
+        wire::encode(&message, key, buf)
+    }
+}
+
+fn ack_status(status: Status) -> AckStatus {
+    match status {
+        Status::Ready => AckStatus::Ready,
+        // An ack only ever answers a heartbeat, which makes a lost proxy up.
+        Status::Up | Status::Lost => AckStatus::Up,
+    }
+}
+
+/// The header of a chunk of `config` (its bytes filled in when encoded).
+pub(crate) fn chunk_header(
+    stamp: Stamp,
+    config: &ConfigVersion,
+    index: u32,
+) -> wire::ConfigChunk<'static> {
+    wire::ConfigChunk {
+        incarnation: stamp.incarnation,
+        seq: stamp.seq,
+        version: config.version,
+        index,
+        total: config.total_chunks(),
+        size: u32::try_from(config.bytes.len()).unwrap_or(u32::MAX),
+        digest: config.digest,
+        bytes: &[],
+    }
+}

@@ -1,0 +1,271 @@
+//! Datagrams from proxies: authentication, identity, ordering and freshness, then the
+//! transition they cause (decided and applied in `transition`), restarts and config reads.
+
+use std::net::SocketAddr;
+
+use crate::auth::KeyIndex;
+use crate::identity::{validate_cluster, validate_proxy};
+use crate::keeper::answer::{Answer, Reply, chunk_header};
+use crate::keeper::registry::ClusterId;
+use crate::keeper::token::{Freshness, TokenMinter};
+use crate::keeper::transition::{self, Decision, Known, Said, Stamp};
+use crate::keeper::{ChangeKind, DropReason, Keeper, Outcome};
+use crate::time::Instant;
+use crate::wire::{self, ConfigRequest, Heartbeat, Message};
+
+/// What the keeper knows of the identity a heartbeat names.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lookup {
+    pub(crate) cluster: Option<ClusterId>,
+    pub(crate) slot: Option<u32>,
+    pub(crate) known: Known,
+}
+
+impl Keeper {
+    pub(crate) fn accept(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<Outcome, DropReason> {
+        let header = wire::parse_header(datagram)?;
+        if !header.kind.is_from_proxy() {
+            return Err(DropReason::UnexpectedKind);
+        }
+        let (key, secret) = self
+            .keys
+            .lookup(header.key_id)
+            .ok_or(DropReason::UnknownKey)?;
+        wire::authenticate(datagram, secret)?;
+        let budget = datagram.len();
+        match wire::decode_body(header, datagram)? {
+            Message::Heartbeat(hb) => {
+                self.on_hello(now, from, key, budget, &hb, Said::Heartbeat(hb.status))
+            }
+            Message::Unregister(hb) => self.on_hello(now, from, key, budget, &hb, Said::Unregister),
+            Message::ConfigRequest(req) => self.on_config_request(now, from, key, budget, &req),
+            // `is_from_proxy` was checked above; the other kinds never reach here.
+            _ => Err(DropReason::UnexpectedKind),
+        }
+    }
+
+    fn authorize(&self, key: KeyIndex, cluster: &str) -> Result<(), DropReason> {
+        if self.keys.authorizes(key, cluster) {
+            Ok(())
+        } else {
+            Err(DropReason::WrongKey)
+        }
+    }
+
+    /// Finds what is known of the heartbeat's identity, validating it unless the slot it
+    /// echoes already holds it (the hot path: an identity registered, so validated then).
+    fn lookup(&self, key: KeyIndex, hb: &Heartbeat<'_>) -> Result<Lookup, DropReason> {
+        let cluster = self.registry.cluster_id(hb.cluster);
+        let hinted = cluster.and_then(|c| self.registry.hinted(c, hb.proxy, hb.slot));
+        if hinted.is_none() {
+            validate_identity(hb.cluster, hb.proxy)?;
+        }
+        self.authorize(key, hb.cluster)?;
+        let slot = hinted.or_else(|| cluster.and_then(|c| self.registry.find(c, hb.proxy, 0)));
+        let known = match (cluster, slot.and_then(|s| self.registry.get(s))) {
+            (_, Some(record)) => Known::Live(record.status, record.stamp),
+            (Some(c), None) => match self.registry.tombstone(c, hb.proxy) {
+                Some(t) => Known::Tombstone(t.stamp),
+                None => Known::Nothing,
+            },
+            (None, None) => Known::Nothing,
+        };
+        Ok(Lookup {
+            cluster,
+            slot,
+            known,
+        })
+    }
+
+    /// Whether the heartbeat's token counts; notices a token from a newer keeper epoch
+    /// than this one (the store went back in time) once per newer epoch.
+    fn freshness(&mut self, hb: &Heartbeat<'_>, now: Instant) -> Freshness {
+        let epoch = TokenMinter::epoch_of(&hb.token);
+        if epoch > self.tokens.epoch() && epoch > self.stream.seen_epoch {
+            self.stream.seen_epoch = epoch;
+            self.record(ChangeKind::Rewound { seen_epoch: epoch });
+        }
+        self.tokens.check(&hb.token, now)
+    }
+
+    /// A heartbeat or an unregister.
+    fn on_hello(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        key: KeyIndex,
+        budget: usize,
+        hb: &Heartbeat<'_>,
+        said: Said,
+    ) -> Result<Outcome, DropReason> {
+        let stamp = Stamp {
+            incarnation: hb.incarnation,
+            seq: hb.seq,
+        };
+        let lookup = self.lookup(key, hb)?;
+        let freshness = self.freshness(hb, now);
+        let decision = transition::decide(
+            lookup.known,
+            said,
+            stamp,
+            freshness != Freshness::Stale,
+        );
+        #[cfg(feature = "test-hooks")]
+        let decision = self.break_rule(decision, lookup.known, said);
+        let reply = Reply {
+            to: from,
+            key,
+            budget,
+            stamp,
+        };
+        match decision {
+            Decision::Stale => Err(DropReason::Stale),
+            Decision::Regression => Err(DropReason::Regression),
+            Decision::Challenge => {
+                let challenge = self.challenge(stamp, now);
+                self.answer(reply, challenge);
+                Ok(Outcome::Challenged)
+            }
+            Decision::Superseded { winner } => {
+                self.answer(reply, Answer::Superseded { stamp, winner });
+                self.record(ChangeKind::Superseded {
+                    cluster: hb.cluster.into(),
+                    proxy: hb.proxy.into(),
+                    loser: stamp.incarnation,
+                    winner,
+                    to: from,
+                });
+                Ok(Outcome::Superseded)
+            }
+            Decision::Restart => self.restart(now, reply, hb),
+            decision => self.apply(decision, lookup, now, reply, hb, freshness),
+        }
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn break_rule(&self, decision: Decision, known: Known, said: Said) -> Decision {
+        use crate::keeper::{BrokenRule, Status};
+        if self.broken == Some(BrokenRule::StaleReadyOverwritesUp)
+            && matches!(decision, Decision::Stale | Decision::Regression)
+            && said == Said::Heartbeat(wire::ProxyStatus::Ready)
+            && matches!(known, Known::Live(Status::Up | Status::Lost, _))
+        {
+            return Decision::Transition {
+                to: crate::keeper::Status::Ready,
+            };
+        }
+        decision
+    }
+
+    /// Answers an `up` from a process the registry does not hold with `Restart`.
+    fn restart(
+        &mut self,
+        now: Instant,
+        reply: Reply,
+        hb: &Heartbeat<'_>,
+    ) -> Result<Outcome, DropReason> {
+        // The tombstone remembers the last Restart, so an identity gets at most one per
+        // interval; with no room for one, no Restart is sent (the proxy keeps asking).
+        let interval = self.config.heartbeat_interval;
+        let cluster = self
+            .cluster_for(hb.cluster)
+            .ok_or(DropReason::RegistryFull)?;
+        let stone = self
+            .tombstone(cluster, hb.proxy, now)
+            .ok_or(DropReason::RegistryFull)?;
+        stone.stamp = stone.stamp.max(reply.stamp);
+        if stone.last_restart.is_some_and(|at| now < at + interval) {
+            return Err(DropReason::RestartSuppressed);
+        }
+        stone.last_restart = Some(now);
+        self.answer(reply, Answer::Restart { stamp: reply.stamp });
+        self.record(ChangeKind::RestartSent {
+            cluster: hb.cluster.into(),
+            proxy: hb.proxy.into(),
+            incarnation: reply.stamp.incarnation,
+            to: reply.to,
+        });
+        Ok(Outcome::Restarted)
+    }
+
+    fn on_config_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        key: KeyIndex,
+        budget: usize,
+        req: &ConfigRequest<'_>,
+    ) -> Result<Outcome, DropReason> {
+        validate_identity(req.cluster, req.proxy)?;
+        self.authorize(key, req.cluster)?;
+        let cluster = self
+            .registry
+            .cluster_id(req.cluster)
+            .ok_or(DropReason::NotRegistered)?;
+        let slot = self
+            .registry
+            .find(cluster, req.proxy, req.slot)
+            .ok_or(DropReason::NotRegistered)?;
+        let record = self.registry.get(slot).ok_or(DropReason::NotRegistered)?;
+        if record.stamp.incarnation != req.incarnation {
+            return Err(DropReason::NotRegistered);
+        }
+        let stamp = Stamp {
+            incarnation: req.incarnation,
+            seq: req.seq,
+        };
+        let reply = Reply {
+            to: from,
+            key,
+            budget,
+            stamp,
+        };
+        if self.tokens.check(&req.token, now) == Freshness::Stale {
+            let challenge = self.challenge(stamp, now);
+            self.answer(reply, challenge);
+            return Ok(Outcome::Challenged);
+        }
+        // Config requests are idempotent reads: they are not ordered against heartbeats
+        // (a window of them is in flight at once), and each is answered within its own
+        // size, so a replay can neither change state nor amplify.
+        let config = self.registry.cluster(cluster).config.clone();
+        let first = if req.version == config.version {
+            req.first_index
+        } else {
+            0
+        };
+        let mut used = 0;
+        let mut served = 0;
+        for index in first..first.saturating_add(req.count.min(64)) {
+            let Some(bytes) = config.chunk(index) else {
+                break;
+            };
+            let len = wire::config_chunk_len(&chunk_header(stamp, &config, index), bytes.len());
+            if used + len > budget {
+                break;
+            }
+            used += len;
+            served += 1;
+            let chunk = Answer::Chunk {
+                stamp,
+                config: config.clone(),
+                index,
+            };
+            self.pending.push_back(reply.within(len, chunk));
+        }
+        if served == 0 {
+            return Err(DropReason::BadRequest);
+        }
+        Ok(Outcome::ConfigServed)
+    }
+}
+
+pub(crate) fn validate_identity(cluster: &str, proxy: &str) -> Result<(), DropReason> {
+    validate_cluster(cluster).map_err(|_| DropReason::InvalidIdentity)?;
+    validate_proxy(proxy).map_err(|_| DropReason::InvalidIdentity)
+}

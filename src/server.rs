@@ -1,0 +1,273 @@
+//! One way to assemble a keeper: the store, the core, its driver, the change hub, the
+//! HTTP view and the admin API, wired together and run until a shutdown future
+//! completes (mini-redis style: the caller injects the sockets and the shutdown).
+//!
+//! `zerokeeper serve`, the live demo, the turmoil simulations and the tests all start
+//! their keepers here, so they run the same code:
+//!
+//! ```text
+//!  UDP socket ──► KeeperDriver (owns the core) ──► store (commits on its own thread)
+//!                      │ durable changes
+//!                      ▼
+//!                  ChangeHub (retained history) ──► /v1/watch
+//!                      │
+//!                      ▼
+//!                  View (follower task) ◄── LastSeen (written by the core)
+//!                      │
+//!  TCP listener ──► admin API (reads: the view; writes: the KeeperHandle)
+//! ```
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Keyring;
+use crate::driver::DatagramSocket;
+use crate::driver::DriverClock;
+use crate::driver::keeper::{ChangeSink, CommitMode, KeeperDriver, KeeperHandle};
+use crate::http::view::{SeedCluster, View, ViewSeed};
+use crate::hub::ChangeHub;
+use crate::keeper::{
+    Change, Keeper, KeeperConfig, KeeperConfigError, RestoreError, StoredProxy,
+};
+use crate::store::{Store, StoreError};
+
+/// A function shown every core change as the driver drains it.
+pub type ChangeTap = Box<dyn FnMut(&Change) + Send>;
+
+/// What a keeper is made of, besides its sockets.
+pub struct Setup {
+    /// Timing and limits.
+    pub config: KeeperConfig,
+    /// Every key, with its scope.
+    pub keys: Keyring,
+    /// Where its state lives (`None`: it keeps nothing, as the demo).
+    pub store: Option<Box<dyn Store>>,
+    /// How the store's commits run ([`CommitMode::Thread`] but in simulations).
+    pub commit_mode: CommitMode,
+    /// Changes retained for watchers, in memory and in the store.
+    pub retention: usize,
+    /// The epoch of a keeper without a store (one with a store takes the store's).
+    pub epoch: u32,
+    /// Random bytes the freshness tokens are keyed with, drawn at every start. A keeper
+    /// without a store also draws its generation of revisions from them.
+    pub token_secret: [u8; 32],
+    /// The driver's clock.
+    pub clock: DriverClock,
+    /// Shown every change (simulations check invariants with it).
+    pub tap: Option<ChangeTap>,
+    /// Applied to the core before it runs (tests break a rule on purpose through it).
+    pub adjust: Option<Box<dyn FnOnce(&mut Keeper) + Send>>,
+    /// Stalls the driver for each duration received (simulations of a stopped keeper).
+    #[cfg(feature = "test-hooks")]
+    pub stalls: Option<tokio::sync::mpsc::UnboundedReceiver<std::time::Duration>>,
+    /// Shown the registry a store's boot restored (simulations check it against the
+    /// registry at the crash).
+    pub on_boot: Option<Box<dyn FnOnce(&[StoredProxy]) + Send>>,
+}
+
+impl Setup {
+    /// A keeper of `config` and `keys` that keeps nothing, with a clock started now.
+    pub fn new(config: KeeperConfig, keys: Keyring) -> Setup {
+        Setup {
+            config,
+            keys,
+            store: None,
+            commit_mode: CommitMode::Thread,
+            retention: crate::config::DEFAULT_WATCH_RETENTION,
+            epoch: 1,
+            token_secret: [0; 32],
+            clock: DriverClock::start(),
+            tap: None,
+            adjust: None,
+            #[cfg(feature = "test-hooks")]
+            stalls: None,
+            on_boot: None,
+        }
+    }
+}
+
+impl Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("config", &self.config)
+            .field("store", &self.store.is_some())
+            .field("commit_mode", &self.commit_mode)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a keeper did not start. Nothing runs.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The store could not be booted.
+    #[error("cannot boot the store: {0}")]
+    Store(#[from] StoreError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] KeeperConfigError),
+    /// The stored state cannot be restored.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// A socket or thread failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A running keeper.
+#[derive(Debug)]
+pub struct Running {
+    /// Admin calls.
+    pub handle: KeeperHandle,
+    /// The retained history of changes.
+    pub hub: Arc<ChangeHub>,
+    /// What the admin API reads.
+    pub view: View,
+    keeper_task: JoinHandle<io::Result<()>>,
+    http_task: JoinHandle<io::Result<()>>,
+    view_task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the keeper has stopped; the driver's result (a store failure is an
+    /// error).
+    pub async fn join(self) -> io::Result<()> {
+        let keeper = flatten(self.keeper_task.await);
+        let http = flatten(self.http_task.await);
+        let _ = self.view_task.await;
+        keeper.and(http)
+    }
+}
+
+fn flatten(joined: Result<io::Result<()>, tokio::task::JoinError>) -> io::Result<()> {
+    joined.map_err(io::Error::other)?
+}
+
+/// Starts a keeper on `socket` (heartbeats) and `listener` (admin API) that runs until
+/// `shutdown` completes. Must be called within a tokio runtime (or a turmoil host).
+pub async fn start<S, L>(
+    mut setup: Setup,
+    socket: S,
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError>
+where
+    S: DatagramSocket,
+    L: axum::serve::Listener,
+    L::Addr: Debug,
+{
+    let now = setup.clock.now();
+    let (mut core, hub, seed) = match setup.store.as_mut() {
+        Some(store) => {
+            store.set_retention(setup.retention);
+            let snapshot = store.boot()?;
+            if let Some(on_boot) = setup.on_boot.take() {
+                on_boot(&snapshot.proxies);
+            }
+            let core = Keeper::restore(
+                setup.config.clone(),
+                setup.keys.clone(),
+                snapshot.epoch,
+                setup.token_secret,
+                now,
+                &snapshot.proxies,
+                &snapshot.configs,
+                snapshot.revision,
+            )?;
+            let proxies = snapshot
+                .proxies
+                .iter()
+                .filter_map(|p| core.slot_of(&p.cluster, &p.proxy).map(|s| (s, p.clone())))
+                .collect();
+            let hub = ChangeHub::new(
+                snapshot.generation,
+                snapshot.revision,
+                setup.retention,
+                snapshot.recent,
+            );
+            let seed = ViewSeed {
+                generation: snapshot.generation,
+                revision: snapshot.revision,
+                proxies,
+                clusters: Vec::new(),
+            };
+            (core, hub, seed)
+        }
+        None => {
+            let core = Keeper::new(
+                setup.config.clone(),
+                setup.keys.clone(),
+                setup.epoch,
+                setup.token_secret,
+                now,
+            )?;
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&setup.token_secret[..8]);
+            let generation = u64::from_be_bytes(first) >> 1;
+            let hub = ChangeHub::new(generation, 0, setup.retention, Vec::new());
+            let seed = ViewSeed {
+                generation,
+                revision: 0,
+                proxies: Vec::new(),
+                clusters: Vec::new(),
+            };
+            (core, hub, seed)
+        }
+    };
+    let seed = ViewSeed {
+        clusters: core
+            .cluster_seeds()
+            .into_iter()
+            .map(|(name, config, deletion_paused)| SeedCluster {
+                name,
+                config,
+                deletion_paused,
+            })
+            .collect(),
+        ..seed
+    };
+    if let Some(adjust) = setup.adjust.take() {
+        adjust(&mut core);
+    }
+    let view = View::new(seed, core.last_seen(), setup.clock);
+    let (driver, handle) = KeeperDriver::new(core, socket, setup.clock);
+    let mut driver = driver.with_sink(hub.clone() as Arc<dyn ChangeSink>);
+    if let Some(store) = setup.store.take() {
+        driver = driver.with_store(store, setup.commit_mode)?;
+    }
+    if let Some(tap) = setup.tap.take() {
+        driver = driver.with_change_tap(tap);
+    }
+    #[cfg(feature = "test-hooks")]
+    if let Some(stalls) = setup.stalls.take() {
+        driver = driver.with_stalls(stalls);
+    }
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let keeper_task = tokio::spawn(driver.run(stopped(stopping.clone())));
+    let view_task = tokio::spawn(view.clone().follow(hub.clone(), stopped(stopping.clone())));
+    let router = crate::http::router(handle.clone(), hub.clone(), view.clone());
+    let http_task = tokio::spawn(crate::http::serve(listener, router, stopped(stopping)));
+    Ok(Running {
+        handle,
+        hub,
+        view,
+        keeper_task,
+        http_task,
+        view_task,
+    })
+}
+
+/// Completes once `stop` says so (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&stop| stop).await;
+}
