@@ -2,16 +2,23 @@
 //!
 //! One file, `DIR/zerokeeper.redb` ([`FILE_NAME`]), written only in write transactions
 //! with [`Durability::Immediate`] (durable when the commit returns) and quick-repair (the
-//! allocator state is saved with every commit, with a two-phase commit). Every open
-//! verifies the checksums of the whole file, so a damaged file is refused as
-//! [`StoreError::Corrupt`] instead of being trusted (redb may panic reading a damaged
-//! page); that costs a few milliseconds per 100,000 proxies, about as much as quick-repair
-//! would save after a `kill -9`. redb holds a lock on the file while a [`RedbStore`] is
+//! allocator state is saved with every commit, with a two-phase commit). Every open of an
+//! existing file verifies the checksums of the whole file (once, in the probe below), so a
+//! damaged file is refused as [`StoreError::Corrupt`] instead of being trusted (redb may
+//! panic reading a damaged page); that costs a few milliseconds per 100,000 proxies. redb holds a lock on the file while a [`RedbStore`] is
 //! open: a second keeper on the same directory, in this process or another, gets
 //! [`StoreError::InUse`].
 //!
-//! An existing file too short to hold a redb header (an empty one included) is refused
-//! before redb sees it: redb would initialize it as a new database.
+//! # Opening without writing
+//!
+//! redb writes to a file as it opens it (a verifying open is a repair, which commits), so
+//! an existing file is first *probed*: opened and verified through a backend that reads
+//! the file, keeps redb's writes in memory, and takes redb's locks on the file. Only a file
+//! the probe found to be a zerokeeper store of a schema this keeper reads (or an empty redb
+//! database) is then opened for real. A file that is not a redb database, a redb database
+//! of another application, a damaged one, or a store of a newer schema is refused with its
+//! bytes unchanged. An existing file too short to hold a redb header (an empty one
+//! included) is refused before redb sees it: redb would initialize it as a new database.
 //!
 //! # Layout (schema 2)
 //!
@@ -46,16 +53,18 @@
 //! - **3 and later**: refused as [`StoreError::TooNew`], unchanged. Anything else is
 //!   [`StoreError::Corrupt`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use redb::backends::FileBackend;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
-    WriteTransaction,
+    BackendError, Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, Table,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -168,7 +177,8 @@ impl RedbStore {
     /// schema newer than [`FORMAT`]; with [`StoreError::Corrupt`] if the file is not a redb
     /// database (an empty file included), not a zerokeeper store, damaged or inconsistent;
     /// and with [`StoreError::Io`] if `dir` is not a directory or cannot be read or
-    /// written. An existing file is never truncated or overwritten.
+    /// written. A file that is refused is left as it was, byte for byte; an existing file
+    /// is never truncated or overwritten.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
         match fs::metadata(dir) {
             Ok(meta) if !meta.is_dir() => {
@@ -222,14 +232,16 @@ impl RedbStore {
                 )));
             }
         };
+        if exists {
+            probe(&path)?;
+        }
+
         let mut builder = Database::builder();
         builder
             .set_cache_size(CACHE_BYTES)
-            // Verify every page's checksum on open: a damaged file is then refused as
-            // Corrupted, where redb would otherwise trust it and may panic reading it (and
-            // with the two-phase commits of quick-repair, a damaged last commit is refused
-            // rather than silently rolled back). It costs a few ms per 100,000 proxies.
-            .set_check_integrity_on_open(true);
+            // The probe has just verified every page's checksum, and a file created now has
+            // nothing to verify: verifying again would double the cost of every start.
+            .set_check_integrity_on_open(false);
         // `open` refuses an empty file; `create` opens without truncating, initializes only
         // an empty file, and refuses a file that does not start with redb's magic number.
         let db = if exists {
@@ -417,6 +429,51 @@ impl Store for RedbStore {
 }
 
 // ----- Opening: probe, schema, migration -----
+
+/// Checks, without writing to it, that the existing file at `path` is one this keeper may
+/// open for writing: a zerokeeper store of a schema it reads, or an empty redb database.
+///
+/// redb opens, verifies and repairs the file through an [`Overlay`], so the repair's
+/// writes never reach the file, and takes its usual locks on the file (a held store is
+/// [`StoreError::InUse`], as with the real open).
+fn probe(path: &Path) -> Result<(), StoreError> {
+    // Read and write access, as redb's own open has: an exclusive lock needs it.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+    let backend = FileBackend::new(file).map_err(fail(path, "cannot open the store"))?;
+    let overlay = Overlay::new(backend).map_err(|e| {
+        StoreError::Io(format!("cannot read the length of {}: {e}", path.display()))
+    })?;
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        // Verify every page's checksum: a damaged file is then refused as Corrupted, where
+        // redb would otherwise trust it and may panic reading it (and with the two-phase
+        // commits of quick-repair, a damaged last commit is refused rather than silently
+        // rolled back). It costs a few ms per 100,000 proxies.
+        .set_check_integrity_on_open(true)
+        .create_with_backend(overlay)
+        .map_err(fail(path, "cannot open the store"))?;
+    let txn = db.begin_read().map_err(fail(path, "cannot begin a read"))?;
+    let tables: Vec<String> = txn
+        .list_tables()
+        .map_err(fail(path, "cannot list the tables"))?
+        .map(|t| t.name().to_owned())
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    if !tables.iter().any(|t| t == META.name()) {
+        return Err(not_a_store(path, &tables));
+    }
+    let meta = txn
+        .open_table(META)
+        .map_err(fail(path, "cannot open meta"))?;
+    let format = read_u64(&meta, FORMAT_KEY, path)?;
+    schema(format, path).map(drop)
+}
 
 /// The schema of a file whose meta says `format`, if this keeper reads it.
 fn schema(format: u64, path: &Path) -> Result<u64, StoreError> {
@@ -712,6 +769,200 @@ impl Tables for TxnTables<'_> {
         self.changes
             .retain_in::<&[u8], _>(..=through.as_slice(), |_, _| false)
             .map_err(fail(path, "cannot prune the log"))
+    }
+}
+
+// ----- The probe's backend -----
+
+/// The block size of an [`Overlay`]'s copies.
+const BLOCK: u64 = 4096;
+
+/// A [`StorageBackend`] that reads a file and keeps every write in memory: redb can open,
+/// verify and repair the file through it without changing a byte of it. Its locks are the
+/// file's (the same as a real open takes).
+#[derive(Debug)]
+struct Overlay {
+    file: FileBackend,
+    state: Mutex<OverlayState>,
+}
+
+#[derive(Debug)]
+struct OverlayState {
+    /// The length redb sees.
+    len: u64,
+    /// How much of the file's content is still visible (a shrink hides the rest for good).
+    file_len: u64,
+    /// Blocks written, by index (offset / BLOCK), each BLOCK bytes long.
+    blocks: HashMap<u64, Vec<u8>>,
+}
+
+impl Overlay {
+    fn new(file: FileBackend) -> io::Result<Overlay> {
+        let len = file.len()?;
+        Ok(Overlay {
+            file,
+            state: Mutex::new(OverlayState {
+                len,
+                file_len: len,
+                blocks: HashMap::new(),
+            }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, OverlayState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads what lies under the overlay at `offset`: the file's bytes while visible, then
+    /// zeros.
+    fn read_under(&self, file_len: u64, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let from_file = usize::try_from(file_len.saturating_sub(offset))
+            .map_or(out.len(), |n| n.min(out.len()));
+        if from_file > 0 {
+            self.file.read(offset, &mut out[..from_file])?;
+        }
+        out[from_file..].fill(0);
+        Ok(())
+    }
+}
+
+fn out_of_range() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "beyond the end of the probed file",
+    )
+}
+
+/// The end of `len` bytes at `offset`, if within `limit`.
+fn end_within(offset: u64, len: usize, limit: u64) -> io::Result<u64> {
+    u64::try_from(len)
+        .ok()
+        .and_then(|len| offset.checked_add(len))
+        .filter(|&end| end <= limit)
+        .ok_or_else(out_of_range)
+}
+
+/// The pieces of `offset..end` by block: (block index, offset within it, length).
+fn pieces(offset: u64, end: u64) -> impl Iterator<Item = (u64, usize, usize)> {
+    let mut at = offset;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let within = at % BLOCK;
+        let n = (BLOCK - within).min(end - at);
+        let piece = (at / BLOCK, within as usize, n as usize);
+        at += n;
+        Some(piece)
+    })
+}
+
+impl StorageBackend for Overlay {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.state().len)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let state = self.state();
+        let end = end_within(offset, out.len(), state.len)?;
+        let mut done = 0;
+        for (block, within, n) in pieces(offset, end) {
+            let dst = &mut out[done..done + n];
+            match state.blocks.get(&block) {
+                Some(copy) => dst.copy_from_slice(&copy[within..within + n]),
+                None => self.read_under(state.file_len, block * BLOCK + within as u64, dst)?,
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut state = self.state();
+        if len < state.len {
+            // What is cut off reads as zeros if the length grows again.
+            state.file_len = state.file_len.min(len);
+            state.blocks.retain(|&block, _| block * BLOCK < len);
+            if let Some(copy) = state.blocks.get_mut(&(len / BLOCK)) {
+                copy[(len % BLOCK) as usize..].fill(0);
+            }
+        }
+        state.len = len;
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.state();
+        let end = end_within(offset, data.len(), state.len)?;
+        let mut done = 0;
+        for (block, within, n) in pieces(offset, end) {
+            if !state.blocks.contains_key(&block) {
+                let mut copy = vec![0; BLOCK as usize];
+                self.read_under(state.file_len, block * BLOCK, &mut copy)?;
+                state.blocks.insert(block, copy);
+            }
+            if let Some(copy) = state.blocks.get_mut(&block) {
+                copy[within..within + n].copy_from_slice(&data[done..done + n]);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> io::Result<()> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.file.query_lock_range(start, end)
     }
 }
 
