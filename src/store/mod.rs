@@ -14,15 +14,18 @@
 //! resume ([`Store::changes_after`]). And it applies each to the state a keeper is rebuilt
 //! from:
 //!
-//! | change                      | effect                                                         |
-//! |-----------------------------|----------------------------------------------------------------|
-//! | `Status`, `to: Some(s)`     | puts the proxy (see below)                                     |
-//! | `Status`, `to: None`        | deletes the proxy                                              |
-//! | `Observed`                  | a stored proxy gets the new source and config version; else nothing |
-//! | `Config`                    | stores the version's content, from its blob (every version kept) |
-//! | `Admin`                     | an [`AuditEntry`], its action as one line of JSON ([`audit_json`]) |
-//! | `Rewound { seen_epoch }`    | a new generation; the stored epoch is raised to `seen_epoch`   |
-//! | any other kind              | nothing besides the log                                        |
+//! | change                   | effect                                                    |
+//! |--------------------------|-----------------------------------------------------------|
+//! | `Status`, `to: Some(s)`  | puts the proxy (see below)                                |
+//! | `Status`, `to: None`     | deletes the proxy                                         |
+//! | `Observed`               | a stored proxy takes the source and config version        |
+//! | `Config`                 | stores the version's content, from its blob               |
+//! | `Admin`                  | an [`AuditEntry`], the action as JSON ([`audit_json`])    |
+//! | `Rewound { seen_epoch }` | a new generation; the stored epoch raised to `seen_epoch` |
+//! | any other kind           | nothing besides the log                                   |
+//!
+//! Every config version is kept (the snapshot holds the latest of each cluster); an
+//! `Observed` change of a proxy the store does not hold changes nothing.
 //!
 //! A put proxy holds the change's incarnation, status, last heartbeat, source and config
 //! version; its `since_unix_ms` is the change's time when the status changed (`from !=

@@ -5,9 +5,9 @@
 //! allocator state is saved with every commit, with a two-phase commit). Every open of an
 //! existing file verifies the checksums of the whole file (once, in the probe below), so a
 //! damaged file is refused as [`StoreError::Corrupt`] instead of being trusted (redb may
-//! panic reading a damaged page); that costs a few milliseconds per 100,000 proxies. redb holds a lock on the file while a [`RedbStore`] is
-//! open: a second keeper on the same directory, in this process or another, gets
-//! [`StoreError::InUse`].
+//! panic reading a damaged page); that costs a few milliseconds per 100,000 proxies. redb
+//! holds a lock on the file while a [`RedbStore`] is open: a second keeper on the same
+//! directory, in this process or another, gets [`StoreError::InUse`].
 //!
 //! # Opening without writing
 //!
@@ -27,14 +27,16 @@
 //! that they sort as the [`MemoryStore`](super::MemoryStore)'s maps do, and values are
 //! postcard-encoded, decoded strictly (no trailing bytes).
 //!
-//! | table     | key                                           | value                                          |
-//! |-----------|-----------------------------------------------|------------------------------------------------|
-//! | `meta`    | `format`, `epoch`, `revision`, `generation`   | u64, u32, u64, u64, big-endian                 |
-//! | `proxies` | `esc(cluster) 00 00 proxy`                    | `{incarnation, status: u8, since_unix_ms: Option, last_heartbeat_unix_ms: Option, source: Option<SocketAddr>, config_version}` |
-//! | `configs` | `esc(cluster) 00 00 version(BE)`              | `{base, datasources}` (every version)          |
-//! | `audit`   | sequence number, u64 big-endian               | `{at_unix_ms, action}`                         |
-//! | `changes` | revision, u64 big-endian                      | the [`WallChange`]                             |
+//! | table     | key                              | value                                 |
+//! |-----------|----------------------------------|---------------------------------------|
+//! | `meta`    | `format`, `epoch`, `revision`, `generation` | u64, u32, u64, u64, big-endian |
+//! | `proxies` | `esc(cluster) 00 00 proxy`       | a proxy record (below)                |
+//! | `configs` | `esc(cluster) 00 00 version(BE)` | `{base, datasources}` (every version) |
+//! | `audit`   | sequence number, u64 big-endian  | `{at_unix_ms, action}`                |
+//! | `changes` | revision, u64 big-endian         | the [`WallChange`]                    |
 //!
+//! A proxy record is `{incarnation, status: u8, since_unix_ms: Option<u64>,
+//! last_heartbeat_unix_ms: Option<u64>, source: Option<SocketAddr>, config_version}`.
 //! `format` is the **schema version** ([`FORMAT`]; the key kept its first name). `esc`
 //! doubles as an order-preserving terminator: a NUL byte of the cluster is written `00 FF`,
 //! and the cluster ends with `00 00`, so keys sort by cluster and then by proxy (or
