@@ -1,23 +1,32 @@
 //! The default store, `RedbStore`: it behaves exactly as the `MemoryStore` for the same
-//! changes, keeps its epoch, revision, config history and audit log across reopening,
-//! refuses what is not its own file without touching it, and loses nothing that a commit
-//! reported durable when its process is killed with SIGKILL in the middle of writing.
+//! changes, applies each kind of change as specified, keeps its epoch, generation,
+//! revision, config history, audit and change log across reopening, migrates a store of
+//! schema 1 in place, refuses what is not its own file (or is too new) without touching
+//! it, and loses nothing that a commit reported durable when its process is killed with
+//! SIGKILL in the middle of writing.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
-use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
-use zerokeeper::keeper::Status;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use zerokeeper::configdoc::ConfigVersion;
+use zerokeeper::keeper::change::{
+    AdminAction, ChangeKind, ConfigCause, ConfigSummary, StatusChange,
+};
+use zerokeeper::keeper::{Reason, Status};
 use zerokeeper::store::redb::{FILE_NAME, FORMAT, RedbStore};
 use zerokeeper::store::{
-    AuditEntry, Change, MemoryStore, Snapshot, Store, StoreError, StoredConfig, StoredProxy,
+    AuditEntry, ConfigBlob, MemoryStore, Snapshot, Store, StoreError, StoredConfig, StoredProxy,
+    WallChange,
 };
 
 // ----- Helpers -----
@@ -55,25 +64,98 @@ fn open(dir: &TempDir) -> RedbStore {
     RedbStore::open(dir.path()).expect("the store opens")
 }
 
-fn proxy(cluster: &str, name: &str, incarnation: u64, status: Status) -> StoredProxy {
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// The wall-clock time the helpers give the change of `revision`.
+fn at(revision: u64) -> u64 {
+    1_700_000_000_000 + 10 * revision
+}
+
+/// Where the datagrams of a proxy's `incarnation` come from, in the helpers.
+fn source(incarnation: u64) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, (incarnation % 250) as u8], 3307))
+}
+
+/// A change before it is numbered, with the content of a config version.
+#[derive(Clone, Debug)]
+struct Entry {
+    kind: ChangeKind<u64>,
+    blob: Option<ConfigBlob>,
+}
+
+impl From<ChangeKind<u64>> for Entry {
+    fn from(kind: ChangeKind<u64>) -> Entry {
+        Entry { kind, blob: None }
+    }
+}
+
+/// A proxy's status change, as the core would make it.
+fn status(
+    cluster: &str,
+    name: &str,
+    incarnation: u64,
+    from: Option<Status>,
+    to: Option<Status>,
+) -> Entry {
+    ChangeKind::Status(StatusChange {
+        cluster: cluster.into(),
+        proxy: name.into(),
+        slot: 0,
+        incarnation,
+        from,
+        to,
+        reason: Reason::Heartbeat,
+        last_heartbeat: Some(1_600_000_000_000 + incarnation),
+        source: source(incarnation),
+        config_version: incarnation % 7,
+    })
+    .into()
+}
+
+/// A proxy that enters the registry as `status`.
+fn put(cluster: &str, name: &str, incarnation: u64, status_: Status) -> Entry {
+    status(cluster, name, incarnation, None, Some(status_))
+}
+
+/// A proxy that leaves the registry.
+fn delete(cluster: &str, name: &str) -> Entry {
+    status(cluster, name, 0, Some(Status::Lost), None)
+}
+
+/// What a store holds after `put(cluster, name, incarnation, status)` at `revision`.
+fn stored(
+    cluster: &str,
+    name: &str,
+    incarnation: u64,
+    status: Status,
+    revision: u64,
+) -> StoredProxy {
     StoredProxy {
         cluster: cluster.into(),
         proxy: name.into(),
         incarnation,
         status,
-        since_unix_ms: 1_700_000_000_000 + incarnation,
+        since_unix_ms: Some(at(revision)),
+        last_heartbeat_unix_ms: Some(1_600_000_000_000 + incarnation),
+        source: Some(source(incarnation)),
+        config_version: incarnation % 7,
     }
 }
 
-fn put(cluster: &str, name: &str, incarnation: u64, status: Status) -> Change {
-    Change::PutProxy(proxy(cluster, name, incarnation, status))
-}
-
-fn delete(cluster: &str, name: &str) -> Change {
-    Change::DeleteProxy {
+fn observed(cluster: &str, name: &str, from: SocketAddr, config_version: u64) -> Entry {
+    ChangeKind::Observed {
         cluster: cluster.into(),
         proxy: name.into(),
+        slot: 0,
+        source: from,
+        config_version,
     }
+    .into()
 }
 
 fn config(cluster: &str, version: u64) -> StoredConfig {
@@ -88,56 +170,153 @@ fn config(cluster: &str, version: u64) -> StoredConfig {
     }
 }
 
-fn put_config(cluster: &str, version: u64) -> Change {
-    Change::PutConfig(config(cluster, version))
-}
-
-fn audit_entry(at: u64, action: &str) -> AuditEntry {
-    AuditEntry {
-        at_unix_ms: at,
-        action: action.into(),
+/// A config change with its blob, holding `config`'s content.
+fn config_entry(config: &StoredConfig) -> Entry {
+    let base: Arc<[u8]> = Arc::from(config.base.as_slice());
+    let version = ConfigVersion {
+        version: config.version,
+        base: base.clone(),
+        datasources: config.datasources.clone(),
+        bytes: base,
+        digest: [config.version as u8; 32],
+    };
+    Entry {
+        kind: ChangeKind::Config {
+            cluster: config.cluster.as_str().into(),
+            config: ConfigSummary {
+                version: config.version,
+                digest: version.digest,
+                size: version.bytes.len(),
+                base_size: version.base.len(),
+                datasources: config.datasources.clone(),
+            },
+            cause: ConfigCause::Push,
+        },
+        blob: Some(ConfigBlob {
+            cluster: config.cluster.as_str().into(),
+            config: Arc::new(version),
+        }),
     }
 }
 
-fn audit(at: u64, action: &str) -> Change {
-    Change::Audit(audit_entry(at, action))
+fn put_config(cluster: &str, version: u64) -> Entry {
+    config_entry(&config(cluster, version))
 }
 
-/// Applies `batches` to a `MemoryStore` and a fresh `RedbStore` and asserts they agree at
-/// every step: the revisions, the snapshot of a boot, the audit log, and the snapshot of
-/// a boot after the file is closed and opened again.
-fn assert_same_as_memory(batches: &[Vec<Change>]) {
+fn admin(action: AdminAction) -> Entry {
+    ChangeKind::Admin(action).into()
+}
+
+fn push_action(cluster: &str, version: u64) -> AdminAction {
+    AdminAction::PushConfig {
+        cluster: cluster.into(),
+        version,
+        size: 70,
+    }
+}
+
+fn push_json(cluster: &str, version: u64) -> String {
+    format!(r#"{{"action":"push_config","cluster":"{cluster}","size":70,"version":{version}}}"#)
+}
+
+fn rewound(seen_epoch: u32) -> Entry {
+    ChangeKind::Rewound { seen_epoch }.into()
+}
+
+/// The entries numbered from `first`, with the helpers' times, and their blobs.
+fn numbered(first: u64, entries: &[Entry]) -> (Vec<WallChange>, Vec<ConfigBlob>) {
+    let changes = entries
+        .iter()
+        .zip(first..)
+        .map(|(e, revision)| WallChange {
+            revision,
+            at: at(revision),
+            kind: e.kind.clone(),
+        })
+        .collect();
+    let blobs = entries.iter().filter_map(|e| e.blob.clone()).collect();
+    (changes, blobs)
+}
+
+/// Commits the entries as the next changes of `store`; returns them as committed.
+fn try_commit(store: &mut dyn Store, entries: &[Entry]) -> Result<Vec<WallChange>, StoreError> {
+    let (changes, blobs) = numbered(store.revision() + 1, entries);
+    store.commit(&changes, &blobs)?;
+    Ok(changes)
+}
+
+fn commit(store: &mut dyn Store, entries: &[Entry]) -> Vec<WallChange> {
+    try_commit(store, entries).expect("commits")
+}
+
+/// The snapshot without its generation: a memory store counts generations from 1, a redb
+/// store from the Unix time it was made.
+fn comparable(snapshot: Snapshot) -> Snapshot {
+    Snapshot {
+        generation: 0,
+        ..snapshot
+    }
+}
+
+/// Applies `batches` to a `MemoryStore` and a fresh `RedbStore` with the same retention,
+/// and asserts they agree at every step: the revisions, whether the generation moved, the
+/// snapshot of a boot, the audit, the log as `changes_after` reads it, and the same
+/// after the file is closed and opened again.
+fn assert_same_as_memory(retention: Option<usize>, batches: &[Vec<Entry>]) {
     let dir = TempDir::new("same");
     let mut memory = MemoryStore::new();
     let mut disk = open(&dir);
-    assert_eq!(disk.boot().expect("boots"), memory.boot().expect("boots"));
-    for batch in batches {
-        let expected = memory.commit(batch).expect("memory commits");
-        assert_eq!(disk.commit(batch).expect("commits"), expected);
-        assert_eq!(disk.revision(), memory.revision());
+    if let Some(retention) = retention {
+        memory.set_retention(retention);
+        disk.set_retention(retention);
     }
-    assert_eq!(disk.boot().expect("boots"), memory.boot().expect("boots"));
     assert_eq!(
-        disk.audit().expect("reads audit"),
-        memory.audit().expect("reads audit")
+        comparable(disk.boot().expect("boots")),
+        comparable(memory.boot().expect("boots"))
     );
+    for batch in batches {
+        let (memory_generation, disk_generation) = (memory.generation(), disk.generation());
+        commit(&mut memory, batch);
+        commit(&mut disk, batch);
+        assert_eq!(disk.revision(), memory.revision());
+        assert_eq!(
+            disk.generation() > disk_generation,
+            memory.generation() > memory_generation,
+            "the generations move together"
+        );
+        assert!(disk.generation() >= disk_generation);
+    }
+    let compare = |disk: &mut RedbStore, memory: &mut MemoryStore| {
+        assert_eq!(
+            comparable(disk.boot().expect("boots")),
+            comparable(memory.boot().expect("boots"))
+        );
+        assert_eq!(
+            disk.audit().expect("reads audit"),
+            memory.audit().expect("reads audit")
+        );
+        for (after, limit) in [(0, usize::MAX), (memory.revision() / 2, 3), (u64::MAX, 1)] {
+            assert_eq!(
+                disk.changes_after(after, limit).expect("reads the log"),
+                memory.changes_after(after, limit).expect("reads the log"),
+                "changes after {after}, at most {limit}"
+            );
+        }
+    };
+    compare(&mut disk, &mut memory);
+    let generation = disk.generation();
     drop(disk);
 
     let mut reopened = open(&dir);
     assert_eq!(reopened.revision(), memory.revision());
-    assert_eq!(
-        reopened.boot().expect("boots"),
-        memory.boot().expect("boots")
-    );
-    assert_eq!(
-        reopened.audit().expect("reads audit"),
-        memory.audit().expect("reads audit")
-    );
+    assert_eq!(reopened.generation(), generation);
+    compare(&mut reopened, &mut memory);
 }
 
 const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 const PROXIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("proxies");
 const CONFIGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("configs");
+const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes");
 
 /// Writes one entry into a table of a closed store's file, behind the store's back.
 fn write_raw(dir: &TempDir, table: TableDefinition<&[u8], &[u8]>, key: &[u8], value: &[u8]) {
@@ -148,6 +327,17 @@ fn write_raw(dir: &TempDir, table: TableDefinition<&[u8], &[u8]>, key: &[u8], va
         table.insert(key, value).expect("inserts");
     }
     txn.commit().expect("commits");
+}
+
+/// Reads one entry of a table of a closed store's file.
+fn read_raw(dir: &TempDir, table: TableDefinition<&[u8], &[u8]>, key: &[u8]) -> Option<Vec<u8>> {
+    let db = redb::ReadOnlyDatabase::open(dir.file()).expect("redb opens the file");
+    let txn = db.begin_read().expect("begins a read");
+    let table = txn.open_table(table).expect("opens the table");
+    table
+        .get(key)
+        .expect("reads")
+        .map(|guard| guard.value().to_vec())
 }
 
 fn expect_corrupt<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &str) -> String {
@@ -163,53 +353,94 @@ fn expect_corrupt<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &
     }
 }
 
+fn expect_io<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &str) -> String {
+    match result {
+        Err(StoreError::Io(message)) => {
+            assert!(
+                message.contains(mentions),
+                "{message:?} does not mention {mentions:?}"
+            );
+            message
+        }
+        other => panic!("expected Io mentioning {mentions:?}, got {other:?}"),
+    }
+}
+
 // ----- Behaving as the memory store -----
 
 #[test]
 fn a_fresh_store_boots_at_epoch_one_with_nothing_stored() {
     let dir = TempDir::new("fresh");
+    let before = now_secs();
     let mut store = open(&dir);
+    let after = now_secs();
     assert!(
         dir.file().is_file(),
         "the database file is created in the directory"
     );
     assert_eq!(store.path(), dir.file());
     assert_eq!(store.revision(), 0);
+    let generation = store.generation();
+    assert!(
+        (before..=after).contains(&generation),
+        "a new store's generation {generation} is the Unix time in seconds"
+    );
     assert_eq!(
         store.boot().expect("boots"),
         Snapshot {
             epoch: 1,
+            generation,
             revision: 0,
+            oldest_retained: 1,
             proxies: vec![],
-            configs: vec![]
+            configs: vec![],
+            recent: vec![],
         }
     );
     assert_eq!(store.audit().expect("reads audit"), vec![]);
+    assert_eq!(store.changes_after(0, 10).expect("reads the log"), vec![]);
 }
 
 #[test]
-fn puts_replacements_and_deletes_give_the_same_snapshot_as_the_memory_store() {
-    assert_same_as_memory(&[
-        vec![
-            put("c", "10.0.0.2:3307", 1, Status::Ready),
-            put("c", "10.0.0.1:3307", 1, Status::Ready),
-            put("b", "10.0.0.9:3307", 4, Status::Up),
+fn status_changes_and_deletions_give_the_same_snapshot_as_the_memory_store() {
+    assert_same_as_memory(
+        None,
+        &[
+            vec![
+                put("c", "10.0.0.2:3307", 1, Status::Ready),
+                put("c", "10.0.0.1:3307", 1, Status::Ready),
+                put("b", "10.0.0.9:3307", 4, Status::Up),
+            ],
+            vec![],
+            vec![
+                status(
+                    "c",
+                    "10.0.0.1:3307",
+                    1,
+                    Some(Status::Ready),
+                    Some(Status::Up),
+                ),
+                status(
+                    "c",
+                    "10.0.0.2:3307",
+                    2,
+                    Some(Status::Ready),
+                    Some(Status::Ready),
+                ),
+                delete("b", "10.0.0.9:3307"),
+                delete("b", "never-registered:1"),
+                put("b", "10.0.0.9:3307", 5, Status::Ready),
+                observed("b", "10.0.0.9:3307", source(99), 3),
+                observed("b", "never-registered:1", source(98), 4),
+            ],
+            vec![
+                delete("c", "10.0.0.2:3307"),
+                put("c", "10.0.0.2:3307", 3, Status::Up),
+            ],
+            vec![delete("c", "10.0.0.1:3307")],
+            vec![],
         ],
-        vec![],
-        vec![
-            put("c", "10.0.0.1:3307", 1, Status::Up),
-            put("c", "10.0.0.2:3307", 2, Status::Lost),
-            delete("b", "10.0.0.9:3307"),
-            delete("b", "never-registered:1"),
-            put("b", "10.0.0.9:3307", 5, Status::Ready),
-        ],
-        vec![
-            delete("c", "10.0.0.2:3307"),
-            put("c", "10.0.0.2:3307", 3, Status::Up),
-        ],
-        vec![delete("c", "10.0.0.1:3307")],
-        vec![],
-    ]);
+    );
 }
 
 #[test]
@@ -226,15 +457,18 @@ fn clusters_that_prefix_each_other_and_unusual_bytes_sort_as_in_the_memory_store
         batch.push(put_config(cluster, u64::MAX));
         batch.push(put_config(cluster, 0));
     }
-    assert_same_as_memory(&[
-        batch,
-        vec![
-            delete("a", "p"),
-            delete("a\u{0}", "p\u{0}"),
-            delete("", ""),
-            audit(1, ""),
+    assert_same_as_memory(
+        None,
+        &[
+            batch,
+            vec![
+                delete("a", "p"),
+                delete("a\u{0}", "p\u{0}"),
+                delete("", ""),
+                admin(push_action("", 0)),
+            ],
         ],
-    ]);
+    );
 }
 
 #[test]
@@ -242,20 +476,14 @@ fn configs_keep_every_version_but_the_snapshot_holds_the_latest_per_cluster() {
     let dir = TempDir::new("configs");
     let mut store = open(&dir);
     store.boot().expect("boots");
-    store
-        .commit(&[put_config("c", 1), put_config("d", 5)])
-        .expect("commits");
-    store.commit(&[put_config("c", 3)]).expect("commits");
+    commit(&mut store, &[put_config("c", 1), put_config("d", 5)]);
+    commit(&mut store, &[put_config("c", 3)]);
     // An older version arriving later is kept, but is not the latest.
-    store
-        .commit(&[put_config("c", 2), put_config("d", 4)])
-        .expect("commits");
+    commit(&mut store, &[put_config("c", 2), put_config("d", 4)]);
     // The same version again replaces it.
     let mut replaced = config("d", 5);
     replaced.base = b"replaced".to_vec();
-    store
-        .commit(&[Change::PutConfig(replaced.clone())])
-        .expect("commits");
+    commit(&mut store, &[config_entry(&replaced)]);
 
     let snapshot = store.boot().expect("boots");
     assert_eq!(snapshot.configs, vec![config("c", 3), replaced]);
@@ -276,52 +504,80 @@ fn audit_entries_come_back_oldest_first_across_commits_and_reopening() {
     let dir = TempDir::new("audit");
     let mut store = open(&dir);
     store.boot().expect("boots");
-    store
-        .commit(&[
-            audit(30, r#"{"action":"remove"}"#),
-            put("c", "p:1", 1, Status::Up),
-        ])
-        .expect("commits");
-    store
-        .commit(&[audit(10, r#"{"action":"push"}"#), audit(20, "third")])
-        .expect("commits");
+    let remove = AdminAction::Remove {
+        cluster: "c".into(),
+        proxy: "p:1".into(),
+        status: Status::Lost,
+    };
+    commit(&mut store, &[admin(remove), put("c", "p:1", 1, Status::Up)]);
+    commit(
+        &mut store,
+        &[admin(push_action("c", 1)), admin(push_action("c", 2))],
+    );
     drop(store);
     let mut store = open(&dir);
-    store
-        .commit(&[audit(5, "fourth, with an older clock")])
-        .expect("commits");
+    // A change whose clock is older than the earlier ones' is still audited last.
+    let (mut changes, blobs) = numbered(
+        store.revision() + 1,
+        &[admin(AdminAction::Switch {
+            cluster: "c".into(),
+            hostgroup: "hg0".into(),
+            from: "a".into(),
+            to: "b".into(),
+            version: 3,
+        })],
+    );
+    changes[0].at = 5;
+    store.commit(&changes, &blobs).expect("commits");
     assert_eq!(
         store.audit().expect("reads audit"),
         vec![
-            audit_entry(30, r#"{"action":"remove"}"#),
-            audit_entry(10, r#"{"action":"push"}"#),
-            audit_entry(20, "third"),
-            audit_entry(5, "fourth, with an older clock"),
+            AuditEntry {
+                at_unix_ms: at(1),
+                action: r#"{"action":"remove","cluster":"c","proxy":"p:1","status":"lost"}"#
+                    .into(),
+            },
+            AuditEntry {
+                at_unix_ms: at(3),
+                action: push_json("c", 1),
+            },
+            AuditEntry {
+                at_unix_ms: at(4),
+                action: push_json("c", 2),
+            },
+            AuditEntry {
+                at_unix_ms: 5,
+                action: r#"{"action":"switch","cluster":"c","from":"a","hostgroup":"hg0","to":"b","version":3}"#
+                    .into(),
+            },
         ]
     );
 }
 
-fn status() -> impl Strategy<Value = Status> {
+fn any_status() -> impl Strategy<Value = Status> {
     prop_oneof![Just(Status::Ready), Just(Status::Up), Just(Status::Lost)]
 }
 
-fn change() -> impl Strategy<Value = Change> {
-    // Few names, so that puts, replacements and deletes hit the same entries.
+fn any_entry() -> impl Strategy<Value = Entry> {
+    // Few names, so that puts, replacements, observations and deletes hit the same entries.
     let cluster = || prop::sample::select(vec!["", "a", "ab", "a\u{0}", "b", "é"]);
     let name = || prop::sample::select(vec!["", "p", "p\u{0}", "pq", "q:1"]);
     prop_oneof![
-        4 => (cluster(), name(), any::<u64>(), status(), any::<u64>()).prop_map(
-            |(cluster, name, incarnation, status, since_unix_ms)| {
-                Change::PutProxy(StoredProxy {
-                    cluster: cluster.into(),
-                    proxy: name.into(),
-                    incarnation,
-                    status,
-                    since_unix_ms,
-                })
+        5 => (
+            cluster(),
+            name(),
+            any::<u64>(),
+            prop::option::weighted(0.7, any_status()),
+            prop::option::weighted(0.8, any_status()),
+        )
+            .prop_map(|(cluster, name, incarnation, from, to)| {
+                status(cluster, name, incarnation, from, to)
+            }),
+        2 => (cluster(), name(), any::<u16>(), any::<u64>()).prop_map(
+            |(cluster, name, port, version)| {
+                observed(cluster, name, SocketAddr::from(([10, 1, 2, 3], port)), version)
             }
         ),
-        2 => (cluster(), name()).prop_map(|(cluster, name)| delete(cluster, name)),
         2 => (
             cluster(),
             0..4u64,
@@ -329,9 +585,27 @@ fn change() -> impl Strategy<Value = Change> {
             prop::collection::btree_map("[a-z0-9]{0,3}", "[a-z0-9]{0,3}", 0..3),
         )
             .prop_map(|(cluster, version, base, datasources)| {
-                Change::PutConfig(StoredConfig { cluster: cluster.into(), version, base, datasources })
+                config_entry(&StoredConfig { cluster: cluster.into(), version, base, datasources })
             }),
-        1 => (any::<u64>(), ".{0,12}").prop_map(|(at, action)| audit(at, &action)),
+        1 => (cluster(), any::<u64>()).prop_map(|(cluster, version)| {
+            admin(push_action(cluster, version))
+        }),
+        1 => (cluster(), name(), any_status()).prop_map(|(cluster, name, status)| {
+            admin(AdminAction::Remove { cluster: cluster.into(), proxy: name.into(), status })
+        }),
+        1 => (0..20u32).prop_map(rewound),
+        1 => (cluster(), name(), any::<u64>()).prop_map(|(cluster, name, incarnation)| {
+            ChangeKind::RestartSent {
+                cluster: cluster.into(),
+                proxy: name.into(),
+                incarnation,
+                to: source(incarnation),
+            }
+            .into()
+        }),
+        1 => (any::<u32>(), any::<usize>()).prop_map(|(ms, shifted)| {
+            ChangeKind::Stall { length: Duration::from_millis(ms.into()), shifted }.into()
+        }),
     ]
 }
 
@@ -344,10 +618,291 @@ proptest! {
 
     #[test]
     fn any_sequence_of_changes_gives_the_same_snapshots_as_the_memory_store(
-        batches in prop::collection::vec(prop::collection::vec(change(), 0..8), 0..6)
+        retention in prop::option::of(0..12usize),
+        batches in prop::collection::vec(prop::collection::vec(any_entry(), 0..8), 0..6)
     ) {
-        assert_same_as_memory(&batches);
+        assert_same_as_memory(retention, &batches);
     }
+}
+
+// ----- What each change does -----
+
+#[test]
+fn a_status_change_puts_the_proxy_and_keeps_its_since_while_the_status_stays() {
+    let dir = TempDir::new("status");
+    let mut store = open(&dir);
+    commit(&mut store, &[put("c", "p:1", 1, Status::Ready)]);
+    // The same status, a new incarnation: everything but the since is the change's.
+    commit(
+        &mut store,
+        &[status(
+            "c",
+            "p:1",
+            2,
+            Some(Status::Ready),
+            Some(Status::Ready),
+        )],
+    );
+    let mut expected = stored("c", "p:1", 2, Status::Ready, 1);
+    assert_eq!(store.boot().expect("boots").proxies, vec![expected.clone()]);
+    // Another status: a new since.
+    commit(
+        &mut store,
+        &[status("c", "p:1", 2, Some(Status::Ready), Some(Status::Up))],
+    );
+    expected.status = Status::Up;
+    expected.since_unix_ms = Some(at(3));
+    assert_eq!(store.boot().expect("boots").proxies, vec![expected]);
+    // The same status for a proxy the store does not hold: new to the store.
+    commit(
+        &mut store,
+        &[status("c", "p:2", 4, Some(Status::Up), Some(Status::Up))],
+    );
+    let proxies = store.boot().expect("boots").proxies;
+    assert_eq!(proxies[1], stored("c", "p:2", 4, Status::Up, 4));
+}
+
+#[test]
+fn a_status_change_to_none_deletes_the_proxy() {
+    let dir = TempDir::new("status-none");
+    let mut store = open(&dir);
+    commit(
+        &mut store,
+        &[
+            put("c", "p:1", 1, Status::Up),
+            put("c", "p:2", 1, Status::Up),
+        ],
+    );
+    commit(&mut store, &[delete("c", "p:1"), delete("c", "unknown:1")]);
+    assert_eq!(
+        store.boot().expect("boots").proxies,
+        vec![stored("c", "p:2", 1, Status::Up, 2)]
+    );
+}
+
+#[test]
+fn an_observed_change_updates_a_stored_proxys_source_and_config_version_only() {
+    let dir = TempDir::new("observed");
+    let mut store = open(&dir);
+    commit(&mut store, &[put("c", "p:1", 1, Status::Up)]);
+    let moved = SocketAddr::from(([198, 51, 100, 7], 4000));
+    commit(
+        &mut store,
+        &[
+            observed("c", "p:1", moved, 42),
+            // Of a proxy the store does not hold: ignored (but logged).
+            observed("c", "gone:1", moved, 43),
+        ],
+    );
+    let mut expected = stored("c", "p:1", 1, Status::Up, 1);
+    expected.source = Some(moved);
+    expected.config_version = 42;
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.proxies, vec![expected]);
+    assert_eq!(snapshot.recent.len(), 3, "every change is logged");
+}
+
+#[test]
+fn a_config_change_stores_its_blob_and_a_batch_missing_one_is_refused_and_stores_nothing() {
+    let dir = TempDir::new("config-blob");
+    let mut store = open(&dir);
+    commit(&mut store, &[put_config("c", 1)]);
+    // A blob of another version, or of another cluster, is not this change's.
+    for wrong in [put_config("c", 3), put_config("d", 2)] {
+        let (changes, _) = numbered(2, &[put("c", "p:1", 1, Status::Up), put_config("c", 2)]);
+        let blobs = vec![wrong.blob.expect("a config entry has a blob")];
+        let message = expect_io(store.commit(&changes, &blobs), "no blob");
+        assert!(message.contains("nothing stored"), "{message:?}");
+    }
+    assert_eq!(store.revision(), 1);
+    drop(store);
+    let mut store = open(&dir);
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.revision, 1);
+    assert_eq!(snapshot.proxies, vec![]);
+    assert_eq!(snapshot.configs, vec![config("c", 1)]);
+    assert_eq!(snapshot.recent.len(), 1);
+}
+
+#[test]
+fn the_log_holds_every_kind_of_change_as_committed() {
+    let dir = TempDir::new("kinds");
+    let mut store = open(&dir);
+    store.boot().expect("boots");
+    let entries = vec![
+        put("c", "p:1", 1, Status::Up),
+        observed("c", "p:1", source(2), 9),
+        put_config("c", 1),
+        admin(push_action("c", 1)),
+        ChangeKind::RestartSent {
+            cluster: "c".into(),
+            proxy: "p:9".into(),
+            incarnation: 3,
+            to: source(3),
+        }
+        .into(),
+        ChangeKind::Superseded {
+            cluster: "c".into(),
+            proxy: "p:1".into(),
+            loser: 1,
+            winner: 2,
+            to: source(1),
+        }
+        .into(),
+        ChangeKind::DeletionPaused {
+            cluster: "c".into(),
+            paused: true,
+            lost: 3,
+            total: 4,
+        }
+        .into(),
+        ChangeKind::Stall {
+            length: Duration::from_millis(1_500),
+            shifted: 1,
+        }
+        .into(),
+        rewound(1),
+        delete("c", "p:1"),
+    ];
+    let committed = commit(&mut store, &entries);
+    drop(store);
+    let mut store = open(&dir);
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.recent, committed);
+    assert_eq!(
+        store.changes_after(0, usize::MAX).expect("reads the log"),
+        committed
+    );
+    assert_eq!((snapshot.revision, snapshot.oldest_retained), (10, 1));
+}
+
+#[test]
+fn a_rewound_change_bumps_the_generation_and_raises_the_next_boots_epoch() {
+    let dir = TempDir::new("rewound");
+    let mut store = open(&dir);
+    assert_eq!(store.boot().expect("boots").epoch, 1);
+    let generation = store.generation();
+    commit(&mut store, &[rewound(7)]);
+    let bumped = store.generation();
+    assert!(bumped > generation, "{bumped} > {generation}");
+    assert!(bumped >= now_secs() - 1);
+    assert_eq!(
+        store.boot().expect("boots").epoch,
+        8,
+        "newer than the seen 7"
+    );
+    // An older seen epoch lowers nothing, but still starts a generation.
+    commit(&mut store, &[rewound(2), rewound(3)]);
+    assert!(store.generation() >= bumped + 2);
+    let bumped = store.generation();
+    drop(store);
+    let mut store = open(&dir);
+    assert_eq!(
+        store.generation(),
+        bumped,
+        "the generation survives reopening"
+    );
+    let snapshot = store.boot().expect("boots");
+    assert_eq!((snapshot.epoch, snapshot.generation), (9, bumped));
+
+    let mut memory = MemoryStore::new();
+    assert_eq!(memory.generation(), 1);
+    commit(&mut memory, &[rewound(5), rewound(1)]);
+    assert_eq!(memory.generation(), 3);
+    assert_eq!(memory.boot().expect("boots").epoch, 6);
+}
+
+#[test]
+fn the_generation_of_a_store_survives_reopening_and_plain_commits() {
+    let dir = TempDir::new("generation");
+    let store = open(&dir);
+    let generation = store.generation();
+    drop(store);
+    let mut store = open(&dir);
+    assert_eq!(store.generation(), generation);
+    commit(&mut store, &[put("c", "p:1", 1, Status::Up)]);
+    assert_eq!(store.generation(), generation);
+    assert_eq!(store.boot().expect("boots").generation, generation);
+}
+
+#[test]
+fn retention_prunes_the_log_and_changes_after_recent_and_oldest_retained_agree() {
+    let dir = TempDir::new("retention");
+    let mut store = open(&dir);
+    store.set_retention(5);
+    let mut all = Vec::new();
+    for i in 0..4 {
+        all.extend(commit(
+            &mut store,
+            &[
+                put("c", &format!("p:{i}"), i, Status::Up),
+                admin(push_action("c", i)),
+                observed("c", "p:0", source(i), i),
+            ],
+        ));
+    }
+    // 12 changes, 5 kept: revisions 8 to 12.
+    let kept = all[7..].to_vec();
+    assert_eq!(store.changes_after(0, 100).expect("reads"), kept);
+    assert_eq!(
+        store.changes_after(9, 100).expect("reads"),
+        all[9..].to_vec()
+    );
+    assert_eq!(
+        store.changes_after(9, 2).expect("reads"),
+        all[9..11].to_vec()
+    );
+    assert_eq!(store.changes_after(12, 100).expect("reads"), vec![]);
+    assert_eq!(store.changes_after(3, 0).expect("reads"), vec![]);
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.recent, kept);
+    assert_eq!((snapshot.revision, snapshot.oldest_retained), (12, 8));
+    // What pruning drops is only the log: the proxies and the audit stay.
+    assert_eq!(snapshot.proxies.len(), 4);
+    assert_eq!(store.audit().expect("reads audit").len(), 4);
+
+    // A lower retention takes effect at the next commit, a reopened store has the default.
+    store.set_retention(0);
+    commit(&mut store, &[put("c", "p:9", 9, Status::Up)]);
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.recent, vec![]);
+    assert_eq!((snapshot.revision, snapshot.oldest_retained), (13, 14));
+    drop(store);
+    let mut store = open(&dir);
+    let latest = commit(&mut store, &[delete("c", "p:9")]);
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.recent, latest);
+    assert_eq!((snapshot.revision, snapshot.oldest_retained), (14, 14));
+}
+
+#[test]
+fn a_batch_whose_revisions_do_not_follow_the_store_is_refused_and_stores_nothing() {
+    let dir = TempDir::new("refused");
+    let mut store = open(&dir);
+    commit(&mut store, &[put("c", "p:1", 1, Status::Up)]);
+    let entries = [
+        put("c", "p:2", 2, Status::Up),
+        put("c", "p:3", 3, Status::Up),
+    ];
+    // A gap, a repeat of the last revision, and a batch that skips inside.
+    let (gap, _) = numbered(3, &entries);
+    let (repeat, _) = numbered(1, &entries);
+    let (mut inside, _) = numbered(2, &entries);
+    inside[1].revision = 4;
+    for batch in [gap, repeat, inside] {
+        let message = expect_io(store.commit(&batch, &[]), "refused a batch");
+        assert!(message.contains("nothing stored"), "{message:?}");
+        assert_eq!(store.revision(), 1);
+    }
+    let mut memory = MemoryStore::new();
+    let (gap, _) = numbered(2, &entries);
+    expect_io(memory.commit(&gap, &[]), "refused a batch");
+    drop(store);
+    let mut store = open(&dir);
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.revision, 1);
+    assert_eq!(snapshot.proxies, vec![stored("c", "p:1", 1, Status::Up, 1)]);
+    assert_eq!(snapshot.recent.len(), 1);
 }
 
 // ----- Epoch and revision -----
@@ -367,40 +922,212 @@ fn the_epoch_bumps_by_one_per_boot_and_survives_reopening() {
     assert_eq!(open(&dir).boot().expect("boots").epoch, 4);
 }
 
+/// One revision per change (not per commit, as schema 1 counted): a commit of N changes
+/// advances the revision by N.
 #[test]
-fn the_revision_grows_by_one_per_non_empty_commit_and_survives_reopening() {
+fn the_revision_grows_by_one_per_change_and_survives_reopening() {
     let dir = TempDir::new("revision");
     let mut store = open(&dir);
     // A commit before any boot is allowed, as with the memory store.
-    assert_eq!(
-        store
-            .commit(&[put("c", "p:1", 1, Status::Ready)])
-            .expect("commits"),
-        1
-    );
-    assert_eq!(store.commit(&[]).expect("nothing to commit"), 1);
+    commit(&mut store, &[put("c", "p:1", 1, Status::Ready)]);
+    assert_eq!(store.revision(), 1);
+    commit(&mut store, &[]);
+    assert_eq!(store.revision(), 1, "an empty commit commits nothing");
     store.boot().expect("boots");
-    assert_eq!(
-        store
-            .commit(&[audit(1, "a"), audit(2, "b")])
-            .expect("commits"),
-        2
+    commit(
+        &mut store,
+        &[admin(push_action("c", 1)), admin(push_action("c", 2))],
     );
-    assert_eq!(store.commit(&[]).expect("nothing to commit"), 2);
-    assert_eq!(store.revision(), 2);
+    assert_eq!(store.revision(), 3);
+    commit(&mut store, &[]);
+    assert_eq!(store.revision(), 3);
     drop(store);
 
     let mut store = open(&dir);
     assert_eq!(
         store.revision(),
-        2,
+        3,
         "the revision is known right after opening"
     );
-    assert_eq!(store.commit(&[]).expect("nothing to commit"), 2);
-    assert_eq!(store.boot().expect("boots").revision, 2);
-    assert_eq!(store.commit(&[delete("c", "p:1")]).expect("commits"), 3);
+    assert_eq!(store.boot().expect("boots").revision, 3);
+    commit(&mut store, &[delete("c", "p:1")]);
+    assert_eq!(store.revision(), 4);
     drop(store);
-    assert_eq!(open(&dir).boot().expect("boots").revision, 3);
+    assert_eq!(open(&dir).boot().expect("boots").revision, 4);
+}
+
+// ----- The store of schema 1 -----
+
+const FIXTURE_T0: u64 = 1_767_225_600_000;
+
+fn fixture_dir(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    fs::create_dir_all(dir.path()).expect("creates the directory");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v1");
+    fs::copy(fixture.join(FILE_NAME), dir.file()).expect("copies the fixture");
+    dir
+}
+
+fn fixture_proxy(
+    cluster: &str,
+    name: &str,
+    incarnation: u64,
+    status: Status,
+    since: u64,
+) -> StoredProxy {
+    StoredProxy {
+        cluster: cluster.into(),
+        proxy: name.into(),
+        incarnation,
+        status,
+        since_unix_ms: Some(FIXTURE_T0 + since),
+        last_heartbeat_unix_ms: None,
+        source: None,
+        config_version: 0,
+    }
+}
+
+fn fixture_config(version: u64, hg0: &str) -> StoredConfig {
+    let mut datasources = BTreeMap::new();
+    datasources.insert("hg0".to_owned(), hg0.to_owned());
+    datasources.insert("hg1".to_owned(), "replica".to_owned());
+    StoredConfig {
+        cluster: "beta".into(),
+        version,
+        base: format!(
+            "# beta v{version}\n[hostgroups]\nhg0 = [\"primary\", \"standby\"]\nhg1 = [\"replica\"]\n"
+        )
+        .into_bytes(),
+        datasources,
+    }
+}
+
+/// A `configs` value as the store writes it, to read every version behind its back.
+#[derive(serde::Deserialize)]
+struct RawConfig {
+    base: Vec<u8>,
+    datasources: BTreeMap<String, String>,
+}
+
+#[test]
+fn a_store_of_schema_one_is_migrated_in_place_and_keeps_every_record() {
+    let dir = fixture_dir("v1");
+    let before = now_secs();
+    let mut store = open(&dir);
+    let generation = store.generation();
+    assert!(
+        (before..=now_secs()).contains(&generation),
+        "the migration makes a generation from the clock: {generation}"
+    );
+    assert_eq!(store.revision(), 3, "the revision is kept");
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(
+        snapshot,
+        Snapshot {
+            epoch: 3,
+            generation,
+            revision: 3,
+            oldest_retained: 4,
+            proxies: vec![
+                fixture_proxy("alpha", "10.0.0.1:3307", 101, Status::Up, 7_000),
+                fixture_proxy("alpha", "10.0.0.2:3307", 102, Status::Up, 2_000),
+                fixture_proxy("alpha", "10.0.0.3:3307", 103, Status::Lost, 3_000),
+                fixture_proxy("beta", "10.1.0.1:3307", 201, Status::Up, 4_000),
+                fixture_proxy("beta", "10.1.0.3:3307", 203, Status::Lost, 9_000),
+            ],
+            configs: vec![fixture_config(2, "standby")],
+            recent: vec![],
+        }
+    );
+    assert_eq!(
+        store.audit().expect("reads audit"),
+        vec![
+            AuditEntry {
+                at_unix_ms: FIXTURE_T0 + 6_000,
+                action: r#"{"action":"push_config","cluster":"beta","size":70,"version":1}"#
+                    .into(),
+            },
+            AuditEntry {
+                at_unix_ms: FIXTURE_T0 + 8_000,
+                action: r#"{"action":"switch","cluster":"beta","from":"primary","hostgroup":"hg0","to":"standby","version":2}"#
+                    .into(),
+            },
+        ]
+    );
+    // It goes on from revision 3, one revision per change.
+    let committed = commit(
+        &mut store,
+        &[
+            status(
+                "alpha",
+                "10.0.0.3:3307",
+                104,
+                Some(Status::Lost),
+                Some(Status::Ready),
+            ),
+            observed("beta", "10.1.0.1:3307", source(201), 2),
+        ],
+    );
+    assert_eq!(committed[0].revision, 4);
+    drop(store);
+
+    // Every version of the config is still there.
+    {
+        let db = redb::ReadOnlyDatabase::open(dir.file()).expect("redb opens the file");
+        let txn = db.begin_read().expect("begins a read");
+        let configs = txn.open_table(CONFIGS).expect("opens configs");
+        let versions: Vec<StoredConfig> = configs
+            .iter()
+            .expect("iterates")
+            .map(|entry| {
+                let (key, value) = entry.expect("reads");
+                let key = key.value();
+                assert_eq!(&key[..6], b"beta\0\0");
+                let version = u64::from_be_bytes(key[6..].try_into().expect("8 bytes"));
+                let raw: RawConfig = postcard::from_bytes(value.value()).expect("decodes");
+                StoredConfig {
+                    cluster: "beta".into(),
+                    version,
+                    base: raw.base,
+                    datasources: raw.datasources,
+                }
+            })
+            .collect();
+        assert_eq!(
+            versions,
+            vec![fixture_config(1, "primary"), fixture_config(2, "standby")]
+        );
+    }
+    assert_eq!(
+        read_raw(&dir, META, b"format"),
+        Some(FORMAT.to_be_bytes().to_vec())
+    );
+
+    // A second open finds schema 2 and migrates nothing: the records written since are
+    // read as they were written, and the generation stays.
+    let mut store = open(&dir);
+    assert_eq!(store.generation(), generation);
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.epoch, 4);
+    assert_eq!(snapshot.revision, 5);
+    assert_eq!(snapshot.recent, committed);
+    let restarted = stored("alpha", "10.0.0.3:3307", 104, Status::Ready, 4);
+    assert_eq!(snapshot.proxies[2], restarted);
+    let mut observed_proxy = fixture_proxy("beta", "10.1.0.1:3307", 201, Status::Up, 4_000);
+    observed_proxy.source = Some(source(201));
+    observed_proxy.config_version = 2;
+    assert_eq!(snapshot.proxies[3], observed_proxy);
+}
+
+#[test]
+fn a_store_of_schema_one_with_a_damaged_proxy_is_refused_and_not_migrated() {
+    let dir = fixture_dir("v1-damaged");
+    write_raw(&dir, PROXIES, b"alpha\0\0bad:1", &[1, 9, 1]);
+    expect_corrupt(RedbStore::open(dir.path()), "unknown proxy status 9");
+    assert_eq!(
+        read_raw(&dir, META, b"format"),
+        Some(1u64.to_be_bytes().to_vec())
+    );
 }
 
 // ----- What the store refuses -----
@@ -416,15 +1143,11 @@ fn a_second_open_of_a_held_directory_is_in_use_and_the_first_keeps_working() {
         }
         other => panic!("expected InUse, got {other:?}"),
     }
-    assert_eq!(
-        first
-            .commit(&[put("c", "p:1", 1, Status::Up)])
-            .expect("still commits"),
-        1
-    );
+    commit(&mut first, &[put("c", "p:1", 1, Status::Up)]);
+    assert_eq!(first.revision(), 1);
     assert_eq!(
         first.boot().expect("still boots").proxies,
-        vec![proxy("c", "p:1", 1, Status::Up)]
+        vec![stored("c", "p:1", 1, Status::Up, 1)]
     );
     drop(first);
     let mut again = open(&dir);
@@ -490,6 +1213,41 @@ fn a_file_that_is_not_a_redb_database_is_refused_and_left_unchanged() {
 }
 
 #[test]
+fn an_empty_database_file_is_refused_and_left_empty() {
+    let dir = TempDir::new("empty-file");
+    fs::create_dir_all(dir.path()).expect("creates the directory");
+    fs::write(dir.file(), b"").expect("writes an empty file");
+    for _ in 0..2 {
+        let message = expect_corrupt(RedbStore::open(dir.path()), FILE_NAME);
+        assert!(message.contains("0 bytes long"), "{message:?}");
+        assert!(message.contains("not initialized"), "{message:?}");
+        assert_eq!(fs::metadata(dir.file()).expect("still there").len(), 0);
+    }
+}
+
+#[test]
+fn a_truncated_store_file_is_refused_as_corrupt_and_left_unchanged() {
+    let dir = TempDir::new("truncated");
+    let mut store = open(&dir);
+    store.boot().expect("boots");
+    let batch: Vec<Entry> = (0..2_000)
+        .map(|i| put("c", &format!("p:{i}"), i, Status::Up))
+        .collect();
+    commit(&mut store, &batch);
+    drop(store);
+    let original = fs::read(dir.file()).expect("reads the file");
+    for len in [320, 4096, original.len() / 2, original.len() - 1] {
+        let truncated = &original[..len];
+        fs::write(dir.file(), truncated).expect("writes the truncated file");
+        expect_corrupt(RedbStore::open(dir.path()), "truncated");
+        assert!(
+            fs::read(dir.file()).expect("reads the file back") == truncated,
+            "changed"
+        );
+    }
+}
+
+#[test]
 fn a_data_directory_path_that_is_a_file_is_refused() {
     let dir = TempDir::new("file-not-dir");
     fs::create_dir_all(dir.path()).expect("creates the directory");
@@ -525,19 +1283,44 @@ fn a_database_path_that_is_a_directory_is_refused() {
 }
 
 #[test]
-fn a_store_of_another_format_is_refused() {
-    let dir = TempDir::new("format");
-    drop(open(&dir));
-    write_raw(&dir, META, b"format", &(FORMAT + 1).to_be_bytes());
-    let message = expect_corrupt(RedbStore::open(dir.path()), FILE_NAME);
-    assert!(
-        message.contains(&format!("format {}", FORMAT + 1)),
-        "{message:?}"
-    );
+fn a_store_of_schema_three_is_refused_as_too_new_and_left_byte_for_byte_unchanged() {
+    let dir = TempDir::new("too-new");
+    let mut store = open(&dir);
+    store.boot().expect("boots");
+    commit(&mut store, &[put("c", "p:1", 1, Status::Up)]);
+    drop(store);
+    write_raw(&dir, META, b"format", &3u64.to_be_bytes());
+    let original = fs::read(dir.file()).expect("reads the file");
+    for _ in 0..2 {
+        match RedbStore::open(dir.path()) {
+            Err(StoreError::TooNew(message)) => {
+                assert!(message.contains(FILE_NAME), "{message:?}");
+                assert!(
+                    message.contains(
+                        "has store schema 3; this keeper reads schemas up to 2: upgrade zerokeeper"
+                    ),
+                    "{message:?}"
+                );
+            }
+            other => panic!("expected TooNew, got {other:?}"),
+        }
+        assert!(
+            fs::read(dir.file()).expect("reads the file back") == original,
+            "changed"
+        );
+    }
 }
 
 #[test]
-fn a_redb_database_of_another_application_is_refused_and_keeps_its_data() {
+fn a_store_of_an_unknown_older_schema_is_refused_as_corrupt() {
+    let dir = TempDir::new("schema-zero");
+    drop(open(&dir));
+    write_raw(&dir, META, b"format", &0u64.to_be_bytes());
+    expect_corrupt(RedbStore::open(dir.path()), "unknown store schema 0");
+}
+
+#[test]
+fn a_redb_database_of_another_application_is_refused_and_left_byte_for_byte_unchanged() {
     const OTHER: TableDefinition<u64, u64> = TableDefinition::new("other");
     let dir = TempDir::new("foreign");
     fs::create_dir_all(dir.path()).expect("creates the directory");
@@ -550,9 +1333,12 @@ fn a_redb_database_of_another_application_is_refused_and_keeps_its_data() {
             .expect("inserts");
         txn.commit().expect("commits");
     }
+    let original = fs::read(dir.file()).expect("reads the file");
     expect_corrupt(RedbStore::open(dir.path()), "not a zerokeeper store");
-    // Any redb open rewrites the file's header (its clean-shutdown state), so the bytes
-    // may differ; what must hold is that no table was added and no data lost.
+    assert!(
+        fs::read(dir.file()).expect("reads the file back") == original,
+        "changed"
+    );
     let db = redb::Database::open(dir.file()).expect("redb still opens it");
     let txn = db.begin_read().expect("begins a read");
     let names: Vec<String> = txn
@@ -573,13 +1359,14 @@ fn a_redb_database_of_another_application_is_refused_and_keeps_its_data() {
 #[test]
 fn corrupt_entries_are_reported_as_corrupt_rather_than_a_panic() {
     // An undecodable value, an unknown status, trailing bytes, a key without a cluster
-    // terminator, a key that is not UTF-8.
+    // terminator, a key that is not UTF-8. A proxy value is {incarnation, status, since:
+    // Option, last heartbeat: Option, source: Option, config version}.
     let cases: [(&[u8], &[u8], &str); 5] = [
         (b"c\0\0p:1", &[0xFF], "cannot be decoded"),
-        (b"c\0\0p:1", &[1, 9, 1], "unknown proxy status 9"),
-        (b"c\0\0p:1", &[1, 1, 1, 0], "trailing bytes"),
-        (b"c", &[1, 1, 1], "no cluster terminator"),
-        (b"c\0\0\xFF\xFE", &[1, 1, 1], "not UTF-8"),
+        (b"c\0\0p:1", &[1, 9, 0, 0, 0, 0], "unknown proxy status 9"),
+        (b"c\0\0p:1", &[1, 1, 0, 0, 0, 0, 0], "trailing bytes"),
+        (b"c", &[1, 1, 0, 0, 0, 0], "no cluster terminator"),
+        (b"c\0\0\xFF\xFE", &[1, 1, 0, 0, 0, 0], "not UTF-8"),
     ];
     for (key, value, mentions) in cases {
         let dir = TempDir::new("corrupt");
@@ -592,6 +1379,51 @@ fn corrupt_entries_are_reported_as_corrupt_rather_than_a_panic() {
     drop(open(&dir));
     write_raw(&dir, META, b"revision", &[1, 2, 3]);
     expect_corrupt(RedbStore::open(dir.path()), "revision is not 8 bytes");
+
+    let dir = TempDir::new("corrupt-generation");
+    drop(open(&dir));
+    write_raw(&dir, META, b"generation", &[1]);
+    expect_corrupt(RedbStore::open(dir.path()), "generation is not 8 bytes");
+
+    // The log: trailing bytes after a change, a change under another revision's key, and
+    // a log that does not end at meta's revision.
+    let dir = TempDir::new("corrupt-log");
+    let mut store = open(&dir);
+    let committed = commit(
+        &mut store,
+        &[
+            put("c", "p:1", 1, Status::Up),
+            put("c", "p:2", 2, Status::Up),
+        ],
+    );
+    drop(store);
+    let good = read_raw(&dir, CHANGES, &2u64.to_be_bytes()).expect("change 2 is logged");
+    let mut trailing = good.clone();
+    trailing.push(0);
+    write_raw(&dir, CHANGES, &2u64.to_be_bytes(), &trailing);
+    let mut store = open(&dir);
+    expect_corrupt(store.changes_after(0, 10), "a change has 1 trailing bytes");
+    expect_corrupt(store.boot(), "trailing bytes");
+    drop(store);
+    let first = read_raw(&dir, CHANGES, &1u64.to_be_bytes()).expect("change 1 is logged");
+    write_raw(&dir, CHANGES, &2u64.to_be_bytes(), &first);
+    let store = open(&dir);
+    expect_corrupt(
+        store.changes_after(1, 10),
+        "the change stored as revision 2 has revision 1",
+    );
+    drop(store);
+    write_raw(&dir, CHANGES, &2u64.to_be_bytes(), &good);
+    assert_eq!(
+        open(&dir).changes_after(0, 10).expect("reads"),
+        committed,
+        "repaired behind its back"
+    );
+    write_raw(&dir, META, b"revision", &5u64.to_be_bytes());
+    expect_corrupt(
+        RedbStore::open(dir.path()),
+        "the log ends at revision 2, but meta's revision is 5",
+    );
 }
 
 #[test]
@@ -599,7 +1431,7 @@ fn a_file_with_a_flipped_byte_anywhere_is_read_intact_or_refused_as_corrupt_neve
     let dir = TempDir::new("flip");
     let mut store = open(&dir);
     store.boot().expect("boots");
-    let batch: Vec<Change> = (0..2_000)
+    let batch: Vec<Entry> = (0..2_000)
         .map(|i| {
             put(
                 "c",
@@ -609,10 +1441,11 @@ fn a_file_with_a_flipped_byte_anywhere_is_read_intact_or_refused_as_corrupt_neve
             )
         })
         .collect();
-    store.commit(&batch).expect("commits");
-    store
-        .commit(&[put_config("c", 1), audit(1, "pushed")])
-        .expect("commits");
+    commit(&mut store, &batch);
+    commit(
+        &mut store,
+        &[put_config("c", 1), admin(push_action("c", 1))],
+    );
     let mut expected = store.boot().expect("boots");
     let expected_audit = store.audit().expect("reads audit");
     drop(store);
@@ -646,12 +1479,14 @@ fn a_file_with_a_flipped_byte_anywhere_is_read_intact_or_refused_as_corrupt_neve
 
 // ----- Size -----
 
+/// One revision per change (not per commit, as schema 1 counted): the 10,000 changes of
+/// one commit are revisions 1 to 10,000, in one transaction.
 #[test]
-fn a_commit_of_ten_thousand_changes_is_one_revision() {
+fn a_commit_of_ten_thousand_changes_advances_the_revision_by_ten_thousand() {
     let dir = TempDir::new("ten-thousand");
     let mut store = open(&dir);
     store.boot().expect("boots");
-    let batch: Vec<Change> = (0..10_000)
+    let batch: Vec<Entry> = (0..10_000)
         .map(|i| {
             put(
                 "c",
@@ -662,11 +1497,14 @@ fn a_commit_of_ten_thousand_changes_is_one_revision() {
         })
         .collect();
     let started = Instant::now();
-    assert_eq!(store.commit(&batch).expect("commits"), 1);
+    commit(&mut store, &batch);
     eprintln!("commit of 10,000 changes: {:?}", started.elapsed());
+    assert_eq!(store.revision(), 10_000);
     let snapshot = store.boot().expect("boots");
-    assert_eq!(snapshot.revision, 1);
+    assert_eq!(snapshot.revision, 10_000);
     assert_eq!(snapshot.proxies.len(), 10_000);
+    assert_eq!(snapshot.recent.len(), 10_000);
+    assert_eq!(snapshot.oldest_retained, 1);
 }
 
 #[test]
@@ -675,22 +1513,32 @@ fn booting_a_hundred_thousand_stored_proxies_returns_them_all() {
     const PER_CLUSTER: u64 = 5_000;
     let dir = TempDir::new("hundred-thousand");
     let mut store = open(&dir);
-    let mut expected = Vec::new();
+    let mut entries = Vec::new();
     for c in 0..CLUSTERS {
         for p in 0..PER_CLUSTER {
             let status = [Status::Ready, Status::Up, Status::Lost][(p % 3) as usize];
-            expected.push(proxy(
-                &format!("cluster-{c:02}"),
-                &format!("10.{c}.{}.{}:3307", p / 256, p % 256),
+            entries.push((
+                format!("cluster-{c:02}"),
+                format!("10.{c}.{}.{}:3307", p / 256, p % 256),
                 p,
                 status,
             ));
         }
     }
     let started = Instant::now();
-    for chunk in expected.chunks(10_000) {
-        let batch: Vec<Change> = chunk.iter().cloned().map(Change::PutProxy).collect();
-        store.commit(&batch).expect("commits");
+    let mut expected = Vec::new();
+    for chunk in entries.chunks(10_000) {
+        let batch: Vec<Entry> = chunk
+            .iter()
+            .map(|(cluster, name, incarnation, status)| put(cluster, name, *incarnation, *status))
+            .collect();
+        let first = store.revision() + 1;
+        commit(&mut store, &batch);
+        expected.extend(chunk.iter().zip(first..).map(
+            |((cluster, name, incarnation, status), revision)| {
+                stored(cluster, name, *incarnation, *status, revision)
+            },
+        ));
     }
     eprintln!(
         "commit of 100,000 proxies in 10 commits: {:?}",
@@ -703,7 +1551,7 @@ fn booting_a_hundred_thousand_stored_proxies_returns_them_all() {
     let opened = started.elapsed();
     let snapshot = store.boot().expect("boots");
     eprintln!(
-        "open {opened:?}, open and boot of 100,000 proxies: {:?}",
+        "open {opened:?}, open and boot of 100,000 proxies (and as many logged changes): {:?}",
         started.elapsed()
     );
     expected.sort_by(|a, b| (&a.cluster, &a.proxy).cmp(&(&b.cluster, &b.proxy)));
@@ -712,6 +1560,7 @@ fn booting_a_hundred_thousand_stored_proxies_returns_them_all() {
         snapshot.proxies == expected,
         "the proxies come back, sorted by (cluster, proxy)"
     );
+    assert_eq!(snapshot.recent.len(), 100_000);
 }
 
 // ----- Crash safety: SIGKILL in the middle of commits -----
@@ -734,32 +1583,41 @@ fn spawn_child(mode: &str, dir: &Path) -> Child {
         .expect("spawns the child")
 }
 
-/// The changes of the commit that makes revision `revision`, the same in every process.
-/// Large enough (80 changes) that a kill lands in the middle of writing.
-fn crash_batch(revision: u64) -> Vec<Change> {
+/// The changes of the commit number `n` (from 1), the same in every process: large enough
+/// (80 changes) that a kill lands in the middle of writing.
+const CRASH_BATCH: u64 = 80;
+
+fn crash_batch(n: u64) -> Vec<Entry> {
     let mut batch = Vec::new();
     for i in 0..60 {
-        let n = (revision * 37 + i) % 500;
-        let status = [Status::Ready, Status::Up, Status::Lost][((revision + i) % 3) as usize];
-        batch.push(put(
-            &format!("c{}", n % 3),
-            &format!("10.0.{}.{}:3307", n / 256, n % 256),
-            revision,
-            status,
+        let k = (n * 37 + i) % 500;
+        let from = [None, Some(Status::Ready), Some(Status::Up)][((n + i) % 3) as usize];
+        let to = [Status::Ready, Status::Up, Status::Lost][((n * 7 + i) % 3) as usize];
+        batch.push(status(
+            &format!("c{}", k % 3),
+            &format!("10.0.{}.{}:3307", k / 256, k % 256),
+            n,
+            from,
+            Some(to),
         ));
     }
-    for i in 0..18 {
-        let n = (revision * 11 + i * 29) % 500;
+    for i in 0..17 {
+        let k = (n * 11 + i * 29) % 500;
         batch.push(delete(
-            &format!("c{}", n % 3),
-            &format!("10.0.{}.{}:3307", n / 256, n % 256),
+            &format!("c{}", k % 3),
+            &format!("10.0.{}.{}:3307", k / 256, k % 256),
         ));
     }
-    batch.push(put_config(&format!("c{}", revision % 3), revision));
-    batch.push(audit(
-        revision,
-        &format!(r#"{{"action":"commit","revision":{revision}}}"#),
+    let k = (n * 13) % 500;
+    batch.push(observed(
+        &format!("c{}", k % 3),
+        &format!("10.0.{}.{}:3307", k / 256, k % 256),
+        source(n + 1),
+        n,
     ));
+    batch.push(put_config(&format!("c{}", n % 3), n));
+    batch.push(admin(push_action(&format!("c{}", n % 3), n)));
+    assert_eq!(batch.len() as u64, CRASH_BATCH);
     batch
 }
 
@@ -770,7 +1628,8 @@ fn durable_revision(line: &str) -> Option<u64> {
 
 /// Not a test of its own: in a normal run it returns at once. Spawned by a test with
 /// `CHILD_MODE` set, it either holds the store open until killed (`hold`), or commits
-/// `crash_batch`es in a loop and prints `DURABLE n` after each commit returns (`commit`).
+/// `crash_batch`es in a loop and prints `DURABLE n` after each commit returns, `n` being
+/// the revision of its last change (`commit`).
 #[test]
 fn a_child_process_holds_or_commits_to_the_store_when_a_parent_test_asks() {
     let (Ok(mode), Some(dir)) = (std::env::var(CHILD_MODE), std::env::var_os(CHILD_DIR)) else {
@@ -790,12 +1649,9 @@ fn a_child_process_holds_or_commits_to_the_store_when_a_parent_test_asks() {
         "commit" => {
             // Bounded, in case the parent is gone (a write to its closed pipe fails too).
             for _ in 0..100_000 {
-                let next = store.revision() + 1;
-                assert_eq!(
-                    store.commit(&crash_batch(next)).expect("the child commits"),
-                    next
-                );
-                writeln!(out, "DURABLE {next}").expect("writes");
+                let n = store.revision() / CRASH_BATCH + 1;
+                commit(&mut store, &crash_batch(n));
+                writeln!(out, "DURABLE {}", store.revision()).expect("writes");
                 out.flush().expect("flushes");
             }
         }
@@ -837,7 +1693,7 @@ fn a_store_killed_with_sigkill_reopens_with_every_revision_it_reported_durable()
         let reported = *printed.last().expect("read at least one revision");
         assert_eq!(
             printed.first(),
-            Some(&(last_found + 1)),
+            Some(&(last_found + CRASH_BATCH)),
             "the child went on from the file"
         );
 
@@ -848,11 +1704,16 @@ fn a_store_killed_with_sigkill_reopens_with_every_revision_it_reported_durable()
             "round {round}: revision {} lost the reported {reported}",
             snapshot.revision
         );
+        assert_eq!(
+            snapshot.revision % CRASH_BATCH,
+            0,
+            "round {round}: a commit is all or nothing"
+        );
         // One boot by each child and one here.
         assert_eq!(snapshot.epoch, 2 * (round as u32 + 1));
         while model.revision() < snapshot.revision {
-            let next = model.revision() + 1;
-            model.commit(&crash_batch(next)).expect("the model commits");
+            let n = model.revision() / CRASH_BATCH + 1;
+            commit(&mut model, &crash_batch(n));
         }
         let expected = model.boot().expect("the model boots");
         assert_eq!(
@@ -863,6 +1724,7 @@ fn a_store_killed_with_sigkill_reopens_with_every_revision_it_reported_durable()
             snapshot.configs, expected.configs,
             "round {round}: the configs"
         );
+        assert!(snapshot.recent == expected.recent, "round {round}: the log");
         assert_eq!(
             store.audit().expect("reads audit"),
             model.audit().expect("reads audit"),

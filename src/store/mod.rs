@@ -1,114 +1,120 @@
 //! Persistence: what the keeper stores, and where.
 //!
-//! The keeper core says what must be persisted: every status change, every deletion,
-//! every config version and every admin action leaves it as a [`Change`]
-//! (`Keeper::take_changes`). A steady heartbeat changes nothing and writes nothing. The
-//! keeper's driver commits the changes of one turn of its loop in one transaction (so a
-//! burst of thousands of proxies healing at once is a few commits, not thousands), tells
-//! the core what is durable, and only then releases the answers that depend on it: the
-//! `Ack` of a registration, and an admin call's success.
+//! The store commits from the keeper's one change stream
+//! ([`crate::keeper::change`]): every change the core makes is a numbered [`WallChange`],
+//! one **revision** per change, consecutive, growing across restarts. The driver commits
+//! the changes of one turn of its loop, with the content of every config version among
+//! them ([`ConfigBlob`]), in one durable transaction (a burst of thousands of proxies
+//! healing at once is a few commits, not thousands), tells the core what is durable, and
+//! only then releases the answers that depend on it.
+//!
+//! A commit does two things with the changes. It keeps every one of them, whatever its
+//! kind, in a log of the most recent ones (the [retention](Store::set_retention), 100,000
+//! by default; older ones are pruned by the commit that passes it), from which a watch can
+//! resume ([`Store::changes_after`]). And it applies each to the state a keeper is rebuilt
+//! from:
+//!
+//! | change                   | effect                                                    |
+//! |--------------------------|-----------------------------------------------------------|
+//! | `Status`, `to: Some(s)`  | puts the proxy (see below)                                |
+//! | `Status`, `to: None`     | deletes the proxy                                         |
+//! | `Observed`               | a stored proxy takes the source and config version        |
+//! | `Config`                 | stores the version's content, from its blob               |
+//! | `Admin`                  | an [`AuditEntry`], the action as JSON ([`audit_json`])    |
+//! | `Rewound { seen_epoch }` | a new generation; the stored epoch raised to `seen_epoch` |
+//! | any other kind           | nothing besides the log                                   |
+//!
+//! Every config version is kept (the snapshot holds the latest of each cluster); an
+//! `Observed` change of a proxy the store does not hold changes nothing.
+//!
+//! A put proxy holds the change's incarnation, status, last heartbeat, source and config
+//! version; its `since_unix_ms` is the change's time when the status changed (`from !=
+//! to`, so also when it is new), and otherwise the stored one (a new incarnation in the
+//! same status has been in it since then).
 //!
 //! On start the keeper [`boot`](Store::boot)s the store: the epoch (the keeper's boot
-//! counter, inside every freshness token) is bumped durably, and the registry and config
-//! versions come back as a [`Snapshot`], from which the core is rebuilt with a fresh
-//! window for every proxy. A keeper that was down for any length of time therefore
-//! restarts nobody that is still heartbeating.
+//! counter, inside every freshness token) is bumped durably, and the registry, the latest
+//! config versions and the retained log come back as a [`Snapshot`], from which the core
+//! is rebuilt with a fresh window for every proxy. A keeper that was down for any length of
+//! time therefore restarts nobody that is still heartbeating.
 //!
-//! Two stores implement [`Store`]: [`MemoryStore`], shared by clones (it survives a
-//! simulated keeper crash when the simulation holds a clone), and
-//! [`redb::RedbStore`], the default, a crash-safe file in the data directory.
+//! The **generation** makes `(generation, revision)` unique for ever: a store that went back
+//! in time (a backup copied back, noticed as a `Rewound` change) or that was recreated
+//! reuses revisions, but not with the same generation. A new [`redb::RedbStore`] starts at
+//! the current Unix time in seconds, and `Rewound` bumps it.
+//!
+//! Two stores implement [`Store`], and behave the same for the same calls (one
+//! `apply` decides the effects for both; the tests compare them on random batches):
+//! [`MemoryStore`], shared by clones (it survives a simulated keeper crash when the
+//! simulation holds a clone), and [`redb::RedbStore`], the default, a crash-safe file in
+//! the data directory.
 
 pub mod redb;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
-use crate::keeper::{AdminAction, Persist, Restored, RestoredConfig, RestoredProxy, Status};
-use crate::time::Instant;
+use crate::configdoc::ConfigVersion;
+use crate::keeper::change::{AdminAction, ChangeKind};
+use crate::keeper::{Restored, RestoredConfig, RestoredProxy};
 
-/// A proxy's registry entry, as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredProxy {
-    /// The cluster.
-    pub cluster: String,
-    /// The proxy's identity.
-    pub proxy: String,
-    /// The incarnation the registry holds.
-    pub incarnation: u64,
-    /// Its status.
-    pub status: Status,
-    /// Since when (wall clock, milliseconds since the Unix epoch).
-    pub since_unix_ms: u64,
-}
+pub use crate::keeper::change::{ConfigBlob, StoredConfig, StoredProxy, WallChange};
 
-/// A config version, as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredConfig {
-    /// The cluster.
-    pub cluster: String,
-    /// The version number.
-    pub version: u64,
-    /// The operator's config file.
-    pub base: Vec<u8>,
-    /// The active datasource of each hostgroup.
-    pub datasources: BTreeMap<String, String>,
-}
+/// How many changes the log keeps unless [`Store::set_retention`] says otherwise.
+pub const DEFAULT_RETENTION: usize = 100_000;
 
 /// An admin action, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
     /// When (wall clock, milliseconds since the Unix epoch).
     pub at_unix_ms: u64,
-    /// What, as one line of JSON (`{"action":"remove","cluster":...}`).
+    /// What, as one line of JSON (`{"action":"remove","cluster":...}`, see [`audit_json`]).
     pub action: String,
-}
-
-/// One change to store.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// A proxy was registered or changed status: store its entry (replacing any).
-    PutProxy(StoredProxy),
-    /// A proxy was deleted.
-    DeleteProxy {
-        /// The cluster.
-        cluster: String,
-        /// The proxy's identity.
-        proxy: String,
-    },
-    /// A cluster has a new config version (kept with the earlier ones).
-    PutConfig(StoredConfig),
-    /// An operator acted.
-    Audit(AuditEntry),
 }
 
 /// Everything stored, as a keeper boot finds it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// This boot's epoch: one more than the last boot's, already durable.
+    /// This boot's epoch: one more than the last boot's (or than the newest epoch a
+    /// `Rewound` change reported), already durable.
     pub epoch: u32,
-    /// The revision of the last commit (0: nothing was ever committed).
+    /// The store's generation: `(generation, revision)` is never reused.
+    pub generation: u64,
+    /// The revision of the last change committed (0: none ever).
     pub revision: u64,
+    /// The revision of the oldest change still in the log (`revision + 1` when the log is
+    /// empty).
+    pub oldest_retained: u64,
     /// Every registered proxy, sorted by (cluster, proxy).
     pub proxies: Vec<StoredProxy>,
     /// The latest config version of every cluster, sorted by cluster.
     pub configs: Vec<StoredConfig>,
+    /// The changes in the log, oldest first (at most the retention).
+    pub recent: Vec<WallChange>,
 }
 
-/// Why the store failed. A keeper stops on any store failure rather than answer for a
-/// change it could not make durable.
+/// Why the store failed. No variant stored anything: a failed commit or boot leaves the
+/// store as it was. A keeper stops on any store failure rather than answer for a change
+/// it could not make durable.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// Another keeper holds the data directory.
+    /// Another keeper holds the data directory. Nothing was read or written.
     #[error("the data directory is in use by another keeper: {0}")]
     InUse(String),
-    /// The store could not be opened, read or written.
+    /// The store could not be opened, read or written, or refused a batch that breaks the
+    /// [`Store::commit`] contract. Nothing was stored.
     #[error("store failure: {0}")]
     Io(String),
-    /// The store holds something this keeper cannot read (another format, or corrupt).
+    /// The store holds something this keeper cannot read (not a store, damaged, or
+    /// inconsistent). Nothing was written.
     #[error("the store cannot be read: {0}")]
     Corrupt(String),
+    /// The store has a schema newer than this keeper reads (a newer zerokeeper wrote it).
+    /// Nothing was written: a newer keeper can still use it.
+    #[error("the store is too new for this keeper: {0}")]
+    TooNew(String),
 }
 
 /// Where the keeper's state lives.
@@ -116,52 +122,40 @@ pub trait Store: Send {
     /// Starts a keeper run: bumps the epoch durably and returns everything stored.
     fn boot(&mut self) -> Result<Snapshot, StoreError>;
 
-    /// Applies `changes`, in order, in one durable transaction; returns the new revision.
-    /// An empty list commits nothing and returns the current revision.
-    fn commit(&mut self, changes: &[Change]) -> Result<u64, StoreError>;
+    /// Applies `changes` and stores the content of every `Config` change among them (from
+    /// `blobs`; blobs of no change in the batch are not stored), in one durable
+    /// transaction. An empty `changes` commits nothing.
+    ///
+    /// The changes must have consecutive revisions, the first being
+    /// [`revision`](Store::revision)` + 1`, and every `Config` change must have its blob
+    /// (same cluster and version). A batch that breaks this is a caller's bug: it is
+    /// refused with [`StoreError::Io`] and nothing of it is stored.
+    fn commit(&mut self, changes: &[WallChange], blobs: &[ConfigBlob]) -> Result<(), StoreError>;
 
-    /// The revision of the last commit.
+    /// The revision of the last change committed (cached: reads nothing).
     fn revision(&self) -> u64;
 
-    /// Every admin action recorded, oldest first (for audits and tests).
+    /// The store's generation (cached: reads nothing).
+    fn generation(&self) -> u64;
+
+    /// Every admin action recorded, oldest first.
     fn audit(&self) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The changes in the log after revision `after` (`revision > after`), oldest first, at
+    /// most `limit` of them.
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<WallChange>, StoreError>;
+
+    /// How many changes the log keeps (default [`DEFAULT_RETENTION`]); older ones are
+    /// pruned by the next commit. A setting of this handle, not stored.
+    fn set_retention(&mut self, changes: usize);
 }
 
-/// The store's record of a core change; `wall` gives the wall-clock milliseconds of a
-/// core instant (the driver knows its clock).
-pub fn change_of(persist: &Persist, wall: impl Fn(Instant) -> u64) -> Change {
-    match persist {
-        Persist::Proxy {
-            cluster,
-            proxy,
-            incarnation,
-            status,
-            since,
-        } => Change::PutProxy(StoredProxy {
-            cluster: cluster.to_string(),
-            proxy: proxy.clone(),
-            incarnation: *incarnation,
-            status: *status,
-            since_unix_ms: wall(*since),
-        }),
-        Persist::Deleted { cluster, proxy } => Change::DeleteProxy {
-            cluster: cluster.to_string(),
-            proxy: proxy.clone(),
-        },
-        Persist::Config { cluster, config } => Change::PutConfig(StoredConfig {
-            cluster: cluster.to_string(),
-            version: config.version,
-            base: config.base.to_vec(),
-            datasources: config.datasources.clone(),
-        }),
-        Persist::Admin { at, action } => Change::Audit(AuditEntry {
-            at_unix_ms: wall(*at),
-            action: audit_json(action),
-        }),
-    }
-}
-
-fn audit_json(action: &AdminAction) -> String {
+/// An admin action as the audit records it: one line of JSON, for instance
+/// `{"action":"remove","cluster":"c","proxy":"10.0.0.1:3307","status":"up"}`,
+/// `{"action":"push_config","cluster":"c","size":70,"version":3}` or
+/// `{"action":"switch","cluster":"c","from":"a","hostgroup":"hg0","to":"b","version":4}`
+/// (keys sorted).
+pub fn audit_json(action: &AdminAction) -> String {
     let value = match action {
         AdminAction::Remove {
             cluster,
@@ -192,6 +186,7 @@ fn audit_json(action: &AdminAction) -> String {
 }
 
 /// What the core is rebuilt from, out of a snapshot.
+#[deprecated(note = "transitional: the keeper core is rebuilt from the Snapshot directly")]
 pub fn restored(snapshot: &Snapshot) -> Restored {
     Restored {
         proxies: snapshot
@@ -217,27 +212,268 @@ pub fn restored(snapshot: &Snapshot) -> Restored {
     }
 }
 
+// ----- One application of a batch, for both stores -----
+
+/// The storage a batch is applied to (the memory store's maps, or a redb write
+/// transaction). [`apply`] decides what to call; an implementation only stores.
+trait Tables {
+    /// The stored proxy, if any.
+    fn proxy(&mut self, cluster: &str, proxy: &str) -> Result<Option<StoredProxy>, StoreError>;
+    /// Stores `proxy`, replacing any entry of its (cluster, proxy).
+    fn put_proxy(&mut self, proxy: StoredProxy) -> Result<(), StoreError>;
+    /// Deletes the proxy, if stored.
+    fn delete_proxy(&mut self, cluster: &str, proxy: &str) -> Result<(), StoreError>;
+    /// Stores a config version of `cluster` (replacing the same version, if stored).
+    fn put_config(&mut self, cluster: &str, config: &ConfigVersion) -> Result<(), StoreError>;
+    /// Appends an audit entry.
+    fn push_audit(&mut self, entry: AuditEntry) -> Result<(), StoreError>;
+    /// Appends a change to the log.
+    fn push_change(&mut self, change: &WallChange) -> Result<(), StoreError>;
+    /// Starts a new generation and raises the stored epoch to `seen_epoch`.
+    fn rewound(&mut self, seen_epoch: u32) -> Result<(), StoreError>;
+    /// Records `revision` as the last committed and prunes the log up to `prune_through`
+    /// (included).
+    fn finish(&mut self, revision: u64, prune_through: u64) -> Result<(), StoreError>;
+}
+
+/// Refuses a batch that breaks the [`Store::commit`] contract, before anything is written.
+fn check_batch(
+    revision: u64,
+    changes: &[WallChange],
+    blobs: &[ConfigBlob],
+) -> Result<(), StoreError> {
+    let mut expected = revision;
+    for change in changes {
+        expected = expected.checked_add(1).ok_or_else(|| {
+            StoreError::Io("refused a batch: the revision cannot grow past u64".to_owned())
+        })?;
+        if change.revision != expected {
+            return Err(StoreError::Io(format!(
+                "refused a batch: a change has revision {}, where the store expects {expected} \
+                 (its last is {revision}); nothing stored",
+                change.revision
+            )));
+        }
+        if let ChangeKind::Config {
+            cluster, config, ..
+        } = &change.kind
+            && blob(blobs, cluster, config.version).is_none()
+        {
+            return Err(StoreError::Io(format!(
+                "refused a batch: change {} is version {} of cluster {cluster:?}, but no blob \
+                 holds its content (a bug of the caller); nothing stored",
+                change.revision, config.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn blob<'b>(blobs: &'b [ConfigBlob], cluster: &str, version: u64) -> Option<&'b ConfigBlob> {
+    blobs
+        .iter()
+        .find(|b| &*b.cluster == cluster && b.config.version == version)
+}
+
+/// Applies a batch that [`check_batch`] accepted: the one place that says what each change
+/// does to a store (the table in the module's documentation).
+fn apply(
+    tables: &mut impl Tables,
+    changes: &[WallChange],
+    blobs: &[ConfigBlob],
+    retention: usize,
+) -> Result<(), StoreError> {
+    let Some(last) = changes.last() else {
+        return Ok(());
+    };
+    for change in changes {
+        tables.push_change(change)?;
+        match &change.kind {
+            ChangeKind::Status(c) => match c.to {
+                Some(status) => {
+                    let since_unix_ms = if c.from == c.to {
+                        match tables.proxy(&c.cluster, &c.proxy)? {
+                            Some(stored) => stored.since_unix_ms,
+                            // Not stored: new to the store, whatever the core says.
+                            None => Some(change.at),
+                        }
+                    } else {
+                        Some(change.at)
+                    };
+                    tables.put_proxy(StoredProxy {
+                        cluster: c.cluster.to_string(),
+                        proxy: c.proxy.to_string(),
+                        incarnation: c.incarnation,
+                        status,
+                        since_unix_ms,
+                        last_heartbeat_unix_ms: c.last_heartbeat,
+                        source: Some(c.source),
+                        config_version: c.config_version,
+                    })?;
+                }
+                None => tables.delete_proxy(&c.cluster, &c.proxy)?,
+            },
+            ChangeKind::Observed {
+                cluster,
+                proxy,
+                source,
+                config_version,
+                ..
+            } => {
+                if let Some(mut stored) = tables.proxy(cluster, proxy)? {
+                    stored.source = Some(*source);
+                    stored.config_version = *config_version;
+                    tables.put_proxy(stored)?;
+                }
+            }
+            ChangeKind::Config {
+                cluster, config, ..
+            } => {
+                let blob = blob(blobs, cluster, config.version).ok_or_else(|| {
+                    StoreError::Io(format!(
+                        "refused a batch: no blob for version {} of {cluster:?}",
+                        config.version
+                    ))
+                })?;
+                tables.put_config(cluster, &blob.config)?;
+            }
+            ChangeKind::Admin(action) => tables.push_audit(AuditEntry {
+                at_unix_ms: change.at,
+                action: audit_json(action),
+            })?,
+            ChangeKind::Rewound { seen_epoch } => tables.rewound(*seen_epoch)?,
+            ChangeKind::RestartSent { .. }
+            | ChangeKind::Superseded { .. }
+            | ChangeKind::DeletionPaused { .. }
+            | ChangeKind::Stall { .. } => {}
+        }
+    }
+    let retention = u64::try_from(retention).unwrap_or(u64::MAX);
+    tables.finish(last.revision, last.revision.saturating_sub(retention))
+}
+
+/// The epoch of the next boot after `stored`.
+fn next_epoch(stored: u32) -> Option<u32> {
+    stored.checked_add(1)
+}
+
+// ----- The memory store -----
+
 /// The state of a [`MemoryStore`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MemoryState {
     epoch: u32,
+    generation: u64,
     revision: u64,
     proxies: BTreeMap<(String, String), StoredProxy>,
     configs: BTreeMap<(String, u64), StoredConfig>,
     audit: Vec<AuditEntry>,
+    /// The log, oldest first, with consecutive revisions.
+    changes: VecDeque<WallChange>,
+}
+
+impl MemoryState {
+    fn oldest_retained(&self) -> u64 {
+        self.changes
+            .front()
+            .map_or(self.revision + 1, |c| c.revision)
+    }
+}
+
+impl Tables for MemoryState {
+    fn proxy(&mut self, cluster: &str, proxy: &str) -> Result<Option<StoredProxy>, StoreError> {
+        Ok(self
+            .proxies
+            .get(&(cluster.to_owned(), proxy.to_owned()))
+            .cloned())
+    }
+
+    fn put_proxy(&mut self, proxy: StoredProxy) -> Result<(), StoreError> {
+        self.proxies
+            .insert((proxy.cluster.clone(), proxy.proxy.clone()), proxy);
+        Ok(())
+    }
+
+    fn delete_proxy(&mut self, cluster: &str, proxy: &str) -> Result<(), StoreError> {
+        self.proxies.remove(&(cluster.to_owned(), proxy.to_owned()));
+        Ok(())
+    }
+
+    fn put_config(&mut self, cluster: &str, config: &ConfigVersion) -> Result<(), StoreError> {
+        self.configs.insert(
+            (cluster.to_owned(), config.version),
+            StoredConfig {
+                cluster: cluster.to_owned(),
+                version: config.version,
+                base: config.base.to_vec(),
+                datasources: config.datasources.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    fn push_audit(&mut self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.audit.push(entry);
+        Ok(())
+    }
+
+    fn push_change(&mut self, change: &WallChange) -> Result<(), StoreError> {
+        self.changes.push_back(change.clone());
+        Ok(())
+    }
+
+    fn rewound(&mut self, seen_epoch: u32) -> Result<(), StoreError> {
+        self.generation = self
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt("the generation cannot grow past u64".to_owned()))?;
+        self.epoch = self.epoch.max(seen_epoch);
+        Ok(())
+    }
+
+    fn finish(&mut self, revision: u64, prune_through: u64) -> Result<(), StoreError> {
+        self.revision = revision;
+        while self
+            .changes
+            .front()
+            .is_some_and(|c| c.revision <= prune_through)
+        {
+            self.changes.pop_front();
+        }
+        Ok(())
+    }
 }
 
 /// A store in memory, shared by its clones: for tests and simulations, where a clone
-/// held outside the keeper survives the keeper's crash.
-#[derive(Clone, Debug, Default)]
+/// held outside the keeper survives the keeper's crash. It starts at generation 1; its
+/// retention is a setting of each clone, as a [`redb::RedbStore`]'s is of each open.
+#[derive(Clone, Debug)]
 pub struct MemoryStore {
     state: Arc<Mutex<MemoryState>>,
+    retention: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore::new()
+    }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, at generation 1.
     pub fn new() -> MemoryStore {
-        MemoryStore::default()
+        MemoryStore {
+            state: Arc::new(Mutex::new(MemoryState {
+                epoch: 0,
+                generation: 1,
+                revision: 0,
+                proxies: BTreeMap::new(),
+                configs: BTreeMap::new(),
+                audit: Vec::new(),
+                changes: VecDeque::new(),
+            })),
+            retention: DEFAULT_RETENTION,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
@@ -248,66 +484,82 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn boot(&mut self) -> Result<Snapshot, StoreError> {
         let mut state = self.state();
-        state.epoch += 1;
+        state.epoch = next_epoch(state.epoch)
+            .ok_or_else(|| StoreError::Corrupt("the epoch cannot grow past u32".to_owned()))?;
         let mut latest: BTreeMap<String, StoredConfig> = BTreeMap::new();
         for config in state.configs.values() {
             latest.insert(config.cluster.clone(), config.clone());
         }
         Ok(Snapshot {
             epoch: state.epoch,
+            generation: state.generation,
             revision: state.revision,
+            oldest_retained: state.oldest_retained(),
             proxies: state.proxies.values().cloned().collect(),
             configs: latest.into_values().collect(),
+            recent: state.changes.iter().cloned().collect(),
         })
     }
 
-    fn commit(&mut self, changes: &[Change]) -> Result<u64, StoreError> {
+    fn commit(&mut self, changes: &[WallChange], blobs: &[ConfigBlob]) -> Result<(), StoreError> {
         let mut state = self.state();
-        if changes.is_empty() {
-            return Ok(state.revision);
-        }
-        for change in changes {
-            match change {
-                Change::PutProxy(p) => {
-                    state
-                        .proxies
-                        .insert((p.cluster.clone(), p.proxy.clone()), p.clone());
-                }
-                Change::DeleteProxy { cluster, proxy } => {
-                    state.proxies.remove(&(cluster.clone(), proxy.clone()));
-                }
-                Change::PutConfig(c) => {
-                    state
-                        .configs
-                        .insert((c.cluster.clone(), c.version), c.clone());
-                }
-                Change::Audit(entry) => state.audit.push(entry.clone()),
-            }
-        }
-        state.revision += 1;
-        Ok(state.revision)
+        check_batch(state.revision, changes, blobs)?;
+        apply(&mut *state, changes, blobs, self.retention)
     }
 
     fn revision(&self) -> u64 {
         self.state().revision
     }
 
+    fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
     fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(self.state().audit.clone())
+    }
+
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<WallChange>, StoreError> {
+        let state = self.state();
+        let start = state.changes.partition_point(|c| c.revision <= after);
+        Ok(state
+            .changes
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn set_retention(&mut self, changes: usize) {
+        self.retention = changes;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::SocketAddr;
 
-    fn proxy(name: &str, status: Status) -> StoredProxy {
-        StoredProxy {
-            cluster: "c".into(),
-            proxy: name.into(),
-            incarnation: 7,
-            status,
-            since_unix_ms: 1,
+    use super::*;
+    use crate::keeper::change::StatusChange;
+    use crate::keeper::{Reason, Status};
+
+    fn status(revision: u64, name: &str, from: Option<Status>, to: Option<Status>) -> WallChange {
+        WallChange {
+            revision,
+            at: 1_000 + revision,
+            kind: ChangeKind::Status(StatusChange {
+                cluster: "c".into(),
+                proxy: name.into(),
+                slot: 0,
+                incarnation: 7,
+                from,
+                to,
+                reason: Reason::Heartbeat,
+                last_heartbeat: Some(900 + revision),
+                source: SocketAddr::from(([10, 0, 0, 1], 3307)),
+                config_version: 0,
+            }),
         }
     }
 
@@ -315,23 +567,35 @@ mod tests {
     fn a_memory_store_keeps_what_was_committed_across_boots() {
         let mut store = MemoryStore::new();
         let first = store.boot().expect("boots");
-        assert_eq!((first.epoch, first.revision), (1, 0));
-        let r = store
-            .commit(&[
-                Change::PutProxy(proxy("a:1", Status::Ready)),
-                Change::PutProxy(proxy("b:1", Status::Up)),
-                Change::PutProxy(proxy("a:1", Status::Up)),
-                Change::DeleteProxy {
-                    cluster: "c".into(),
-                    proxy: "b:1".into(),
-                },
-            ])
-            .expect("commits");
-        assert_eq!(r, 1);
-        assert_eq!(store.commit(&[]).expect("nothing to commit"), 1);
+        assert_eq!((first.epoch, first.generation, first.revision), (1, 1, 0));
+        assert_eq!(first.oldest_retained, 1);
+        let batch = [
+            status(1, "a:1", None, Some(Status::Ready)),
+            status(2, "b:1", None, Some(Status::Up)),
+            status(3, "a:1", Some(Status::Ready), Some(Status::Up)),
+            status(4, "b:1", Some(Status::Up), None),
+        ];
+        store.commit(&batch, &[]).expect("commits");
+        assert_eq!(store.revision(), 4);
+        store.commit(&[], &[]).expect("nothing to commit");
+        assert_eq!(store.revision(), 4);
         let mut clone = store.clone();
         let second = clone.boot().expect("boots");
-        assert_eq!((second.epoch, second.revision), (2, 1));
-        assert_eq!(second.proxies, vec![proxy("a:1", Status::Up)]);
+        assert_eq!((second.epoch, second.revision), (2, 4));
+        assert_eq!(second.proxies.len(), 1);
+        assert_eq!(second.proxies[0].proxy, "a:1");
+        assert_eq!(second.proxies[0].status, Status::Up);
+        assert_eq!(second.proxies[0].since_unix_ms, Some(1_003));
+        assert_eq!(second.recent, batch.to_vec());
+        assert_eq!(second.oldest_retained, 1);
+    }
+
+    #[test]
+    fn a_memory_store_refuses_a_batch_that_does_not_follow_its_revision() {
+        let mut store = MemoryStore::new();
+        let result = store.commit(&[status(2, "a:1", None, Some(Status::Ready))], &[]);
+        assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
+        assert_eq!(store.revision(), 0);
+        assert!(store.boot().expect("boots").recent.is_empty());
     }
 }
