@@ -76,16 +76,15 @@ fn bench_restore(c: &mut Criterion) {
                 let mut store = RedbStore::open(&dir).expect("opens");
                 let snapshot = store.boot().expect("boots");
                 let keys = Keyring::with_default(Key::new(&[0x2a; 32]).expect("valid"));
-                // Until the core is rebuilt from the snapshot itself.
-                #[allow(deprecated)]
-                let restored = store::restored(&snapshot);
                 let keeper = Keeper::restore(
                     KeeperConfig::default(),
                     keys,
                     snapshot.epoch,
                     [1; 32],
                     Instant::ZERO,
-                    restored,
+                    &snapshot.proxies,
+                    &snapshot.configs,
+                    snapshot.revision,
                 )
                 .expect("restores");
                 assert_eq!(keeper.proxy_count(), N);

@@ -213,6 +213,9 @@ fn measured() -> Measured {
             lost: 2,
             lateness_ms: LatenessSummary::of(&[4, 8]),
         }),
+        false_lost: Some(0),
+        stalls: Some(0),
+        readers: None,
         sink: Some((2000, Some(0.25), 2.0)),
     }
 }

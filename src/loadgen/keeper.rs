@@ -215,6 +215,10 @@ pub(crate) struct Counters {
     pub(crate) received: u64,
     /// `zerokeeper_process_cpu_seconds_total`, where the keeper exposes it.
     pub(crate) cpu_seconds: Option<f64>,
+    /// `zerokeeper_stalls_total`, where the keeper exposes it.
+    pub(crate) stalls: Option<u64>,
+    /// `zerokeeper_transitions_total{from="up",to="lost"}` (0 before any).
+    pub(crate) up_to_lost: u64,
 }
 
 /// Reads the keeper's admin API.
@@ -270,6 +274,12 @@ impl Admin {
         Ok(Counters {
             received: received as u64,
             cpu_seconds: metric_value(&text, "zerokeeper_process_cpu_seconds_total"),
+            stalls: metric_value(&text, "zerokeeper_stalls_total").map(|v| v as u64),
+            up_to_lost: metric_value(
+                &text,
+                "zerokeeper_transitions_total{from=\"up\",to=\"lost\"}",
+            )
+            .map_or(0, |v| v as u64),
         })
     }
 

@@ -117,6 +117,78 @@ pub struct BenchArgs {
     /// no probe).
     #[arg(long, default_value_t = 100, value_name = "N")]
     lost_probe: usize,
+    /// Threads that read the whole listing (`GET /v1/proxies`) in a loop during the load
+    /// phase, as operators polling a large fleet: heartbeats must not notice them.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    readers: usize,
+}
+
+/// Threads reading the whole listing in a loop, until told to stop.
+struct Readers {
+    stop: std::sync::Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, u64, Duration, Duration)>>,
+}
+
+impl Readers {
+    fn start(base: &str, n: usize) -> Readers {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let url = format!("{base}/v1/proxies");
+        let threads = (0..n)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(30)))
+                        .build()
+                        .into();
+                    let (mut requests, mut bytes) = (0u64, 0u64);
+                    let (mut total, mut longest) = (Duration::ZERO, Duration::ZERO);
+                    while !stop.load(Ordering::Relaxed) {
+                        let began = Instant::now();
+                        let Ok(mut answer) = agent.get(&url).call() else {
+                            continue;
+                        };
+                        let body = answer
+                            .body_mut()
+                            .with_config()
+                            .limit(1 << 30)
+                            .read_to_vec()
+                            .unwrap_or_default();
+                        let took = began.elapsed();
+                        requests += 1;
+                        bytes += body.len() as u64;
+                        total += took;
+                        longest = longest.max(took);
+                    }
+                    (requests, bytes, total, longest)
+                })
+            })
+            .collect();
+        Readers { stop, threads }
+    }
+
+    fn finish(self) -> crate::loadgen::report::ReadersReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let n = self.threads.len();
+        let (mut requests, mut bytes) = (0, 0);
+        let (mut total, mut longest) = (Duration::ZERO, Duration::ZERO);
+        for t in self.threads {
+            if let Ok((r, b, d, l)) = t.join() {
+                requests += r;
+                bytes += b;
+                total += d;
+                longest = longest.max(l);
+            }
+        }
+        crate::loadgen::report::ReadersReport {
+            threads: n,
+            requests,
+            mean_bytes: bytes.checked_div(requests).unwrap_or(0),
+            mean_ms: (requests > 0).then(|| total.as_secs_f64() * 1e3 / requests as f64),
+            max_ms: (requests > 0).then(|| longest.as_secs_f64() * 1e3),
+        }
+    }
 }
 
 /// Why a run stopped. Nothing outlives it: a started keeper or sink is stopped, and
@@ -306,8 +378,13 @@ impl BenchArgs {
         let counters_before = admin.as_ref().map(Admin::counters).transpose()?;
         let own_cpu = || own.as_ref().and_then(|k| cpu_seconds(Some(k.pid())));
         let cpu_before = own_cpu();
-        let (stats, elapsed) =
-            run_phase(&mut senders, &plan, "load", true, plan.duration, |_| false)?;
+        let readers = match &admin {
+            Some(admin) if self.readers > 0 => Some(Readers::start(admin.base(), self.readers)),
+            _ => None,
+        };
+        let phase = run_phase(&mut senders, &plan, "load", true, plan.duration, |_| false);
+        let readers = readers.map(Readers::finish);
+        let (stats, elapsed) = phase?;
         let counters_after = admin
             .as_ref()
             .map(|a| a.settled_counters(COUNTER_PATIENCE))
@@ -336,7 +413,16 @@ impl BenchArgs {
             _ => None,
         };
 
+        let stalls = counters_before
+            .zip(counters_after)
+            .and_then(|(b, a)| a.stalls.zip(b.stalls).map(|(a, b)| a.saturating_sub(b)));
+        let false_lost = counters_before
+            .zip(counters_after)
+            .map(|(b, a)| a.up_to_lost.saturating_sub(b.up_to_lost));
         Ok(Report::new(Measured {
+            readers,
+            stalls,
+            false_lost,
             proxies: plan.proxies,
             senders: plan.senders,
             duration_s: elapsed.as_secs_f64(),

@@ -40,6 +40,13 @@ pub struct Report {
     pub rtt_us: RttSummary,
     /// How late the keeper marked silent proxies `lost`, under load (`null` if not run).
     pub lost_probe: Option<LostProbe>,
+    /// Proxies the keeper marked `lost` during the load phase, when every one of them was
+    /// heartbeating (from its `/metrics`; must be 0).
+    pub false_lost: Option<u64>,
+    /// Stalls the keeper counted during the load phase (from its `/metrics`).
+    pub stalls: Option<u64>,
+    /// The listing readers of `--readers` (`null` without).
+    pub readers: Option<ReadersReport>,
     /// The plain-UDP baseline (its fields are absent without `--baseline`).
     #[serde(flatten)]
     pub baseline: Option<Baseline>,
@@ -76,6 +83,21 @@ impl RttSummary {
             samples,
         }
     }
+}
+
+/// Operators polling the whole listing during the load phase.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReadersReport {
+    /// Reader threads.
+    pub threads: usize,
+    /// Listings read, in all.
+    pub requests: u64,
+    /// Bytes of one listing, on average.
+    pub mean_bytes: u64,
+    /// Time to read one listing, on average, in ms.
+    pub mean_ms: Option<f64>,
+    /// The longest, in ms.
+    pub max_ms: Option<f64>,
 }
 
 /// The lost probe: some proxies fell silent while the rest kept sending.
@@ -175,6 +197,12 @@ pub struct Measured {
     pub rtt_us: RttSummary,
     /// The lost probe.
     pub lost_probe: Option<LostProbe>,
+    /// Up proxies marked lost during the load phase.
+    pub false_lost: Option<u64>,
+    /// Stalls during the load phase.
+    pub stalls: Option<u64>,
+    /// The listing readers.
+    pub readers: Option<ReadersReport>,
     /// The sink's count, CPU seconds and load-phase length in seconds, with `--baseline`.
     pub sink: Option<(u64, Option<f64>, f64)>,
 }
@@ -221,6 +249,9 @@ impl Report {
             keeper_hb_per_cpu_s: keeper_hb_per_cpu_s.map(|r| round(r, 1)),
             rtt_us: m.rtt_us,
             lost_probe: m.lost_probe,
+            false_lost: m.false_lost,
+            stalls: m.stalls,
+            readers: m.readers,
             baseline,
         }
     }
@@ -302,6 +333,23 @@ impl Report {
                 }
             },
         );
+        let count = |v: Option<u64>| v.map_or_else(|| "-".into(), grouped);
+        row("false lost", count(self.false_lost));
+        row("keeper stalls", count(self.stalls));
+        if let Some(r) = &self.readers {
+            let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0}"));
+            row(
+                "listing readers",
+                format!(
+                    "{} threads read {} listings of {} bytes; mean {} ms, max {} ms",
+                    r.threads,
+                    grouped(r.requests),
+                    grouped(r.mean_bytes),
+                    ms(r.mean_ms),
+                    ms(r.max_ms)
+                ),
+            );
+        }
         if let Some(b) = &self.baseline {
             row(
                 "sink received",

@@ -58,7 +58,6 @@ use thiserror::Error;
 
 use crate::configdoc::ConfigVersion;
 use crate::keeper::change::{AdminAction, ChangeKind};
-use crate::keeper::{Restored, RestoredConfig, RestoredProxy};
 
 pub use crate::keeper::change::{ConfigBlob, StoredConfig, StoredProxy, WallChange};
 
@@ -183,33 +182,6 @@ pub fn audit_json(action: &AdminAction) -> String {
         }),
     };
     value.to_string()
-}
-
-/// What the core is rebuilt from, out of a snapshot.
-#[deprecated(note = "transitional: the keeper core is rebuilt from the Snapshot directly")]
-pub fn restored(snapshot: &Snapshot) -> Restored {
-    Restored {
-        proxies: snapshot
-            .proxies
-            .iter()
-            .map(|p| RestoredProxy {
-                cluster: p.cluster.clone(),
-                proxy: p.proxy.clone(),
-                incarnation: p.incarnation,
-                status: p.status,
-            })
-            .collect(),
-        configs: snapshot
-            .configs
-            .iter()
-            .map(|c| RestoredConfig {
-                cluster: c.cluster.clone(),
-                version: c.version,
-                base: Arc::from(c.base.as_slice()),
-                datasources: c.datasources.clone(),
-            })
-            .collect(),
-    }
 }
 
 // ----- One application of a batch, for both stores -----

@@ -129,6 +129,9 @@ pub struct Rig {
     pub now: Instant,
     buf: Vec<u8>,
     pub events: Vec<Change>,
+    /// Whether the rig takes the keeper's changes into `events` as they come (a test of
+    /// persistence takes them itself, to commit them).
+    pub takes_changes: bool,
 }
 
 impl Rig {
@@ -150,6 +153,7 @@ impl Rig {
             now: Instant::ZERO,
             buf: vec![0; MAX_DATAGRAM],
             events: Vec::new(),
+            takes_changes: true,
         }
     }
 
@@ -247,6 +251,9 @@ impl Rig {
     }
 
     fn drain_events(&mut self) {
+        if !self.takes_changes {
+            return;
+        }
         while let Some(e) = self.keeper.poll_change() {
             self.events.push(e);
         }
