@@ -179,7 +179,7 @@ impl World for LiveWorld {
                 let result = self
                     .rt
                     .block_on(keeper.push_config(CLUSTER.into(), Arc::from(*config)));
-                Self::check(result, expect)?;
+                Self::check(result.map(|a| a.value), expect)?;
             }
             Action::Switch {
                 hostgroup,
@@ -194,7 +194,7 @@ impl World for LiveWorld {
                     (*from).into(),
                     (*to).into(),
                 );
-                Self::check(self.rt.block_on(call), expect)?;
+                Self::check(self.rt.block_on(call).map(|a| a.value), expect)?;
             }
         }
         Ok(())

@@ -22,6 +22,11 @@ use tracing::error;
 use crate::api::Gone;
 use crate::keeper::change::WallChange;
 
+/// A retention for keepers that have no reason to choose another: the latest 65,536
+/// changes (about 10 MB), minutes of a busy fleet's changes, so a watcher that
+/// reconnects within that time misses nothing.
+pub const DEFAULT_RETENTION: usize = 65_536;
+
 /// Where the history stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Head {

@@ -27,6 +27,8 @@ use zerokeeper::auth::{Key, Keyring};
 use zerokeeper::driver::keeper::KeeperDriver;
 use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver};
 use zerokeeper::driver::{DatagramSocket, DriverClock};
+use zerokeeper::http::view::View;
+use zerokeeper::hub::{ChangeHub, DEFAULT_RETENTION};
 use zerokeeper::keeper::{Event, Keeper, KeeperConfig};
 use zerokeeper::store::Store;
 use zerokeeper::time::{Instant, WallTime};
@@ -391,8 +393,8 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
                 shared.arrivals.clone(),
                 shared.received.clone(),
             );
-            let (driver, handle) =
-                KeeperDriver::new(core, socket, DriverClock::start_at(wall_now()));
+            let clock = DriverClock::start_at(wall_now());
+            let (driver, handle) = KeeperDriver::new(core, socket, clock);
             let driver = match store {
                 Some(store) => driver.with_store(Box::new(store)),
                 None => driver,
@@ -406,11 +408,17 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
                     event: event.clone(),
                 });
             });
-            let router = zerokeeper::http::router(handle);
-            // Both in the host's own task, so a panic in either fails the simulation.
-            let (udp, http) = tokio::join!(
+            // NEEDS-DRIVER: the hub and the view are to be seeded from the store (and the
+            // view given the core's LastSeen) by the assembler, and fed by the driver;
+            // until then the HTTP listings the simulations read stay empty.
+            let hub = ChangeHub::new(0, 0, DEFAULT_RETENTION, Vec::new());
+            let view = View::new(Default::default(), Default::default(), clock);
+            let router = zerokeeper::http::router(handle, hub.clone(), view.clone());
+            // All in the host's own task, so a panic in any fails the simulation.
+            let (udp, http, ()) = tokio::join!(
                 driver.run(std::future::pending()),
                 zerokeeper::http::serve(SimListener(tcp), router, std::future::pending()),
+                view.follow(hub, std::future::pending()),
             );
             udp?;
             http?;

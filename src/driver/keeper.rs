@@ -54,6 +54,20 @@ pub enum CallError {
     Stopped(#[from] Stopped),
 }
 
+// HTTP-WAVE EDIT (the http branch's one change to this file): `Applied`, and the three
+// admin calls below answering with it. Until the driver numbers changes and publishes
+// them into the `ChangeHub`, `revision` is 0, which `View::wait_for` takes as reflected
+// at once; the driver fills in the real revision (of the last change the call made).
+/// An admin call's answer, with the revision of the change it made (the HTTP answer
+/// waits until the read view reflects it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied<T> {
+    /// What the call answered.
+    pub value: T,
+    /// The revision of the change it made.
+    pub revision: u64,
+}
+
 /// One proxy as the admin API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProxyView {
@@ -250,17 +264,27 @@ impl KeeperHandle {
     }
 
     /// Deletes a proxy; returns the status it had.
-    pub async fn remove(&self, cluster: String, proxy: String) -> Result<Status, CallError> {
-        Ok(self
+    pub async fn remove(
+        &self,
+        cluster: String,
+        proxy: String,
+    ) -> Result<Applied<Status>, CallError> {
+        let value = self
             .call(move |k, c| k.remove_proxy(c.now(), &cluster, &proxy))
-            .await??)
+            .await??;
+        Ok(Applied { value, revision: 0 })
     }
 
     /// Stores the next config version, if the gate is open; returns its number.
-    pub async fn push_config(&self, cluster: String, config: Arc<[u8]>) -> Result<u64, CallError> {
-        Ok(self
+    pub async fn push_config(
+        &self,
+        cluster: String,
+        config: Arc<[u8]>,
+    ) -> Result<Applied<u64>, CallError> {
+        let value = self
             .call(move |k, c| k.push_config(c.now(), &cluster, config))
-            .await??)
+            .await??;
+        Ok(Applied { value, revision: 0 })
     }
 
     /// Switches a hostgroup's datasource, if the gate is open; returns the new version.
@@ -270,10 +294,11 @@ impl KeeperHandle {
         hostgroup: String,
         from: String,
         to: String,
-    ) -> Result<u64, CallError> {
-        Ok(self
+    ) -> Result<Applied<u64>, CallError> {
+        let value = self
             .call(move |k, c| k.switch_datasource(c.now(), &cluster, &hostgroup, &from, &to))
-            .await??)
+            .await??;
+        Ok(Applied { value, revision: 0 })
     }
 
     /// The gate of a cluster: `Ok` when open, the blockers when closed.
