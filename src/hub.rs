@@ -7,8 +7,11 @@
 //! history: a page is a handful of [`Arc`]s cloned under a lock held for that copy only,
 //! never a copy of the history per reader, and a slow reader holds at most its page.
 //!
-//! The history keeps the latest `retention` changes. A reader whose position has fallen
-//! out of it, or whose position is of another generation (the store was restored), or
+//! The history keeps the latest `retention` changes, and also, beyond that, every change
+//! the read view has not applied yet ([`ChangeHub::hold`]): the view must never miss a
+//! change, however large a batch the keeper commits in one turn (a mass loss marks tens
+//! of thousands of proxies `lost` at once), while a watcher may fall behind. A reader
+//! whose position has fallen out of it, or whose position is of another generation (the store was restored), or
 //! is newer than anything committed, is told it is [`Gone`] rather than handed a gap:
 //! it must list again and continue from the listing's revision (etcd's "compacted",
 //! Kubernetes' "resourceVersion too old").
@@ -43,6 +46,9 @@ struct History {
     retention: usize,
     /// Consecutive revisions, ending at `revision`.
     changes: VecDeque<Arc<WallChange>>,
+    /// Changes after this revision are kept whatever the retention (the read view's
+    /// position).
+    hold: Option<u64>,
     closed: bool,
 }
 
@@ -59,6 +65,19 @@ impl History {
             oldest: self.oldest(),
             current: self.revision,
             generation: self.generation,
+        }
+    }
+
+    /// Drops the oldest changes beyond the retention that no hold keeps.
+    fn trim(&mut self) {
+        let keep_after = self.hold.unwrap_or(u64::MAX);
+        while self.changes.len() > self.retention
+            && self
+                .changes
+                .front()
+                .is_some_and(|c| c.revision <= keep_after)
+        {
+            self.changes.pop_front();
         }
     }
 
@@ -108,6 +127,7 @@ impl ChangeHub {
             revision,
             retention,
             changes,
+            hold: None,
             closed: false,
         };
         let head = watch::Sender::new(history.head());
@@ -122,7 +142,7 @@ impl ChangeHub {
     }
 
     /// Adds committed changes, in order, and wakes every waiter. Each must be the next
-    /// revision; the oldest held beyond `retention` are dropped.
+    /// revision; the oldest held beyond `retention` are dropped (unless held).
     ///
     /// A change that is not the next revision is a bug of the publisher: the history is
     /// then dropped and restarts at that change, so every reader behind it is [`Gone`]
@@ -142,10 +162,8 @@ impl ChangeHub {
                 h.changes.clear();
             }
             h.revision = change.revision;
-            if h.changes.len() == h.retention {
-                h.changes.pop_front();
-            }
             h.changes.push_back(Arc::new(change));
+            h.trim();
         }
         let head = h.head();
         drop(h);
@@ -165,6 +183,24 @@ impl ChangeHub {
         let head = h.head();
         drop(h);
         self.head.send_replace(head);
+    }
+
+    /// Keeps every change after `revision` held, beyond the retention, until the next
+    /// `hold` or [`release`](ChangeHub::release). There is one hold: the read view's
+    /// ([`View::follow`](crate::http::view::View::follow) takes it), so the view never
+    /// falls out of the history however large a batch is published; it applies changes
+    /// as fast as memory allows, so what it keeps is short-lived.
+    pub fn hold(&self, revision: u64) {
+        let mut h = self.lock();
+        h.hold = Some(revision);
+        h.trim();
+    }
+
+    /// Drops the hold: the history keeps `retention` changes again.
+    pub fn release(&self) {
+        let mut h = self.lock();
+        h.hold = None;
+        h.trim();
     }
 
     /// The keeper has stopped: nothing more will be published. Readers get what is held,
@@ -313,6 +349,27 @@ mod tests {
         };
         assert_eq!(hub.read_after(1, 1, 10), Err(gone));
         assert_eq!(hub.check(1, 0), Err(gone));
+    }
+
+    #[test]
+    fn a_hold_keeps_what_its_holder_has_not_read_beyond_the_retention() {
+        let hub = ChangeHub::new(1, 0, 2, Vec::new());
+        hub.hold(0);
+        hub.publish(changes(1..=6));
+        assert_eq!(hub.oldest(), 1);
+        assert_eq!(
+            revisions(&hub.read_after(1, 0, 3).expect("held")),
+            [1, 2, 3]
+        );
+        hub.hold(3);
+        assert_eq!(hub.oldest(), 4);
+        hub.hold(6);
+        assert_eq!(hub.oldest(), 5);
+        hub.hold(4);
+        hub.publish(changes(7..=9));
+        assert_eq!(hub.oldest(), 5);
+        hub.release();
+        assert_eq!(hub.oldest(), 8);
     }
 
     #[test]

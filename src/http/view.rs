@@ -630,6 +630,15 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Releases the hub's hold when the follower ends.
+struct Hold(Arc<ChangeHub>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 /// Cluster names by id, and which are paused, copied out with the rows.
 struct Names {
     names: Vec<Arc<str>>,
@@ -741,15 +750,24 @@ impl View {
 
     /// The task that keeps the view current: it applies every change `hub` publishes,
     /// page by page, until `shutdown` completes. When the hub closes (the keeper
-    /// stopped) it applies what is left, then the view answers `Stopped`. If the view
-    /// falls out of the hub's history, it answers `Behind` until [`reseed`](View::reseed).
+    /// stopped) it applies what is left, then the view answers `Stopped`.
+    ///
+    /// It holds the hub's history from the view's revision on, from the moment this is
+    /// called (before the task first runs), so the view never misses a change however
+    /// large a batch is published. Only a new generation can leave it behind: then it
+    /// answers `Behind` until [`reseed`](View::reseed).
     pub fn follow(
         &self,
         hub: Arc<ChangeHub>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> impl Future<Output = ()> + Send + 'static {
         let view = self.clone();
+        hub.hold(view.revision());
+        // Lets go of the history however the task ends (a panic or an abort too).
+        let hold = Hold(hub.clone());
         async move {
+            let hold = hold;
+            let hub = &hold.0;
             tokio::pin!(shutdown);
             let mut sweep = tokio::time::interval(SWEEP);
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -761,6 +779,7 @@ impl View {
                 let behind = match hub.read_after(generation, revision, PAGE) {
                     Ok(page) if !page.is_empty() => {
                         view.apply(&page);
+                        hub.hold(view.revision());
                         continue;
                     }
                     Ok(_) if hub.is_closed() => {
@@ -781,6 +800,8 @@ impl View {
                             "the read view is out of the change history; it answers 500 until seeded again"
                         );
                         view.set_condition(Condition::Behind(gone));
+                        // Nothing to hold for until a seed says where it stands.
+                        hub.release();
                         true
                     }
                 };
@@ -790,7 +811,7 @@ impl View {
                 tokio::select! {
                     biased;
                     () = &mut shutdown => return,
-                    _ = applied.wait_for(|a| a.seeds != seeds) => {}
+                    _ = applied.wait_for(|a| a.seeds != seeds) => hub.hold(view.revision()),
                     () = hub.wait_after(generation, revision), if !behind => {}
                     _ = sweep.tick() => view.sweep(),
                 }
