@@ -26,7 +26,8 @@
 //! | `GET /v1/clusters/{cluster}/gate` | open, or the blockers |
 //! | `GET`/`PUT /v1/clusters/{cluster}/config` | the config version / push one |
 //! | `POST /v1/clusters/{cluster}/switch` | switch a hostgroup's datasource |
-//! | `GET /v1/watch` | server-sent events |
+//! | `GET /v1/watch` | server-sent events: the committed changes |
+//! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
 
 mod metrics;
 mod problem;
