@@ -20,7 +20,7 @@ use zerokeeper::auth::{Key, Keyring};
 use zerokeeper::keeper::change::{ChangeKind, StatusChange};
 use zerokeeper::keeper::{Keeper, KeeperConfig, Reason, Status};
 use zerokeeper::store::redb::RedbStore;
-use zerokeeper::store::{self, Store, WallChange};
+use zerokeeper::store::{Store, WallChange};
 use zerokeeper::time::Instant;
 
 const N: usize = 100_000;

@@ -288,8 +288,8 @@ impl Plan {
                     // Up to twice delete_after: long enough that without keeper time the
                     // fleet would be marked lost, deleted and restarted. It ends within
                     // the fault phase, so the settling that follows is the keeper's own.
-                    let length = ms(&mut rng, 100, 6_000)
-                        .min(fault_phase - t - Duration::from_millis(500));
+                    let length =
+                        ms(&mut rng, 100, 6_000).min(fault_phase - t - Duration::from_millis(500));
                     keeper_free = t + length + Duration::from_millis(500);
                     schedule.push((t, Fault::StallKeeper { length }));
                 }

@@ -179,7 +179,7 @@ impl World for LiveWorld {
                 let result = self
                     .rt
                     .block_on(keeper.push_config(CLUSTER.into(), Arc::from(*config)));
-                Self::check(result, expect)?;
+                Self::check(result.map(|a| a.value), expect)?;
             }
             Action::Switch {
                 hostgroup,
@@ -194,7 +194,7 @@ impl World for LiveWorld {
                     (*from).into(),
                     (*to).into(),
                 );
-                Self::check(self.rt.block_on(call), expect)?;
+                Self::check(self.rt.block_on(call).map(|a| a.value), expect)?;
             }
         }
         Ok(())
@@ -203,13 +203,12 @@ impl World for LiveWorld {
     fn observe(&mut self) -> (Observation, Option<Gate>) {
         let keeper = self.keeper.clone();
         let (listing, gate) = self.rt.block_on(async move {
-            let listing: Vec<(String, Status)> = match keeper.proxies(Some(CLUSTER.into())).await {
-                Ok(views) => views
-                    .into_iter()
-                    .filter_map(|v| Status::parse(&v.status).map(|s| (v.proxy, s)))
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+            // The core's own listing (four proxies): the demo checks the keeper itself.
+            let listing: Vec<(String, Status)> = keeper
+                .call(|k, _| k.proxies(CLUSTER).unwrap_or_default())
+                .await
+                .map(|ps| ps.into_iter().map(|p| (p.proxy, p.status)).collect())
+                .unwrap_or_default();
             let gate = if listing.is_empty() {
                 None
             } else {

@@ -18,6 +18,10 @@
 //! - [`configdoc`]: config versions and their chunks;
 //! - [`keeper`]: the keeper core;
 //! - [`agent`]: the proxy-side core;
+//! - [`hub`]: the retained history of committed changes, shared by the read view and
+//!   every watch stream;
+//! - [`api`]: the admin API's JSON, shared by the server ([`http`]) and the client
+//!   ([`cli`]);
 //! - [`scenario`]: the seed scenario as data, and a deterministic harness that replays it
 //!   on the cores in virtual time.
 
@@ -25,6 +29,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod agent;
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -32,11 +37,13 @@ pub mod configdoc;
 pub mod demo;
 pub mod driver;
 pub mod http;
+pub mod hub;
 pub mod identity;
 pub mod keeper;
 pub mod loadgen;
 pub mod procstat;
 pub mod scenario;
+pub mod server;
 pub mod store;
 pub mod time;
 pub mod wire;

@@ -25,7 +25,7 @@ use zerokeeper::scenario::net::NetConfig;
 use zerokeeper::scenario::{self, Timing};
 use zerokeeper::server::{self, Setup};
 use zerokeeper::store::redb::RedbStore;
-use zerokeeper::time::{Instant, WallTime};
+use zerokeeper::time::WallTime;
 
 /// zerokeeper: tells which database proxies of a fleet are alive.
 #[derive(Parser, Debug)]

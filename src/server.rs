@@ -32,13 +32,20 @@ use crate::driver::DriverClock;
 use crate::driver::keeper::{ChangeSink, CommitMode, KeeperDriver, KeeperHandle};
 use crate::http::view::{SeedCluster, View, ViewSeed};
 use crate::hub::ChangeHub;
-use crate::keeper::{
-    Change, Keeper, KeeperConfig, KeeperConfigError, RestoreError, StoredProxy,
-};
+use crate::keeper::{Change, Keeper, KeeperConfig, KeeperConfigError, RestoreError, StoredProxy};
 use crate::store::{Store, StoreError};
 
 /// A function shown every core change as the driver drains it.
 pub type ChangeTap = Box<dyn FnMut(&Change) + Send>;
+
+/// A change made to the core before it runs.
+pub type Adjust = Box<dyn FnOnce(&mut Keeper) + Send>;
+
+/// A function shown the registry a store's boot restored.
+pub type OnBoot = Box<dyn FnOnce(&[StoredProxy]) + Send>;
+
+/// A future that stops one part of a running keeper.
+pub type Stop = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// What a keeper is made of, besides its sockets.
 pub struct Setup {
@@ -62,13 +69,18 @@ pub struct Setup {
     /// Shown every change (simulations check invariants with it).
     pub tap: Option<ChangeTap>,
     /// Applied to the core before it runs (tests break a rule on purpose through it).
-    pub adjust: Option<Box<dyn FnOnce(&mut Keeper) + Send>>,
+    pub adjust: Option<Adjust>,
     /// Stalls the driver for each duration received (simulations of a stopped keeper).
     #[cfg(feature = "test-hooks")]
     pub stalls: Option<tokio::sync::mpsc::UnboundedReceiver<std::time::Duration>>,
+    /// Stops the driver alone, the admin API serving on (tests of a keeper task that
+    /// ended).
+    pub stop_driver: Option<Stop>,
+    /// Stops the admin API alone, the keeper running on (tests of its graceful stop).
+    pub stop_http: Option<Stop>,
     /// Shown the registry a store's boot restored (simulations check it against the
     /// registry at the crash).
-    pub on_boot: Option<Box<dyn FnOnce(&[StoredProxy]) + Send>>,
+    pub on_boot: Option<OnBoot>,
 }
 
 impl Setup {
@@ -88,6 +100,8 @@ impl Setup {
             #[cfg(feature = "test-hooks")]
             stalls: None,
             on_boot: None,
+            stop_driver: None,
+            stop_http: None,
         }
     }
 }
@@ -129,9 +143,12 @@ pub struct Running {
     pub hub: Arc<ChangeHub>,
     /// What the admin API reads.
     pub view: View,
-    keeper_task: JoinHandle<io::Result<()>>,
-    http_task: JoinHandle<io::Result<()>>,
-    view_task: JoinHandle<()>,
+    /// The driver's task: its result is the keeper's (a store failure is an error).
+    pub keeper_task: JoinHandle<io::Result<()>>,
+    /// The admin API's task.
+    pub http_task: JoinHandle<io::Result<()>>,
+    /// The view's follower.
+    pub view_task: JoinHandle<()>,
 }
 
 impl Running {
@@ -253,10 +270,23 @@ where
         shutdown.await;
         let _ = stop.send(true);
     });
-    let keeper_task = tokio::spawn(driver.run(stopped(stopping.clone())));
+    let closing = hub.clone();
+    let keeper_task = tokio::spawn({
+        let stop = either(stopped(stopping.clone()), setup.stop_driver.take());
+        async move {
+            let result = driver.run(stop).await;
+            // Nothing more will be published: the view and the watches end.
+            closing.close();
+            result
+        }
+    });
     let view_task = tokio::spawn(view.clone().follow(hub.clone(), stopped(stopping.clone())));
     let router = crate::http::router(handle.clone(), hub.clone(), view.clone());
-    let http_task = tokio::spawn(crate::http::serve(listener, router, stopped(stopping)));
+    let http_task = tokio::spawn(crate::http::serve(
+        listener,
+        router,
+        either(stopped(stopping), setup.stop_http.take()),
+    ));
     Ok(Running {
         handle,
         hub,
@@ -265,6 +295,20 @@ where
         http_task,
         view_task,
     })
+}
+
+/// Completes when `all` does, or `one` if there is one.
+async fn either(all: impl Future<Output = ()>, one: Option<Stop>) {
+    match one {
+        Some(one) => {
+            tokio::select! {
+                biased;
+                () = all => {}
+                () = one => {}
+            }
+        }
+        None => all.await,
+    }
 }
 
 /// Completes once `stop` says so (or its sender is gone).

@@ -216,7 +216,8 @@ fn a_proxy_kept_stopped_until_deleted_is_restarted_and_comes_back_ready_then_up(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|l| l.contains(D))
+            // The watch prints the listing first, then the changes.
+            .filter(|l| l.contains(D) && (l.starts_with("PUT ") || l.starts_with("DELETE ")))
             .cloned()
             .collect();
         if seen == expected {

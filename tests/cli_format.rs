@@ -6,11 +6,11 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 
-use zerokeeper::cli::client::{
-    Client, ClientError, Exit, Problem, ProxyView, SseError, SseEvent, SseParser, WatchEvent,
-};
+use zerokeeper::api::{ProblemKind, ProxyList, ProxyView, WatchEvent};
+use zerokeeper::cli::client::{Client, ClientError, Exit, Problem, SseError, SseEvent, SseParser};
 use zerokeeper::cli::format::{
     Output, PROXY_COLUMNS, ago, human_duration, printable, proxy_table, table, watch_line,
+    watch_listing,
 };
 
 fn sse(id: Option<&str>, event: &str, data: &str) -> SseEvent {
@@ -258,6 +258,39 @@ fn the_proxy_table_is_sorted_aligned_and_human() {
 }
 
 #[test]
+fn times_the_keeper_does_not_know_read_as_unknown() {
+    let mut p = view("c", "10.0.0.1:1", "lost", 0, 0);
+    p.last_heartbeat = None;
+    p.last_heartbeat_age_ms = None;
+    p.since = None;
+    p.since_age_ms = None;
+    assert_eq!(
+        proxy_table(&[p]),
+        "CLUSTER  PROXY       STATUS  INCARNATION    LAST SEEN  AGE\n\
+         c        10.0.0.1:1  lost    1700000000123  unknown    unknown\n"
+    );
+}
+
+#[test]
+fn a_watch_listing_is_the_table_one_json_line_or_the_seed_lines() {
+    let list = ProxyList {
+        generation: 3,
+        revision: 41,
+        cluster: None,
+        proxies: vec![view("c", "10.0.0.1:1", "up", 0, 0)],
+    };
+    assert!(watch_listing(&list, Output::Table).starts_with("CLUSTER  PROXY"));
+    let json = watch_listing(&list, Output::Json);
+    assert_eq!(json.lines().count(), 1);
+    let back: ProxyList = serde_json::from_str(&json).expect("the listing");
+    assert_eq!(back, list);
+    assert_eq!(
+        watch_listing(&list, Output::Keys),
+        "/zerodb/proxy/c/status/10.0.0.1:1->up\n"
+    );
+}
+
+#[test]
 fn control_characters_from_the_server_cannot_break_a_table() {
     let proxies = vec![view("c\nx", "p\u{1b}[31m", "up", 0, 0)];
     let text = proxy_table(&proxies);
@@ -316,7 +349,25 @@ fn every_problem_type_of_the_contract_maps_to_its_exit_code() {
         ("datasource-mismatch", 409, 5),
         ("config-too-large", 413, 6),
         ("keeper-stopped", 503, 1),
+        ("mass-loss", 503, 1),
+        ("internal", 500, 1),
+        ("gone", 410, 8),
+        // Defined for this wave's work; mapped already.
+        ("unauthorized", 401, 7),
+        ("forbidden", 403, 7),
+        ("not-leader", 503, 9),
+        ("registry-full", 507, 10),
+        ("precondition-failed", 412, 11),
+        ("unknown-hostgroup", 409, 5),
+        ("cluster-not-empty", 409, 5),
+        ("rollout-failed", 409, 12),
+        ("rollout-stuck", 409, 13),
     ];
+    assert_eq!(
+        cases.len(),
+        ProblemKind::ALL.len(),
+        "every kind is listed here"
+    );
     for (kind, status, code) in cases {
         let body = format!(
             r#"{{"type":"urn:zerokeeper:problem:{kind}","title":"t","status":{status},"detail":"d"}}"#
@@ -324,7 +375,35 @@ fn every_problem_type_of_the_contract_maps_to_its_exit_code() {
         let problem = Problem::parse(status, body.as_bytes());
         assert_eq!(problem.short_type(), kind);
         assert_eq!(problem.exit().code(), code, "{kind}");
+        let known = problem.body.kind().expect("a kind of the contract");
+        assert_eq!(known.status(), status, "{kind}");
     }
+}
+
+#[test]
+fn exit_codes_are_distinct_and_keep_0_to_6() {
+    let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+    assert_eq!(codes, [0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+}
+
+#[test]
+fn a_410_without_a_document_still_means_gone_and_a_not_leader_type_needs_503() {
+    assert_eq!(Exit::for_problem(410, "about:blank"), Exit::Gone);
+    assert_eq!(Exit::for_problem(401, "about:blank"), Exit::Denied);
+    assert_eq!(Exit::for_problem(507, "about:blank"), Exit::RegistryFull);
+    assert_eq!(
+        Exit::for_problem(500, "urn:zerokeeper:problem:not-leader"),
+        Exit::Failed
+    );
+    assert_eq!(Exit::for_problem(503, "about:blank"), Exit::Failed);
+}
+
+#[test]
+fn a_gone_problem_keeps_its_positions() {
+    let body = r#"{"type":"urn:zerokeeper:problem:gone","title":"Gone","status":410,"detail":"d","oldest":5,"current":9,"generation":2}"#;
+    let problem = Problem::parse(410, body.as_bytes());
+    let gone = problem.body.gone().expect("the three members");
+    assert_eq!((gone.oldest, gone.current, gone.generation), (5, 9, 2));
 }
 
 #[test]
@@ -339,7 +418,7 @@ fn the_http_status_decides_when_the_body_is_not_a_problem_document() {
     ] {
         let problem = Problem::parse(status, body.as_bytes());
         assert_eq!(problem.exit().code(), code, "{status} {body}");
-        assert_eq!(problem.problem_type, "about:blank");
+        assert_eq!(problem.body.problem_type, "about:blank");
     }
     let e = problem_error(404, "not json");
     assert_eq!(e.report(), vec!["error: the keeper answered HTTP 404"]);
@@ -488,7 +567,7 @@ fn a_gate_closed_answer_becomes_exit_3_end_to_end() {
 
 #[test]
 fn proxy_identities_are_percent_encoded_in_paths() {
-    let body = r#"{"cluster":"c","proxy":"[::1]:3000","status":"lost","extra":1}"#;
+    let body = r#"{"cluster":"c","proxy":"[::1]:3000","status":"lost","revision":4,"extra":1}"#;
     let (base, server) = canned(vec![answer("200 OK", "application/json", body)]);
     let removed = Client::new(&base)
         .remove("c", "[::1]:3000")
@@ -561,7 +640,7 @@ fn event(json: serde_json::Value) -> WatchEvent {
 
 fn status_change(from: Option<&str>, to: Option<&str>) -> WatchEvent {
     let mut json = serde_json::json!({
-        "id": 12, "at": "2025-01-01T10:00:00.250Z", "kind": "status",
+        "revision": 12, "generation": 1, "at": "2025-01-01T10:00:00.250Z", "kind": "status",
         "cluster": "test_cluster", "proxy": "10.25.0.13:3000",
         "reason": "lost_timeout", "incarnation": 77,
     });
@@ -594,15 +673,17 @@ fn a_status_change_reads_as_a_table_line() {
 fn restart_superseded_config_and_unknown_events_read_as_table_lines() {
     let at = "2025-01-01T10:00:00.250Z";
     let restart = event(
-        serde_json::json!({"id":1,"at":at,"kind":"restart","cluster":"c","proxy":"p:1","incarnation":5}),
+        serde_json::json!({"revision":1,"generation":1,"at":at,"kind":"restart","cluster":"c","proxy":"p:1","incarnation":5}),
     );
     let superseded = event(
-        serde_json::json!({"id":2,"at":at,"kind":"superseded","cluster":"c","proxy":"p:1","incarnation":4}),
+        serde_json::json!({"revision":2,"generation":1,"at":at,"kind":"superseded","cluster":"c","proxy":"p:1","incarnation":4}),
     );
-    let config =
-        event(serde_json::json!({"id":3,"at":at,"kind":"config","cluster":"c","version":9}));
-    let unknown =
-        event(serde_json::json!({"id":4,"at":at,"kind":"drained","cluster":"c","proxy":"p:1"}));
+    let config = event(
+        serde_json::json!({"revision":3,"generation":1,"at":at,"kind":"config","cluster":"c","version":9}),
+    );
+    let unknown = event(
+        serde_json::json!({"revision":4,"generation":1,"at":at,"kind":"drained","cluster":"c","proxy":"p:1"}),
+    );
     assert_eq!(
         watch_line(&restart, Output::Table).as_deref(),
         Some(format!("{at} c p:1 restart sent (incarnation 5)").as_str())
@@ -631,27 +712,77 @@ fn keys_mode_prints_put_on_a_status_and_delete_on_a_deletion_only() {
         watch_line(&status_change(Some("lost"), None), Output::Keys).as_deref(),
         Some("DELETE /zerodb/proxy/test_cluster/status/10.25.0.13:3000")
     );
-    let config =
-        event(serde_json::json!({"id":3,"at":"t","kind":"config","cluster":"c","version":9}));
+    let config = event(
+        serde_json::json!({"revision":3,"generation":1,"at":"t","kind":"config","cluster":"c","version":9}),
+    );
     let restart = event(
-        serde_json::json!({"id":1,"at":"t","kind":"restart","cluster":"c","proxy":"p:1","incarnation":5}),
+        serde_json::json!({"revision":1,"generation":1,"at":"t","kind":"restart","cluster":"c","proxy":"p:1","incarnation":5}),
     );
     assert_eq!(watch_line(&config, Output::Keys), None);
     assert_eq!(watch_line(&restart, Output::Keys), None);
 }
 
 #[test]
+fn the_other_kinds_of_change_read_as_short_table_lines() {
+    let at = "2025-01-01T10:00:00.250Z";
+    let line = |json: serde_json::Value| {
+        let mut json = json;
+        json["revision"] = 1.into();
+        json["generation"] = 1.into();
+        json["at"] = at.into();
+        watch_line(&event(json), Output::Table).expect("a line")
+    };
+    assert_eq!(
+        line(serde_json::json!({"kind":"deletion_paused","cluster":"c","lost":2,"total":3})),
+        format!("{at} c deletion paused (2 of 3 proxies lost)")
+    );
+    assert_eq!(
+        line(serde_json::json!({"kind":"deletion_resumed","cluster":"c","lost":0,"total":3})),
+        format!("{at} c deletion resumed (0 of 3 proxies lost)")
+    );
+    assert_eq!(
+        line(serde_json::json!({"kind":"stall","length_ms":1500,"shifted":12})),
+        format!("{at} keeper stalled for 1.5s (deadlines of 12 proxies shifted)")
+    );
+    assert_eq!(
+        line(
+            serde_json::json!({"kind":"config","cluster":"c","version":4,"cause":"switch",
+                                "hostgroup":"hg","from_datasource":"a","to_datasource":"b"})
+        ),
+        format!("{at} c config version 4 (hostgroup hg: a -> b)")
+    );
+    assert_eq!(
+        line(
+            serde_json::json!({"kind":"admin","cluster":"c","action":"remove","proxy":"p:1","status":"lost"})
+        ),
+        format!("{at} c operator removed p:1 (it was lost)")
+    );
+    assert_eq!(
+        line(
+            serde_json::json!({"kind":"observed","cluster":"c","proxy":"p:1","source":"1.2.3.4:5","config_version":2})
+        ),
+        format!("{at} c p:1 observed (source 1.2.3.4:5, config version 2)")
+    );
+    assert_eq!(
+        line(serde_json::json!({"kind":"rewound","seen_epoch":7})),
+        format!("{at} store rewound (a proxy echoed keeper epoch 7)")
+    );
+}
+
+#[test]
 fn json_mode_prints_one_line_that_keeps_every_field() {
     let e = event(serde_json::json!({
-        "id": 3, "at": "t", "kind": "config", "cluster": "c", "version": 9, "cause": "push",
+        "revision": 3, "generation": 1, "at": "t", "kind": "config", "cluster": "c",
+        "version": 9, "cause": "push", "from_a_newer_keeper": [1],
     }));
     let line = watch_line(&e, Output::Json).expect("a line");
     assert!(!line.contains('\n'));
     let back: serde_json::Value = serde_json::from_str(&line).expect("JSON");
     assert_eq!(
         back,
-        serde_json::json!({"id": 3, "at": "t", "kind": "config", "cluster": "c", "version": 9, "cause": "push"})
+        serde_json::json!({"revision": 3, "generation": 1, "at": "t", "kind": "config", "cluster": "c",
+                           "version": 9, "cause": "push", "from_a_newer_keeper": [1]})
     );
     let line = watch_line(&status_change(Some("up"), Some("lost")), Output::Json).expect("a line");
-    assert!(line.starts_with(r#"{"id":12,"at":"2025-01-01T10:00:00.250Z","kind":"status","cluster":"test_cluster","proxy":"10.25.0.13:3000","from":"up","to":"lost""#), "{line}");
+    assert!(line.starts_with(r#"{"revision":12,"generation":1,"at":"2025-01-01T10:00:00.250Z","kind":"status","cluster":"test_cluster","proxy":"10.25.0.13:3000","from":"up","to":"lost""#), "{line}");
 }

@@ -114,8 +114,8 @@ fn every_change_and_admin_action_is_asked_to_be_stored() {
     assert_eq!(
         kinds,
         [
-            "status", "status", "status", "status", "config", "admin", "config", "admin",
-            "status", "admin"
+            "status", "status", "status", "status", "config", "admin", "config", "admin", "status",
+            "admin"
         ]
     );
     // One revision per change, consecutive, and the content of both config versions
@@ -154,11 +154,10 @@ fn a_restarted_keeper_restarts_nobody_that_is_still_heartbeating_however_long_it
         commit(&mut rig, &mut store);
     }
     assert_eq!(rig.status("10.25.0.11:3000"), Some(Status::Up));
-    assert!(
-        !rig.events
-            .iter()
-            .any(|e| matches!(e.kind, ChangeKind::RestartSent { .. } | ChangeKind::Status(_)))
-    );
+    assert!(!rig.events.iter().any(|e| matches!(
+        e.kind,
+        ChangeKind::RestartSent { .. } | ChangeKind::Status(_)
+    )));
 }
 
 #[test]
@@ -271,7 +270,12 @@ fn mass_loss_pauses_deletion_and_resumes_it_when_the_share_falls() {
     let listed: Vec<String> = rig.listing().into_iter().map(|(p, _)| p).collect();
     assert_eq!(
         listed,
-        ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.4:3306", "10.0.0.5:3306"]
+        [
+            "10.0.0.1:3306",
+            "10.0.0.2:3306",
+            "10.0.0.4:3306",
+            "10.0.0.5:3306"
+        ]
     );
 }
 

@@ -118,7 +118,8 @@ fn the_hidden_moments_between_the_steps_happen_in_order() {
         .keeper
         .iter()
         .find_map(|(at, e)| {
-            matches!(&e.kind, ChangeKind::RestartSent { proxy, .. } if &**proxy == PROXIES[3]).then_some(*at)
+            matches!(&e.kind, ChangeKind::RestartSent { proxy, .. } if &**proxy == PROXIES[3])
+                .then_some(*at)
         })
         .expect("a restart was sent to .14");
     assert!(p14[10].3 < restart_at && restart_at <= p14[11].3);

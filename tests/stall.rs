@@ -135,9 +135,8 @@ fn after_a_stall_only_a_dead_proxy_is_lost_within_lost_after_of_keeper_time() {
     let keeper_deadline = last_heard.last_heard + lost_after;
     // Keeper time now = real time - stall; the mark came within one heartbeat interval
     // of the deadline.
-    let keeper_now = zerokeeper::time::Instant::from_nanos(
-        rig.now.as_nanos() - stall.as_nanos() as u64,
-    );
+    let keeper_now =
+        zerokeeper::time::Instant::from_nanos(rig.now.as_nanos() - stall.as_nanos() as u64);
     assert!(keeper_now >= keeper_deadline, "marked lost early");
     assert!(
         keeper_now - keeper_deadline <= rig.keeper.config().heartbeat_interval,

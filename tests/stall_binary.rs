@@ -32,7 +32,10 @@ fn wait_stalls(keeper: &Keeper, n: usize) -> String {
 /// deletion.
 fn assert_no_loss(log: &str, proxies: &[Process]) {
     for word in ["to=lost", "to=\"lost\"", "delete_timeout", "restart sent"] {
-        assert!(!log.contains(word), "the stall hurt a proxy ({word}):\n{log}");
+        assert!(
+            !log.contains(word),
+            "the stall hurt a proxy ({word}):\n{log}"
+        );
     }
     for p in proxies {
         assert!(
@@ -84,21 +87,14 @@ fn a_proxy_killed_while_the_keeper_was_stopped_is_lost_once_it_runs_again() {
     std::thread::sleep(Duration::from_secs(4));
     keeper.process.signal(Signal::SIGCONT);
     let resumed = Instant::now();
-    keeper.wait_keys(&[
-        (PROXIES[0], "up"),
-        (PROXIES[1], "up"),
-        (PROXIES[2], "lost"),
-    ]);
+    keeper.wait_keys(&[(PROXIES[0], "up"), (PROXIES[1], "up"), (PROXIES[2], "lost")]);
     let took = resumed.elapsed();
     eprintln!("the dead proxy was lost {took:?} after the keeper ran again (lost_after 600ms)");
     let log = wait_stalls(&keeper, 1);
     // The loss comes after the stall was measured, and nothing else changed.
     let stall_at = log.find("the keeper did not run").expect("logged");
     let lost_at = log.find(PROXIES[2]).map(|_| log.rfind("lost_timeout"));
-    assert!(
-        lost_at.flatten().is_some_and(|at| at > stall_at),
-        "{log}"
-    );
+    assert!(lost_at.flatten().is_some_and(|at| at > stall_at), "{log}");
     for word in ["delete_timeout", "restart sent"] {
         assert!(!log.contains(word), "{word}:\n{log}");
     }

@@ -69,8 +69,7 @@ impl Fleet {
     pub fn unregistered(n: usize, persistent: bool, config: KeeperConfig) -> Fleet {
         let keys = Keyring::with_default(key());
         let keeper = if persistent {
-            Keeper::restore(config, keys, 1, [7; 32], Instant::ZERO, &[], &[], 0)
-                .expect("valid")
+            Keeper::restore(config, keys, 1, [7; 32], Instant::ZERO, &[], &[], 0).expect("valid")
         } else {
             Keeper::new(config, keys, 1, [7; 32], Instant::ZERO).expect("valid")
         };

@@ -329,7 +329,12 @@ pub struct KeeperShared {
 impl KeeperShared {
     /// Makes the running keeper stop running for `length` (nothing if it is down).
     pub fn stall(&self, length: Duration) {
-        if let Some(tx) = self.stalls.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(tx) = self
+            .stalls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             let _ = tx.send(length);
         }
     }

@@ -7,17 +7,12 @@
 use std::io::{self, Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::builder::NonEmptyStringValueParser;
 
-use crate::cli::client::{Client, ClientError, DEFAULT_URL, EventStream, Exit, WatchEvent};
+use crate::cli::client::{Client, ClientError, DEFAULT_URL, Exit};
 use crate::cli::format::{self, Output};
-
-/// Reconnections `status --watch` tries in a row before giving up.
-pub const WATCH_RETRIES: u32 = 5;
-/// Pause before each reconnection.
-const WATCH_PAUSE: Duration = Duration::from_secs(1);
+use crate::cli::watch::{StatusWatch, WatchError};
 /// Largest config file `push-config` reads (the keeper's own limit is lower, 4 MiB; it
 /// answers 413 above that).
 const CONFIG_FILE_LIMIT: u64 = 64 * 1024 * 1024;
@@ -67,8 +62,9 @@ pub struct StatusArgs {
         value_name = "FORMAT"
     )]
     pub output: Output,
-    /// Follow changes as they happen, until interrupted (reconnects after a dropped
-    /// connection, resuming where it stopped).
+    /// Print the listing, then follow changes as they happen, until interrupted
+    /// (reconnects after a dropped connection, resuming where it stopped; lists again if
+    /// the keeper no longer holds the changes since).
     #[arg(long)]
     pub watch: bool,
     /// The keeper's admin API.
@@ -82,7 +78,13 @@ impl StatusArgs {
         let client = Client::new(&self.http.url);
         let cluster = self.cluster.as_deref();
         let result = if self.watch {
-            watch(&client, cluster, self.output)
+            let mut watch = StatusWatch::new(client, self.cluster.clone(), self.output);
+            watch
+                .run(&mut io::stdout().lock(), &mut io::stderr())
+                .map_err(|e| match e {
+                    WatchError::Client(e) => Failure::Client(e),
+                    WatchError::Output(e) => Failure::Output(e),
+                })
         } else {
             status_once(&client, cluster, self.output)
         };
@@ -138,10 +140,17 @@ impl PushConfigArgs {
         let result = read_config(&self.file).and_then(|bytes| {
             let client = Client::new(&self.http.url);
             let pushed = client.push_config(&self.cluster, &bytes)?;
-            Ok(Some(format!(
-                "pushed config version {} to {}",
-                pushed.version, pushed.cluster
-            )))
+            Ok(Some(if pushed.changed {
+                format!(
+                    "pushed config version {} to {}",
+                    pushed.version, pushed.cluster
+                )
+            } else {
+                format!(
+                    "config of {} unchanged: version {} is already this file",
+                    pushed.cluster, pushed.version
+                )
+            }))
         });
         finish(result)
     }
@@ -286,79 +295,4 @@ fn status_once(client: &Client, cluster: Option<&str>, output: Output) -> Result
         }
     };
     write_out(&text)
-}
-
-/// Follows `/v1/watch`. The first connection must work; after that a dropped
-/// connection is retried [`WATCH_RETRIES`] times in a row, a second apart, resuming after
-/// the last event seen. A connection that delivered anything resets the count.
-fn watch(client: &Client, cluster: Option<&str>, output: Output) -> Result<(), Failure> {
-    let mut last_id: Option<String> = None;
-    let mut failures = 0u32;
-    let mut connected_once = false;
-    loop {
-        let why = match client.watch(cluster, last_id.as_deref()) {
-            Ok(mut stream) => {
-                connected_once = true;
-                let ended = follow(&mut stream, cluster, output, &mut last_id)?;
-                if stream.bytes_received() > 0 {
-                    failures = 0;
-                }
-                ended
-            }
-            // A refusal (4xx) will not go away by asking again.
-            Err(e) if e.exit() != Exit::Failed || !connected_once => return Err(e.into()),
-            Err(e) => e,
-        };
-        failures += 1;
-        if failures > WATCH_RETRIES {
-            return Err(why.into());
-        }
-        eprintln!(
-            "watch: {}; reconnecting in {}s (attempt {failures} of {WATCH_RETRIES})",
-            format::printable(&why.to_string()),
-            WATCH_PAUSE.as_secs()
-        );
-        std::thread::sleep(WATCH_PAUSE);
-    }
-}
-
-/// Prints a stream's events until it ends; returns why it ended.
-fn follow(
-    stream: &mut EventStream,
-    cluster: Option<&str>,
-    output: Output,
-    last_id: &mut Option<String>,
-) -> Result<ClientError, Failure> {
-    loop {
-        let event = match stream.next_event() {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                return Ok(ClientError::Transport {
-                    method: "GET",
-                    url: stream.url().to_owned(),
-                    reason: "the keeper ended the stream".to_owned(),
-                });
-            }
-            Err(e) => return Ok(e),
-        };
-        if let Some(id) = &event.id {
-            *last_id = Some(id.clone());
-        }
-        let parsed: WatchEvent = match serde_json::from_str(&event.data) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                eprintln!(
-                    "watch: skipped an event that is not a watch event ({e}): {}",
-                    format::printable(&event.data)
-                );
-                continue;
-            }
-        };
-        if cluster.is_some_and(|c| c != parsed.cluster) {
-            continue;
-        }
-        if let Some(line) = format::watch_line(&parsed, output) {
-            write_out(&format!("{line}\n"))?;
-        }
-    }
 }

@@ -1,10 +1,10 @@
 //! A blocking client for the keeper's admin HTTP API (v1), as the operator's commands
 //! use it.
 //!
-//! The types here mirror the API's JSON (they are read, not shared with the server, and
-//! fields this client does not know are accepted). A failed request becomes a
-//! [`ClientError`], which knows the command's [`Exit`] code and what to print; an error
-//! answer's `application/problem+json` body is read into a [`Problem`].
+//! It reads and writes the API's own types ([`crate::api`], shared with the server), so
+//! the two cannot drift; fields a newer keeper adds are accepted. A failed request
+//! becomes a [`ClientError`], which knows the command's [`Exit`] code and what to print;
+//! an error answer's `application/problem+json` body is read into a [`Problem`].
 //!
 //! `/v1/watch` is a `text/event-stream`; [`SseParser`] splits it into [`SseEvent`]s and
 //! [`EventStream`] reads it from a connection.
@@ -16,16 +16,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use thiserror::Error;
 use ureq::http::Response;
 use ureq::{Agent, Body};
 
+use crate::api::{
+    Blocker, ClusterList, ClusterView, ConfigView, GateView, ProblemBody, ProblemKind, ProxyList,
+    ProxyView, Pushed, Removed, StoreView, SwitchRequest, Switched,
+};
+
+pub use crate::api::PROBLEM_PREFIX;
+
 /// Where the CLI looks for the keeper when neither `--http` nor `ZEROKEEPER_HTTP` says.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7947";
-
-/// The prefix of every problem `type` the keeper sends.
-pub const PROBLEM_PREFIX: &str = "urn:zerokeeper:problem:";
 
 /// Longest answer body read (a fleet's proxy listing fits many times over).
 const BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -41,9 +45,14 @@ const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 const SSE_LIMIT: usize = 1024 * 1024;
 
 /// The exit codes of the operator's commands (2, usage errors, is clap's own).
+///
+/// 0–6 exist today; 7–13 are defined for this wave's work (authentication, the watch's
+/// `410`, high availability, registry limits, expected versions, rollouts), so that work
+/// fills them in instead of inventing its own. An operation that changes nothing (an
+/// identical push) is a success: 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Exit {
-    /// 0: it worked.
+    /// 0: it worked (or there was nothing to change).
     Success,
     /// 1: the request failed: no connection, a 5xx, or an answer the client did not
     /// expect.
@@ -52,13 +61,46 @@ pub enum Exit {
     GateClosed,
     /// 4: no such cluster or proxy (or route).
     NotFound,
-    /// 5: a conflict other than the gate, such as a datasource mismatch; nothing changed.
+    /// 5: a conflict other than the gate (a datasource mismatch; an unknown hostgroup, a
+    /// cluster that is not empty); nothing changed.
     Conflict,
     /// 6: the input was refused (400 or 413), or a local input (a file) is unusable.
     Invalid,
+    /// 7: not authenticated (401) or not allowed (403); nothing changed.
+    Denied,
+    /// 8: the changes after the position asked for are not held (410): list again.
+    Gone,
+    /// 9: this keeper is a standby, not the leader (503 `not-leader`); nothing changed.
+    NotLeader,
+    /// 10: the keeper's registry is full (507 `registry-full`); nothing changed.
+    RegistryFull,
+    /// 11: the version the request expected to replace is not the current one (412);
+    /// nothing changed.
+    PreconditionFailed,
+    /// 12: the rollout failed: a proxy rejected the version (409 `rollout-failed`).
+    RolloutFailed,
+    /// 13: the rollout did not finish in the time allowed (409 `rollout-stuck`).
+    RolloutStuck,
 }
 
 impl Exit {
+    /// Every exit code, in order.
+    pub const ALL: &'static [Exit] = &[
+        Exit::Success,
+        Exit::Failed,
+        Exit::GateClosed,
+        Exit::NotFound,
+        Exit::Conflict,
+        Exit::Invalid,
+        Exit::Denied,
+        Exit::Gone,
+        Exit::NotLeader,
+        Exit::RegistryFull,
+        Exit::PreconditionFailed,
+        Exit::RolloutFailed,
+        Exit::RolloutStuck,
+    ];
+
     /// The process exit code.
     pub fn code(self) -> u8 {
         match self {
@@ -68,20 +110,37 @@ impl Exit {
             Exit::NotFound => 4,
             Exit::Conflict => 5,
             Exit::Invalid => 6,
+            Exit::Denied => 7,
+            Exit::Gone => 8,
+            Exit::NotLeader => 9,
+            Exit::RegistryFull => 10,
+            Exit::PreconditionFailed => 11,
+            Exit::RolloutFailed => 12,
+            Exit::RolloutStuck => 13,
         }
     }
 
-    /// The exit for an error answer with HTTP `status` and problem `type`:
-    /// 409 `gate-closed` → 3, 404 → 4, other 409 → 5, 400 and 413 → 6, anything else
-    /// (5xx, 405, a 2xx or 3xx where an error was expected) → 1.
+    /// The exit for an error answer with HTTP `status` and problem `type`.
+    ///
+    /// A `type` counts only with the status the contract gives it (a `gate-closed` sent
+    /// with 400 is just a 400). Then: 409 `gate-closed` → 3, `rollout-failed` → 12,
+    /// `rollout-stuck` → 13, any other 409 → 5; 503 `not-leader` → 9, any other 503 → 1;
+    /// 401 and 403 → 7; 404 → 4; 400 and 413 → 6; 410 → 8; 412 → 11; 507 → 10; anything
+    /// else (5xx, 405, a 2xx or 3xx where an error was expected) → 1.
     pub fn for_problem(status: u16, problem_type: &str) -> Exit {
-        match status {
-            409 if problem_type.strip_prefix(PROBLEM_PREFIX) == Some("gate-closed") => {
-                Exit::GateClosed
-            }
-            409 => Exit::Conflict,
-            404 => Exit::NotFound,
-            400 | 413 => Exit::Invalid,
+        let kind = ProblemKind::from_type(problem_type).filter(|k| k.status() == status);
+        match (kind, status) {
+            (Some(ProblemKind::GateClosed), _) => Exit::GateClosed,
+            (Some(ProblemKind::RolloutFailed), _) => Exit::RolloutFailed,
+            (Some(ProblemKind::RolloutStuck), _) => Exit::RolloutStuck,
+            (Some(ProblemKind::NotLeader), _) => Exit::NotLeader,
+            (_, 409) => Exit::Conflict,
+            (_, 401 | 403) => Exit::Denied,
+            (_, 404) => Exit::NotFound,
+            (_, 400 | 413) => Exit::Invalid,
+            (_, 410) => Exit::Gone,
+            (_, 412) => Exit::PreconditionFailed,
+            (_, 507) => Exit::RegistryFull,
             _ => Exit::Failed,
         }
     }
@@ -93,239 +152,48 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// One proxy, as `GET /v1/proxies` and its kin show it.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-pub struct ProxyView {
-    /// The cluster.
-    pub cluster: String,
-    /// The proxy's identity.
-    pub proxy: String,
-    /// `ready`, `up` or `lost`.
-    pub status: String,
-    /// The incarnation the registry holds.
-    pub incarnation: u64,
-    /// When its last datagram was accepted (RFC 3339, UTC).
-    pub last_heartbeat: String,
-    /// Milliseconds since then.
-    pub last_heartbeat_age_ms: u64,
-    /// Since when it has been in this status (RFC 3339, UTC).
-    pub since: String,
-    /// Milliseconds since then.
-    pub since_age_ms: u64,
-    /// The address its datagrams come from.
-    pub source: String,
-    /// The config version it reports running.
-    pub config_version: u64,
-    /// Mass-loss protection holds for its cluster (absent from older keepers: false).
-    #[serde(default)]
-    pub deletion_paused: bool,
-    /// Fields this client does not know, kept so `-o json` shows them.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-/// One cluster, as `GET /v1/clusters` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ClusterView {
-    /// The cluster's name.
-    pub name: String,
-    /// Proxies `ready`.
-    pub ready: u64,
-    /// Proxies `up`.
-    pub up: u64,
-    /// Proxies `lost`.
-    pub lost: u64,
-    /// The current config version.
-    pub config_version: u64,
-    /// `open` or `closed`.
-    pub gate: String,
-}
-
-/// A proxy that keeps a cluster's gate closed.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Blocker {
-    /// The proxy's identity.
-    pub proxy: String,
-    /// Its status (not `up`).
-    pub status: String,
-}
-
-/// A cluster's gate, as `GET /v1/clusters/{cluster}/gate` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Gate {
-    /// The cluster.
-    pub cluster: String,
-    /// Whether cluster-wide operations are allowed.
-    pub open: bool,
-    /// The proxies keeping it closed, sorted.
-    #[serde(default)]
-    pub blockers: Vec<Blocker>,
-}
-
-/// A cluster's config, as `GET /v1/clusters/{cluster}/config` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ConfigInfo {
-    /// The cluster.
-    pub cluster: String,
-    /// The current version.
-    pub version: u64,
-    /// SHA-256 of the rendered document, hex.
-    pub digest: String,
-    /// Bytes of the rendered document.
-    pub size: u64,
-    /// Bytes of the operator's file.
-    pub base_size: u64,
-    /// The datasource of each hostgroup.
-    #[serde(default)]
-    pub datasources: std::collections::BTreeMap<String, String>,
-}
-
-/// The answer to `DELETE /v1/clusters/{cluster}/proxies/{proxy}`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Removed {
-    /// The cluster.
-    pub cluster: String,
-    /// The proxy deleted.
-    pub proxy: String,
-    /// The status it had.
-    pub status: String,
-}
-
-/// The answer to `PUT /v1/clusters/{cluster}/config`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ConfigPushed {
-    /// The cluster.
-    pub cluster: String,
-    /// The version stored.
-    pub version: u64,
-}
-
-/// The answer to `POST /v1/clusters/{cluster}/switch`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Switched {
-    /// The cluster.
-    pub cluster: String,
-    /// The config version made.
-    pub version: u64,
-    /// The hostgroup switched.
-    pub hostgroup: String,
-    /// Its datasource before.
-    pub from: String,
-    /// Its datasource now.
-    pub to: String,
-}
-
-/// Something that happened, as `/v1/watch` sends it (the `data` of each event).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-pub struct WatchEvent {
-    /// Increasing from 1 within one keeper run.
-    pub id: u64,
-    /// When (RFC 3339, UTC).
-    pub at: String,
-    /// `status`, `restart`, `superseded` or `config`.
-    pub kind: String,
-    /// The cluster.
-    pub cluster: String,
-    /// The proxy, for all but `config`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<String>,
-    /// The status before (`status` events; absent: it was not registered).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// The status after (`status` events; absent: it was deleted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// Why (`status` events), such as `lost_timeout` or `unregister`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The incarnation concerned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub incarnation: Option<u64>,
-    /// The new config version (`config` events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    /// Fields this client does not know, kept so `-o json` shows them.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct ProxyList {
-    proxies: Vec<ProxyView>,
-}
-
-#[derive(Deserialize)]
-struct ClusterList {
-    clusters: Vec<ClusterView>,
-}
-
-/// An RFC 9457 problem document, as the keeper sends with every error answer.
-///
-/// Read leniently: a member of the wrong type is taken as absent, and a body that is not
-/// JSON at all still gives a problem with the HTTP status.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// An error answer: its HTTP status and its RFC 9457 problem document.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Problem {
     /// The HTTP status of the answer (not the body's `status`, which could disagree).
     pub status: u16,
-    /// `type`, such as `urn:zerokeeper:problem:gate-closed`; `about:blank` if absent.
-    pub problem_type: String,
-    /// `title`.
-    pub title: Option<String>,
-    /// `detail`.
-    pub detail: Option<String>,
-    /// `cluster`, when the problem names one.
-    pub cluster: Option<String>,
-    /// `proxy`, when the problem names one.
-    pub proxy: Option<String>,
-    /// `blockers` of a closed gate, in the order sent.
-    pub blockers: Vec<Blocker>,
+    /// The document (`type` is `about:blank` if the body had none).
+    pub body: ProblemBody,
 }
 
 impl Problem {
     /// Reads an error answer's body; never fails.
+    ///
+    /// A well-formed document is read as it is; otherwise leniently, member by member: a
+    /// member of the wrong type is taken as absent, a malformed blocker is skipped, and a
+    /// body that is not JSON at all still gives a problem with the HTTP status.
     pub fn parse(status: u16, body: &[u8]) -> Problem {
-        let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-        let blockers = value
-            .get("blockers")
-            .and_then(|b| b.as_array())
-            .map(|list| {
-                list.iter()
-                    .filter_map(|b| {
-                        Some(Blocker {
-                            proxy: b.get("proxy")?.as_str()?.to_owned(),
-                            status: b.get("status")?.as_str()?.to_owned(),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Problem {
-            status,
-            problem_type: text("type").unwrap_or_else(|| "about:blank".to_owned()),
-            title: text("title"),
-            detail: text("detail"),
-            cluster: text("cluster"),
-            proxy: text("proxy"),
-            blockers,
-        }
+        let body = match serde_json::from_slice::<ProblemBody>(body) {
+            Ok(body) => body,
+            Err(_) => lenient(&serde_json::from_slice(body).unwrap_or_default()),
+        };
+        Problem { status, body }
     }
 
     /// The exit code this problem means (see [`Exit::for_problem`]).
     pub fn exit(&self) -> Exit {
-        Exit::for_problem(self.status, &self.problem_type)
+        Exit::for_problem(self.status, &self.body.problem_type)
     }
 
     /// The `type` without the keeper's prefix, such as `gate-closed`.
     pub fn short_type(&self) -> &str {
-        self.problem_type
-            .strip_prefix(PROBLEM_PREFIX)
-            .unwrap_or(&self.problem_type)
+        let t = &self.body.problem_type;
+        t.strip_prefix(PROBLEM_PREFIX).unwrap_or(t)
+    }
+
+    /// The proxies keeping a gate closed, in the order sent.
+    pub fn blockers(&self) -> &[Blocker] {
+        self.body.blockers.as_deref().unwrap_or(&[])
     }
 
     /// What went wrong, in words: the `detail`, else the `title`, else the status.
     pub fn message(&self) -> String {
-        let words = [&self.detail, &self.title]
+        let words = [&self.body.detail, &self.body.title]
             .into_iter()
             .flatten()
             .find(|s| !s.trim().is_empty());
@@ -334,6 +202,44 @@ impl Problem {
             None => format!("the keeper answered HTTP {}", self.status),
         }
     }
+}
+
+/// A problem document read member by member from whatever JSON the body was.
+fn lenient(value: &Value) -> ProblemBody {
+    let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    let number = |key: &str| value.get(key).and_then(Value::as_u64);
+    let list = |key: &str| value.get(key).and_then(Value::as_array);
+    let mut body = ProblemBody::default();
+    if let Some(t) = text("type") {
+        body.problem_type = t;
+    }
+    body.title = text("title");
+    body.status = number("status").and_then(|s| u16::try_from(s).ok());
+    body.detail = text("detail");
+    body.cluster = text("cluster");
+    body.proxy = text("proxy");
+    body.blockers = list("blockers").map(|list| {
+        list.iter()
+            .filter_map(|b| {
+                Some(Blocker {
+                    proxy: b.get("proxy")?.as_str()?.to_owned(),
+                    status: b.get("status")?.as_str()?.to_owned(),
+                })
+            })
+            .collect()
+    });
+    body.clusters = list("clusters").map(|list| {
+        list.iter()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect()
+    });
+    body.hostgroup = text("hostgroup");
+    body.expected = text("expected");
+    body.actual = text("actual");
+    body.oldest = number("oldest");
+    body.current = number("current");
+    body.generation = number("generation");
+    body
 }
 
 /// A request that did not do what was asked.
@@ -410,7 +316,7 @@ impl ClientError {
         if let ClientError::Problem { problem, .. } = self
             && problem.exit() == Exit::GateClosed
         {
-            for b in &problem.blockers {
+            for b in problem.blockers() {
                 lines.push(format!(
                     "  blocked by {} ({})",
                     super::format::printable(&b.proxy),
@@ -454,9 +360,10 @@ impl Client {
         &self.base
     }
 
-    /// Every cluster, sorted by name (`GET /v1/clusters`).
-    pub fn clusters(&self) -> Result<Vec<ClusterView>, ClientError> {
-        Ok(self.get_json::<ClusterList>("/v1/clusters")?.clusters)
+    /// Every cluster, sorted by name, with the revision the listing reflects
+    /// (`GET /v1/clusters`).
+    pub fn clusters(&self) -> Result<ClusterList, ClientError> {
+        self.get_json("/v1/clusters")
     }
 
     /// One cluster (`GET /v1/clusters/{cluster}`).
@@ -464,14 +371,21 @@ impl Client {
         self.get_json(&format!("/v1/clusters/{}", segment(cluster)))
     }
 
-    /// The proxies of one cluster, or of all (`GET /v1/clusters/{cluster}/proxies`,
-    /// `GET /v1/proxies`), in the keeper's order.
-    pub fn proxies(&self, cluster: Option<&str>) -> Result<Vec<ProxyView>, ClientError> {
+    /// The proxies of one cluster, or of all, in the keeper's order, with the
+    /// (generation, revision) the listing reflects (`GET /v1/clusters/{cluster}/proxies`,
+    /// `GET /v1/proxies`): watch from there to miss nothing.
+    pub fn listing(&self, cluster: Option<&str>) -> Result<ProxyList, ClientError> {
         let path = match cluster {
             Some(c) => format!("/v1/clusters/{}/proxies", segment(c)),
             None => "/v1/proxies".to_owned(),
         };
-        Ok(self.get_json::<ProxyList>(&path)?.proxies)
+        self.get_json(&path)
+    }
+
+    /// The proxies of one cluster, or of all, in the keeper's order (the listing
+    /// without its revision).
+    pub fn proxies(&self, cluster: Option<&str>) -> Result<Vec<ProxyView>, ClientError> {
+        Ok(self.listing(cluster)?.proxies)
     }
 
     /// One proxy (`GET /v1/clusters/{cluster}/proxies/{proxy}`).
@@ -502,13 +416,18 @@ impl Client {
     }
 
     /// A cluster's gate (`GET /v1/clusters/{cluster}/gate`).
-    pub fn gate(&self, cluster: &str) -> Result<Gate, ClientError> {
+    pub fn gate(&self, cluster: &str) -> Result<GateView, ClientError> {
         self.get_json(&format!("/v1/clusters/{}/gate", segment(cluster)))
     }
 
     /// A cluster's config (`GET /v1/clusters/{cluster}/config`).
-    pub fn config(&self, cluster: &str) -> Result<ConfigInfo, ClientError> {
+    pub fn config(&self, cluster: &str) -> Result<ConfigView, ClientError> {
         self.get_json(&format!("/v1/clusters/{}/config", segment(cluster)))
+    }
+
+    /// The store's position and the keeper's epoch (`GET /v1/store`).
+    pub fn store(&self) -> Result<StoreView, ClientError> {
+        self.get_json("/v1/store")
     }
 
     /// Deletes a proxy (`DELETE /v1/clusters/{cluster}/proxies/{proxy}`).
@@ -524,7 +443,7 @@ impl Client {
 
     /// Stores `config` as the cluster's next config version
     /// (`PUT /v1/clusters/{cluster}/config`).
-    pub fn push_config(&self, cluster: &str, config: &[u8]) -> Result<ConfigPushed, ClientError> {
+    pub fn push_config(&self, cluster: &str, config: &[u8]) -> Result<Pushed, ClientError> {
         let url = self.url(&format!("/v1/clusters/{}/config", segment(cluster)));
         let answer = self
             .agent
@@ -544,14 +463,20 @@ impl Client {
         to: &str,
     ) -> Result<Switched, ClientError> {
         let url = self.url(&format!("/v1/clusters/{}/switch", segment(cluster)));
-        let body = serde_json::json!({ "hostgroup": hostgroup, "from": from, "to": to });
+        let body = SwitchRequest {
+            hostgroup: hostgroup.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
         let answer = self.agent.post(&url).send_json(&body);
         self.json_answer("POST", url, answer)
     }
 
     /// Opens `GET /v1/watch` (only `cluster`'s events, if given), resuming after
-    /// `last_event_id` if given. The stream has no overall time limit; it fails if
-    /// nothing, not even a keep-alive, arrives for 45 s.
+    /// `last_event_id` (`GENERATION-REVISION`) if given, else with only changes to come.
+    /// The stream has no overall time limit; it fails if nothing, not even a keep-alive,
+    /// arrives for 45 s. A position the keeper no longer holds is a
+    /// [`ClientError::Problem`] with exit [`Exit::Gone`].
     pub fn watch(
         &self,
         cluster: Option<&str>,

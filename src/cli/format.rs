@@ -4,14 +4,15 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::client::{ProxyView, WatchEvent};
+use crate::api::{ProxyList, ProxyView, WatchEvent, key_lines};
 
 /// How `zerokeeper status` prints what it finds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     /// Aligned columns for people.
     Table,
-    /// JSON: the array of proxies (pretty), or one watch event per line.
+    /// JSON: the array of proxies (pretty); when watching, the listing as one line,
+    /// then one watch event per line.
     Json,
     /// The seed listing's lines `/zerodb/proxy/C/status/ADDR->STATUS`, or etcdctl-style
     /// `PUT`/`DELETE` lines when watching.
@@ -27,6 +28,9 @@ pub const PROXY_COLUMNS: [&str; 6] = [
     "LAST SEEN",
     "AGE",
 ];
+
+/// What the table shows for a time the keeper does not know.
+pub const UNKNOWN: &str = "unknown";
 
 /// Columns of a table are separated by this many spaces.
 const GAP: usize = 2;
@@ -83,7 +87,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The `status -o table` listing: one row per proxy, sorted by cluster then proxy.
+/// The `status -o table` listing: one row per proxy, sorted by cluster then proxy. A
+/// time the keeper does not know reads `unknown`.
 pub fn proxy_table(proxies: &[ProxyView]) -> String {
     let mut sorted: Vec<&ProxyView> = proxies.iter().collect();
     sorted.sort_by(|a, b| (&a.cluster, &a.proxy).cmp(&(&b.cluster, &b.proxy)));
@@ -95,12 +100,33 @@ pub fn proxy_table(proxies: &[ProxyView]) -> String {
                 printable(&p.proxy),
                 printable(&p.status),
                 p.incarnation.to_string(),
-                ago(p.last_heartbeat_age_ms),
-                human_duration(p.since_age_ms),
+                p.last_heartbeat_age_ms
+                    .map_or_else(|| UNKNOWN.to_owned(), ago),
+                p.since_age_ms
+                    .map_or_else(|| UNKNOWN.to_owned(), human_duration),
             ]
         })
         .collect();
     table(&PROXY_COLUMNS, &rows)
+}
+
+/// What `status --watch` prints for a listing (the first, and each after a `410`), in
+/// `mode`: `table`, the table with its mass-loss notes; `json`, the listing as one line
+/// (`{"generation", "revision", "proxies": [...]}`); `keys`, the seed lines. Ends in a
+/// newline unless empty.
+pub fn watch_listing(list: &ProxyList, mode: Output) -> String {
+    match mode {
+        Output::Table => {
+            let mut text = proxy_table(&list.proxies);
+            text.push_str(&paused_notes(&list.proxies));
+            text
+        }
+        Output::Json => match serde_json::to_string(list) {
+            Ok(line) => line + "\n",
+            Err(_) => String::new(),
+        },
+        Output::Keys => key_lines(&list.proxies),
+    }
 }
 
 /// The line `status --watch` prints for one event in `mode`, without its newline, or
@@ -109,8 +135,14 @@ pub fn proxy_table(proxies: &[ProxyView]) -> String {
 /// - `table`: `<at> <cluster> <proxy> <from|-> -> <to|-> (<reason>)` for a status change,
 ///   `<at> <cluster> <proxy> restart sent (incarnation N)`,
 ///   `<at> <cluster> <proxy> superseded (incarnation N told to stop)`,
-///   `<at> <cluster> config version N`, and `<at> <cluster> [<proxy>] <kind>` for a kind
-///   this client does not know;
+///   `<at> <cluster> config version N` (with `(hostgroup H: A -> B)` for a switch),
+///   `<at> <cluster> <proxy> observed (source S, config version N)`,
+///   `<at> <cluster> operator removed P (it was S)` (and `pushed config version N`,
+///   `switched hostgroup H from A to B (config version N)`),
+///   `<at> <cluster> deletion paused (L of T proxies lost)` (or `resumed`),
+///   `<at> keeper stalled for D (deadlines of N proxies shifted)`,
+///   `<at> store rewound (a proxy echoed keeper epoch E)`, and
+///   `<at> <cluster> [<proxy>] <kind>` for a kind this client does not know;
 /// - `json`: the event as one line of JSON (fields this client does not know are kept);
 /// - `keys`: `PUT /zerodb/proxy/C/status/ADDR->STATUS` when a proxy enters a status,
 ///   `DELETE /zerodb/proxy/C/status/ADDR` when it is deleted.
@@ -122,19 +154,25 @@ pub fn watch_line(event: &WatchEvent, mode: Output) -> Option<String> {
                 return None;
             }
             let proxy = event.proxy.as_deref()?;
-            let key = format!("/zerodb/proxy/{}/status/{}", event.cluster, proxy);
-            Some(match &event.to {
+            let cluster = event.cluster.as_deref()?;
+            let key = format!("/zerodb/proxy/{cluster}/status/{proxy}");
+            Some(printable(&match &event.to {
                 Some(to) => format!("PUT {key}->{to}"),
                 None => format!("DELETE {key}"),
-            })
+            }))
         }
         Output::Table => Some(printable(&watch_table_line(event))),
     }
 }
 
 fn watch_table_line(event: &WatchEvent) -> String {
-    let mut line = format!("{} {}", event.at, event.cluster);
-    let proxy = event.proxy.as_deref();
+    let mut line = event.at.clone();
+    if let Some(cluster) = &event.cluster {
+        let _ = write!(line, " {cluster}");
+    }
+    let proxy = event.proxy.as_deref().unwrap_or("-");
+    let n = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".to_owned());
     let incarnation = |line: &mut String, suffix: &str| {
         if let Some(n) = event.incarnation {
             let _ = write!(line, " (incarnation {n}{suffix})");
@@ -144,27 +182,101 @@ fn watch_table_line(event: &WatchEvent) -> String {
         "status" => {
             let from = event.from.as_deref().unwrap_or("-");
             let to = event.to.as_deref().unwrap_or("-");
-            let _ = write!(line, " {} {from} -> {to}", proxy.unwrap_or("-"));
+            let _ = write!(line, " {proxy} {from} -> {to}");
             if let Some(reason) = &event.reason {
                 let _ = write!(line, " ({reason})");
             }
         }
         "restart" => {
-            let _ = write!(line, " {} restart sent", proxy.unwrap_or("-"));
+            let _ = write!(line, " {proxy} restart sent");
             incarnation(&mut line, "");
         }
         "superseded" => {
-            let _ = write!(line, " {} superseded", proxy.unwrap_or("-"));
+            let _ = write!(line, " {proxy} superseded");
             incarnation(&mut line, " told to stop");
         }
-        "config" => match event.version {
-            Some(v) => {
-                let _ = write!(line, " config version {v}");
+        "config" => {
+            match event.version {
+                Some(v) => {
+                    let _ = write!(line, " config version {v}");
+                }
+                None => line.push_str(" config changed"),
             }
-            None => line.push_str(" config changed"),
+            if event.cause.as_deref() == Some("switch") {
+                let _ = write!(
+                    line,
+                    " (hostgroup {}: {} -> {})",
+                    text(&event.hostgroup),
+                    text(&event.from_datasource),
+                    text(&event.to_datasource)
+                );
+            }
+        }
+        "observed" => {
+            let _ = write!(
+                line,
+                " {proxy} observed (source {}, config version {})",
+                text(&event.source),
+                n(event.config_version)
+            );
+        }
+        "admin" => match event.action.as_deref() {
+            Some("remove") => {
+                let _ = write!(
+                    line,
+                    " operator removed {proxy} (it was {})",
+                    text(&event.status)
+                );
+            }
+            Some("push_config") => {
+                let _ = write!(line, " operator pushed config version {}", n(event.version));
+            }
+            Some("switch") => {
+                let _ = write!(
+                    line,
+                    " operator switched hostgroup {} from {} to {} (config version {})",
+                    text(&event.hostgroup),
+                    text(&event.from_datasource),
+                    text(&event.to_datasource),
+                    n(event.version)
+                );
+            }
+            other => {
+                let _ = write!(line, " operator {}", other.unwrap_or("acted"));
+            }
         },
+        kind @ ("deletion_paused" | "deletion_resumed") => {
+            let word = if kind == "deletion_paused" {
+                "paused"
+            } else {
+                "resumed"
+            };
+            let _ = write!(
+                line,
+                " deletion {word} ({} of {} proxies lost)",
+                n(event.lost),
+                n(event.total)
+            );
+        }
+        "stall" => {
+            let length = event
+                .length_ms
+                .map_or_else(|| "?".to_owned(), human_duration);
+            let _ = write!(
+                line,
+                " keeper stalled for {length} (deadlines of {} proxies shifted)",
+                n(event.shifted)
+            );
+        }
+        "rewound" => {
+            let _ = write!(
+                line,
+                " store rewound (a proxy echoed keeper epoch {})",
+                n(event.seen_epoch.map(u64::from))
+            );
+        }
         other => {
-            if let Some(p) = proxy {
+            if let Some(p) = &event.proxy {
                 let _ = write!(line, " {p}");
             }
             let _ = write!(line, " {other}");

@@ -1,11 +1,13 @@
 //! The operator's commands (`status`, `remove`, `push-config`, `switch`) and the
 //! blocking admin-API client they share.
 //!
-//! - [`client`]: the HTTP client, the API's JSON types, problem documents and exit codes,
-//!   and the `text/event-stream` parser for `/v1/watch`;
+//! - [`client`]: the HTTP client (over the API's shared types, [`crate::api`]), problem
+//!   documents and exit codes, and the `text/event-stream` parser for `/v1/watch`;
 //! - [`admin`]: the four commands, as clap argument structs with a `run`;
-//! - [`format`](mod@format): tables, human durations and watch lines, as pure functions.
+//! - [`format`](mod@format): tables, human durations and watch lines, as pure functions;
+//! - [`watch`]: `status --watch`, the listing then its changes, as steps a test can drive.
 
 pub mod admin;
 pub mod client;
 pub mod format;
+pub mod watch;

@@ -590,8 +590,12 @@ fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
                    every deadline moved by as much, so no proxy is blamed for it");
         }
         ChangeKind::Rewound { seen_epoch } => {
-            warn!(seen_epoch, revision, "a proxy echoed a token of a newer keeper epoch than the store's: \
-                  the store went back in time (a backup copied back?); starting a new generation of revisions");
+            warn!(
+                seen_epoch,
+                revision,
+                "a proxy echoed a token of a newer keeper epoch than the store's: \
+                  the store went back in time (a backup copied back?); starting a new generation of revisions"
+            );
         }
     }
 }

@@ -254,6 +254,7 @@ mod tests {
                 deletion_paused: false,
             }],
             tombstones: 0,
+            epoch: 1,
         })
         .expect("renders");
         for line in [

@@ -1,14 +1,19 @@
 //! The admin API over HTTP, version 1.
 //!
-//! [`router`] builds an axum [`Router`] around a [`KeeperHandle`]; [`serve`] runs it on a
-//! listener until a shutdown future completes. The handlers know nothing of the listener,
-//! so the same router runs on tokio's `TcpListener` in production and on a simulated one
-//! under turmoil.
+//! [`router`] builds an axum [`Router`] around a [`KeeperHandle`], the [`ChangeHub`] and
+//! a [`View`]; [`serve`] runs it on a listener until a shutdown future completes. The
+//! handlers know nothing of the listener, so the same router runs on tokio's
+//! `TcpListener` in production and on a simulated one under turmoil.
 //!
-//! Every handler is one call to the keeper task (checked and done there atomically, in
-//! order with the heartbeats), turned into JSON or text. Every refusal is an RFC 9457
-//! problem (see `problem.rs`): the router's own refusals (no such route, wrong method,
-//! body too large, body not the expected JSON) too, never axum's plain-text defaults.
+//! Reads never run on the keeper core's task: listings, clusters, gates, configs and keys
+//! come from the read [`View`] (an informer-style cache following the hub), each listing
+//! with the (generation, revision) it reflects; the watch streams the hub. Changes
+//! (remove, push, switch) are one call to the keeper task each (checked and done there
+//! atomically, in order with the heartbeats), answered with the revision of the change
+//! once the view reflects it. Every refusal is an RFC 9457 problem (see `problem.rs`):
+//! the router's own refusals (no such route, wrong method, body too large, body not the
+//! expected JSON) too, never axum's plain-text defaults. Bodies are the types of
+//! [`crate::api`].
 //!
 //! | method & path | answer |
 //! |---|---|
@@ -21,17 +26,19 @@
 //! | `GET /v1/clusters/{cluster}/gate` | open, or the blockers |
 //! | `GET`/`PUT /v1/clusters/{cluster}/config` | the config version / push one |
 //! | `POST /v1/clusters/{cluster}/switch` | switch a hostgroup's datasource |
-//! | `GET /v1/watch` | server-sent events |
+//! | `GET /v1/watch` | server-sent events: the committed changes |
+//! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
 
 mod metrics;
 mod problem;
+pub mod view;
 mod watch;
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -42,13 +49,17 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use tracing::warn;
 
+use crate::api::{
+    ClusterList, ClusterView, ConfigView, GateView, ProxyList, ProxyView, Pushed, Removed,
+    StoreView, SwitchRequest, Switched,
+};
 use crate::configdoc::MAX_CONFIG_BYTES;
-use crate::driver::keeper::{CallError, ClusterView, KeeperHandle, ProxyView};
-use crate::identity::{status_key, validate_cluster, validate_proxy};
-use crate::keeper::AdminError;
-use problem::{Problem, blockers_json};
+use crate::driver::keeper::KeeperHandle;
+use crate::hub::ChangeHub;
+use problem::Problem;
+use view::View;
 
 /// Largest body `PUT /v1/clusters/{cluster}/config` reads: a config of
 /// [`MAX_CONFIG_BYTES`] plus a margin. Bodies under it but too large once rendered are
@@ -56,17 +67,27 @@ use problem::{Problem, blockers_json};
 pub const MAX_CONFIG_BODY: usize = MAX_CONFIG_BYTES + 64 * 1024;
 /// Largest JSON body of the other endpoints.
 pub const MAX_JSON_BODY: usize = 64 * 1024;
+/// How long a change's answer waits for the read view to reflect it. Past that the
+/// answer is sent anyway (the change is made and durable); the view is late, and says so
+/// in the log.
+const SETTLE: Duration = Duration::from_secs(5);
 
-/// What every handler shares: the way to the keeper task.
+/// What every handler shares: the way to the keeper task, the change history and the
+/// read view.
 #[derive(Clone, Debug)]
 struct Api {
     handle: KeeperHandle,
+    hub: Arc<ChangeHub>,
+    view: View,
 }
 
 /// The admin API of the keeper behind `handle`: every endpoint of the contract, with
 /// problem+json answers for unknown routes (404), wrong methods (405), bodies over the
 /// limit (413) and bodies that are not the expected JSON (400).
-pub fn router(handle: KeeperHandle) -> Router {
+///
+/// Reads are answered from `view` (which must follow `hub`), the watch from `hub`;
+/// changes go to the keeper through `handle` and are answered once `view` reflects them.
+pub fn router(handle: KeeperHandle, hub: Arc<ChangeHub>, view: View) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -92,7 +113,7 @@ pub fn router(handle: KeeperHandle) -> Router {
         // After the routes: it is set on each route registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .with_state(Api { handle })
+        .with_state(Api { handle, hub, view })
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, ends
@@ -137,22 +158,15 @@ async fn livez() -> Response {
     text("ok\n".to_owned())
 }
 
-/// `GET /readyz`: the keeper task answers a call.
+/// `GET /readyz`: the keeper task answers a call (an empty one: nothing is read on its
+/// task), and no cluster is in mass loss.
 ///
 /// Not ready (503) while mass-loss protection holds for some cluster: so many of its
 /// proxies are lost at once that the keeper's own network is the likely cause, and
 /// whatever depends on this keeper's view of the fleet should know.
 async fn readyz(State(api): State<Api>) -> Result<Response, Problem> {
-    let paused: Vec<String> = api
-        .handle
-        .call(|k, _| {
-            k.clusters()
-                .into_iter()
-                .filter(|c| c.deletion_paused)
-                .map(|c| c.name)
-                .collect()
-        })
-        .await?;
+    api.handle.call(|_, _| ()).await?;
+    let paused = api.view.paused_clusters()?;
     if paused.is_empty() {
         Ok(text("ok\n".to_owned()))
     } else {
@@ -160,40 +174,31 @@ async fn readyz(State(api): State<Api>) -> Result<Response, Problem> {
     }
 }
 
-/// The body of `GET /v1/store`.
-#[derive(Serialize)]
-struct StoreView {
-    /// The store's revision after its last commit (absent: the keeper has no store).
-    revision: Option<u64>,
-    /// The keeper's epoch (boot counter).
-    epoch: u32,
-    /// Transactions committed since the keeper started.
-    commits: u64,
-}
-
-/// `GET /v1/store`: the store's revision and the keeper's epoch.
-async fn store(State(api): State<Api>) -> Result<Response, Problem> {
-    let metrics = api.handle.metrics().await?;
+/// `GET /v1/store`: the store's position and the keeper's epoch.
+async fn store(State(api): State<Api>) -> Result<Json<StoreView>, Problem> {
+    let commits = api.handle.metrics().await?.counters.commits;
     let epoch = api.handle.call(|k, _| k.epoch()).await?;
-    let view = StoreView {
-        revision: metrics.counters.store_revision,
+    let (generation, revision) = api.hub.position();
+    Ok(Json(StoreView {
+        generation,
+        revision,
         epoch,
-        commits: metrics.counters.commits,
-    };
-    Ok(Json(view).into_response())
+        commits,
+    }))
 }
 
-/// The body of `GET /v1/clusters`.
-#[derive(Serialize)]
-struct Clusters {
-    /// Every cluster, sorted by name.
-    clusters: Vec<ClusterView>,
+/// Waits until the view reflects `revision`, for at most [`SETTLE`].
+async fn settle(view: &View, revision: u64) {
+    match tokio::time::timeout(SETTLE, view.wait_for(revision)).await {
+        Ok(true) => {}
+        Ok(false) => warn!(revision, "the read view stopped before reflecting a change"),
+        Err(_) => warn!(revision, "the read view did not reflect a change in time"),
+    }
 }
 
 /// `GET /v1/clusters`.
-async fn clusters(State(api): State<Api>) -> Result<Json<Clusters>, Problem> {
-    let clusters = api.handle.clusters().await?;
-    Ok(Json(Clusters { clusters }))
+async fn clusters(State(api): State<Api>) -> Result<Json<ClusterList>, Problem> {
+    Ok(Json(api.view.clusters()?))
 }
 
 /// `GET /v1/clusters/{cluster}`.
@@ -201,49 +206,20 @@ async fn cluster(
     State(api): State<Api>,
     Segments(cluster): Segments<String>,
 ) -> Result<Json<ClusterView>, Problem> {
-    let view = api
-        .handle
-        .call(move |k, _| {
-            validate_cluster(&cluster)?;
-            k.clusters()
-                .into_iter()
-                .find(|c| c.name == cluster)
-                .map(ClusterView::from)
-                .ok_or(AdminError::UnknownCluster(cluster))
-        })
-        .await??;
-    Ok(Json(view))
-}
-
-/// The body of `GET /v1/proxies`.
-#[derive(Serialize)]
-struct AllProxies {
-    /// Every proxy, sorted by cluster and identity.
-    proxies: Vec<ProxyView>,
+    Ok(Json(api.view.cluster(&cluster)?))
 }
 
 /// `GET /v1/proxies`.
-async fn all_proxies(State(api): State<Api>) -> Result<Json<AllProxies>, Problem> {
-    let proxies = api.handle.proxies(None).await?;
-    Ok(Json(AllProxies { proxies }))
-}
-
-/// The body of `GET /v1/clusters/{cluster}/proxies`.
-#[derive(Serialize)]
-struct ClusterProxies {
-    /// The cluster.
-    cluster: String,
-    /// Its proxies, sorted by identity.
-    proxies: Vec<ProxyView>,
+async fn all_proxies(State(api): State<Api>) -> Result<Json<ProxyList>, Problem> {
+    Ok(Json(api.view.proxies(None)?))
 }
 
 /// `GET /v1/clusters/{cluster}/proxies`.
 async fn cluster_proxies(
     State(api): State<Api>,
     Segments(cluster): Segments<String>,
-) -> Result<Json<ClusterProxies>, Problem> {
-    let proxies = api.handle.proxies(Some(cluster.clone())).await?;
-    Ok(Json(ClusterProxies { cluster, proxies }))
+) -> Result<Json<ProxyList>, Problem> {
+    Ok(Json(api.view.proxies(Some(&cluster))?))
 }
 
 /// `GET /v1/clusters/{cluster}/proxies/{proxy}`.
@@ -251,25 +227,7 @@ async fn proxy(
     State(api): State<Api>,
     Segments((cluster, proxy)): Segments<(String, String)>,
 ) -> Result<Json<ProxyView>, Problem> {
-    // The proxy's name first, as the core checks it: a bad address is 400 anywhere.
-    validate_proxy(&proxy).map_err(AdminError::from)?;
-    let proxies = api.handle.proxies(Some(cluster.clone())).await?;
-    proxies
-        .into_iter()
-        .find(|p| p.proxy == proxy)
-        .map(Json)
-        .ok_or_else(|| AdminError::UnknownProxy { cluster, proxy }.into())
-}
-
-/// The body of `DELETE /v1/clusters/{cluster}/proxies/{proxy}`.
-#[derive(Serialize)]
-struct Removed {
-    /// The cluster.
-    cluster: String,
-    /// The proxy deleted.
-    proxy: String,
-    /// The status it had.
-    status: &'static str,
+    Ok(Json(api.view.proxy(&cluster, &proxy)?))
 }
 
 /// `DELETE /v1/clusters/{cluster}/proxies/{proxy}`.
@@ -277,28 +235,19 @@ async fn remove(
     State(api): State<Api>,
     Segments((cluster, proxy)): Segments<(String, String)>,
 ) -> Result<Json<Removed>, Problem> {
-    let status = api.handle.remove(cluster.clone(), proxy.clone()).await?;
+    let applied = api.handle.remove(cluster.clone(), proxy.clone()).await?;
+    settle(&api.view, applied.revision).await;
     Ok(Json(Removed {
         cluster,
         proxy,
-        status: status.as_str(),
+        status: applied.value.as_str().to_owned(),
+        revision: applied.revision,
     }))
-}
-
-/// The seed's status lines, `/zerodb/proxy/C/status/ADDR->STATUS\n`, sorted.
-fn key_lines(proxies: &[ProxyView]) -> String {
-    let mut lines: Vec<String> = proxies
-        .iter()
-        .map(|p| format!("{}->{}\n", status_key(&p.cluster, &p.proxy), p.status))
-        .collect();
-    lines.sort();
-    lines.concat()
 }
 
 /// `GET /v1/keys`.
 async fn all_keys(State(api): State<Api>) -> Result<Response, Problem> {
-    let proxies = api.handle.proxies(None).await?;
-    Ok(text(key_lines(&proxies)))
+    Ok(text(api.view.keys(None)?))
 }
 
 /// `GET /v1/clusters/{cluster}/keys`.
@@ -306,45 +255,15 @@ async fn cluster_keys(
     State(api): State<Api>,
     Segments(cluster): Segments<String>,
 ) -> Result<Response, Problem> {
-    let proxies = api.handle.proxies(Some(cluster)).await?;
-    Ok(text(key_lines(&proxies)))
+    Ok(text(api.view.keys(Some(&cluster))?))
 }
 
 /// `GET /v1/clusters/{cluster}/gate`.
 async fn gate(
     State(api): State<Api>,
     Segments(cluster): Segments<String>,
-) -> Result<Json<serde_json::Value>, Problem> {
-    let (open, blockers) = match api.handle.gate(cluster.clone()).await {
-        Ok(()) => (true, Vec::new()),
-        Err(CallError::Admin(AdminError::GateClosed(mut closed))) => {
-            closed.blockers.sort();
-            (false, closed.blockers)
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(Json(serde_json::json!({
-        "cluster": cluster,
-        "open": open,
-        "blockers": blockers_json(&blockers),
-    })))
-}
-
-/// The body of `GET /v1/clusters/{cluster}/config`.
-#[derive(Serialize)]
-struct ConfigView {
-    /// The cluster.
-    cluster: String,
-    /// The current version.
-    version: u64,
-    /// SHA-256 of the rendered document, lowercase hex.
-    digest: String,
-    /// Bytes of the rendered document (what proxies pull).
-    size: usize,
-    /// Bytes of the operator's config file.
-    base_size: usize,
-    /// The datasource of each hostgroup.
-    datasources: BTreeMap<String, String>,
+) -> Result<Json<GateView>, Problem> {
+    Ok(Json(api.view.gate(&cluster)?))
 }
 
 /// `GET /v1/clusters/{cluster}/config`.
@@ -352,25 +271,7 @@ async fn config(
     State(api): State<Api>,
     Segments(cluster): Segments<String>,
 ) -> Result<Json<ConfigView>, Problem> {
-    let name = cluster.clone();
-    let config = api.handle.call(move |k, _| k.config_of(&name)).await??;
-    Ok(Json(ConfigView {
-        cluster,
-        version: config.version,
-        digest: hex(&config.digest),
-        size: config.bytes.len(),
-        base_size: config.base.len(),
-        datasources: config.datasources.clone(),
-    }))
-}
-
-/// The body of `PUT /v1/clusters/{cluster}/config`.
-#[derive(Serialize)]
-struct Pushed {
-    /// The cluster.
-    cluster: String,
-    /// The version made.
-    version: u64,
+    Ok(Json(api.view.config(&cluster)?))
 }
 
 /// `PUT /v1/clusters/{cluster}/config`: the body, byte for byte, is the config file.
@@ -379,38 +280,19 @@ async fn push_config(
     Segments(cluster): Segments<String>,
     Limited(body): Limited<MAX_CONFIG_BODY>,
 ) -> Result<Json<Pushed>, Problem> {
-    let version = api
+    let applied = api
         .handle
         .push_config(cluster.clone(), Arc::from(body.as_ref()))
         .await?;
-    Ok(Json(Pushed { cluster, version }))
-}
-
-/// The body of `POST /v1/clusters/{cluster}/switch`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SwitchRequest {
-    /// The hostgroup.
-    hostgroup: String,
-    /// The datasource it must have now.
-    from: String,
-    /// The datasource it gets.
-    to: String,
-}
-
-/// The answer to `POST /v1/clusters/{cluster}/switch`.
-#[derive(Serialize)]
-struct Switched {
-    /// The cluster.
-    cluster: String,
-    /// The version made.
-    version: u64,
-    /// The hostgroup.
-    hostgroup: String,
-    /// The datasource it had.
-    from: String,
-    /// The datasource it has.
-    to: String,
+    settle(&api.view, applied.revision).await;
+    Ok(Json(Pushed {
+        cluster,
+        version: applied.value,
+        revision: applied.revision,
+        // Every push makes a version today; an identical push that changes nothing
+        // will answer `false` (and still succeed).
+        changed: true,
+    }))
 }
 
 /// `POST /v1/clusters/{cluster}/switch`.
@@ -424,16 +306,18 @@ async fn switch(
         from,
         to,
     } = request;
-    let version = api
+    let applied = api
         .handle
         .switch_datasource(cluster.clone(), hostgroup.clone(), from.clone(), to.clone())
         .await?;
+    settle(&api.view, applied.revision).await;
     Ok(Json(Switched {
         cluster,
-        version,
+        version: applied.value,
         hostgroup,
         from,
         to,
+        revision: applied.revision,
     }))
 }
 
@@ -445,17 +329,6 @@ async fn not_found(uri: Uri) -> Problem {
 /// A route asked with a method it does not have (axum adds the `Allow` header).
 async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
     Problem::method_not_allowed(method.as_str(), uri.path())
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// Percent-decoded path segments. One that does not decode (not UTF-8) cannot be a valid
@@ -532,45 +405,5 @@ where
                 "the body is not the expected JSON: expected an object",
             )),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_is_lowercase_and_two_digits_a_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
-        assert_eq!(hex(&[]), "");
-    }
-
-    #[test]
-    fn key_lines_are_sorted_and_each_ends_in_a_newline() {
-        let view = |cluster: &str, proxy: &str, status: &str| ProxyView {
-            cluster: cluster.into(),
-            proxy: proxy.into(),
-            status: status.into(),
-            incarnation: 1,
-            last_heartbeat: String::new(),
-            last_heartbeat_age_ms: 0,
-            since: String::new(),
-            since_age_ms: 0,
-            source: String::new(),
-            config_version: 1,
-            deletion_paused: false,
-        };
-        let text = key_lines(&[
-            view("a", "10.0.0.2:1", "up"),
-            view("a.b", "10.0.0.1:1", "lost"),
-            view("a", "10.0.0.1:1", "ready"),
-        ]);
-        assert_eq!(
-            text,
-            "/zerodb/proxy/a.b/status/10.0.0.1:1->lost\n\
-             /zerodb/proxy/a/status/10.0.0.1:1->ready\n\
-             /zerodb/proxy/a/status/10.0.0.2:1->up\n"
-        );
-        assert_eq!(key_lines(&[]), "");
     }
 }

@@ -4,19 +4,19 @@
 //! the matching HTTP status, the error's own text as `detail`, and the members a client
 //! needs to act on it (the blockers of a closed gate, the datasource a hostgroup really
 //! has). The core guarantees that a refused call changed nothing; a problem says which
-//! refusal it was.
+//! refusal it was. The body is the shared [`ProblemBody`] of [`crate::api`], so the
+//! client reads exactly what is sent.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
 use tracing::{debug, error};
 
+use crate::api::{self, Gone, ProblemBody, ProblemKind};
 use crate::configdoc::ConfigError;
 use crate::driver::keeper::{CallError, Stopped};
+use crate::http::view::ViewError;
 use crate::keeper::{AdminError, Blocker, GateClosed};
 
-/// The `type` of every problem starts with this.
-const TYPE_PREFIX: &str = "urn:zerokeeper:problem:";
 /// The media type of problem bodies.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -25,70 +25,46 @@ pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 pub(crate) struct Problem {
     /// The HTTP status.
     status: StatusCode,
-    /// The `type`, after [`TYPE_PREFIX`] (such as `gate-closed`).
-    kind: &'static str,
-    /// A short summary of the kind.
-    title: &'static str,
-    /// What happened this time.
-    detail: String,
-    /// Members beyond the standard ones (`cluster`, `blockers`, ...).
-    extra: Map<String, Value>,
+    /// The document, as the client reads it.
+    body: ProblemBody,
 }
 
 impl Problem {
-    fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: String) -> Problem {
+    fn new(kind: ProblemKind, detail: impl Into<String>) -> Problem {
         Problem {
-            status,
-            kind,
-            title,
-            detail,
-            extra: Map::new(),
+            // Every kind's status is a valid HTTP status.
+            status: StatusCode::from_u16(kind.status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: ProblemBody::new(kind, detail),
         }
     }
 
-    /// Adds a member to the body.
-    fn with(mut self, name: &str, value: impl Into<Value>) -> Problem {
-        self.extra.insert(name.to_owned(), value.into());
+    /// Adds members to the body.
+    fn with(mut self, f: impl FnOnce(&mut ProblemBody)) -> Problem {
+        f(&mut self.body);
         self
     }
 
     /// A cluster name, proxy address, hostgroup or datasource failed validation.
     pub(crate) fn invalid_name(detail: impl Into<String>) -> Problem {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-name",
-            "Invalid name",
-            detail.into(),
-        )
+        Problem::new(ProblemKind::InvalidName, detail)
     }
 
     /// The request is not what the endpoint expects (body not the expected JSON, or a
     /// query parameter or header that does not parse).
     pub(crate) fn malformed(detail: impl Into<String>) -> Problem {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-body",
-            "Malformed body",
-            detail.into(),
-        )
+        Problem::new(ProblemKind::MalformedBody, detail)
     }
 
     /// No route has this path.
     pub(crate) fn not_found(path: &str) -> Problem {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            format!("no such endpoint: {path}"),
-        )
+        Problem::new(ProblemKind::NotFound, format!("no such endpoint: {path}"))
     }
 
     /// The route exists but not with this method.
     pub(crate) fn method_not_allowed(method: &str, path: &str) -> Problem {
         Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "Method not allowed",
+            ProblemKind::MethodNotAllowed,
             format!("{path} does not accept {method}"),
         )
     }
@@ -96,9 +72,7 @@ impl Problem {
     /// The request body is larger than the endpoint accepts.
     pub(crate) fn body_too_large(limit: usize) -> Problem {
         Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "config-too-large",
-            "Config too large",
+            ProblemKind::ConfigTooLarge,
             format!("request body is larger than the limit of {limit} bytes"),
         )
     }
@@ -109,23 +83,26 @@ impl Problem {
             "mass loss in {}: deletion of lost proxies is paused; the keeper's own network is the likely cause",
             clusters.join(", ")
         );
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "mass-loss",
-            "Mass loss",
-            detail,
-        )
-        .with("clusters", clusters)
+        Problem::new(ProblemKind::MassLoss, detail).with(|b| b.clusters = Some(clusters))
+    }
+
+    /// The changes after a watch position are not held (or the position is of another
+    /// generation, or in the future): list again.
+    pub(crate) fn gone(gone: Gone) -> Problem {
+        let detail = format!(
+            "the changes after that position are not held: the oldest held is revision {}, the current {} of generation {}; list again and watch from the listing's revision",
+            gone.oldest, gone.current, gone.generation
+        );
+        Problem::new(ProblemKind::Gone, detail).with(|b| {
+            b.oldest = Some(gone.oldest);
+            b.current = Some(gone.current);
+            b.generation = Some(gone.generation);
+        })
     }
 
     /// Something that cannot happen did; the client is not at fault.
     pub(crate) fn internal(detail: impl Into<String>) -> Problem {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            detail.into(),
-        )
+        Problem::new(ProblemKind::Internal, detail)
     }
 
     /// The HTTP status.
@@ -135,27 +112,30 @@ impl Problem {
     }
 
     /// The whole body.
-    pub(crate) fn body(&self) -> Value {
-        let mut body = self.extra.clone();
-        body.insert(
-            "type".to_owned(),
-            Value::String(format!("{TYPE_PREFIX}{}", self.kind)),
-        );
-        body.insert("title".to_owned(), Value::String(self.title.to_owned()));
-        body.insert("status".to_owned(), Value::from(self.status.as_u16()));
-        body.insert("detail".to_owned(), Value::String(self.detail.clone()));
-        Value::Object(body)
+    pub(crate) fn body(&self) -> &ProblemBody {
+        &self.body
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        let kind = self.body.problem_type.as_str();
+        let detail = self.body.detail.as_deref().unwrap_or("");
         if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
-            error!(status = self.status.as_u16(), kind = self.kind, detail = %self.detail, "request failed");
+            error!(
+                status = self.status.as_u16(),
+                kind, detail, "request failed"
+            );
         } else {
-            debug!(status = self.status.as_u16(), kind = self.kind, detail = %self.detail, "request refused");
+            debug!(
+                status = self.status.as_u16(),
+                kind, detail, "request refused"
+            );
         }
-        let body = self.body().to_string();
+        // A body of strings and numbers always serializes; without one the status stays.
+        let Ok(body) = serde_json::to_string(&self.body) else {
+            return self.status.into_response();
+        };
         (
             self.status,
             [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
@@ -167,12 +147,7 @@ impl IntoResponse for Problem {
 
 impl From<Stopped> for Problem {
     fn from(e: Stopped) -> Problem {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "keeper-stopped",
-            "Keeper stopped",
-            e.to_string(),
-        )
+        Problem::new(ProblemKind::KeeperStopped, e.to_string())
     }
 }
 
@@ -185,16 +160,21 @@ impl From<CallError> for Problem {
     }
 }
 
+impl From<ViewError> for Problem {
+    fn from(e: ViewError) -> Problem {
+        match e {
+            ViewError::Admin(e) => e.into(),
+            ViewError::Stopped => Stopped.into(),
+            e @ ViewError::Behind(_) => Problem::internal(e.to_string()),
+        }
+    }
+}
+
 impl From<ConfigError> for Problem {
     fn from(e: ConfigError) -> Problem {
         let detail = e.to_string();
         match e {
-            ConfigError::TooLarge(_) => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "config-too-large",
-                "Config too large",
-                detail,
-            ),
+            ConfigError::TooLarge(_) => Problem::new(ProblemKind::ConfigTooLarge, detail),
             ConfigError::InvalidName => Problem::invalid_name(detail),
             // Only a decoded document can be malformed, and the API never decodes one.
             ConfigError::Malformed => Problem::internal(detail),
@@ -207,58 +187,52 @@ impl From<AdminError> for Problem {
         let detail = e.to_string();
         match e {
             AdminError::Invalid(_) => Problem::invalid_name(detail),
-            AdminError::UnknownCluster(cluster) => Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-cluster",
-                "Unknown cluster",
-                detail,
-            )
-            .with("cluster", cluster),
-            AdminError::UnknownProxy { cluster, proxy } => Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-proxy",
-                "Unknown proxy",
-                detail,
-            )
-            .with("cluster", cluster)
-            .with("proxy", proxy),
-            AdminError::GateClosed(GateClosed {
-                cluster,
-                mut blockers,
-            }) => {
-                blockers.sort();
-                Problem::new(StatusCode::CONFLICT, "gate-closed", "Gate closed", detail)
-                    .with("cluster", cluster)
-                    .with("blockers", blockers_json(&blockers))
+            AdminError::UnknownCluster(cluster) => {
+                Problem::new(ProblemKind::UnknownCluster, detail)
+                    .with(|b| b.cluster = Some(cluster))
+            }
+            AdminError::UnknownProxy { cluster, proxy } => {
+                Problem::new(ProblemKind::UnknownProxy, detail).with(|b| {
+                    b.cluster = Some(cluster);
+                    b.proxy = Some(proxy);
+                })
+            }
+            AdminError::GateClosed(GateClosed { cluster, blockers }) => {
+                Problem::new(ProblemKind::GateClosed, detail).with(|b| {
+                    b.cluster = Some(cluster);
+                    b.blockers = Some(api_blockers(blockers));
+                })
             }
             AdminError::Config(e) => e.into(),
             AdminError::DatasourceMismatch {
                 hostgroup,
                 expected,
                 actual,
-            } => Problem::new(
-                StatusCode::CONFLICT,
-                "datasource-mismatch",
-                "Datasource mismatch",
-                detail,
-            )
-            .with("hostgroup", hostgroup)
-            .with("expected", expected)
-            .with("actual", actual),
+            } => Problem::new(ProblemKind::DatasourceMismatch, detail).with(|b| {
+                b.hostgroup = Some(hostgroup);
+                b.expected = Some(expected);
+                b.actual = Some(actual);
+            }),
         }
     }
 }
 
-/// Blockers as the API shows them: `[{"proxy": ..., "status": ...}]`, in the given order.
-pub(crate) fn blockers_json(blockers: &[Blocker]) -> Value {
+/// Blockers as the API shows them, sorted by proxy.
+pub(crate) fn api_blockers(mut blockers: Vec<Blocker>) -> Vec<api::Blocker> {
+    blockers.sort();
     blockers
-        .iter()
-        .map(|b| json!({ "proxy": b.proxy, "status": b.status.as_str() }))
+        .into_iter()
+        .map(|b| api::Blocker {
+            proxy: b.proxy,
+            status: b.status.as_str().to_owned(),
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::identity::IdentityError;
     use crate::keeper::Status;
@@ -282,7 +256,7 @@ mod tests {
         let p = Problem::from(e);
         assert_eq!(p.status(), StatusCode::CONFLICT);
         assert_eq!(
-            p.body(),
+            serde_json::to_value(p.body()).expect("serializes"),
             json!({
                 "type": "urn:zerokeeper:problem:gate-closed",
                 "title": "Gate closed",
@@ -344,9 +318,19 @@ mod tests {
             ),
             (Problem::body_too_large(1), 413, "config-too-large"),
             (CallError::Stopped(Stopped).into(), 503, "keeper-stopped"),
+            (ViewError::Stopped.into(), 503, "keeper-stopped"),
+            (
+                Problem::gone(Gone {
+                    oldest: 5,
+                    current: 9,
+                    generation: 2,
+                }),
+                410,
+                "gone",
+            ),
         ];
         for (p, status, kind) in cases {
-            let body = p.body();
+            let body = serde_json::to_value(p.body()).expect("serializes");
             assert_eq!(body["status"], status, "{body}");
             assert_eq!(p.status().as_u16(), status, "{body}");
             assert_eq!(

@@ -153,7 +153,12 @@ impl Keeper {
         None
     }
 
-    fn encode(&self, answer: &Answer, key: KeyIndex, buf: &mut [u8]) -> Result<usize, wire::EncodeError> {
+    fn encode(
+        &self,
+        answer: &Answer,
+        key: KeyIndex,
+        buf: &mut [u8],
+    ) -> Result<usize, wire::EncodeError> {
         let key = self.keys.get(key);
         let message = match answer {
             Answer::Ack {

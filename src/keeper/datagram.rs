@@ -109,12 +109,7 @@ impl Keeper {
         };
         let lookup = self.lookup(key, hb)?;
         let freshness = self.freshness(hb, now);
-        let decision = transition::decide(
-            lookup.known,
-            said,
-            stamp,
-            freshness != Freshness::Stale,
-        );
+        let decision = transition::decide(lookup.known, said, stamp, freshness != Freshness::Stale);
         #[cfg(feature = "test-hooks")]
         let decision = self.break_rule(decision, lookup.known, said);
         let reply = Reply {

@@ -143,11 +143,12 @@ impl Keeper {
                 config_version: p.config_version,
             });
         }
+        // Restoring is not a change: nothing to persist, nothing to report. A cluster
+        // found in mass loss is, though: its pause is this run's state, not the store's.
+        keeper.stream.muted = false;
         for cluster in 0..keeper.registry.clusters.len() {
             keeper.check_mass_loss(cluster as u32, now);
         }
-        // Restoring is not a change: nothing to persist, nothing to report.
-        keeper.stream.muted = false;
         Ok(keeper)
     }
 

@@ -141,7 +141,12 @@ impl Timers {
             .is_some_and(|r| r.deadline == at && r.status.timer() == kind)
     }
 
-    fn is_live_tombstone(registry: &Registry, at: Instant, cluster: ClusterId, proxy: &str) -> bool {
+    fn is_live_tombstone(
+        registry: &Registry,
+        at: Instant,
+        cluster: ClusterId,
+        proxy: &str,
+    ) -> bool {
         registry
             .tombstone(cluster, proxy)
             .is_some_and(|t| t.expires == at)
@@ -228,5 +233,4 @@ mod tests {
         let order: Vec<char> = std::iter::from_fn(|| q.pop().map(|(_, c)| c)).collect();
         assert_eq!(order, vec!['a', 'b', 'c', 'd']);
     }
-
 }

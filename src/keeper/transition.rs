@@ -526,10 +526,8 @@ impl Keeper {
 
 /// Where answers go for a proxy restored from a store that did not record its source:
 /// nowhere, until its next datagram says.
-pub(crate) const NOWHERE: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-    0,
-);
+pub(crate) const NOWHERE: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 #[cfg(test)]
 mod tests {

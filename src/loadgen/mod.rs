@@ -36,8 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
+use crate::api::ProxyView;
 use crate::auth::Key;
-use crate::cli::client::{Client, ProxyView};
+use crate::cli::client::Client;
 use crate::config::{ConfigFileError, read_key_file};
 use crate::identity::validate_cluster;
 use crate::loadgen::fleet::{Fleet, MAX_PROXIES, ShardStats};
@@ -186,7 +187,7 @@ impl Readers {
             requests,
             mean_bytes: bytes.checked_div(requests).unwrap_or(0),
             mean_ms: (requests > 0).then(|| total.as_secs_f64() * 1e3 / requests as f64),
-            max_ms: (requests > 0).then(|| longest.as_secs_f64() * 1e3),
+            max_ms: (requests > 0).then_some(longest.as_secs_f64() * 1e3),
         }
     }
 }
@@ -531,7 +532,11 @@ impl BenchArgs {
             .iter()
             .filter_map(|name| by_name.get(name.as_str()))
             .filter(|p| p.status == "lost")
-            .map(|p| report::lateness_ms(p.last_heartbeat_age_ms, p.since_age_ms, lost_after_ms))
+            // A time the keeper does not know gives no lateness.
+            .filter_map(|p| {
+                let (heard, since) = (p.last_heartbeat_age_ms?, p.since_age_ms?);
+                Some(report::lateness_ms(heard, since, lost_after_ms))
+            })
             .collect();
         Ok(LostProbe {
             probes: probes.len(),

@@ -1,0 +1,529 @@
+//! The admin API's JSON: one type per body, shared by the server ([`crate::http`]) and the
+//! operator's client ([`crate::cli`]), so the two cannot drift apart.
+//!
+//! Rules every type here follows:
+//!
+//! - **Revisions.** Every listing carries the `generation` and `revision` it reflects: a
+//!   client that lists and then watches with `after=GENERATION-REVISION` misses nothing
+//!   and sees nothing twice (the informer pattern). The answer to a change made through
+//!   the API carries the `revision` of that change; the read endpoints reflect it by the
+//!   time the answer is sent (read-your-writes).
+//! - **Unknown is null.** A time, age or address the keeper does not know (a proxy
+//!   restored from the store and not heard since, from a store that did not record it) is
+//!   `null`, never invented.
+//! - **Enumerations are strings** (`status`, `gate`, `kind`, `reason`): an older client
+//!   still reads the answers of a newer keeper that has learnt a new value.
+//! - **Unknown fields are kept, not refused**, by the types a client reads whole and may
+//!   print (`extra`), so `zerokeeper status -o json` shows what a newer keeper sends. The
+//!   server never fills `extra`.
+//!
+//! Problems (RFC 9457) are [`ProblemBody`]; every `type` the API has or will have is a
+//! [`ProblemKind`], with its HTTP status.
+
+mod problem;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::identity::status_key;
+
+pub use problem::{PROBLEM_PREFIX, ProblemBody, ProblemKind};
+pub use watch::{BadEventId, EventId, Gone, WatchEvent};
+
+/// Fields a newer keeper sends that this build does not know.
+pub type Extra = Map<String, Value>;
+
+/// One proxy, as `GET /v1/proxies` and its kin show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProxyView {
+    /// The cluster.
+    pub cluster: String,
+    /// The proxy's identity.
+    pub proxy: String,
+    /// `ready`, `up` or `lost`.
+    pub status: String,
+    /// The incarnation the registry holds.
+    pub incarnation: u64,
+    /// When its last datagram was accepted (RFC 3339, UTC; `null`: unknown).
+    pub last_heartbeat: Option<String>,
+    /// Milliseconds since then (`null`: unknown).
+    pub last_heartbeat_age_ms: Option<u64>,
+    /// Since when it has been in this status (RFC 3339, UTC; `null`: unknown).
+    pub since: Option<String>,
+    /// Milliseconds since then (`null`: unknown).
+    pub since_age_ms: Option<u64>,
+    /// The address its datagrams come from (`null`: unknown).
+    pub source: Option<String>,
+    /// The config version it reports running.
+    pub config_version: u64,
+    /// Mass-loss protection holds for its cluster: lost proxies are not being deleted.
+    #[serde(default)]
+    pub deletion_paused: bool,
+    /// Fields this build does not know (the server sends none).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One cluster, as `GET /v1/clusters` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The cluster's name.
+    pub name: String,
+    /// Proxies `ready`.
+    pub ready: u64,
+    /// Proxies `up`.
+    pub up: u64,
+    /// Proxies `lost`.
+    pub lost: u64,
+    /// The current config version.
+    pub config_version: u64,
+    /// `open` (every proxy is `up`) or `closed`.
+    pub gate: String,
+    /// Mass-loss protection holds: its lost proxies are not being deleted.
+    pub deletion_paused: bool,
+}
+
+/// `open` or `closed`, as [`ClusterView::gate`] says it.
+pub fn gate_word(open: bool) -> &'static str {
+    if open { "open" } else { "closed" }
+}
+
+/// The body of `GET /v1/clusters`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterList {
+    /// The store generation the listing belongs to.
+    pub generation: u64,
+    /// The revision it reflects: every change up to it, none after.
+    pub revision: u64,
+    /// Every cluster, sorted by name.
+    pub clusters: Vec<ClusterView>,
+}
+
+/// The body of `GET /v1/proxies` and `GET /v1/clusters/{cluster}/proxies`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProxyList {
+    /// The store generation the listing belongs to.
+    pub generation: u64,
+    /// The revision it reflects: every change up to it, none after.
+    pub revision: u64,
+    /// The cluster (only in a cluster's listing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The proxies, sorted by cluster and identity.
+    pub proxies: Vec<ProxyView>,
+}
+
+/// A proxy that keeps a cluster's gate closed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Blocker {
+    /// The proxy's identity.
+    pub proxy: String,
+    /// Its status (never `up`).
+    pub status: String,
+}
+
+/// The body of `GET /v1/clusters/{cluster}/gate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateView {
+    /// The cluster.
+    pub cluster: String,
+    /// Whether push config and switch datasource may run.
+    pub open: bool,
+    /// The proxies keeping it closed, sorted by identity (empty when open).
+    pub blockers: Vec<Blocker>,
+}
+
+/// The body of `GET /v1/clusters/{cluster}/config`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// The cluster.
+    pub cluster: String,
+    /// The current version.
+    pub version: u64,
+    /// SHA-256 of the rendered document, lowercase hex.
+    pub digest: String,
+    /// Bytes of the rendered document (what proxies pull).
+    pub size: u64,
+    /// Bytes of the operator's config file.
+    pub base_size: u64,
+    /// The datasource of each hostgroup.
+    pub datasources: BTreeMap<String, String>,
+}
+
+/// The answer to `DELETE /v1/clusters/{cluster}/proxies/{proxy}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    /// The cluster.
+    pub cluster: String,
+    /// The proxy deleted.
+    pub proxy: String,
+    /// The status it had.
+    pub status: String,
+    /// The revision of the deletion.
+    pub revision: u64,
+}
+
+/// The answer to `PUT /v1/clusters/{cluster}/config`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pushed {
+    /// The cluster.
+    pub cluster: String,
+    /// The cluster's config version after the push.
+    pub version: u64,
+    /// The revision of the change (the current revision when nothing changed).
+    pub revision: u64,
+    /// Whether a new version was made. `false`: the push was identical to the current
+    /// version, nothing changed, and that is a success (the CLI says so and exits 0).
+    #[serde(default = "yes")]
+    pub changed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The body of `POST /v1/clusters/{cluster}/switch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRequest {
+    /// The hostgroup.
+    pub hostgroup: String,
+    /// The datasource it must have now.
+    pub from: String,
+    /// The datasource it gets.
+    pub to: String,
+}
+
+/// The answer to `POST /v1/clusters/{cluster}/switch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switched {
+    /// The cluster.
+    pub cluster: String,
+    /// The config version made.
+    pub version: u64,
+    /// The hostgroup switched.
+    pub hostgroup: String,
+    /// Its datasource before.
+    pub from: String,
+    /// Its datasource now.
+    pub to: String,
+    /// The revision of the change.
+    pub revision: u64,
+}
+
+/// The body of `GET /v1/store`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreView {
+    /// The store's generation (a restore starts a new one).
+    pub generation: u64,
+    /// zerokeeper's revision: the number of the latest committed change.
+    pub revision: u64,
+    /// The keeper's epoch (boot counter).
+    pub epoch: u32,
+    /// Transactions committed since the keeper started.
+    pub commits: u64,
+}
+/// The seed's status lines, `/zerodb/proxy/C/status/ADDR->STATUS\n`, sorted (as
+/// `GET /v1/keys` sends them and `status -o keys` prints them).
+pub fn key_lines(proxies: &[ProxyView]) -> String {
+    let mut lines: Vec<String> = proxies
+        .iter()
+        .map(|p| format!("{}->{}\n", status_key(&p.cluster, &p.proxy), p.status))
+        .collect();
+    lines.sort();
+    lines.concat()
+}
+
+/// Wall-clock milliseconds since the Unix epoch as RFC 3339 with milliseconds, in UTC.
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let at = SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_millis(unix_ms))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    use std::fmt;
+
+    use super::*;
+    use crate::keeper::Status;
+    use crate::keeper::change::{Change, ChangeKind, ConfigCause, ConfigSummary, StatusChange};
+    use crate::keeper::transition::Reason;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(value: T) {
+        let text = serde_json::to_string(&value).expect("serializes");
+        let back: T = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(back, value, "{text}");
+    }
+
+    fn proxy_view() -> ProxyView {
+        ProxyView {
+            cluster: "c".into(),
+            proxy: "10.0.0.1:1".into(),
+            status: "up".into(),
+            incarnation: 7,
+            last_heartbeat: Some(rfc3339_ms(1_000)),
+            last_heartbeat_age_ms: Some(5),
+            since: None,
+            since_age_ms: None,
+            source: None,
+            config_version: 2,
+            deletion_paused: true,
+            extra: Extra::new(),
+        }
+    }
+
+    #[test]
+    fn every_body_survives_a_round_trip_through_json() {
+        round_trip(proxy_view());
+        round_trip(ClusterList {
+            generation: 3,
+            revision: 9,
+            clusters: vec![ClusterView {
+                name: "c".into(),
+                ready: 1,
+                up: 2,
+                lost: 3,
+                config_version: 4,
+                gate: "closed".into(),
+                deletion_paused: true,
+            }],
+        });
+        round_trip(ProxyList {
+            generation: 3,
+            revision: 9,
+            cluster: Some("c".into()),
+            proxies: vec![proxy_view()],
+        });
+        round_trip(GateView {
+            cluster: "c".into(),
+            open: false,
+            blockers: vec![Blocker {
+                proxy: "p:1".into(),
+                status: "lost".into(),
+            }],
+        });
+        round_trip(ConfigView {
+            cluster: "c".into(),
+            version: 2,
+            digest: "00ff".into(),
+            size: 10,
+            base_size: 3,
+            datasources: BTreeMap::from([("hg".into(), "ds".into())]),
+        });
+        round_trip(Removed {
+            cluster: "c".into(),
+            proxy: "p:1".into(),
+            status: "lost".into(),
+            revision: 4,
+        });
+        round_trip(Pushed {
+            cluster: "c".into(),
+            version: 2,
+            revision: 4,
+            changed: false,
+        });
+        round_trip(SwitchRequest {
+            hostgroup: "hg".into(),
+            from: "a".into(),
+            to: "b".into(),
+        });
+        round_trip(Switched {
+            cluster: "c".into(),
+            version: 3,
+            hostgroup: "hg".into(),
+            from: "a".into(),
+            to: "b".into(),
+            revision: 5,
+        });
+        round_trip(StoreView {
+            generation: 1,
+            revision: 2,
+            epoch: 3,
+            commits: 4,
+        });
+        round_trip(Gone {
+            oldest: 1,
+            current: 2,
+            generation: 3,
+        });
+        let mut problem = ProblemBody::new(ProblemKind::Gone, "compacted");
+        problem.oldest = Some(10);
+        problem.current = Some(20);
+        problem.generation = Some(1);
+        round_trip(problem);
+    }
+
+    #[test]
+    fn a_proxy_the_keeper_knows_little_about_shows_nulls_not_inventions() {
+        let json = serde_json::to_value(proxy_view()).expect("serializes");
+        assert_eq!(json["since"], Value::Null);
+        assert_eq!(json["since_age_ms"], Value::Null);
+        assert_eq!(json["source"], Value::Null);
+        assert_eq!(json["last_heartbeat"], "1970-01-01T00:00:01.000Z");
+        // No member of `extra` leaks in.
+        assert_eq!(json.as_object().map(|o| o.len()), Some(11));
+    }
+
+    #[test]
+    fn a_push_answer_without_changed_means_a_new_version() {
+        let pushed: Pushed =
+            serde_json::from_value(json!({"cluster": "c", "version": 2, "revision": 7}))
+                .expect("decodes");
+        assert!(pushed.changed);
+    }
+
+    #[test]
+    fn event_ids_are_generation_dash_revision_and_nothing_else() {
+        let id: EventId = "1733061234-1042".parse().expect("an id");
+        assert_eq!(
+            id,
+            EventId {
+                generation: 1_733_061_234,
+                revision: 1042
+            }
+        );
+        assert_eq!(id.to_string(), "1733061234-1042");
+        for bad in ["", "5", "-5", "1-", "a-1", "1-+2", "1-2-3", "1--2", " - "] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_change_becomes_a_watch_event_with_its_revision_and_generation() {
+        let source: SocketAddr = "127.0.0.1:4000".parse().expect("address");
+        let change = Change {
+            revision: 42,
+            at: 1_000,
+            kind: ChangeKind::Status(StatusChange {
+                cluster: Arc::from("c"),
+                proxy: Arc::from("p:1"),
+                slot: 3,
+                incarnation: 9,
+                from: None,
+                to: Some(Status::Ready),
+                reason: Reason::Registered,
+                last_heartbeat: Some(1_000),
+                source,
+                config_version: 1,
+            }),
+        };
+        let event = WatchEvent::of(5, &change);
+        assert_eq!(
+            serde_json::to_value(&event).expect("serializes"),
+            json!({
+                "revision": 42, "generation": 5, "at": "1970-01-01T00:00:01.000Z",
+                "kind": "status", "cluster": "c", "proxy": "p:1", "to": "ready",
+                "reason": "registered", "incarnation": 9, "source": "127.0.0.1:4000",
+                "config_version": 1,
+            })
+        );
+        assert_eq!(event.id().to_string(), "5-42");
+        round_trip(event);
+    }
+
+    #[test]
+    fn keeper_wide_changes_have_no_cluster() {
+        let stall = Change {
+            revision: 1,
+            at: 0,
+            kind: ChangeKind::Stall {
+                length: Duration::from_millis(1500),
+                shifted: 12,
+            },
+        };
+        let event = serde_json::to_value(WatchEvent::of(1, &stall)).expect("serializes");
+        assert_eq!(
+            event,
+            json!({"revision": 1, "generation": 1, "at": "1970-01-01T00:00:00.000Z",
+                   "kind": "stall", "length_ms": 1500, "shifted": 12})
+        );
+        let config = Change {
+            revision: 2,
+            at: 0,
+            kind: ChangeKind::Config {
+                cluster: Arc::from("c"),
+                config: ConfigSummary {
+                    version: 3,
+                    digest: [0xab; 32],
+                    size: 1,
+                    base_size: 0,
+                    datasources: BTreeMap::new(),
+                },
+                cause: ConfigCause::Switch {
+                    hostgroup: "hg".into(),
+                    from: "a".into(),
+                    to: "b".into(),
+                },
+            },
+        };
+        let event = WatchEvent::of(1, &config);
+        assert_eq!(event.cluster.as_deref(), Some("c"));
+        assert_eq!(event.cause.as_deref(), Some("switch"));
+        assert_eq!(event.from_datasource.as_deref(), Some("a"));
+        assert_eq!(event.digest.as_deref().map(str::len), Some(64));
+    }
+
+    #[test]
+    fn every_problem_kind_has_one_name_and_a_status_of_its_class() {
+        for &kind in ProblemKind::ALL {
+            assert_eq!(ProblemKind::from_type(&kind.type_uri()), Some(kind));
+            assert!((400..600).contains(&kind.status()), "{kind:?}");
+            let same: Vec<_> = ProblemKind::ALL
+                .iter()
+                .filter(|k| k.name() == kind.name())
+                .collect();
+            assert_eq!(same.len(), 1, "{kind:?}");
+        }
+        assert_eq!(ProblemKind::from_type("gate-closed"), None);
+        assert_eq!(ProblemKind::from_type("urn:zerokeeper:problem:nope"), None);
+    }
+
+    #[test]
+    fn key_lines_are_sorted_and_each_ends_in_a_newline() {
+        let view = |cluster: &str, proxy: &str, status: &str| ProxyView {
+            cluster: cluster.into(),
+            proxy: proxy.into(),
+            status: status.into(),
+            ..proxy_view()
+        };
+        let text = key_lines(&[
+            view("a", "10.0.0.2:1", "up"),
+            view("a.b", "10.0.0.1:1", "lost"),
+            view("a", "10.0.0.1:1", "ready"),
+        ]);
+        assert_eq!(
+            text,
+            "/zerodb/proxy/a.b/status/10.0.0.1:1->lost\n\
+             /zerodb/proxy/a/status/10.0.0.1:1->ready\n\
+             /zerodb/proxy/a/status/10.0.0.2:1->up\n"
+        );
+        assert_eq!(key_lines(&[]), "");
+    }
+}

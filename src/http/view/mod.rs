@@ -1,0 +1,527 @@
+//! The read view: an informer-style cache of the registry that every read endpoint
+//! serves from, so that no listing is ever built on the keeper core's task (a 28 MB
+//! listing built there once held heartbeats up long enough for 97,000 proxies to be
+//! marked `lost`).
+//!
+//! A [`View`] starts from a [`ViewSeed`] (what the store holds at boot) and follows the
+//! [`ChangeHub`]: [`View::follow`] is the task that applies each committed change, in
+//! revision order. Every answer it gives carries the (generation, revision) it reflects.
+//! A handler that changed something waits with [`View::wait_for`] until the view
+//! reflects that change before it answers (read-your-writes).
+//!
+//! Steady heartbeats are not changes; the time each proxy was last heard comes from the
+//! core's [`LastSeen`] table, read when a listing is built. Where this run has not heard
+//! a proxy yet (restored from the store, silent since), the view shows what the store or
+//! the last change recorded, and otherwise `null`.
+//!
+//! **Memory.** The view counts toward the keeper's memory per proxy: 56 bytes per slot
+//! (`state::Entry`, asserted by a test) in a dense vector indexed by slot, plus about 6 bytes
+//! in its cluster's identity index (a table of slots that compares against the entries,
+//! so each identity is held once). Rare values live in side tables keyed by slot: IPv6
+//! sources, config versions past `u32::MAX`, and the stored last-heard times of proxies
+//! this run has not heard yet (those are swept once [`LastSeen`] has them, so after a
+//! boot the table empties as the fleet checks in).
+//!
+//! **Locking.** One `RwLock`. The follower takes it to write a page of changes at a
+//! time; a reader takes it to copy what it needs (compact rows), releases it, and only
+//! then sorts, formats times and builds the API types. Serializing happens after that,
+//! in the handler.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime};
+
+use compact_str::CompactString;
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::error;
+
+mod state;
+
+use state::{Cluster, Row, State};
+
+use crate::api::{
+    Blocker, ClusterList, ClusterView, ConfigView, Extra, GateView, Gone, ProxyList, ProxyView,
+    hex, key_lines, rfc3339_ms,
+};
+use crate::driver::DriverClock;
+use crate::hub::ChangeHub;
+use crate::identity::validate_proxy;
+use crate::keeper::change::{ConfigSummary, StoredProxy, WallChange};
+use crate::keeper::seen::LastSeen;
+use crate::keeper::{AdminError, Status};
+
+/// Changes applied under one write lock.
+const PAGE: usize = 1024;
+/// How often the stored last-heard times of proxies heard since are dropped.
+const SWEEP: Duration = Duration::from_secs(5);
+
+/// What the view starts from: the registry and clusters as the store holds them at
+/// (`generation`, `revision`).
+#[derive(Clone, Debug, Default)]
+pub struct ViewSeed {
+    /// The store generation.
+    pub generation: u64,
+    /// The revision the seed reflects.
+    pub revision: u64,
+    /// Every registered proxy, with its slot.
+    pub proxies: Vec<(u32, StoredProxy)>,
+    /// Every cluster (a proxy's cluster missing here starts at the initial config).
+    pub clusters: Vec<SeedCluster>,
+}
+
+/// One cluster of a [`ViewSeed`].
+#[derive(Clone, Debug)]
+pub struct SeedCluster {
+    /// The cluster's name.
+    pub name: Arc<str>,
+    /// Its current config version.
+    pub config: ConfigSummary,
+    /// Whether mass-loss protection holds for it.
+    pub deletion_paused: bool,
+}
+
+/// Why the view cannot answer.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ViewError {
+    /// A name is invalid, or no such cluster or proxy.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The keeper has stopped: the view would only show the past.
+    #[error("the keeper has stopped")]
+    Stopped,
+    /// The view fell out of the change history (or the store started a new generation)
+    /// and waits to be seeded again.
+    #[error(
+        "the read view is behind the keeper's change history (oldest held {}, current {}, generation {}) and waits to be rebuilt",
+        .0.oldest, .0.current, .0.generation
+    )]
+    Behind(Gone),
+}
+
+/// The informer-style read cache. Cheap to clone: clones share one cache.
+#[derive(Clone, Debug)]
+pub struct View {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: RwLock<State>,
+    seen: LastSeen,
+    clock: DriverClock,
+    /// What the view reflects, for [`View::wait_for`] and the follower.
+    applied: watch::Sender<Applied>,
+}
+
+/// What the view reflects, as waiters see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Applied {
+    revision: u64,
+    /// Bumped by every seed, so a follower waiting for one wakes.
+    seeds: u64,
+    condition: Condition,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Condition {
+    Live,
+    Stopped,
+    Behind(Gone),
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Releases the hub's hold when the follower ends.
+struct Hold(Arc<ChangeHub>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Cluster names by id, and which are paused, copied out with the rows.
+struct Names {
+    names: Vec<Arc<str>>,
+    paused: Vec<bool>,
+}
+
+impl View {
+    /// A view of `seed`, reading last-heard times from `seen` (the core's table) and
+    /// converting them to wall-clock times with `clock` (the driver's).
+    pub fn new(seed: ViewSeed, seen: LastSeen, clock: DriverClock) -> View {
+        let state = State::new(seed);
+        let applied = watch::Sender::new(Applied {
+            revision: state.revision,
+            seeds: 0,
+            condition: Condition::Live,
+        });
+        View {
+            inner: Arc::new(Inner {
+                state: RwLock::new(state),
+                seen,
+                clock,
+                applied,
+            }),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, state: &State) {
+        let revision = state.revision;
+        let condition = state.condition;
+        self.inner.applied.send_modify(|a| {
+            a.revision = revision;
+            a.condition = condition;
+        });
+    }
+
+    /// Replaces everything with `seed` (after the store started a new generation, or the
+    /// view fell out of the change history); the view answers again.
+    pub fn reseed(&self, seed: ViewSeed) {
+        let mut state = self.write();
+        *state = State::new(seed);
+        self.publish(&state);
+        drop(state);
+        self.inner.applied.send_modify(|a| a.seeds += 1);
+    }
+
+    /// The revision the view reflects.
+    pub fn revision(&self) -> u64 {
+        self.read().revision
+    }
+
+    /// The (generation, revision) the view reflects.
+    pub fn position(&self) -> (u64, u64) {
+        let state = self.read();
+        (state.generation, state.revision)
+    }
+
+    /// Completes once the view reflects `revision` (`true`), or once it never will
+    /// because its follower ended (`false`: the keeper stopped, or the view fell behind).
+    pub async fn wait_for(&self, revision: u64) -> bool {
+        let mut rx = self.inner.applied.subscribe();
+        // `self` holds the sender: the channel cannot close while we wait.
+        match rx
+            .wait_for(|a| a.revision >= revision || a.condition != Condition::Live)
+            .await
+        {
+            Ok(a) => a.revision >= revision,
+            Err(_) => false,
+        }
+    }
+
+    /// Applies committed changes, in revision order.
+    pub fn apply(&self, changes: &[Arc<WallChange>]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut state = self.write();
+        for change in changes {
+            if change.revision <= state.revision {
+                continue;
+            }
+            state.apply(change);
+        }
+        self.publish(&state);
+    }
+
+    fn set_generation(&self, generation: u64) {
+        let mut state = self.write();
+        state.generation = generation;
+        self.publish(&state);
+    }
+
+    fn set_condition(&self, condition: Condition) {
+        let mut state = self.write();
+        state.condition = condition;
+        self.publish(&state);
+    }
+
+    /// Drops the stored last-heard times of proxies this run has heard since.
+    fn sweep(&self) {
+        let mut state = self.write();
+        if state.heard.is_empty() {
+            return;
+        }
+        let seen = &self.inner.seen;
+        state.heard.retain(|&slot, _| seen.get(slot).is_none());
+    }
+
+    /// The task that keeps the view current: it applies every change `hub` publishes,
+    /// page by page, until `shutdown` completes. When the hub closes (the keeper
+    /// stopped) it applies what is left, then the view answers `Stopped`.
+    ///
+    /// It holds the hub's history from the view's revision on, from the moment this is
+    /// called (before the task first runs), so the view never misses a change however
+    /// large a batch is published. It follows a new generation across (revisions go on);
+    /// only a publisher's gap can leave it behind: then it answers `Behind` until
+    /// [`reseed`](View::reseed).
+    pub fn follow(
+        &self,
+        hub: Arc<ChangeHub>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let view = self.clone();
+        hub.hold(view.revision());
+        // Lets go of the history however the task ends (a panic or an abort too).
+        let hold = Hold(hub.clone());
+        async move {
+            let hold = hold;
+            let hub = &hold.0;
+            tokio::pin!(shutdown);
+            let mut sweep = tokio::time::interval(SWEEP);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut applied = view.inner.applied.subscribe();
+            loop {
+                // The seed count before the position: a reseed after this wakes the wait.
+                let seeds = applied.borrow_and_update().seeds;
+                // A new generation of the store goes on from the same revisions: the view
+                // follows it across.
+                let (current, _) = hub.position();
+                if current != view.position().0 {
+                    view.set_generation(current);
+                }
+                let (generation, revision) = view.position();
+                let behind = match hub.read_after(generation, revision, PAGE) {
+                    Ok(page) if !page.is_empty() => {
+                        view.apply(&page);
+                        hub.hold(view.revision());
+                        continue;
+                    }
+                    Ok(_) if hub.is_closed() => {
+                        view.set_condition(Condition::Stopped);
+                        return;
+                    }
+                    Ok(_) => false,
+                    Err(_) if hub.is_closed() => {
+                        view.set_condition(Condition::Stopped);
+                        return;
+                    }
+                    Err(gone) => {
+                        error!(
+                            generation,
+                            revision,
+                            oldest = gone.oldest,
+                            current = gone.current,
+                            "the read view is out of the change history; it answers 500 until seeded again"
+                        );
+                        view.set_condition(Condition::Behind(gone));
+                        // Nothing to hold for until a seed says where it stands.
+                        hub.release();
+                        true
+                    }
+                };
+                // `biased`: shutdown first; then a new seed, then new changes (not while
+                // behind: the hub would answer `Gone` at once), then the sweep, which
+                // only saves memory.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return,
+                    _ = applied.wait_for(|a| a.seeds != seeds) => hub.hold(view.revision()),
+                    () = hub.wait_after(generation, revision), if !behind => {}
+                    _ = sweep.tick() => view.sweep(),
+                }
+            }
+        }
+    }
+
+    /// Every cluster, sorted by name.
+    pub fn clusters(&self) -> Result<ClusterList, ViewError> {
+        let state = self.read();
+        state.check()?;
+        let mut clusters: Vec<ClusterView> = state.clusters.iter().map(Cluster::view).collect();
+        let (generation, revision) = (state.generation, state.revision);
+        drop(state);
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(ClusterList {
+            generation,
+            revision,
+            clusters,
+        })
+    }
+
+    /// One cluster.
+    pub fn cluster(&self, name: &str) -> Result<ClusterView, ViewError> {
+        let state = self.read();
+        state.check()?;
+        let id = state.cluster_named(name)?;
+        Ok(state.clusters[id as usize].view())
+    }
+
+    /// The names of the clusters in mass loss, sorted.
+    pub fn paused_clusters(&self) -> Result<Vec<String>, ViewError> {
+        let state = self.read();
+        state.check()?;
+        let mut names: Vec<String> = state
+            .clusters
+            .iter()
+            .filter(|c| c.deletion_paused)
+            .map(|c| c.name.to_string())
+            .collect();
+        drop(state);
+        names.sort();
+        Ok(names)
+    }
+
+    /// Copies the rows of one cluster (or all) and the cluster names, under the lock.
+    fn copy(&self, cluster: Option<&str>) -> Result<(Vec<Row>, Names, u64, u64), ViewError> {
+        let state = self.read();
+        state.check()?;
+        let id = cluster.map(|name| state.cluster_named(name)).transpose()?;
+        let rows = state.rows(id);
+        let names = Names {
+            names: state.clusters.iter().map(|c| c.name.clone()).collect(),
+            paused: state.clusters.iter().map(|c| c.deletion_paused).collect(),
+        };
+        Ok((rows, names, state.generation, state.revision))
+    }
+
+    fn sort(rows: &mut [Row], names: &Names) {
+        rows.sort_unstable_by(|a, b| {
+            let name = |r: &Row| names.names.get(r.cluster as usize).cloned();
+            name(a).cmp(&name(b)).then_with(|| a.proxy.cmp(&b.proxy))
+        });
+    }
+
+    fn proxy_view(&self, row: Row, names: &Names, now: u64) -> ProxyView {
+        let clock = &self.inner.clock;
+        let heard = self
+            .inner
+            .seen
+            .get(row.slot)
+            .map(|at| unix_ms(clock.wall(at)))
+            .or(row.heard);
+        let cluster = row.cluster as usize;
+        ProxyView {
+            cluster: names
+                .names
+                .get(cluster)
+                .map_or_else(String::new, |n| n.to_string()),
+            proxy: row.proxy.into_string(),
+            status: row.status.as_str().to_owned(),
+            incarnation: row.incarnation,
+            last_heartbeat: heard.map(rfc3339_ms),
+            last_heartbeat_age_ms: heard.map(|t| now.saturating_sub(t)),
+            since: row.since.map(rfc3339_ms),
+            since_age_ms: row.since.map(|t| now.saturating_sub(t)),
+            source: row.source.map(|s| s.to_string()),
+            config_version: row.config_version,
+            deletion_paused: names.paused.get(cluster).copied().unwrap_or(false),
+            extra: Extra::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let clock = &self.inner.clock;
+        unix_ms(clock.wall(clock.now()))
+    }
+
+    /// The proxies of `cluster`, or of every cluster, sorted by cluster and identity.
+    pub fn proxies(&self, cluster: Option<&str>) -> Result<ProxyList, ViewError> {
+        let (mut rows, names, generation, revision) = self.copy(cluster)?;
+        Self::sort(&mut rows, &names);
+        let now = self.now_ms();
+        let proxies = rows
+            .into_iter()
+            .map(|row| self.proxy_view(row, &names, now))
+            .collect();
+        Ok(ProxyList {
+            generation,
+            revision,
+            cluster: cluster.map(str::to_owned),
+            proxies,
+        })
+    }
+
+    /// One proxy.
+    pub fn proxy(&self, cluster: &str, proxy: &str) -> Result<ProxyView, ViewError> {
+        // The proxy's name first, as the core checks it: a bad address is 400 anywhere.
+        validate_proxy(proxy).map_err(AdminError::from)?;
+        let state = self.read();
+        state.check()?;
+        let id = state.cluster_named(cluster)?;
+        let row = state
+            .find(id, proxy)
+            .and_then(|slot| Some(state.row(slot, state.entry(slot)?)))
+            .ok_or_else(|| AdminError::UnknownProxy {
+                cluster: cluster.to_owned(),
+                proxy: proxy.to_owned(),
+            })?;
+        let c = &state.clusters[id as usize];
+        let names = Names {
+            names: vec![c.name.clone()],
+            paused: vec![c.deletion_paused],
+        };
+        drop(state);
+        let row = Row { cluster: 0, ..row };
+        Ok(self.proxy_view(row, &names, self.now_ms()))
+    }
+
+    /// The seed's status lines of `cluster`, or of every cluster, sorted.
+    pub fn keys(&self, cluster: Option<&str>) -> Result<String, ViewError> {
+        Ok(key_lines(&self.proxies(cluster)?.proxies))
+    }
+
+    /// A cluster's gate, with every blocker sorted by identity.
+    pub fn gate(&self, cluster: &str) -> Result<GateView, ViewError> {
+        let state = self.read();
+        state.check()?;
+        let id = state.cluster_named(cluster)?;
+        let c = &state.clusters[id as usize];
+        let mut blockers: Vec<(CompactString, Status)> = if c.gate_open() {
+            Vec::new()
+        } else {
+            c.index
+                .iter()
+                .filter_map(|&slot| state.entry(slot))
+                .filter(|e| e.status() != Status::Up)
+                .map(|e| (e.proxy.clone(), e.status()))
+                .collect()
+        };
+        drop(state);
+        blockers.sort_unstable();
+        Ok(GateView {
+            cluster: cluster.to_owned(),
+            open: blockers.is_empty(),
+            blockers: blockers
+                .into_iter()
+                .map(|(proxy, status)| Blocker {
+                    proxy: proxy.into_string(),
+                    status: status.as_str().to_owned(),
+                })
+                .collect(),
+        })
+    }
+
+    /// A cluster's current config version.
+    pub fn config(&self, cluster: &str) -> Result<ConfigView, ViewError> {
+        let state = self.read();
+        state.check()?;
+        let id = state.cluster_named(cluster)?;
+        let config = &state.clusters[id as usize].config;
+        Ok(ConfigView {
+            cluster: cluster.to_owned(),
+            version: config.version,
+            digest: hex(&config.digest),
+            size: config.size as u64,
+            base_size: config.base_size as u64,
+            datasources: config.datasources.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

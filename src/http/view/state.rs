@@ -1,0 +1,512 @@
+//! The view's compact registry: one [`Entry`] per slot, clusters with their counts and
+//! identity index, and the rules that apply a change to them. See the parent module for
+//! the memory budget.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, OnceLock};
+
+use compact_str::CompactString;
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+use tracing::warn;
+
+use super::{Condition, ViewError, ViewSeed};
+use crate::api::{ClusterView, gate_word};
+use crate::configdoc::ConfigVersion;
+use crate::identity::validate_cluster;
+use crate::keeper::change::{ChangeKind, ConfigSummary, StatusChange, WallChange};
+use crate::keeper::{AdminError, Status};
+
+/// One registered proxy. 56 bytes: see the module's memory note.
+#[derive(Clone, Debug)]
+pub(super) struct Entry {
+    /// The identity, inline up to 24 bytes (`10.25.0.11:3000` is 15).
+    pub(super) proxy: CompactString,
+    pub(super) incarnation: u64,
+    /// Since-when in wall-clock ms (low 48 bits, 0: unknown) and the status (bits 48..56).
+    pub(super) since_status: u64,
+    /// The source, packed (see [`pack_source`]).
+    pub(super) source: u64,
+    /// The config version it runs; [`BIG_VERSION`]: in the side table.
+    pub(super) config_version: u32,
+    /// Its cluster's index in [`State::clusters`].
+    pub(super) cluster: u32,
+}
+
+pub(super) const SINCE_BITS: u32 = 48;
+pub(super) const SINCE_MASK: u64 = (1 << SINCE_BITS) - 1;
+pub(super) const BIG_VERSION: u32 = u32::MAX;
+pub(super) const SOURCE_V4: u64 = 1 << 56;
+pub(super) const SOURCE_V6: u64 = 2 << 56;
+
+impl Entry {
+    pub(super) fn status(&self) -> Status {
+        match (self.since_status >> SINCE_BITS) as u8 {
+            0 => Status::Ready,
+            1 => Status::Up,
+            _ => Status::Lost,
+        }
+    }
+
+    pub(super) fn since(&self) -> Option<u64> {
+        Some(self.since_status & SINCE_MASK).filter(|&ms| ms != 0)
+    }
+
+    pub(super) fn set(&mut self, status: Status, since: Option<u64>) {
+        let code: u64 = match status {
+            Status::Ready => 0,
+            Status::Up => 1,
+            Status::Lost => 2,
+        };
+        // 2^48 ms is the year 10889; later is shown as unknown rather than wrapped.
+        let since = since.filter(|&ms| ms <= SINCE_MASK).unwrap_or(0);
+        self.since_status = code << SINCE_BITS | since;
+    }
+}
+
+/// A source address in 8 bytes: 0 unknown, `SOURCE_V4 | ip << 16 | port`, or
+/// `SOURCE_V6` (the address is in the side table).
+pub(super) fn pack_source(source: Option<SocketAddr>) -> u64 {
+    match source {
+        None => 0,
+        Some(SocketAddr::V4(a)) => {
+            SOURCE_V4 | u64::from(a.ip().to_bits()) << 16 | u64::from(a.port())
+        }
+        Some(SocketAddr::V6(_)) => SOURCE_V6,
+    }
+}
+
+pub(super) fn unpack_v4(packed: u64) -> SocketAddr {
+    let ip = Ipv4Addr::from_bits((packed >> 16) as u32);
+    SocketAddr::V4(SocketAddrV4::new(ip, packed as u16))
+}
+
+#[derive(Debug)]
+pub(super) struct Cluster {
+    pub(super) name: Arc<str>,
+    pub(super) config: ConfigSummary,
+    pub(super) deletion_paused: bool,
+    pub(super) ready: u64,
+    pub(super) up: u64,
+    pub(super) lost: u64,
+    /// The slots of its proxies, found by identity (compared against the entries).
+    pub(super) index: HashTable<u32>,
+}
+
+impl Cluster {
+    pub(super) fn new(name: Arc<str>, config: ConfigSummary, deletion_paused: bool) -> Cluster {
+        Cluster {
+            name,
+            config,
+            deletion_paused,
+            ready: 0,
+            up: 0,
+            lost: 0,
+            index: HashTable::new(),
+        }
+    }
+
+    pub(super) fn count(&mut self, status: Status, add: bool) {
+        let n = match status {
+            Status::Ready => &mut self.ready,
+            Status::Up => &mut self.up,
+            Status::Lost => &mut self.lost,
+        };
+        *n = if add { *n + 1 } else { n.saturating_sub(1) };
+    }
+
+    pub(super) fn gate_open(&self) -> bool {
+        self.ready == 0 && self.lost == 0
+    }
+
+    pub(super) fn view(&self) -> ClusterView {
+        ClusterView {
+            name: self.name.to_string(),
+            ready: self.ready,
+            up: self.up,
+            lost: self.lost,
+            config_version: self.config.version,
+            gate: gate_word(self.gate_open()).to_owned(),
+            deletion_paused: self.deletion_paused,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) generation: u64,
+    pub(super) revision: u64,
+    /// Indexed by slot − 1 (slots start at 1).
+    pub(super) entries: Vec<Option<Entry>>,
+    pub(super) clusters: Vec<Cluster>,
+    pub(super) cluster_ids: HashMap<Arc<str>, u32, FixedState>,
+    /// Stored last-heard times (wall ms) of proxies, for as long as this run has not
+    /// heard them.
+    pub(super) heard: HashMap<u32, u64, FixedState>,
+    /// IPv6 sources.
+    pub(super) sources_v6: HashMap<u32, SocketAddr, FixedState>,
+    /// Config versions past `u32::MAX - 1`.
+    pub(super) big_versions: HashMap<u32, u64, FixedState>,
+    pub(super) hasher: FixedState,
+    pub(super) condition: Condition,
+}
+
+/// A proxy copied out of the view, to be turned into a [`ProxyView`] after the lock is
+/// released.
+pub(super) struct Row {
+    pub(super) cluster: u32,
+    pub(super) slot: u32,
+    pub(super) proxy: CompactString,
+    pub(super) status: Status,
+    pub(super) incarnation: u64,
+    pub(super) since: Option<u64>,
+    pub(super) heard: Option<u64>,
+    pub(super) source: Option<SocketAddr>,
+    pub(super) config_version: u64,
+}
+
+impl State {
+    pub(super) fn new(seed: ViewSeed) -> State {
+        let mut state = State {
+            generation: seed.generation,
+            revision: seed.revision,
+            entries: Vec::new(),
+            clusters: Vec::new(),
+            cluster_ids: HashMap::default(),
+            heard: HashMap::default(),
+            sources_v6: HashMap::default(),
+            big_versions: HashMap::default(),
+            hasher: FixedState::default(),
+            condition: Condition::Live,
+        };
+        for c in seed.clusters {
+            let id = state.cluster_id(&c.name);
+            let cluster = &mut state.clusters[id as usize];
+            cluster.config = c.config;
+            cluster.deletion_paused = c.deletion_paused;
+        }
+        for (slot, p) in seed.proxies {
+            let cluster: Arc<str> = Arc::from(p.cluster.as_str());
+            let id = state.cluster_id(&cluster);
+            state.insert(
+                slot,
+                id,
+                &p.proxy,
+                p.status,
+                p.incarnation,
+                p.since_unix_ms,
+                p.source,
+                p.config_version,
+            );
+            if let Some(at) = p.last_heartbeat_unix_ms {
+                state.heard.insert(slot, at);
+            }
+        }
+        state
+    }
+
+    /// The id of `name`, made (at the initial config) if the view does not know it.
+    pub(super) fn cluster_id(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(&id) = self.cluster_ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.clusters.len()).unwrap_or(u32::MAX);
+        // A cluster the core makes for a first registration starts at the initial config.
+        self.clusters
+            .push(Cluster::new(name.clone(), initial_config(), false));
+        self.cluster_ids.insert(name.clone(), id);
+        id
+    }
+
+    pub(super) fn entry(&self, slot: u32) -> Option<&Entry> {
+        self.entries.get((slot as usize).checked_sub(1)?)?.as_ref()
+    }
+
+    pub(super) fn entry_mut(&mut self, slot: u32) -> Option<&mut Entry> {
+        self.entries
+            .get_mut((slot as usize).checked_sub(1)?)?
+            .as_mut()
+    }
+
+    /// The slot of `proxy` in cluster `id`.
+    pub(super) fn find(&self, id: u32, proxy: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(proxy);
+        let entries = &self.entries;
+        self.clusters
+            .get(id as usize)?
+            .index
+            .find(hash, |&slot| identity(entries, slot) == Some(proxy))
+            .copied()
+    }
+
+    /// The slot holding (`id`, `proxy`): `slot` if it does, else wherever it is.
+    pub(super) fn locate(&self, id: u32, proxy: &str, slot: u32) -> Option<u32> {
+        match self.entry(slot) {
+            Some(e) if e.cluster == id && e.proxy == proxy => Some(slot),
+            _ => self.find(id, proxy),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert(
+        &mut self,
+        slot: u32,
+        cluster: u32,
+        proxy: &str,
+        status: Status,
+        incarnation: u64,
+        since: Option<u64>,
+        source: Option<SocketAddr>,
+        config_version: u64,
+    ) {
+        let Some(index) = (slot as usize).checked_sub(1) else {
+            warn!(proxy, "a proxy without a slot; not shown");
+            return;
+        };
+        if self.entry(slot).is_some() {
+            self.remove(slot);
+        }
+        if let Some(other) = self.find(cluster, proxy) {
+            self.remove(other);
+        }
+        let mut entry = Entry {
+            proxy: CompactString::from(proxy),
+            incarnation,
+            since_status: 0,
+            source: 0,
+            config_version: 0,
+            cluster,
+        };
+        entry.set(status, since);
+        if self.entries.len() <= index {
+            self.entries.resize_with(index + 1, || None);
+        }
+        self.entries[index] = Some(entry);
+        self.set_source(slot, source);
+        self.set_version(slot, config_version);
+        let hash = self.hasher.hash_one(proxy);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        if let Some(c) = self.clusters.get_mut(cluster as usize) {
+            c.count(status, true);
+            c.index.insert_unique(hash, slot, |&s| {
+                identity(entries, s).map_or(0, |p| hasher.hash_one(p))
+            });
+        }
+    }
+
+    pub(super) fn remove(&mut self, slot: u32) {
+        let Some(entry) = self
+            .entries
+            .get_mut((slot as usize).wrapping_sub(1))
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        let hash = self.hasher.hash_one(entry.proxy.as_str());
+        if let Some(c) = self.clusters.get_mut(entry.cluster as usize) {
+            if let Ok(found) = c.index.find_entry(hash, |&s| s == slot) {
+                found.remove();
+            }
+            c.count(entry.status(), false);
+        }
+        self.heard.remove(&slot);
+        self.sources_v6.remove(&slot);
+        self.big_versions.remove(&slot);
+    }
+
+    pub(super) fn set_source(&mut self, slot: u32, source: Option<SocketAddr>) {
+        let packed = pack_source(source);
+        if let Some(e) = self.entry_mut(slot) {
+            e.source = packed;
+        }
+        match source {
+            Some(a @ SocketAddr::V6(_)) => {
+                self.sources_v6.insert(slot, a);
+            }
+            _ => {
+                self.sources_v6.remove(&slot);
+            }
+        }
+    }
+
+    pub(super) fn set_version(&mut self, slot: u32, version: u64) {
+        let small = u32::try_from(version).ok().filter(|&v| v != BIG_VERSION);
+        if let Some(e) = self.entry_mut(slot) {
+            e.config_version = small.unwrap_or(BIG_VERSION);
+        }
+        if small.is_some() {
+            self.big_versions.remove(&slot);
+        } else {
+            self.big_versions.insert(slot, version);
+        }
+    }
+
+    pub(super) fn apply(&mut self, change: &WallChange) {
+        match &change.kind {
+            ChangeKind::Status(c) => self.apply_status(change.at, c),
+            ChangeKind::Observed {
+                cluster,
+                proxy,
+                slot,
+                source,
+                config_version,
+            } => {
+                let id = self.cluster_id(cluster);
+                if let Some(slot) = self.locate(id, proxy, *slot) {
+                    self.set_source(slot, Some(*source));
+                    self.set_version(slot, *config_version);
+                }
+            }
+            ChangeKind::Config {
+                cluster, config, ..
+            } => {
+                let id = self.cluster_id(cluster);
+                self.clusters[id as usize].config = config.clone();
+            }
+            ChangeKind::DeletionPaused {
+                cluster, paused, ..
+            } => {
+                let id = self.cluster_id(cluster);
+                self.clusters[id as usize].deletion_paused = *paused;
+            }
+            ChangeKind::Admin(_)
+            | ChangeKind::RestartSent { .. }
+            | ChangeKind::Superseded { .. }
+            | ChangeKind::Stall { .. }
+            | ChangeKind::Rewound { .. } => {}
+        }
+        self.revision = change.revision;
+    }
+
+    pub(super) fn apply_status(&mut self, at: u64, c: &StatusChange<u64>) {
+        let id = self.cluster_id(&c.cluster);
+        let found = self.locate(id, &c.proxy, c.slot);
+        let Some(to) = c.to else {
+            if let Some(slot) = found {
+                self.remove(slot);
+            }
+            return;
+        };
+        match found.filter(|&slot| slot == c.slot) {
+            Some(slot) => {
+                let Some(entry) = self.entry_mut(slot) else {
+                    return;
+                };
+                let before = entry.status();
+                if before != to {
+                    entry.set(to, Some(at));
+                }
+                entry.incarnation = c.incarnation;
+                if before != to
+                    && let Some(cluster) = self.clusters.get_mut(id as usize)
+                {
+                    cluster.count(before, false);
+                    cluster.count(to, true);
+                }
+            }
+            // New here (or moved to another slot): since this change.
+            None => self.insert(
+                c.slot,
+                id,
+                &c.proxy,
+                to,
+                c.incarnation,
+                Some(at),
+                None,
+                c.config_version,
+            ),
+        }
+        self.set_source(c.slot, Some(c.source));
+        self.set_version(c.slot, c.config_version);
+        if let Some(heard) = c.last_heartbeat {
+            self.heard.insert(c.slot, heard);
+        }
+    }
+
+    pub(super) fn check(&self) -> Result<(), ViewError> {
+        match self.condition {
+            Condition::Live => Ok(()),
+            Condition::Stopped => Err(ViewError::Stopped),
+            Condition::Behind(gone) => Err(ViewError::Behind(gone)),
+        }
+    }
+
+    pub(super) fn cluster_named(&self, name: &str) -> Result<u32, ViewError> {
+        validate_cluster(name).map_err(AdminError::from)?;
+        self.cluster_ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| AdminError::UnknownCluster(name.to_owned()).into())
+    }
+
+    pub(super) fn row(&self, slot: u32, e: &Entry) -> Row {
+        let source = match e.source & !((1 << 56) - 1) {
+            SOURCE_V4 => Some(unpack_v4(e.source)),
+            SOURCE_V6 => self.sources_v6.get(&slot).copied(),
+            _ => None,
+        };
+        let config_version = match e.config_version {
+            BIG_VERSION => self.big_versions.get(&slot).copied().unwrap_or(u64::MAX),
+            v => u64::from(v),
+        };
+        Row {
+            cluster: e.cluster,
+            slot,
+            proxy: e.proxy.clone(),
+            status: e.status(),
+            incarnation: e.incarnation,
+            since: e.since(),
+            heard: self.heard.get(&slot).copied(),
+            source,
+            config_version,
+        }
+    }
+
+    /// The rows of cluster `id`, or of every cluster.
+    pub(super) fn rows(&self, id: Option<u32>) -> Vec<Row> {
+        match id {
+            Some(id) => {
+                let Some(c) = self.clusters.get(id as usize) else {
+                    return Vec::new();
+                };
+                c.index
+                    .iter()
+                    .filter_map(|&slot| Some(self.row(slot, self.entry(slot)?)))
+                    .collect()
+            }
+            None => self
+                .entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| {
+                    let slot = u32::try_from(i + 1).ok()?;
+                    Some(self.row(slot, e.as_ref()?))
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(super) fn identity(entries: &[Option<Entry>], slot: u32) -> Option<&str> {
+    let entry = entries.get((slot as usize).checked_sub(1)?)?.as_ref()?;
+    Some(entry.proxy.as_str())
+}
+
+/// The summary of the config every cluster starts at.
+pub(super) fn initial_config() -> ConfigSummary {
+    static INITIAL: OnceLock<ConfigSummary> = OnceLock::new();
+    INITIAL
+        .get_or_init(|| {
+            let v = ConfigVersion::initial();
+            ConfigSummary {
+                version: v.version,
+                digest: v.digest,
+                size: v.bytes.len(),
+                base_size: v.base.len(),
+                datasources: v.datasources.clone(),
+            }
+        })
+        .clone()
+}
