@@ -330,15 +330,20 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
 /// Whether mass-loss protection holds for `cluster` at the end of the run (its last
 /// pause or resumption, in the last boot, was a pause).
 fn paused_at_end(trace: &Trace<'_>, cluster: &str) -> bool {
-    let last_boot = trace.events.iter().map(|l| l.boot).max().unwrap_or_default();
+    let last_boot = trace
+        .events
+        .iter()
+        .map(|l| l.boot)
+        .max()
+        .unwrap_or_default();
     trace
         .events
         .iter()
         .filter(|l| l.boot == last_boot)
         .filter_map(|l| match &l.event.kind {
-            ChangeKind::DeletionPaused { cluster: c, paused, .. } if &**c == cluster => {
-                Some(*paused)
-            }
+            ChangeKind::DeletionPaused {
+                cluster: c, paused, ..
+            } if &**c == cluster => Some(*paused),
             _ => None,
         })
         .last()

@@ -152,6 +152,12 @@ impl Keeper {
     /// A keeper on `data_dir`, receiving heartbeats on `udp` (a restart passes the same
     /// address again, so the proxies keep reaching it).
     pub fn start_on(data_dir: &std::path::Path, udp: &str) -> Keeper {
+        Keeper::start_at(data_dir, udp, "127.0.0.1:0")
+    }
+
+    /// A keeper on `data_dir`, on `udp` and with its admin API on `http` (a restart
+    /// passes both again, so proxies and watchers find it where it was).
+    pub fn start_at(data_dir: &std::path::Path, udp: &str, http: &str) -> Keeper {
         let key = key_file();
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec![
@@ -159,7 +165,7 @@ impl Keeper {
             "--udp",
             udp,
             "--http",
-            "127.0.0.1:0",
+            http,
             "--key-file",
             key.to_str().expect("utf-8 path"),
             "--data-dir",
