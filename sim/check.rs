@@ -339,14 +339,14 @@ fn paused_at_end(trace: &Trace<'_>, cluster: &str) -> bool {
     trace
         .events
         .iter()
+        .rev()
         .filter(|l| l.boot == last_boot)
-        .filter_map(|l| match &l.event.kind {
+        .find_map(|l| match &l.event.kind {
             ChangeKind::DeletionPaused {
                 cluster: c, paused, ..
             } if &**c == cluster => Some(*paused),
             _ => None,
         })
-        .last()
         .unwrap_or(false)
 }
 
