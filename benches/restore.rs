@@ -136,14 +136,24 @@ fn serve_until_serving(dir: &Path, key: &Path) -> Duration {
         .spawn()
         .expect("the binary starts");
     let stderr = child.stderr.take().expect("piped");
-    let mut http = None;
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Some(addr) = line.strip_prefix("http listening on ") {
-            http = Some(addr.to_owned());
-            break;
+    // Read to the end in the background: a pipe nobody drains would block the keeper's
+    // log, and what it says is the diagnosis if it fails.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("http listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+            let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+            log.push_str(&line);
+            log.push('\n');
         }
-    }
-    let http = http.expect("the keeper printed its HTTP address");
+    });
+    let http = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the keeper printed its HTTP address");
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -157,6 +167,17 @@ fn serve_until_serving(dir: &Path, key: &Path) -> Duration {
         {
             break;
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the keeper exited ({status}) before serving:\n{}",
+                log.lock().unwrap_or_else(|e| e.into_inner())
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the keeper did not serve within a minute:\n{}",
+            log.lock().unwrap_or_else(|e| e.into_inner())
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = started.elapsed();

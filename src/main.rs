@@ -260,12 +260,42 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
               interval = ?config.keeper.heartbeat_interval, lost_after = ?config.keeper.lost_after,
               ready_timeout = ?config.keeper.ready_timeout, delete_after = ?config.keeper.delete_after,
               stall_slop = ?config.keeper.stall_slop, "keeper started");
-        termination().await;
-        info!("stopping");
+        let server::Running {
+            keeper_task,
+            http_task,
+            view_task,
+            ..
+        } = keeper;
+        let mut keeper_task = keeper_task;
+        // `biased`: a signal first. The keeper task ends by itself only when it failed
+        // (its store, its socket): the process then exits non-zero, so that a supervisor
+        // restarts it, rather than serve a dead keeper's API.
+        let failed = tokio::select! {
+            biased;
+            () = termination() => None,
+            ended = &mut keeper_task => Some(ended),
+        };
         let _ = stop.send(true);
-        keeper.join().await?;
-        info!("stopped");
-        Ok(())
+        let _ = view_task.await;
+        let http = http_task.await;
+        match failed {
+            None => {
+                info!("stopping");
+                keeper_task.await.context("keeper task")??;
+                http.context("http task")??;
+                info!("stopped");
+                Ok(())
+            }
+            Some(ended) => {
+                let why = match ended {
+                    Ok(Ok(())) => "it ended".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(error = %why, "the keeper task stopped; exiting");
+                bail!("the keeper task stopped: {why}")
+            }
+        }
     })
 }
 

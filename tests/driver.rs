@@ -1,5 +1,7 @@
 //! The drivers on real loopback UDP sockets: a keeper task and proxy tasks.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -213,4 +215,154 @@ async fn the_production_socket_sees_every_datagram_of_a_burst_and_refuses_oversi
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A store whose commits wait until the test opens its gate, as a slow disk would.
+struct SlowDisk {
+    inner: zerokeeper::store::MemoryStore,
+    entered: std::sync::mpsc::Sender<()>,
+    gate: Gate,
+}
+
+impl zerokeeper::store::Store for SlowDisk {
+    fn boot(&mut self) -> Result<zerokeeper::store::Snapshot, zerokeeper::store::StoreError> {
+        self.inner.boot()
+    }
+
+    fn commit(
+        &mut self,
+        changes: &[WallChange],
+        blobs: &[zerokeeper::keeper::ConfigBlob],
+    ) -> Result<(), zerokeeper::store::StoreError> {
+        let _ = self.entered.send(());
+        let (open, cv) = &*self.gate;
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = cv.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+        self.inner.commit(changes, blobs)
+    }
+
+    fn revision(&self) -> u64 {
+        self.inner.revision()
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+
+    fn audit(&self) -> Result<Vec<zerokeeper::store::AuditEntry>, zerokeeper::store::StoreError> {
+        self.inner.audit()
+    }
+
+    fn changes_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<WallChange>, zerokeeper::store::StoreError> {
+        self.inner.changes_after(after, limit)
+    }
+
+    fn set_retention(&mut self, changes: usize) {
+        self.inner.set_retention(changes);
+    }
+}
+
+type Gate = Arc<(Mutex<bool>, std::sync::Condvar)>;
+
+fn open(gate: &Gate) {
+    let (open, cv) = &**gate;
+    *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    cv.notify_all();
+}
+
+struct OpenOnDrop(Gate);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        open(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_commit_delays_no_datagram_and_no_answer_is_given_before_it_is_durable() {
+    use zerokeeper::driver::keeper::CommitMode;
+    use zerokeeper::store::Store;
+    let mut inner = zerokeeper::store::MemoryStore::new();
+    let snapshot = inner.boot().expect("boots");
+    let (entered, entries) = std::sync::mpsc::channel();
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    // However the test ends, the disk lets go (else a failing assertion would leave the
+    // store's thread waiting, and the test hanging instead of failing).
+    let _release = OpenOnDrop(gate.clone());
+    let store = SlowDisk {
+        inner,
+        entered,
+        gate: gate.clone(),
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = socket.local_addr().expect("bound");
+    let core = Keeper::restore(
+        KeeperConfig::default(),
+        Keyring::with_default(key()),
+        snapshot.epoch,
+        [7; 32],
+        Instant::ZERO,
+        &snapshot.proxies,
+        &snapshot.configs,
+        snapshot.revision,
+    )
+    .expect("restores");
+    let (driver, handle) = KeeperDriver::new(core, socket, DriverClock::start());
+    let driver = driver
+        .with_store(Box::new(store), CommitMode::Thread)
+        .expect("the store's thread starts");
+    tokio::spawn(driver.run(std::future::pending()));
+    // A push: its change goes to the (stalled) disk.
+    let pushing = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            handle
+                .push_config("test_cluster".into(), Arc::from(&b"pool = 1\n"[..]))
+                .await
+        }
+    });
+    tokio::task::spawn_blocking(move || entries.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("joined")
+        .expect("the commit started");
+    // While the disk holds the commit, datagrams are still answered: an `up` heartbeat
+    // without a token gets its Challenge.
+    let proxy = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+    proxy
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut fake = common::FakeProxy::new("10.25.0.11:3000", 1, "127.0.0.1:1");
+    proxy
+        .send_to(&fake.heartbeat(zerokeeper::wire::ProxyStatus::Up), addr)
+        .expect("sent");
+    let mut buf = [0u8; 1500];
+    let (len, _) = proxy
+        .recv_from(&mut buf)
+        .expect("answered while the commit is held");
+    assert!(matches!(
+        zerokeeper::wire::open(&buf[..len], &key()),
+        Ok(zerokeeper::wire::Message::Challenge(_))
+    ));
+    // And the push is not answered: its change is not durable.
+    let mut pushing = pushing;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut pushing)
+            .await
+            .is_err(),
+        "answered before durable"
+    );
+    open(&gate);
+    let applied = tokio::time::timeout(Duration::from_secs(10), pushing)
+        .await
+        .expect("answered once durable")
+        .expect("joined")
+        .expect("pushed");
+    assert_eq!(applied.value, 2);
+    assert!(applied.revision >= 2, "{applied:?}");
 }

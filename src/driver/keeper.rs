@@ -399,7 +399,15 @@ impl<S: DatagramSocket> KeeperDriver<S> {
     fn drain(&mut self, changes: &mut Vec<Change>, blobs: &mut Vec<ConfigBlob>) -> io::Result<()> {
         let upto = self.core.take_changes(changes, blobs);
         if changes.is_empty() {
-            self.release(upto);
+            // Without a store every change is as durable as it gets at once; with one,
+            // only a finished commit moves what is durable (calls that changed nothing
+            // since are answered now).
+            let durable = if self.committer.is_none() {
+                upto
+            } else {
+                self.durable
+            };
+            self.release(durable);
             return Ok(());
         }
         let clock = self.clock;

@@ -52,7 +52,7 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::api::{
-    ClusterList, ClusterView, ConfigView, GateView, ProxyList, ProxyView, Pushed, Removed,
+    ClusterList, ClusterView, ConfigView, GateView, ProxyView, Pushed, Removed,
     StoreView, SwitchRequest, Switched,
 };
 use crate::configdoc::MAX_CONFIG_BYTES;
@@ -79,6 +79,41 @@ struct Api {
     handle: KeeperHandle,
     hub: Arc<ChangeHub>,
     view: View,
+    /// One whole listing built at a time (see [`off_the_runtime`]).
+    listings: Arc<tokio::sync::Semaphore>,
+}
+
+/// Builds and encodes a listing on tokio's blocking pool, one at a time.
+///
+/// A listing of 100,000 proxies is a 29 MB document that takes most of a second of CPU
+/// to build. Built on the runtime's worker threads, a few operators polling it at once
+/// starved the keeper's own task of a 2-core machine (its socket overflowed and it
+/// stalled). On the blocking pool the workers stay free for the keeper, and one listing
+/// at a time keeps at least one core for it; the others wait their turn.
+async fn off_the_runtime(
+    api: &Api,
+    content_type: &'static str,
+    build: impl FnOnce(&View) -> Result<Vec<u8>, Problem> + Send + 'static,
+) -> Result<Response, Problem> {
+    let _turn = api
+        .listings
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Problem::internal("the listing queue is closed"))?;
+    let view = api.view.clone();
+    let body = tokio::task::spawn_blocking(move || build(&view))
+        .await
+        .map_err(|_| Problem::internal("building the listing failed"))??;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response())
+}
+
+fn json_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Problem> {
+    serde_json::to_vec(value).map_err(|_| Problem::internal("the listing could not be encoded"))
 }
 
 /// The admin API of the keeper behind `handle`: every endpoint of the contract, with
@@ -113,7 +148,12 @@ pub fn router(handle: KeeperHandle, hub: Arc<ChangeHub>, view: View) -> Router {
         // After the routes: it is set on each route registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .with_state(Api { handle, hub, view })
+        .with_state(Api {
+            handle,
+            hub,
+            view,
+            listings: Arc::new(tokio::sync::Semaphore::new(1)),
+        })
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, ends
@@ -210,16 +250,19 @@ async fn cluster(
 }
 
 /// `GET /v1/proxies`.
-async fn all_proxies(State(api): State<Api>) -> Result<Json<ProxyList>, Problem> {
-    Ok(Json(api.view.proxies(None)?))
+async fn all_proxies(State(api): State<Api>) -> Result<Response, Problem> {
+    off_the_runtime(&api, JSON, |view| json_bytes(&view.proxies(None)?)).await
 }
 
 /// `GET /v1/clusters/{cluster}/proxies`.
 async fn cluster_proxies(
     State(api): State<Api>,
     Segments(cluster): Segments<String>,
-) -> Result<Json<ProxyList>, Problem> {
-    Ok(Json(api.view.proxies(Some(&cluster))?))
+) -> Result<Response, Problem> {
+    off_the_runtime(&api, JSON, move |view| {
+        json_bytes(&view.proxies(Some(&cluster))?)
+    })
+    .await
 }
 
 /// `GET /v1/clusters/{cluster}/proxies/{proxy}`.
@@ -247,7 +290,7 @@ async fn remove(
 
 /// `GET /v1/keys`.
 async fn all_keys(State(api): State<Api>) -> Result<Response, Problem> {
-    Ok(text(api.view.keys(None)?))
+    off_the_runtime(&api, TEXT, |view| Ok(view.keys(None)?.into_bytes())).await
 }
 
 /// `GET /v1/clusters/{cluster}/keys`.
@@ -255,8 +298,14 @@ async fn cluster_keys(
     State(api): State<Api>,
     Segments(cluster): Segments<String>,
 ) -> Result<Response, Problem> {
-    Ok(text(api.view.keys(Some(&cluster))?))
+    off_the_runtime(&api, TEXT, move |view| {
+        Ok(view.keys(Some(&cluster))?.into_bytes())
+    })
+    .await
 }
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// `GET /v1/clusters/{cluster}/gate`.
 async fn gate(
