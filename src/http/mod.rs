@@ -52,8 +52,8 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::api::{
-    ClusterList, ClusterView, ConfigView, GateView, ProxyView, Pushed, Removed,
-    StoreView, SwitchRequest, Switched,
+    ClusterList, ClusterView, ConfigView, GateView, ProxyView, Pushed, Removed, StoreView,
+    SwitchRequest, Switched,
 };
 use crate::configdoc::MAX_CONFIG_BYTES;
 use crate::driver::keeper::KeeperHandle;
