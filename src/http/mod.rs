@@ -93,7 +93,7 @@ struct Api {
 async fn off_the_runtime(
     api: &Api,
     content_type: &'static str,
-    build: impl FnOnce(&View) -> Result<Vec<u8>, Problem> + Send + 'static,
+    build: impl FnOnce(&View) -> Result<Vec<u8>, Box<Problem>> + Send + 'static,
 ) -> Result<Response, Problem> {
     let _turn = api
         .listings
@@ -104,7 +104,8 @@ async fn off_the_runtime(
     let view = api.view.clone();
     let body = tokio::task::spawn_blocking(move || build(&view))
         .await
-        .map_err(|_| Problem::internal("building the listing failed"))??;
+        .map_err(|_| Problem::internal("building the listing failed"))?
+        .map_err(|problem| *problem)?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,
@@ -112,8 +113,18 @@ async fn off_the_runtime(
         .into_response())
 }
 
-fn json_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Problem> {
-    serde_json::to_vec(value).map_err(|_| Problem::internal("the listing could not be encoded"))
+fn json_bytes<T: serde::Serialize>(
+    value: Result<T, view::ViewError>,
+) -> Result<Vec<u8>, Box<Problem>> {
+    let value = value.map_err(|e| Box::new(Problem::from(e)))?;
+    serde_json::to_vec(&value)
+        .map_err(|_| Box::new(Problem::internal("the listing could not be encoded")))
+}
+
+fn text_bytes(value: Result<String, view::ViewError>) -> Result<Vec<u8>, Box<Problem>> {
+    value
+        .map(String::into_bytes)
+        .map_err(|e| Box::new(Problem::from(e)))
 }
 
 /// The admin API of the keeper behind `handle`: every endpoint of the contract, with
@@ -251,7 +262,7 @@ async fn cluster(
 
 /// `GET /v1/proxies`.
 async fn all_proxies(State(api): State<Api>) -> Result<Response, Problem> {
-    off_the_runtime(&api, JSON, |view| json_bytes(&view.proxies(None)?)).await
+    off_the_runtime(&api, JSON, |view| json_bytes(view.proxies(None))).await
 }
 
 /// `GET /v1/clusters/{cluster}/proxies`.
@@ -260,7 +271,7 @@ async fn cluster_proxies(
     Segments(cluster): Segments<String>,
 ) -> Result<Response, Problem> {
     off_the_runtime(&api, JSON, move |view| {
-        json_bytes(&view.proxies(Some(&cluster))?)
+        json_bytes(view.proxies(Some(&cluster)))
     })
     .await
 }
@@ -290,7 +301,7 @@ async fn remove(
 
 /// `GET /v1/keys`.
 async fn all_keys(State(api): State<Api>) -> Result<Response, Problem> {
-    off_the_runtime(&api, TEXT, |view| Ok(view.keys(None)?.into_bytes())).await
+    off_the_runtime(&api, TEXT, |view| text_bytes(view.keys(None))).await
 }
 
 /// `GET /v1/clusters/{cluster}/keys`.
@@ -299,7 +310,7 @@ async fn cluster_keys(
     Segments(cluster): Segments<String>,
 ) -> Result<Response, Problem> {
     off_the_runtime(&api, TEXT, move |view| {
-        Ok(view.keys(Some(&cluster))?.into_bytes())
+        text_bytes(view.keys(Some(&cluster)))
     })
     .await
 }
