@@ -947,6 +947,49 @@ async fn invalid_names_are_400_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_names_in_paths_are_400_invalid_name_and_store_nothing() {
+    let mut rig = Rig::start().await;
+    rig.proxy(CLUSTER, A, InitPolicy::After(Duration::ZERO))
+        .await;
+    rig.wait_for(&[(CLUSTER, A, "up")]).await;
+    let before = rig.stored().await;
+    let cases: Vec<(&str, &str, Option<&str>)> = vec![
+        ("PUT", "/v1/clusters/../config", Some("config")),
+        ("PUT", "/v1/clusters/%2E%2E/config", Some("config")),
+        ("PUT", "/v1/clusters/./config", Some("config")),
+        ("PUT", "/v1/clusters/%2e/config", Some("config")),
+        ("GET", "/v1/clusters/..", None),
+        ("GET", "/v1/clusters/%2E%2E/proxies", None),
+        ("GET", "/v1/clusters/test_cluster/proxies/..", None),
+        ("GET", "/v1/clusters/test_cluster/proxies/..:3000", None),
+        (
+            "DELETE",
+            "/v1/clusters/test_cluster/proxies/%2E%2E:3000",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/clusters/%2E%2E/switch",
+            Some(r#"{"hostgroup":"hg","from":"a","to":"b"}"#),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let answer = rig
+            .client
+            .send(method, path, &[], body.map(|b| b.as_bytes().to_vec()))
+            .await;
+        answer.problem(400, "invalid-name");
+        assert_eq!(rig.stored().await, before, "after {method} {path}");
+    }
+    let clusters: Vec<String> = rig
+        .handle
+        .call(|k, _| k.clusters().into_iter().map(|c| c.name).collect())
+        .await
+        .expect("running");
+    assert_eq!(clusters, [CLUSTER]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_are_not_the_expected_json_are_400_and_change_nothing() {
     let mut rig = Rig::start().await;
     rig.proxy(CLUSTER, A, InitPolicy::After(Duration::ZERO))
