@@ -253,3 +253,30 @@ fn a_pushed_config_reaches_every_proxy() {
         p.wait_log(&["config version applied", "version=2"]);
     }
 }
+
+#[test]
+fn serve_refuses_a_key_file_readable_by_others_and_says_to_chmod_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = procs::fresh_dir("open-key");
+    let key = dir.join("open.key");
+    std::fs::write(&key, "2a".repeat(32)).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod key");
+    let key = key.to_str().expect("utf-8");
+    let data = dir.join("data");
+    let mut serve = Process::spawn(&[
+        "serve",
+        "--key-file",
+        key,
+        "--udp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ]);
+    let code = serve.wait_exit();
+    let log = serve.log();
+    assert_ne!(code, 0, "serve started: {log}");
+    assert!(log.contains(&format!("chmod 600 {key}")), "{log}");
+    assert!(log.contains("0644"), "{log}");
+}
