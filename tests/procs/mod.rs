@@ -169,6 +169,11 @@ impl Keeper {
     /// A keeper on `data_dir`, on `udp` and with its admin API on `http` (a restart
     /// passes both again, so proxies and watchers find it where it was).
     pub fn start_at(data_dir: &std::path::Path, udp: &str, http: &str) -> Keeper {
+        Keeper::start_with(data_dir, udp, http, &[])
+    }
+
+    /// A keeper as [`Keeper::start_at`] starts one, with `extra` arguments to `serve`.
+    pub fn start_with(data_dir: &std::path::Path, udp: &str, http: &str, extra: &[&str]) -> Keeper {
         let key = key_file();
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec![
@@ -183,6 +188,7 @@ impl Keeper {
             dir,
         ];
         args.extend(TIMING);
+        args.extend(extra);
         let process = Process::spawn(&args);
         let udp = process
             .wait_log(&["udp listening on "])
