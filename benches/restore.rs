@@ -61,6 +61,10 @@ fn filled_store(n: usize) -> PathBuf {
 fn key_file(dir: &Path) -> PathBuf {
     let path = dir.join("bench.key");
     std::fs::write(&path, "2a".repeat(32)).expect("write key");
+    // The keeper refuses a key file readable by others.
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod key");
     path
 }
 

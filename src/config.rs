@@ -200,6 +200,18 @@ pub enum ConfigFileError {
         /// What is wrong.
         message: String,
     },
+    /// A key file can be read by its group or by others (any of the mode bits `0o077`),
+    /// so the secret may already be known beyond its owner. Refused, as ssh refuses such
+    /// a private key.
+    #[error(
+        "key file {path} is accessible by group or others (mode {mode:04o}): run chmod 600 {path}"
+    )]
+    KeyFileMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The keys do not fit together.
     #[error("invalid keys: {0}")]
     Keys(#[from] KeyError),
@@ -334,11 +346,31 @@ fn parse_default(addr: &str) -> SocketAddr {
 }
 
 /// Reads a key file: the secret as hex, surrounding whitespace ignored.
+///
+/// On Unix the file must be private to its owner: a mode with any of the bits `0o077`
+/// (as `0644` has) is refused with [`ConfigFileError::KeyFileMode`], whose message says
+/// to `chmod 600` it. The mode is read from the opened file, so it is the mode of the
+/// file that was read.
 pub fn read_key_file(path: &Path) -> Result<Key, ConfigFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+    use std::io::Read;
+    let read_error = |source| ConfigFileError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(read_error)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigFileError::KeyFileMode {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read_error)?;
     let secret = decode_hex(text.trim()).ok_or_else(|| ConfigFileError::KeyFile {
         path: path.to_path_buf(),
         message: "not hex".into(),
@@ -370,10 +402,23 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Writes a file private to its owner (0600), as a key file must be.
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("temp dir is writable");
+        set_mode(&path, 0o600);
         path
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("temp file is ours");
+        }
+        #[cfg(not(unix))]
+        let _ = (path, mode);
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -442,6 +487,32 @@ mod tests {
         assert!(read_key_file(&write(&dir, "short.key", &"ab".repeat(8))).is_err());
         assert!(read_key_file(&write(&dir, "nothex.key", "not a key")).is_err());
         assert!(read_key_file(&dir.join("missing.key")).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_readable_by_group_or_others_are_refused_with_the_chmod_to_run() {
+        let dir = temp_dir("modes");
+        let path = write(&dir, "open.key", &"ab".repeat(16));
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o601] {
+            set_mode(&path, mode);
+            let err = read_key_file(&path).expect_err("refused");
+            assert!(
+                matches!(err, ConfigFileError::KeyFileMode { mode: m, .. } if m == mode),
+                "{err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("chmod 600 {}", path.display())),
+                "{message}"
+            );
+            assert!(message.contains(&format!("{mode:04o}")), "{message}");
+            assert!(message.contains(&path.display().to_string()), "{message}");
+        }
+        for mode in [0o600, 0o400] {
+            set_mode(&path, mode);
+            assert!(read_key_file(&path).is_ok(), "{mode:o} refused");
+        }
     }
 
     #[test]

@@ -3,7 +3,14 @@
 //! A proxy is identified by `(cluster, address)` as carried in the heartbeat, never by the
 //! UDP source of the datagram (which NAT can rewrite). Both strings become store keys
 //! (`/zerodb/proxy/CLUSTER/status/ADDR`), so they are validated strictly before anything
-//! is stored: bounded length, a small alphabet, no `/`, no control characters.
+//! is stored: bounded length, a small alphabet, no `/`, no control characters, and no
+//! name that is only `.` or `..`.
+//!
+//! The alphabets leave out whitespace, so a name with leading or trailing spaces (which
+//! would look like another name in a listing or a log) is refused too. A cluster named
+//! `.` or `..`, or a proxy whose host is `.` or `..`, would make a key such as
+//! `/zerodb/proxy/../status/…` that a path-minded reader resolves to another key, so
+//! those are refused by name.
 
 use thiserror::Error;
 
@@ -21,6 +28,9 @@ pub enum IdentityError {
     /// The cluster name holds a byte outside `A-Z a-z 0-9 _ - .`.
     #[error("cluster name may only contain ASCII letters, digits, '_', '-' and '.'")]
     ClusterCharacter,
+    /// The cluster name is `.` or `..`, which would read as a path step in a store key.
+    #[error("cluster name may not be '.' or '..'")]
+    ClusterDots,
     /// The proxy address is longer than [`MAX_PROXY_LEN`].
     #[error("proxy address must be at most {MAX_PROXY_LEN} bytes long")]
     ProxyLength,
@@ -32,12 +42,19 @@ pub enum IdentityError {
         "proxy host may only contain ASCII letters, digits, '.', '-', '_', ':', '[', ']' and '%'"
     )]
     ProxyCharacter,
+    /// The host part is `.` or `..`, which would read as a path step in a store key.
+    #[error("proxy host may not be '.' or '..'")]
+    ProxyDots,
     /// The port is not a number from 1 to 65535 written without leading zeros.
     #[error("proxy port must be a number from 1 to 65535")]
     ProxyPort,
 }
 
-/// Checks a cluster name: 1 to 128 bytes of `A-Z a-z 0-9 _ - .`.
+/// Checks a cluster name: 1 to 128 bytes of `A-Z a-z 0-9 _ - .`, and not `.` or `..`.
+///
+/// Whitespace, `/` and control characters are outside the alphabet, so a name with
+/// them, leading or trailing spaces included, is refused; `.` and `..` are refused
+/// because they would read as path steps in `/zerodb/proxy/CLUSTER/status/ADDR`.
 pub fn validate_cluster(name: &str) -> Result<(), IdentityError> {
     if name.is_empty() || name.len() > MAX_CLUSTER_LEN {
         return Err(IdentityError::ClusterLength);
@@ -48,14 +65,19 @@ pub fn validate_cluster(name: &str) -> Result<(), IdentityError> {
     {
         return Err(IdentityError::ClusterCharacter);
     }
+    if is_dots(name) {
+        return Err(IdentityError::ClusterDots);
+    }
     Ok(())
 }
 
 /// Checks a proxy address: `HOST:PORT`, at most 261 bytes.
 ///
 /// The host is a name, an IPv4 address or a bracketed IPv6 address (a zone such as
-/// `%eth0` is allowed); the port is 1 to 65535. The address is only a name here: nothing
-/// is ever sent to it.
+/// `%eth0` is allowed) but not `.` or `..`; the port is 1 to 65535. Whitespace, `/` and
+/// control characters are outside the host's alphabet, so `.`, `..` or an address with
+/// leading or trailing spaces is refused. The address is only a name here: nothing is
+/// ever sent to it.
 pub fn validate_proxy(addr: &str) -> Result<(), IdentityError> {
     if addr.len() > MAX_PROXY_LEN {
         return Err(IdentityError::ProxyLength);
@@ -69,6 +91,9 @@ pub fn validate_proxy(addr: &str) -> Result<(), IdentityError> {
     }) {
         return Err(IdentityError::ProxyCharacter);
     }
+    if is_dots(host) {
+        return Err(IdentityError::ProxyDots);
+    }
     if port.len() > 5 || port.starts_with('0') || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(IdentityError::ProxyPort);
     }
@@ -76,6 +101,11 @@ pub fn validate_proxy(addr: &str) -> Result<(), IdentityError> {
         Ok(1..=65535) => Ok(()),
         _ => Err(IdentityError::ProxyPort),
     }
+}
+
+/// `.` and `..` are path steps, not names.
+fn is_dots(name: &str) -> bool {
+    matches!(name, "." | "..")
 }
 
 /// The seed's key for a proxy's status: `/zerodb/proxy/CLUSTER/status/ADDR`.
@@ -135,6 +165,35 @@ mod tests {
         assert_eq!(
             validate_proxy(&format!("{}:1", "h".repeat(300))),
             Err(IdentityError::ProxyLength)
+        );
+    }
+
+    #[test]
+    fn dot_names_and_surrounding_whitespace_are_refused_as_ambiguous_keys() {
+        assert_eq!(validate_cluster("."), Err(IdentityError::ClusterDots));
+        assert_eq!(validate_cluster(".."), Err(IdentityError::ClusterDots));
+        assert_eq!(
+            validate_cluster(" test_cluster"),
+            Err(IdentityError::ClusterCharacter)
+        );
+        assert_eq!(
+            validate_cluster("test_cluster "),
+            Err(IdentityError::ClusterCharacter)
+        );
+        // Dots inside a longer name are ordinary.
+        assert_eq!(validate_cluster("..."), Ok(()));
+        assert_eq!(validate_cluster("eu.west-1"), Ok(()));
+        assert_eq!(validate_proxy("."), Err(IdentityError::ProxyShape));
+        assert_eq!(validate_proxy(".."), Err(IdentityError::ProxyShape));
+        assert_eq!(validate_proxy(".:3000"), Err(IdentityError::ProxyDots));
+        assert_eq!(validate_proxy("..:3000"), Err(IdentityError::ProxyDots));
+        assert_eq!(
+            validate_proxy(" 10.25.0.11:3000"),
+            Err(IdentityError::ProxyCharacter)
+        );
+        assert_eq!(
+            validate_proxy("10.25.0.11:3000 "),
+            Err(IdentityError::ProxyPort)
         );
     }
 

@@ -253,3 +253,54 @@ fn a_pushed_config_reaches_every_proxy() {
         p.wait_log(&["config version applied", "version=2"]);
     }
 }
+
+#[test]
+fn serve_refuses_a_key_file_readable_by_others_and_says_to_chmod_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = procs::fresh_dir("open-key");
+    let key = dir.join("open.key");
+    std::fs::write(&key, "2a".repeat(32)).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod key");
+    let key = key.to_str().expect("utf-8");
+    let data = dir.join("data");
+    let mut serve = Process::spawn(&[
+        "serve",
+        "--key-file",
+        key,
+        "--udp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ]);
+    let code = serve.wait_exit();
+    let log = serve.log();
+    assert_ne!(code, 0, "serve started: {log}");
+    assert!(log.contains(&format!("chmod 600 {key}")), "{log}");
+    assert!(log.contains("0644"), "{log}");
+}
+
+#[test]
+fn a_push_creating_a_cluster_past_max_clusters_exits_10_and_says_the_registry_is_full() {
+    let dir = procs::fresh_dir("full-registry");
+    let config = dir.join("zk.toml");
+    std::fs::write(&config, "max_clusters = 1\n").expect("write config");
+    let file = dir.join("proxy.toml");
+    std::fs::write(&file, "pool_size = 64\n").expect("write config");
+    let keeper = Keeper::start_with(
+        &dir.join("data"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let file = file.to_str().expect("utf-8");
+    let (code, _, err) = keeper.cli(&["push-config", "--cluster", "first", "--file", file]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = keeper.cli(&["push-config", "--cluster", "second", "--file", file]);
+    assert_eq!(code, 10, "{err}");
+    assert!(err.contains("registry is full"), "{err}");
+    assert!(err.contains("Nothing changed."), "{err}");
+    let (code, _, err) = keeper.cli(&["status", "--cluster", "second", "-o", "keys"]);
+    assert_eq!(code, 4, "{err}");
+}

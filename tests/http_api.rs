@@ -301,6 +301,15 @@ impl Rig {
 
     /// A rig whose change hub keeps only the latest `retention` changes.
     async fn with_retention(retention: usize) -> Rig {
+        Rig::with(retention, KeeperConfig::default().max_clusters).await
+    }
+
+    /// A rig whose keeper holds at most `max_clusters` clusters.
+    async fn with_max_clusters(max_clusters: usize) -> Rig {
+        Rig::with(DEFAULT_RETENTION, max_clusters).await
+    }
+
+    async fn with(retention: usize, max_clusters: usize) -> Rig {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
         let udp = socket.local_addr().expect("bound");
         let config = KeeperConfig {
@@ -308,6 +317,7 @@ impl Rig {
             lost_after: Duration::from_millis(500),
             ready_timeout: Duration::from_secs(30),
             delete_after: Duration::from_secs(30),
+            max_clusters,
             ..KeeperConfig::default()
         };
         let mut setup = Setup::new(config, Keyring::with_default(key()));
@@ -947,6 +957,85 @@ async fn invalid_names_are_400_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_names_in_paths_are_400_invalid_name_and_store_nothing() {
+    let mut rig = Rig::start().await;
+    rig.proxy(CLUSTER, A, InitPolicy::After(Duration::ZERO))
+        .await;
+    rig.wait_for(&[(CLUSTER, A, "up")]).await;
+    let before = rig.stored().await;
+    let cases: Vec<(&str, &str, Option<&str>)> = vec![
+        ("PUT", "/v1/clusters/../config", Some("config")),
+        ("PUT", "/v1/clusters/%2E%2E/config", Some("config")),
+        ("PUT", "/v1/clusters/./config", Some("config")),
+        ("PUT", "/v1/clusters/%2e/config", Some("config")),
+        ("GET", "/v1/clusters/..", None),
+        ("GET", "/v1/clusters/%2E%2E/proxies", None),
+        ("GET", "/v1/clusters/test_cluster/proxies/..", None),
+        ("GET", "/v1/clusters/test_cluster/proxies/..:3000", None),
+        (
+            "DELETE",
+            "/v1/clusters/test_cluster/proxies/%2E%2E:3000",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/clusters/%2E%2E/switch",
+            Some(r#"{"hostgroup":"hg","from":"a","to":"b"}"#),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let answer = rig
+            .client
+            .send(method, path, &[], body.map(|b| b.as_bytes().to_vec()))
+            .await;
+        answer.problem(400, "invalid-name");
+        assert_eq!(rig.stored().await, before, "after {method} {path}");
+    }
+    let clusters: Vec<String> = rig
+        .handle
+        .call(|k, _| k.clusters().into_iter().map(|c| c.name).collect())
+        .await
+        .expect("running");
+    assert_eq!(clusters, [CLUSTER]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_creating_a_cluster_past_max_clusters_is_507_registry_full_and_changes_nothing() {
+    let mut rig = Rig::with_max_clusters(1).await;
+    rig.proxy(CLUSTER, A, InitPolicy::After(Duration::ZERO))
+        .await;
+    rig.wait_for(&[(CLUSTER, A, "up")]).await;
+    let before = rig.stored().await;
+    let answer = rig
+        .client
+        .put("/v1/clusters/second_cluster/config", "pool_size = 1\n")
+        .await;
+    let problem = answer.problem(507, "registry-full");
+    assert_eq!(problem["title"], "Registry full");
+    assert_eq!(problem["cluster"], "second_cluster");
+    let detail = problem["detail"].as_str().expect("a detail");
+    assert!(detail.ends_with("Nothing changed."), "{detail}");
+    assert!(detail.contains("at most 1"), "{detail}");
+    assert_eq!(rig.stored().await, before);
+    rig.client
+        .get("/v1/clusters/second_cluster")
+        .await
+        .problem(404, "unknown-cluster");
+    // The gauges say how full it is.
+    let answer = rig.client.get("/metrics").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let metrics = &answer.body;
+    for line in [
+        "zerokeeper_registry_proxies 1\n",
+        "zerokeeper_registry_proxies_max 2000000\n",
+        "zerokeeper_registry_clusters 1\n",
+        "zerokeeper_registry_clusters_max 1\n",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_are_not_the_expected_json_are_400_and_change_nothing() {
     let mut rig = Rig::start().await;
     rig.proxy(CLUSTER, A, InitPolicy::After(Duration::ZERO))
@@ -1437,6 +1526,10 @@ async fn metrics_expose_every_named_series() {
         }
     }
     assert_eq!(value("zerokeeper_tombstones"), 0);
+    assert_eq!(value("zerokeeper_registry_proxies"), 3);
+    assert_eq!(value("zerokeeper_registry_proxies_max"), 2_000_000);
+    assert_eq!(value("zerokeeper_registry_clusters"), 2);
+    assert_eq!(value("zerokeeper_registry_clusters_max"), 10_000);
     assert!(
         text.contains("# TYPE zerokeeper_heartbeats counter\n"),
         "{text}"

@@ -334,3 +334,43 @@ fn identities_that_never_registered_cannot_grow_the_keepers_memory_without_bound
     rig.advance(Duration::from_secs(4));
     assert_eq!(rig.keeper.tombstone_count(), 0);
 }
+
+#[test]
+fn heartbeats_naming_a_dot_cluster_or_dot_host_are_dropped_as_invalid_identities() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    let key = common::key();
+    for (cluster, addr) in [
+        ("..", P11),
+        (".", P11),
+        (CLUSTER, "..:3000"),
+        (CLUSTER, ".:3000"),
+    ] {
+        let bytes = wire::encode_to_vec(
+            &Message::Heartbeat(Heartbeat {
+                cluster,
+                proxy: addr,
+                incarnation: 1,
+                seq: 1,
+                status: ProxyStatus::Up,
+                config_version: 0,
+                slot: 0,
+                token: Token::NONE,
+            }),
+            &key,
+        )
+        .expect("fits");
+        let before = rig.keeper.stats().dropped(DropReason::InvalidIdentity);
+        assert!(
+            rig.deliver(&mut p, &bytes).is_empty(),
+            "{cluster} {addr} was answered"
+        );
+        assert_eq!(
+            rig.keeper.stats().dropped(DropReason::InvalidIdentity),
+            before + 1,
+            "{cluster} {addr} not counted as invalid_identity"
+        );
+    }
+    assert!(rig.listing().is_empty());
+    assert!(rig.keeper.clusters().is_empty());
+}

@@ -240,3 +240,37 @@ fn an_operator_remove_deletes_the_proxy_in_any_status() {
         );
     }
 }
+
+#[test]
+fn a_push_that_would_create_a_cluster_past_max_clusters_is_refused_as_registry_full() {
+    let mut rig = Rig::with_config(zerokeeper::keeper::KeeperConfig {
+        max_clusters: 1,
+        ..common::config()
+    });
+    let mut p = proxy(P11);
+    rig.bring_up(&mut p);
+    let revision = rig.keeper.revision();
+    let err = rig
+        .keeper
+        .push_config(rig.now, "second_cluster", b"x".as_slice().into())
+        .expect_err("the registry holds max_clusters already");
+    assert_eq!(
+        err,
+        AdminError::RegistryFull {
+            cluster: "second_cluster".into(),
+            clusters: 1,
+            max_clusters: 1,
+        }
+    );
+    assert!(err.to_string().ends_with("Nothing changed."), "{err}");
+    assert_eq!(rig.keeper.revision(), revision);
+    let names: Vec<String> = rig.keeper.clusters().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, [common::CLUSTER]);
+    assert_eq!(rig.keeper.cluster_count(), 1);
+    // The cluster it holds still takes pushes.
+    assert!(
+        rig.keeper
+            .push_config(rig.now, common::CLUSTER, b"x".as_slice().into())
+            .is_ok()
+    );
+}

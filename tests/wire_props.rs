@@ -131,13 +131,18 @@ impl Owned {
 
 // ----- Strategies. -----
 
+/// `.` and `..` are refused as names (they read as path steps in a store key).
+fn not_dots(name: &String) -> bool {
+    name != "." && name != ".."
+}
+
 fn cluster() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9_.-]{1,40}"
+    "[A-Za-z0-9_.-]{1,40}".prop_filter("not a path step", not_dots)
 }
 
 fn proxy() -> impl Strategy<Value = String> {
     let host = prop_oneof![
-        "[A-Za-z0-9.-]{1,60}",
+        "[A-Za-z0-9.-]{1,60}".prop_filter("not a path step", not_dots),
         "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
         "\\[[0-9a-f:]{2,39}(%[a-z0-9]{1,8})?\\]",
     ];

@@ -150,7 +150,8 @@ pub enum ProblemKind {
     Forbidden,
     /// 503 (to come): this keeper is a standby; `leader` names the leader's admin URL.
     NotLeader,
-    /// 507 (to come): the keeper holds `max_proxies` or `max_clusters` already.
+    /// 507: the keeper holds `max_proxies` or `max_clusters` already (today: a push
+    /// that would create a cluster past `max_clusters`).
     RegistryFull,
     /// 412 (to come): the version the request expects to replace is not the current
     /// one; `current` names it.
@@ -181,10 +182,10 @@ impl ProblemKind {
         ProblemKind::Internal,
         ProblemKind::KeeperStopped,
         ProblemKind::MassLoss,
+        ProblemKind::RegistryFull,
         ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
         ProblemKind::NotLeader,
-        ProblemKind::RegistryFull,
         ProblemKind::PreconditionFailed,
         ProblemKind::UnknownHostgroup,
         ProblemKind::ClusterNotEmpty,
@@ -278,7 +279,6 @@ impl ProblemKind {
             ProblemKind::Unauthorized
                 | ProblemKind::Forbidden
                 | ProblemKind::NotLeader
-                | ProblemKind::RegistryFull
                 | ProblemKind::PreconditionFailed
                 | ProblemKind::UnknownHostgroup
                 | ProblemKind::ClusterNotEmpty

@@ -24,7 +24,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::driver::{DatagramSocket, DriverClock, RecvBatch};
 use crate::keeper::{
-    AdminError, Change, ChangeKind, ClusterInfo, ConfigBlob, Keeper, Stats, Status, WallChange,
+    AdminError, Change, ChangeKind, ClusterInfo, ConfigBlob, DropReason, Keeper, Stats, Status,
+    WallChange,
 };
 use crate::store::{Store, StoreError};
 use crate::wire::MAX_DATAGRAM;
@@ -111,6 +112,12 @@ pub struct MetricsSnapshot {
     pub tombstones: usize,
     /// The keeper's epoch.
     pub epoch: u32,
+    /// Proxies in the registry, of every cluster.
+    pub proxies: usize,
+    /// The keeper's `max_proxies`.
+    pub max_proxies: usize,
+    /// The keeper's `max_clusters` (the clusters held are `clusters.len()`).
+    pub max_clusters: usize,
 }
 
 /// The way in to a running keeper: admin calls and the few queries that run on the core
@@ -201,6 +208,9 @@ impl KeeperHandle {
             clusters: k.clusters(),
             tombstones: k.tombstone_count(),
             epoch: k.epoch(),
+            proxies: k.proxy_count(),
+            max_proxies: k.config().max_proxies,
+            max_clusters: k.config().max_clusters,
         })
         .await
     }
@@ -235,7 +245,14 @@ pub struct KeeperDriver<S> {
     /// Simulations make the driver stop running for a while (a keeper stall) through it;
     /// only the `test-hooks` feature can set it.
     stalls: Option<mpsc::UnboundedReceiver<std::time::Duration>>,
+    /// Registrations dropped for a full registry when the driver last warned of them.
+    full_warned: u64,
+    /// When it last warned of them (at most once a second).
+    full_warned_at: Option<tokio::time::Instant>,
 }
+
+/// The least time between two warnings that the registry is full.
+const FULL_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl<S> std::fmt::Debug for KeeperDriver<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -268,6 +285,8 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 waiting: VecDeque::new(),
                 durable,
                 stalls: None,
+                full_warned: 0,
+                full_warned_at: None,
             },
             handle,
         )
@@ -376,8 +395,39 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             }
             self.drain(&mut changes, &mut blobs)?;
             self.flush(&mut out).await;
+            // One comparison per turn; the rest only when registrations were refused.
+            if self.core.stats().dropped(DropReason::RegistryFull) > self.full_warned {
+                self.warn_registry_full();
+            }
         }
         self.finish(&mut changes, &mut blobs).await
+    }
+
+    /// Warns that registrations were dropped because the registry is full, naming the
+    /// limits, at most once every [`FULL_WARNING_EVERY`] (the drops in between are
+    /// counted in the next warning).
+    fn warn_registry_full(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self
+            .full_warned_at
+            .is_some_and(|at| now.duration_since(at) < FULL_WARNING_EVERY)
+        {
+            return;
+        }
+        let total = self.core.stats().dropped(DropReason::RegistryFull);
+        let config = self.core.config();
+        warn!(
+            dropped = total - self.full_warned,
+            total,
+            proxies = self.core.proxy_count(),
+            max_proxies = config.max_proxies,
+            clusters = self.core.cluster_count(),
+            max_clusters = config.max_clusters,
+            "registry full: registrations of new proxies were dropped; raise max_proxies or \
+             max_clusters, or remove proxies"
+        );
+        self.full_warned = total;
+        self.full_warned_at = Some(now);
     }
 
     /// Hands a batch to the core; returns how many datagrams it held. Buffers are larger

@@ -206,6 +206,30 @@ impl Collector for Snapshot {
         }
         gauge(
             &mut encoder,
+            "zerokeeper_registry_proxies",
+            "Proxies the registry holds, of every cluster.",
+            s.proxies as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "zerokeeper_registry_proxies_max",
+            "The most proxies the registry holds (max_proxies); past it new ones are dropped.",
+            s.max_proxies as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "zerokeeper_registry_clusters",
+            "Clusters the registry holds.",
+            s.clusters.len() as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "zerokeeper_registry_clusters_max",
+            "The most clusters the registry holds (max_clusters); past it new ones are refused.",
+            s.max_clusters as u64,
+        )?;
+        gauge(
+            &mut encoder,
             "zerokeeper_tombstones",
             "Tombstones held: identities deleted recently, remembered to refuse stale datagrams.",
             s.tombstones as u64,
@@ -255,6 +279,9 @@ mod tests {
             }],
             tombstones: 0,
             epoch: 1,
+            proxies: 2,
+            max_proxies: 100,
+            max_clusters: 10,
         })
         .expect("renders");
         for line in [
@@ -271,6 +298,10 @@ mod tests {
             "zerokeeper_proxies{cluster=\"test_cluster\",status=\"up\"} 0\n",
             "zerokeeper_proxies{cluster=\"test_cluster\",status=\"lost\"} 0\n",
             "zerokeeper_tombstones 0\n",
+            "zerokeeper_registry_proxies 2\n",
+            "zerokeeper_registry_proxies_max 100\n",
+            "zerokeeper_registry_clusters 1\n",
+            "zerokeeper_registry_clusters_max 10\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

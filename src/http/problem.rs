@@ -204,6 +204,9 @@ impl From<AdminError> for Problem {
                 })
             }
             AdminError::Config(e) => e.into(),
+            AdminError::RegistryFull { cluster, .. } => {
+                Problem::new(ProblemKind::RegistryFull, detail).with(|b| b.cluster = Some(cluster))
+            }
             AdminError::DatasourceMismatch {
                 hostgroup,
                 expected,
@@ -310,6 +313,16 @@ mod tests {
                 .into(),
                 409,
                 "datasource-mismatch",
+            ),
+            (
+                AdminError::RegistryFull {
+                    cluster: "c".into(),
+                    clusters: 1,
+                    max_clusters: 1,
+                }
+                .into(),
+                507,
+                "registry-full",
             ),
             (
                 AdminError::Config(ConfigError::TooLarge(5)).into(),

@@ -71,6 +71,19 @@ pub enum AdminError {
     /// The config is invalid or too large. Nothing changed.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// A new cluster was asked for, but the registry holds `max_clusters` clusters
+    /// already. Nothing changed.
+    #[error(
+        "the registry is full: it holds {clusters} clusters of at most {max_clusters}, so cluster {cluster} cannot be created. Nothing changed."
+    )]
+    RegistryFull {
+        /// The cluster that would have been created.
+        cluster: String,
+        /// The clusters the registry holds.
+        clusters: usize,
+        /// The keeper's `max_clusters`.
+        max_clusters: usize,
+    },
     /// The hostgroup is not served by the datasource the switch expected. Nothing changed.
     #[error("hostgroup {hostgroup} is served by {actual}, not {expected}")]
     DatasourceMismatch {
@@ -198,7 +211,8 @@ impl Keeper {
     /// Stores `config` as the cluster's next config version, if the gate is open.
     ///
     /// Creates the cluster if it does not exist yet, so operators can push the startup
-    /// config before the first proxy starts. Returns the new version.
+    /// config before the first proxy starts; refused with [`AdminError::RegistryFull`]
+    /// when that would pass `max_clusters`. Returns the new version.
     pub fn push_config(
         &mut self,
         now: Instant,
@@ -216,7 +230,11 @@ impl Keeper {
         };
         let id = self
             .cluster_for(cluster)
-            .ok_or_else(|| AdminError::UnknownCluster(cluster.to_owned()))?;
+            .ok_or_else(|| AdminError::RegistryFull {
+                cluster: cluster.to_owned(),
+                clusters: self.registry.clusters.len(),
+                max_clusters: self.config.max_clusters,
+            })?;
         Ok(self.install(id, next, ConfigCause::Push))
     }
 
@@ -404,6 +422,11 @@ impl Keeper {
     /// Number of proxies registered, across clusters.
     pub fn proxy_count(&self) -> usize {
         self.registry.len()
+    }
+
+    /// Number of clusters in the registry. O(1).
+    pub fn cluster_count(&self) -> usize {
+        self.registry.clusters.len()
     }
 
     /// Number of tombstones held, across clusters.

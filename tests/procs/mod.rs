@@ -30,14 +30,25 @@ pub const TIMING: [&str; 8] = [
 /// The longest any condition is waited for.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// The test binary's key file, written once, private to its owner (0600) as the keeper
+/// requires.
 pub fn key_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zk-binary-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("cluster.key");
-    if !path.exists() {
-        std::fs::write(&path, format!("{}\n", "2a".repeat(32))).expect("write key");
-    }
-    path
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("zk-binary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("cluster.key");
+        write_private(&path, &format!("{}\n", "2a".repeat(32)));
+        path
+    })
+    .clone()
+}
+
+/// Writes `text` to `path` with mode 0600 (a key file must not be readable by others).
+pub fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
 }
 
 /// A child process whose stderr is collected in the background; killed when dropped.
@@ -158,6 +169,11 @@ impl Keeper {
     /// A keeper on `data_dir`, on `udp` and with its admin API on `http` (a restart
     /// passes both again, so proxies and watchers find it where it was).
     pub fn start_at(data_dir: &std::path::Path, udp: &str, http: &str) -> Keeper {
+        Keeper::start_with(data_dir, udp, http, &[])
+    }
+
+    /// A keeper as [`Keeper::start_at`] starts one, with `extra` arguments to `serve`.
+    pub fn start_with(data_dir: &std::path::Path, udp: &str, http: &str, extra: &[&str]) -> Keeper {
         let key = key_file();
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec![
@@ -172,6 +188,7 @@ impl Keeper {
             dir,
         ];
         args.extend(TIMING);
+        args.extend(extra);
         let process = Process::spawn(&args);
         let udp = process
             .wait_log(&["udp listening on "])
