@@ -30,6 +30,7 @@ use crate::auth::Keyring;
 use crate::driver::DatagramSocket;
 use crate::driver::DriverClock;
 use crate::driver::keeper::{ChangeSink, CommitMode, KeeperDriver, KeeperHandle};
+use crate::http::Listings;
 use crate::http::view::{SeedCluster, View, ViewSeed};
 use crate::hub::ChangeHub;
 use crate::keeper::{Change, Keeper, KeeperConfig, KeeperConfigError, RestoreError, StoredProxy};
@@ -57,6 +58,9 @@ pub struct Setup {
     pub store: Option<Box<dyn Store>>,
     /// How the store's commits run ([`CommitMode::Thread`] but in simulations).
     pub commit_mode: CommitMode,
+    /// Where the admin API builds its listings ([`Listings::OffRuntime`] but in
+    /// simulations).
+    pub listings: Listings,
     /// Changes retained for watchers, in memory and in the store.
     pub retention: usize,
     /// The epoch of a keeper without a store (one with a store takes the store's).
@@ -91,6 +95,7 @@ impl Setup {
             keys,
             store: None,
             commit_mode: CommitMode::Thread,
+            listings: Listings::OffRuntime,
             retention: crate::config::DEFAULT_WATCH_RETENTION,
             epoch: 1,
             token_secret: [0; 32],
@@ -281,7 +286,8 @@ where
         }
     });
     let view_task = tokio::spawn(view.clone().follow(hub.clone(), stopped(stopping.clone())));
-    let router = crate::http::router(handle.clone(), hub.clone(), view.clone());
+    let router =
+        crate::http::router_with(handle.clone(), hub.clone(), view.clone(), setup.listings);
     let http_task = tokio::spawn(crate::http::serve(
         listener,
         router,

@@ -359,6 +359,8 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
             setup.clock = DriverClock::start_at(wall_now());
             // Commits in the driver's turn: a thread would make runs depend on the host.
             setup.commit_mode = CommitMode::Inline;
+            // Listings on the handler's task too: a blocking-pool thread would as well.
+            setup.listings = zerokeeper::http::Listings::Inline;
             if let Some(store) = &shared.store {
                 setup.store = Some(Box::new(store.clone()));
                 let restored = shared.clone();

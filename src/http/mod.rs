@@ -29,10 +29,6 @@
 //! | `GET /v1/watch` | server-sent events: the committed changes |
 //! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
 
-// A `Problem` is the answer to a refused request: it is built once and sent, never passed
-// up a deep stack, so boxing it would buy nothing (clippy's `result_large_err`).
-#![allow(clippy::result_large_err)]
-
 mod metrics;
 mod problem;
 pub mod view;
@@ -85,6 +81,20 @@ struct Api {
     view: View,
     /// One whole listing built at a time (see [`off_the_runtime`]).
     listings: Arc<tokio::sync::Semaphore>,
+    /// Where listings are built.
+    mode: Listings,
+}
+
+/// Where the admin API builds its large listings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Listings {
+    /// On tokio's blocking pool, one at a time, so the runtime's workers stay free for
+    /// the keeper's driver (the default).
+    #[default]
+    OffRuntime,
+    /// On the handler's task: for simulations, where a thread of the blocking pool would
+    /// make runs depend on the host's scheduling.
+    Inline,
 }
 
 /// Builds and encodes a listing on tokio's blocking pool, one at a time.
@@ -106,10 +116,13 @@ async fn off_the_runtime(
         .await
         .map_err(|_| Problem::internal("the listing queue is closed"))?;
     let view = api.view.clone();
-    let body = tokio::task::spawn_blocking(move || build(&view))
-        .await
-        .map_err(|_| Problem::internal("building the listing failed"))?
-        .map_err(|problem| *problem)?;
+    let body = match api.mode {
+        Listings::OffRuntime => tokio::task::spawn_blocking(move || build(&view))
+            .await
+            .map_err(|_| Problem::internal("building the listing failed"))?,
+        Listings::Inline => build(&view),
+    }
+    .map_err(|problem| *problem)?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,
@@ -138,6 +151,16 @@ fn text_bytes(value: Result<String, view::ViewError>) -> Result<Vec<u8>, Box<Pro
 /// Reads are answered from `view` (which must follow `hub`), the watch from `hub`;
 /// changes go to the keeper through `handle` and are answered once `view` reflects them.
 pub fn router(handle: KeeperHandle, hub: Arc<ChangeHub>, view: View) -> Router {
+    router_with(handle, hub, view, Listings::OffRuntime)
+}
+
+/// [`router`], with its listings built as `mode` says.
+pub fn router_with(
+    handle: KeeperHandle,
+    hub: Arc<ChangeHub>,
+    view: View,
+    mode: Listings,
+) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -168,6 +191,7 @@ pub fn router(handle: KeeperHandle, hub: Arc<ChangeHub>, view: View) -> Router {
             hub,
             view,
             listings: Arc::new(tokio::sync::Semaphore::new(1)),
+            mode,
         })
 }
 
