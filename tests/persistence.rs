@@ -304,3 +304,39 @@ fn a_minority_loss_or_a_small_cluster_is_not_protected() {
     rig.advance(Duration::from_secs(4));
     assert!(rig.listing().is_empty());
 }
+
+#[test]
+fn a_token_of_a_newer_keeper_epoch_than_the_stores_is_recorded_as_a_store_gone_back_in_time() {
+    // A keeper of epoch 5 hands the proxy its token.
+    let mut rig = Rig::with_config(common::config());
+    rig.keeper = Keeper::new(
+        common::config(),
+        Keyring::with_default(common::key()),
+        5,
+        [1; 32],
+        Instant::ZERO,
+    )
+    .expect("valid");
+    let mut p = proxy("10.25.0.11:3000", 1_000);
+    rig.bring_up(&mut p);
+    // The data dir is copied back from a backup: the keeper boots at an older epoch.
+    let mut store = MemoryStore::new();
+    let mut rig2 = boot(&mut store, common::config());
+    assert_eq!(rig2.keeper.epoch(), 1);
+    rig2.say(&mut p, ProxyStatus::Up);
+    rig2.say(&mut p, ProxyStatus::Up);
+    commit(&mut rig2, &mut store);
+    let rewound: Vec<u32> = rig2
+        .events
+        .iter()
+        .filter_map(|e| match e.kind {
+            ChangeKind::Rewound { seen_epoch } => Some(seen_epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rewound, [5], "recorded once, with the epoch seen");
+    // The store starts a new generation, and its next boot's epoch is past the one seen.
+    let generation = store.generation();
+    assert!(generation > 1, "generation {generation}");
+    assert!(store.boot().expect("boots").epoch > 5);
+}
