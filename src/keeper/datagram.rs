@@ -8,7 +8,7 @@ use crate::identity::{validate_cluster, validate_proxy};
 use crate::keeper::answer::{Answer, Reply, chunk_header};
 use crate::keeper::registry::ClusterId;
 use crate::keeper::token::{Freshness, TokenMinter};
-use crate::keeper::transition::{self, Decision, Known, Said, Stamp};
+use crate::keeper::transition::{self, Decision, Known, Said, Silence, Stamp};
 use crate::keeper::{ChangeKind, DropReason, Keeper, Outcome};
 use crate::time::Instant;
 use crate::wire::{self, ConfigRequest, Heartbeat, Message};
@@ -68,9 +68,10 @@ impl Keeper {
         self.authorize(key, hb.cluster)?;
         let slot = hinted.or_else(|| cluster.and_then(|c| self.registry.find(c, hb.proxy, 0)));
         let known = match (cluster, slot.and_then(|s| self.registry.get(s))) {
-            (_, Some(record)) => Known::Live(record.status, record.stamp),
+            // Silence is judged by the caller, which notes the contender first.
+            (_, Some(record)) => Known::Live(record.status, record.stamp, Silence::Heard),
             (Some(c), None) => match self.registry.tombstone(c, hb.proxy) {
-                Some(t) => Known::Tombstone(t.stamp),
+                Some(t) => Known::Tombstone(t.stamp, self.tokens.minted_after(&hb.token, t.made)),
                 None => Known::Nothing,
             },
             (None, None) => Known::Nothing,
@@ -80,6 +81,24 @@ impl Keeper {
             slot,
             known,
         })
+    }
+
+    /// For a datagram of a smaller incarnation than the record in `slot`'s: whether the
+    /// registered life was heard since that process first claimed the identity (two live
+    /// processes: the registered one keeps it), is quiet, or has been silent for
+    /// `lost_after` (the new process takes the identity).
+    fn silence(&mut self, slot: u32, incarnation: u64, now: Instant) -> Silence {
+        let first_heard = self.registry.contend(slot, incarnation, now);
+        let Some(record) = self.registry.get(slot) else {
+            return Silence::Gone;
+        };
+        if now - record.last_heard >= self.config.lost_after {
+            Silence::Gone
+        } else if record.last_heard >= first_heard {
+            Silence::Heard
+        } else {
+            Silence::Quiet
+        }
     }
 
     /// Whether the heartbeat's token counts; notices a token from a newer keeper epoch
@@ -107,7 +126,12 @@ impl Keeper {
             incarnation: hb.incarnation,
             seq: hb.seq,
         };
-        let lookup = self.lookup(key, hb)?;
+        let mut lookup = self.lookup(key, hb)?;
+        if let (Known::Live(status, last, _), Some(slot)) = (lookup.known, lookup.slot)
+            && stamp.incarnation < last.incarnation
+        {
+            lookup.known = Known::Live(status, last, self.silence(slot, stamp.incarnation, now));
+        }
         let freshness = self.freshness(hb, now);
         let decision = transition::decide(lookup.known, said, stamp, freshness != Freshness::Stale);
         #[cfg(feature = "test-hooks")]
@@ -148,7 +172,7 @@ impl Keeper {
         if self.broken == Some(BrokenRule::StaleReadyOverwritesUp)
             && matches!(decision, Decision::Stale | Decision::Regression)
             && said == Said::Heartbeat(wire::ProxyStatus::Ready)
-            && matches!(known, Known::Live(Status::Up | Status::Lost, _))
+            && matches!(known, Known::Live(Status::Up | Status::Lost, ..))
         {
             return Decision::Transition {
                 to: crate::keeper::Status::Ready,

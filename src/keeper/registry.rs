@@ -50,6 +50,8 @@ pub(crate) struct Record {
 pub(crate) struct Tombstone {
     /// The last accepted `(incarnation, seq)`: nothing at or before it counts again.
     pub(crate) stamp: Stamp,
+    /// When the proxy was deleted (or the tombstone made).
+    pub(crate) made: Instant,
     pub(crate) expires: Instant,
     /// When the last `Restart` went to this identity (at most one per interval).
     pub(crate) last_restart: Option<Instant>,
@@ -78,6 +80,10 @@ pub(crate) struct Registry {
     cluster_ids: HashMap<Arc<str>, ClusterId, FixedState>,
     slab: Vec<Option<Record>>,
     free: Vec<u32>,
+    /// For a record whose identity a process of a smaller incarnation also claims: that
+    /// incarnation and when it was first heard (see `transition`'s clock-skew rule).
+    /// Rare, and at most one per record.
+    contenders: HashMap<u32, (u64, Instant), FixedState>,
     hasher: FixedState,
     live: usize,
     buried: usize,
@@ -191,6 +197,7 @@ impl Registry {
         }
         cluster.not_up -= usize::from(record.status != Status::Up);
         cluster.lost -= usize::from(record.status == Status::Lost);
+        self.contenders.remove(&slot);
         self.free.push(slot);
         self.live -= 1;
         Some(record)
@@ -218,6 +225,21 @@ impl Registry {
             _ => {}
         }
         Some(from)
+    }
+
+    /// Notes that a process of incarnation `incarnation` (smaller than the record's) claims
+    /// the identity in `slot`; returns when it was first heard.
+    pub(crate) fn contend(&mut self, slot: u32, incarnation: u64, now: Instant) -> Instant {
+        let entry = self.contenders.entry(slot).or_insert((incarnation, now));
+        if entry.0 != incarnation {
+            *entry = (incarnation, now);
+        }
+        entry.1
+    }
+
+    /// Forgets the contender of the record in `slot` (it took a new life).
+    pub(crate) fn settle(&mut self, slot: u32) {
+        self.contenders.remove(&slot);
     }
 
     /// Number of registered proxies across all clusters.

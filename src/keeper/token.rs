@@ -72,6 +72,16 @@ impl TokenMinter {
         u32::from_be_bytes([t[0], t[1], t[2], t[3]])
     }
 
+    /// Whether `token` was minted in a later bucket than the moment `at` (a token that
+    /// counts is genuine, so its bucket is the keeper's own).
+    pub(crate) fn minted_after(&self, token: &Token, at: Instant) -> bool {
+        let t = &token.0;
+        let minted = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+        // Buckets wrap (see `check`): later means less than half the range ahead.
+        let ahead = minted.wrapping_sub(self.bucket(at));
+        ahead != 0 && ahead < u32::MAX / 2
+    }
+
     /// The largest age, in buckets, a token may have and still count.
     pub(crate) fn max_age_buckets(&self) -> u32 {
         self.max_age_buckets

@@ -19,7 +19,10 @@
 //! | any        | `down` / unregister                      | none  | Ack(gone)   |
 //! | any        | `ready` of a larger incarnation          | ready | Ack(ready)  |
 //! | any        | `up` of a larger incarnation             | same  | Restart     |
-//! | any        | datagram of a smaller incarnation        | same  | Superseded  |
+//! | any, heard | datagram of a smaller incarnation        | same  | Superseded  |
+//! | any, quiet | datagram of a smaller incarnation        | same  | Challenge   |
+//! | any, gone  | `ready` of a smaller incarnation         | ready | Ack(ready)  |
+//! | any, gone  | `up` of a smaller incarnation            | same  | Restart     |
 //! | up or lost | `ready` of the same incarnation          | same  | dropped     |
 //!
 //! And the timers, each armed from the last accepted datagram (in keeper time):
@@ -33,9 +36,20 @@
 //! | (stored)   | restore (`Keeper::restore`)              | the stored status, with a fresh window |
 //!
 //! Before the table: a datagram whose `(incarnation, seq)` is not newer than the last one
-//! accepted for the identity (or than its tombstone's) is dropped silently, so no
-//! duplicated, delayed or replayed datagram moves anything; and a datagram whose
-//! freshness token is stale is answered with a `Challenge` and changes nothing.
+//! accepted in its own incarnation (of the record, or of the tombstone) is dropped
+//! silently, so no duplicated, delayed or replayed datagram moves anything; and a datagram
+//! whose freshness token is stale is answered with a `Challenge` and changes nothing.
+//!
+//! Incarnations are start times, and clocks can be wrong: a process whose dead former
+//! life ran with a clock an hour fast starts with a *smaller* incarnation. It is told to
+//! stop (`Superseded`) only once the registered life has been heard since the new process
+//! first claimed the identity (both are alive); until then it is challenged, which keeps
+//! it trying; once the registered life has been silent for `lost_after` the new process
+//! takes the identity. Against a tombstone
+//! of a larger incarnation, a datagram counts only with a token minted after the
+//! deletion (a delayed datagram of a life before it cannot have one); else it is
+//! challenged. So a dead life locks out a live one for at most `lost_after`, and two live
+//! processes still never flap: the one heard keeps the identity.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,10 +75,24 @@ pub(crate) struct Stamp {
 pub(crate) enum Known {
     /// Never seen, or deleted long enough ago that nothing is remembered.
     Nothing,
-    /// Deleted recently: the last accepted stamp is remembered.
-    Tombstone(Stamp),
-    /// In the registry.
-    Live(Status, Stamp),
+    /// Deleted recently: the last accepted stamp is remembered, and whether the
+    /// datagram's token was minted after the deletion (so its sender is a process that
+    /// this keeper answered since, not a delayed datagram of a life before it).
+    Tombstone(Stamp, bool),
+    /// In the registry, with how long the registered life has been silent.
+    Live(Status, Stamp, Silence),
+}
+
+/// How long the registered life of an identity has been silent, as a datagram of
+/// another life of it finds it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Silence {
+    /// Heard within an interval and a half: alive.
+    Heard,
+    /// Not heard for longer, but for less than `lost_after`.
+    Quiet,
+    /// Not heard for `lost_after` or more (it is, or is about to be, `lost`).
+    Gone,
 }
 
 /// What a proxy said.
@@ -151,21 +179,38 @@ pub(crate) fn decide(known: Known, said: Said, stamp: Stamp, fresh: bool) -> Dec
     // Ordering first: a datagram that is not newer than the last accepted one is a
     // duplicate, a delayed packet or a replay, and must not even elicit an answer.
     match known {
-        Known::Live(_, last) if stamp.incarnation == last.incarnation && stamp.seq <= last.seq => {
+        Known::Live(_, last, _) | Known::Tombstone(last, _)
+            if stamp.incarnation == last.incarnation && stamp.seq <= last.seq =>
+        {
             return Decision::Stale;
         }
-        Known::Tombstone(last) if stamp <= last => return Decision::Stale,
         _ => {}
     }
     if !fresh {
         return Decision::Challenge;
     }
     match known {
-        Known::Live(_, last) if stamp.incarnation < last.incarnation => Decision::Superseded {
-            winner: last.incarnation,
-        },
-        Known::Live(current, last) => {
-            let newer_process = stamp.incarnation > last.incarnation;
+        Known::Tombstone(last, false) if stamp.incarnation < last.incarnation => {
+            Decision::Challenge
+        }
+        Known::Live(_, last, Silence::Heard) if stamp.incarnation < last.incarnation => {
+            Decision::Superseded {
+                winner: last.incarnation,
+            }
+        }
+        Known::Live(_, last, Silence::Quiet) if stamp.incarnation < last.incarnation => {
+            Decision::Challenge
+        }
+        Known::Live(_, last, Silence::Gone)
+            if stamp.incarnation < last.incarnation
+                && matches!(said, Said::Unregister | Said::Heartbeat(ProxyStatus::Down)) =>
+        {
+            Decision::AlreadyGone
+        }
+        Known::Live(current, last, _) => {
+            // A smaller incarnation reaching here is a new process after a life gone
+            // silent for `lost_after` (its clock was behind that life's).
+            let newer_process = stamp.incarnation != last.incarnation;
             match said {
                 Said::Unregister => Decision::Delete {
                     reason: Reason::Unregister,
@@ -185,7 +230,7 @@ pub(crate) fn decide(known: Known, said: Said, stamp: Stamp, fresh: bool) -> Dec
                 },
             }
         }
-        Known::Nothing | Known::Tombstone(_) => match said {
+        Known::Nothing | Known::Tombstone(..) => match said {
             Said::Heartbeat(ProxyStatus::Ready) => Decision::Register,
             Said::Heartbeat(ProxyStatus::Up) => Decision::Restart,
             Said::Heartbeat(ProxyStatus::Down) | Said::Unregister => Decision::AlreadyGone,
@@ -207,6 +252,7 @@ impl Keeper {
         match (decision, lookup.slot) {
             (Decision::Register, _) => self.register(now, reply, hb),
             (Decision::NewLife, Some(slot)) => {
+                self.registry.settle(slot);
                 self.touch(slot, now, reply, hb.config_version);
                 let old = self.registry.get(slot).map(|r| r.status);
                 self.registry.set_status(slot, Status::Ready, now);
@@ -471,6 +517,7 @@ impl Keeper {
             .and_then(|t| t.last_restart);
         let stone = Tombstone {
             stamp,
+            made: now,
             expires,
             last_restart,
         };
@@ -498,6 +545,7 @@ impl Keeper {
             };
             let stone = Tombstone {
                 stamp: nothing,
+                made: now,
                 expires,
                 last_restart: None,
             };
@@ -552,16 +600,28 @@ mod tests {
     #[test]
     fn ordering_is_checked_before_freshness() {
         assert_eq!(
-            decide(Known::Live(Status::Up, S), hb(ProxyStatus::Up), S, false),
-            Decision::Stale
-        );
-        assert_eq!(
-            decide(Known::Tombstone(S), hb(ProxyStatus::Ready), later(4), true),
+            decide(
+                Known::Live(Status::Up, S, Silence::Heard),
+                hb(ProxyStatus::Up),
+                S,
+                false
+            ),
             Decision::Stale
         );
         assert_eq!(
             decide(
-                Known::Tombstone(S),
+                Known::Tombstone(S, false),
+                hb(ProxyStatus::Ready),
+                later(4),
+                true
+            ),
+            Decision::Stale
+        );
+        // An older life than the tombstone's is not dropped: it is challenged until it
+        // holds a token minted after the deletion (see the clock-skew test below).
+        assert_eq!(
+            decide(
+                Known::Tombstone(S, false),
                 hb(ProxyStatus::Ready),
                 Stamp {
                     incarnation: 9,
@@ -569,11 +629,11 @@ mod tests {
                 },
                 true
             ),
-            Decision::Stale
+            Decision::Challenge
         );
         assert_eq!(
             decide(
-                Known::Live(Status::Up, S),
+                Known::Live(Status::Up, S, Silence::Heard),
                 hb(ProxyStatus::Up),
                 later(6),
                 false
@@ -586,7 +646,7 @@ mod tests {
     fn a_delayed_ready_never_moves_an_up_proxy_back() {
         assert_eq!(
             decide(
-                Known::Live(Status::Up, S),
+                Known::Live(Status::Up, S, Silence::Heard),
                 hb(ProxyStatus::Ready),
                 later(4),
                 true
@@ -595,7 +655,7 @@ mod tests {
         );
         assert_eq!(
             decide(
-                Known::Live(Status::Up, S),
+                Known::Live(Status::Up, S, Silence::Heard),
                 hb(ProxyStatus::Ready),
                 later(6),
                 true
@@ -615,12 +675,17 @@ mod tests {
             seq: 1,
         };
         assert_eq!(
-            decide(Known::Live(Status::Up, S), hb(ProxyStatus::Up), old, true),
+            decide(
+                Known::Live(Status::Up, S, Silence::Heard),
+                hb(ProxyStatus::Up),
+                old,
+                true
+            ),
             Decision::Superseded { winner: 10 }
         );
         assert_eq!(
             decide(
-                Known::Live(Status::Up, S),
+                Known::Live(Status::Up, S, Silence::Heard),
                 hb(ProxyStatus::Ready),
                 new,
                 true
@@ -628,8 +693,81 @@ mod tests {
             Decision::NewLife
         );
         assert_eq!(
-            decide(Known::Live(Status::Lost, S), hb(ProxyStatus::Up), new, true),
+            decide(
+                Known::Live(Status::Lost, S, Silence::Gone),
+                hb(ProxyStatus::Up),
+                new,
+                true
+            ),
             Decision::Restart
+        );
+    }
+
+    #[test]
+    fn a_new_process_with_a_clock_behind_its_dead_lifes_takes_the_identity_once_that_life_is_silent()
+     {
+        let behind = Stamp {
+            incarnation: 9,
+            seq: 1,
+        };
+        let ready = hb(ProxyStatus::Ready);
+        // The registered life (10) is heard: the smaller incarnation is an older process.
+        assert_eq!(
+            decide(
+                Known::Live(Status::Up, S, Silence::Heard),
+                ready,
+                behind,
+                true
+            ),
+            Decision::Superseded { winner: 10 }
+        );
+        // Quiet: kept trying, not told to stop, nothing changed.
+        assert_eq!(
+            decide(
+                Known::Live(Status::Up, S, Silence::Quiet),
+                ready,
+                behind,
+                true
+            ),
+            Decision::Challenge
+        );
+        // Silent for lost_after: the new process takes the identity.
+        assert_eq!(
+            decide(
+                Known::Live(Status::Lost, S, Silence::Gone),
+                ready,
+                behind,
+                true
+            ),
+            Decision::NewLife
+        );
+        assert_eq!(
+            decide(
+                Known::Live(Status::Up, S, Silence::Gone),
+                hb(ProxyStatus::Up),
+                behind,
+                true
+            ),
+            Decision::Restart
+        );
+        assert_eq!(
+            decide(
+                Known::Live(Status::Lost, S, Silence::Gone),
+                Said::Unregister,
+                behind,
+                true
+            ),
+            Decision::AlreadyGone
+        );
+        // Deleted: it registers with a token minted after the deletion.
+        assert_eq!(
+            decide(Known::Tombstone(S, true), ready, behind, true),
+            Decision::Register
+        );
+        // The deleted life's own duplicates are still dropped silently.
+        assert_eq!(
+            decide(Known::Tombstone(S, true), ready, later(5), true),
+            Decision::Stale
         );
     }
 }
