@@ -257,3 +257,18 @@ async fn shutdown_with_clients_stalled_mid_header_and_mid_body_ends_by_the_deadl
     closed(&mut mid_header).await;
     closed(&mut mid_body).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_of_duration_max_mean_never_and_the_server_still_answers() {
+    let served = Served::start(ServeLimits {
+        header_read_timeout: Duration::MAX,
+        idle_timeout: Duration::MAX,
+        shutdown_deadline: Duration::MAX,
+        ..ServeLimits::default()
+    })
+    .await;
+    let mut idle = served.connect().await;
+    let answer = served.livez().await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    stays_open(&mut idle, Duration::from_millis(200)).await;
+}

@@ -45,7 +45,8 @@ use tracing::{debug, warn};
 use super::watch::Closing;
 
 /// The limits of the admin API's server. [`Default`] gives the documented defaults
-/// (docs/OPERATIONS.md §2).
+/// (docs/OPERATIONS.md §2). A duration over a year counts as a year, so
+/// `Duration::MAX` means "never" (and adding it to an instant cannot overflow).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeLimits {
     /// How long a client has to send a request's headers, from when the server starts
@@ -113,7 +114,7 @@ where
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(bounded(limits.header_read_timeout))
         .max_headers(limits.max_headers)
         .max_header_size(limits.max_header_bytes);
     let builder = Arc::new(builder);
@@ -144,7 +145,7 @@ where
                     slot,
                     table.clone(),
                     closing_rx.clone(),
-                    limits.idle_timeout,
+                    bounded(limits.idle_timeout),
                 ));
             }
         }
@@ -153,7 +154,7 @@ where
     // Watch streams never end on their own; this ends them, and tells every connection
     // to close once its request in flight (if any) is answered.
     let _ = closing_tx.send(true);
-    let deadline = Instant::now() + limits.shutdown_deadline;
+    let deadline = Instant::now() + bounded(limits.shutdown_deadline);
     let drained = tokio::time::timeout_at(deadline, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -167,6 +168,11 @@ where
         tasks.shutdown().await;
     }
     Ok(())
+}
+
+/// `duration`, at most a year.
+fn bounded(duration: Duration) -> Duration {
+    duration.min(Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Drives one connection until it ends, is closed to make room, has been idle too long,
