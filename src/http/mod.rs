@@ -1,7 +1,8 @@
 //! The admin API over HTTP, version 1.
 //!
 //! [`router`] builds an axum [`Router`] around a [`KeeperHandle`], the [`ChangeHub`] and
-//! a [`View`]; [`serve`] runs it on a listener until a shutdown future completes. The
+//! a [`View`]; [`serve`] runs it on a listener until a shutdown future completes, with
+//! limits on connections and a deadline on shutdown ([`ServeLimits`], `server.rs`). The
 //! handlers know nothing of the listener, so the same router runs on tokio's
 //! `TcpListener` in production and on a simulated one under turmoil.
 //!
@@ -31,12 +32,13 @@
 
 mod metrics;
 mod problem;
+mod server;
 pub mod view;
 mod watch;
 
+pub use server::{ServeLimits, serve, serve_with};
+
 use std::fmt::Debug;
-use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,31 +195,6 @@ pub fn router_with(
             listings: Arc::new(tokio::sync::Semaphore::new(1)),
             mode,
         })
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, ends
-/// open watch streams, and returns once the requests in flight are answered.
-///
-/// Generic over axum's [`Listener`](axum::serve::Listener) so that a simulated listener
-/// (turmoil) can be served the same way as `tokio::net::TcpListener`.
-pub async fn serve<L>(
-    listener: L,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: Debug,
-{
-    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-    let router = router.layer(axum::Extension(watch::Closing(closing_rx)));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Watch streams never end on their own; graceful shutdown waits for them.
-            let _ = closing_tx.send(true);
-        })
-        .await
 }
 
 /// A text answer: `text/plain; charset=utf-8`.
