@@ -238,15 +238,7 @@ fn a_pushed_config_reaches_every_proxy() {
     let keeper = Keeper::start();
     let proxies: Vec<Process> = [A, B, C].iter().map(|p| keeper.proxy(p, &[])).collect();
     keeper.wait_keys(&[(A, "up"), (B, "up"), (C, "up")]);
-    let config = std::env::temp_dir().join(format!("zk-binary-push-{}.toml", std::process::id()));
-    std::fs::write(&config, "pool_size = 128\n").expect("write config");
-    let (code, out, err) = keeper.cli(&[
-        "push-config",
-        "--cluster",
-        CLUSTER,
-        "--file",
-        config.to_str().expect("utf-8"),
-    ]);
+    let (code, out, err) = keeper.push_config("pool_size = 128\n");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("version 2"), "{out}");
     for p in &proxies {

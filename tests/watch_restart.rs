@@ -42,16 +42,7 @@ fn position(keeper: &Keeper) -> (u64, u64) {
 }
 
 fn push(keeper: &Keeper, body: &str) {
-    let dir = fresh_dir("push");
-    let file = dir.join("proxy.toml");
-    std::fs::write(&file, body).expect("write");
-    let (code, _, err) = keeper.cli(&[
-        "push-config",
-        "--cluster",
-        CLUSTER,
-        "--file",
-        file.to_str().expect("utf-8"),
-    ]);
+    let (code, _, err) = keeper.push_config(body);
     assert_eq!(code, 0, "{err}");
 }
 

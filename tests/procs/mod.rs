@@ -237,6 +237,20 @@ impl Keeper {
         )
     }
 
+    /// Pushes `body` as the cluster's next config with `push-config`: (exit code, stdout,
+    /// stderr).
+    pub fn push_config(&self, body: &str) -> (i32, String, String) {
+        let file = fresh_dir("push").join("proxy.toml");
+        std::fs::write(&file, body).expect("write the config");
+        self.cli(&[
+            "push-config",
+            "--cluster",
+            CLUSTER,
+            "--file",
+            file.to_str().expect("utf-8 path"),
+        ])
+    }
+
     pub fn keys(&self) -> Vec<String> {
         let (code, out, err) = self.cli(&["status", "--cluster", CLUSTER, "-o", "keys"]);
         match code {
