@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// which shifts every deadline instead of counting against the proxies [default: 250ms].
     #[arg(long, env = "ZEROKEEPER_STALL_SLOP", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub stall_slop: Option<Duration>,
+    /// After a boot on an empty store (or one found older than the fleet), an unknown
+    /// proxy's `up` is adopted as `up` for this long, not restarted [default: 3 × lost_after].
+    #[arg(long, env = "ZEROKEEPER_ADOPT_WINDOW", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub adopt_window: Option<Duration>,
     /// Changes kept for watchers to resume from (and in the store) [default: 100000].
     #[arg(long, env = "ZEROKEEPER_WATCH_RETENTION", value_name = "CHANGES")]
     pub watch_retention: Option<usize>,
@@ -124,6 +128,8 @@ struct FileConfig {
     mass_loss_min_proxies: Option<usize>,
     #[serde(default, with = "opt_duration")]
     stall_slop: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    adopt_window: Option<Duration>,
     watch_retention: Option<usize>,
     #[serde(default)]
     clusters: BTreeMap<String, ClusterFileConfig>,
@@ -311,6 +317,7 @@ impl ServeArgs {
                 .stall_slop
                 .or(file.stall_slop)
                 .unwrap_or(defaults.stall_slop),
+            adopt_window: self.adopt_window.or(file.adopt_window),
         };
         keeper.validate()?;
 

@@ -340,3 +340,68 @@ fn a_token_of_a_newer_keeper_epoch_than_the_stores_is_recorded_as_a_store_gone_b
     assert!(generation > 1, "generation {generation}");
     assert!(store.boot().expect("boots").epoch > 5);
 }
+
+#[test]
+fn a_keeper_on_an_empty_store_adopts_the_live_proxies_it_finds_and_restarts_none() {
+    let mut store = MemoryStore::new();
+    let mut rig = boot(&mut store, common::config());
+    // A fleet that was up behind another keeper: its heartbeats say `up`.
+    let mut fleet: Vec<FakeProxy> = (1..=5)
+        .map(|i| proxy(&format!("10.0.0.{i}:3306"), i))
+        .collect();
+    for p in &mut fleet {
+        let replies = rig.say(p, ProxyStatus::Up);
+        assert!(
+            !replies.iter().any(|r| matches!(r, Reply::Restart { .. })),
+            "{replies:?}"
+        );
+        commit(&mut rig, &mut store);
+        assert_eq!(rig.status(&p.proxy), Some(Status::Up));
+    }
+    assert!(rig.events.iter().any(|e| matches!(
+        &e.kind,
+        ChangeKind::Status(c) if c.reason == zerokeeper::keeper::Reason::Adopted
+    )));
+    // After the window, an unknown `up` is restarted again, as the seed says.
+    let window = common::config().lost_after * 3;
+    rig.advance(window);
+    let mut late = proxy("10.0.0.9:3306", 9);
+    let replies = rig.say(&mut late, ProxyStatus::Up);
+    assert!(
+        replies.iter().any(|r| matches!(r, Reply::Restart { .. })),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn an_ordinary_restart_does_not_adopt_and_a_deleted_proxy_is_restarted_even_while_adopting() {
+    // A store that knows its fleet: an unknown `up` is restarted.
+    let mut store = MemoryStore::new();
+    let mut rig = boot(&mut store, common::config());
+    let mut known = proxy("10.0.0.1:3306", 1);
+    rig.say(&mut known, ProxyStatus::Ready);
+    commit(&mut rig, &mut store);
+    let mut rig = boot(&mut store, common::config());
+    let mut stranger = proxy("10.0.0.2:3306", 2);
+    let replies = rig.say(&mut stranger, ProxyStatus::Up);
+    assert!(
+        replies.iter().any(|r| matches!(r, Reply::Restart { .. })),
+        "{replies:?}"
+    );
+    // On an empty store, a proxy the keeper itself deleted is restarted, adoption or not.
+    let mut store = MemoryStore::new();
+    let mut rig = boot(&mut store, common::config());
+    let mut p = proxy("10.0.0.3:3306", 3);
+    rig.say(&mut p, ProxyStatus::Up);
+    commit(&mut rig, &mut store);
+    assert_eq!(rig.status("10.0.0.3:3306"), Some(Status::Up));
+    rig.keeper
+        .remove_proxy(rig.now, CLUSTER, "10.0.0.3:3306")
+        .expect("listed");
+    commit(&mut rig, &mut store);
+    let replies = rig.say(&mut p, ProxyStatus::Up);
+    assert!(
+        replies.iter().any(|r| matches!(r, Reply::Restart { .. })),
+        "{replies:?}"
+    );
+}

@@ -309,3 +309,24 @@ fn a_whole_cluster_paused_for_twice_delete_after_and_healed_restarts_nobody() {
         assert!(!p.log().contains("asked for a restart"), "{}", p.log());
     }
 }
+
+#[test]
+fn a_keeper_started_on_an_empty_data_dir_in_front_of_twenty_live_proxies_adopts_all_and_restarts_none()
+ {
+    let keeper = Keeper::start();
+    let udp = keeper.udp.clone();
+    let names: Vec<String> = (11..31).map(|i| format!("10.25.0.{i}:3000")).collect();
+    let proxies: Vec<Process> = names.iter().map(|p| keeper.proxy(p, &[])).collect();
+    let want: Vec<(&str, &str)> = names.iter().map(|p| (p.as_str(), "up")).collect();
+    keeper.wait_keys(&want);
+    // The keeper's disk is lost: a new keeper starts on an empty data dir, same port.
+    drop(keeper);
+    let fresh = Keeper::start_on(&fresh_dir("adopt"), &udp);
+    fresh.wait_keys(&want);
+    let log = fresh.process.log();
+    assert!(!log.contains("restart sent"), "{log}");
+    for p in &proxies {
+        assert!(!p.log().contains("asked for a restart"), "{}", p.log());
+    }
+    assert!(log.contains("adopted"), "{log}");
+}

@@ -97,7 +97,13 @@ impl Keeper {
         self.answer_when_durable(ack);
     }
 
-    fn ack_for(&mut self, reply: Reply, slot: u32, status: AckStatus, now: Instant) -> Pending {
+    pub(crate) fn ack_for(
+        &mut self,
+        reply: Reply,
+        slot: u32,
+        status: AckStatus,
+        now: Instant,
+    ) -> Pending {
         let config_version = self
             .registry
             .get(slot)

@@ -108,6 +108,9 @@ impl Keeper {
         if epoch > self.tokens.epoch() && epoch > self.stream.seen_epoch {
             self.stream.seen_epoch = epoch;
             self.record(ChangeKind::Rewound { seen_epoch: epoch });
+            // The store is older than the fleet: the proxies it does not know are live
+            // ones, to adopt, not to restart.
+            self.adopt_from(now);
         }
         self.tokens.check(&hb.token, now)
     }
@@ -160,6 +163,11 @@ impl Keeper {
                     to: from,
                 });
                 Ok(Outcome::Superseded)
+            }
+            // A keeper that does not know its fleet yet adopts an unknown `up` proxy (one
+            // it never deleted: that one has a tombstone and is restarted, as always).
+            Decision::Restart if lookup.known == Known::Nothing && self.adopting(now) => {
+                self.apply(Decision::Adopt, lookup, now, reply, hb, freshness)
             }
             Decision::Restart => self.restart(now, reply, hb),
             decision => self.apply(decision, lookup, now, reply, hb, freshness),

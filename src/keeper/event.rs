@@ -107,6 +107,8 @@ counted_enum! {
         Superseded => "superseded",
         /// Served config chunks.
         ConfigServed => "config_served",
+        /// Registered an unknown `up` proxy as `up`, while adopting the fleet.
+        Adopted => "adopted",
     }
 }
 

@@ -156,6 +156,10 @@ pub struct KeeperConfig {
     pub mass_loss_permille: u32,
     /// Mass-loss protection applies to clusters of at least this many proxies.
     pub mass_loss_min_proxies: usize,
+    /// After a boot that does not know the fleet (an empty store, or one found older than
+    /// the fleet), an `up` heartbeat of an unknown proxy is adopted as `up` for this long
+    /// instead of answered with `Restart` (`None`: three times `lost_after`).
+    pub adopt_window: Option<Duration>,
     /// How late past its requested wakeup the core may run before the lateness counts as
     /// a stall of the keeper itself, which shifts every deadline instead of counting
     /// against the proxies (see `clock`).
@@ -175,6 +179,7 @@ impl Default for KeeperConfig {
             max_clusters: 10_000,
             mass_loss_permille: 550,
             mass_loss_min_proxies: 3,
+            adopt_window: None,
             stall_slop: DEFAULT_STALL_SLOP,
         }
     }
@@ -284,6 +289,9 @@ pub struct Keeper {
     seen: SeenWriter,
     pending: VecDeque<Pending>,
     stream: persist::Stream,
+    /// Until when (keeper time) an unknown proxy's `up` is adopted rather than restarted:
+    /// after a boot that did not know the fleet.
+    adopt_until: Option<Instant>,
     stats: Stats,
     #[cfg(feature = "test-hooks")]
     broken: Option<BrokenRule>,
@@ -318,6 +326,7 @@ impl Keeper {
             seen: SeenWriter::new(LastSeen::new()),
             pending: VecDeque::new(),
             stream: persist::Stream::default(),
+            adopt_until: None,
             stats: Stats::default(),
             #[cfg(feature = "test-hooks")]
             broken: None,
@@ -344,6 +353,21 @@ impl Keeper {
     /// When each registered proxy was last heard, by slot: the table the HTTP view reads.
     pub fn last_seen(&self) -> LastSeen {
         self.seen.table().clone()
+    }
+
+    /// Adopts the fleet for the adopt window from `now` (keeper time): an `up` heartbeat
+    /// of a proxy this keeper has never seen is registered as `up`, not restarted.
+    fn adopt_from(&mut self, now: Instant) {
+        let window = self
+            .config
+            .adopt_window
+            .unwrap_or(self.config.lost_after * 3);
+        self.adopt_until = Some(now + window);
+    }
+
+    /// Whether an unknown proxy's `up` is adopted at `now`.
+    fn adopting(&self, now: Instant) -> bool {
+        self.adopt_until.is_some_and(|until| now < until)
     }
 
     /// Every stall of the keeper so far, added up: how far keeper time is behind real time.

@@ -149,6 +149,11 @@ impl Keeper {
         for cluster in 0..keeper.registry.clusters.len() {
             keeper.check_mass_loss(cluster as u32, now);
         }
+        // A store that never held anything: a new install, or a lost disk, in front of a
+        // fleet that may be running. Its live proxies are adopted, not restarted.
+        if proxies.is_empty() && revision == 0 {
+            keeper.adopt_from(keeper.clock.now());
+        }
         Ok(keeper)
     }
 

@@ -34,6 +34,7 @@
 //! | lost       | nothing heard for `delete_after`         | none, unless mass-loss protection pauses the cluster's deletions (then lost, with a fresh `delete_after` window when they resume) |
 //! | any        | operator's remove (`Keeper::remove_proxy`) | none |
 //! | (stored)   | restore (`Keeper::restore`)              | the stored status, with a fresh window |
+//! | (none, never seen) | `up` while adopting (after a boot on an empty store, or one older than the fleet) | up (adopted) |
 //!
 //! Before the table: a datagram whose `(incarnation, seq)` is not newer than the last one
 //! accepted in its own incarnation (of the record, or of the tombstone) is dropped
@@ -128,6 +129,10 @@ pub enum Reason {
     Unregister,
     /// An operator removed it.
     Removed,
+    /// A keeper that booted without knowing its fleet (an empty store, or one older than
+    /// the fleet) took an `up` heartbeat of an unknown proxy as it is, instead of
+    /// restarting it.
+    Adopted,
 }
 
 impl Reason {
@@ -143,6 +148,7 @@ impl Reason {
             Reason::Down => "down",
             Reason::Unregister => "unregister",
             Reason::Removed => "removed",
+            Reason::Adopted => "adopted",
         }
     }
 }
@@ -172,6 +178,9 @@ pub(crate) enum Decision {
     AlreadyGone,
     /// An `up` from a process the registry does not hold: it must start over.
     Restart,
+    /// An `up` from a process the registry does not hold, while the keeper adopts its
+    /// fleet: registered as `up`.
+    Adopt,
 }
 
 /// Decides what a datagram does. `fresh` is whether its token counts.
@@ -250,7 +259,8 @@ impl Keeper {
         freshness: Freshness,
     ) -> Result<Outcome, DropReason> {
         match (decision, lookup.slot) {
-            (Decision::Register, _) => self.register(now, reply, hb),
+            (Decision::Register, _) => self.register(now, reply, hb, Status::Ready),
+            (Decision::Adopt, _) => self.register(now, reply, hb, Status::Up),
             (Decision::NewLife, Some(slot)) => {
                 self.registry.settle(slot);
                 self.touch(slot, now, reply, hb.config_version);
@@ -302,11 +312,13 @@ impl Keeper {
         }
     }
 
+    /// Registers the sender as `status`: `ready`, or `up` when adopted.
     fn register(
         &mut self,
         now: Instant,
         reply: Reply,
         hb: &Heartbeat<'_>,
+        status: Status,
     ) -> Result<Outcome, DropReason> {
         if self.registry.len() >= self.config.max_proxies {
             return Err(DropReason::RegistryFull);
@@ -319,7 +331,7 @@ impl Keeper {
             cluster,
             proxy: hb.proxy.into(),
             stamp: reply.stamp,
-            status: Status::Ready,
+            status,
             reply_to: reply.to,
             last_heard: now,
             since: now,
@@ -327,6 +339,12 @@ impl Keeper {
             config_version: hb.config_version,
         });
         self.seen.set(slot, self.clock.real());
+        if status == Status::Up {
+            self.status_changed(slot, None, Reason::Adopted, now);
+            let ack = self.ack_for(reply, slot, crate::wire::AckStatus::Up, now);
+            self.answer_when_durable(ack);
+            return Ok(Outcome::Adopted);
+        }
         self.status_changed(slot, None, Reason::Registered, now);
         self.ack_registration(reply, slot, now);
         Ok(Outcome::Registered)
