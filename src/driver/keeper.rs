@@ -666,6 +666,17 @@ struct Done {
     result: Result<u64, StoreError>,
 }
 
+impl Done {
+    /// No commit happened: the store (or its thread) is gone, for `why`.
+    fn failed(why: &str) -> Done {
+        Done {
+            changes: Vec::new(),
+            upto: 0,
+            result: Err(StoreError::Io(why.into())),
+        }
+    }
+}
+
 /// Runs the store's commits, one at a time, gathering the changes made meanwhile.
 struct Committer {
     mode: CommitMode,
@@ -784,13 +795,8 @@ impl Committer {
                     .is_some_and(|tx| tx.send(batch).is_ok());
                 if !sent {
                     self.in_flight = false;
-                    self.inline_done = Some(Done {
-                        changes: Vec::new(),
-                        upto: 0,
-                        result: Err(StoreError::Io(
-                            "the store's thread stopped after a failure".into(),
-                        )),
-                    });
+                    self.inline_done =
+                        Some(Done::failed("the store's thread stopped after a failure"));
                 }
             }
         }
@@ -835,11 +841,7 @@ async fn committer_done(committer: Option<&mut Committer>) -> Done {
     match receiver {
         Some(rx) => match rx.recv().await {
             Some(done) => done,
-            None => Done {
-                changes: Vec::new(),
-                upto: 0,
-                result: Err(StoreError::Io("the store's thread ended".into())),
-            },
+            None => Done::failed("the store's thread ended"),
         },
         None => std::future::pending().await,
     }
