@@ -41,6 +41,9 @@ fn timers() -> Timers {
         ready_timeout: Duration::from_secs(2),
         delete_after: Duration::from_secs(3),
         tick: TICK,
+        // The keeper's defaults: a round of lost_after + 2 intervals, a quarter a round.
+        restart_round: Duration::from_millis(700),
+        restart_allowance: |size| KeeperConfig::default().restart_allowance(size),
     }
 }
 
@@ -94,6 +97,7 @@ fn run(seed: u64, broken: Option<BrokenRule>) -> Run {
         delete_after: timers.delete_after,
         ..KeeperConfig::default()
     };
+    assert_eq!(config.restart_round(), timers.restart_round);
     support::keeper_host(&mut sim, config, shared.clone());
     let operator = Rc::new(Operator::default());
     support::operator_client(&mut sim, operator.clone());

@@ -32,7 +32,11 @@
 //!    `delete_after`, and a token's age) is measured in the keeper's own time, which
 //!    leaves out the keeper's stalls (the schedule stops its driver for up to 6 s): so a
 //!    stall alone changes no proxy's status, and no `Restart` follows one.
-//! 8. **Counting.** The keeper never panics (a panic fails the simulation), and every
+//! 8. **The restart budget.** In no round of a cluster's restart budget (which begins
+//!    with a `Restart` and lasts `restart_round` of keeper time) are more identities sent
+//!    a `Restart` than the budget allows a cluster of the plan's size: no single event
+//!    restarts a whole cluster at once.
+//! 9. **Counting.** The keeper never panics (a panic fails the simulation), and every
 //!    datagram it read is counted once, as an outcome or as a drop with its reason.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +56,9 @@ pub struct Timers {
     pub ready_timeout: Duration,
     pub delete_after: Duration,
     pub tick: Duration,
+    /// The keeper's restart budget: its round, and the allowance of a cluster by size.
+    pub restart_round: Duration,
+    pub restart_allowance: fn(usize) -> usize,
 }
 
 impl Timers {
@@ -311,7 +318,53 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
         }
     }
 
-    // 7: counting.
+    // 8: the restart budget, replayed in keeper time: rounds begin as the keeper's do.
+    let mut rounds: BTreeMap<(u32, String), (Duration, BTreeSet<String>)> = BTreeMap::new();
+    let mut last_sent: BTreeMap<(u32, String, String), Duration> = BTreeMap::new();
+    for logged in trace.events {
+        let ChangeKind::RestartSent { cluster, proxy, .. } = &logged.event.kind else {
+            continue;
+        };
+        let now =
+            logged
+                .event
+                .at
+                .since_start()
+                .saturating_sub(stalled_by(trace, logged.boot, logged.at));
+        let key = (logged.boot, cluster.to_string());
+        let id = (logged.boot, cluster.to_string(), proxy.to_string());
+        let round = rounds
+            .entry(key)
+            .and_modify(|r| {
+                if now >= r.0 + t.restart_round {
+                    *r = (now, BTreeSet::new());
+                }
+            })
+            .or_insert_with(|| (now, BTreeSet::new()));
+        let repeat = last_sent.get(&id).is_some_and(|&at| at >= round.0);
+        last_sent.insert(id, now);
+        if repeat {
+            continue;
+        }
+        round.1.insert(proxy.to_string());
+        let size = plan
+            .proxies
+            .iter()
+            .filter(|p| plan.clusters[p.cluster] == **cluster)
+            .count();
+        let allowance = (t.restart_allowance)(size);
+        if round.1.len() > allowance {
+            violations.push(format!(
+                "at {:?} boot {}: {} identities of {cluster} (of {size}) were sent a Restart in one round of the budget, which allows {allowance}: {:?}",
+                logged.at,
+                logged.boot,
+                round.1.len(),
+                round.1
+            ));
+        }
+    }
+
+    // 9: counting.
     match trace.counted {
         Some((read, counted, arrived)) => {
             if read != counted || read != arrived {

@@ -187,6 +187,11 @@ impl Keyring {
         }
     }
 
+    /// Whether `cluster` has keys of its own (a cluster the config file declares).
+    pub fn has_own_keys(&self, cluster: &str) -> bool {
+        self.own_keys.contains_key(cluster)
+    }
+
     /// Number of keys held.
     pub fn len(&self) -> usize {
         self.keys.len()

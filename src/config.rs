@@ -97,6 +97,13 @@ pub struct ServeArgs {
     /// proxy's `up` is adopted as `up` for this long, not restarted [default: 3 × lost_after].
     #[arg(long, env = "ZEROKEEPER_ADOPT_WINDOW", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub adopt_window: Option<Duration>,
+    /// The restart budget: in each restart round at most this share of a cluster (and at
+    /// least one proxy) is sent `Restart`; the rest wait for a later round [default: 0.25].
+    #[arg(long, env = "ZEROKEEPER_RESTART_SHARE", value_name = "SHARE")]
+    pub restart_share: Option<f64>,
+    /// How long a restart round lasts [default: lost_after + 2 × heartbeat_interval].
+    #[arg(long, env = "ZEROKEEPER_RESTART_ROUND", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub restart_round: Option<Duration>,
     /// Changes kept for watchers to resume from (and in the store) [default: 100000].
     #[arg(long, env = "ZEROKEEPER_WATCH_RETENTION", value_name = "CHANGES")]
     pub watch_retention: Option<usize>,
@@ -130,6 +137,9 @@ struct FileConfig {
     stall_slop: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     adopt_window: Option<Duration>,
+    restart_share: Option<f64>,
+    #[serde(default, with = "opt_duration")]
+    restart_round: Option<Duration>,
     watch_retention: Option<usize>,
     #[serde(default)]
     clusters: BTreeMap<String, ClusterFileConfig>,
@@ -318,6 +328,14 @@ impl ServeArgs {
                 .or(file.stall_slop)
                 .unwrap_or(defaults.stall_slop),
             adopt_window: self.adopt_window.or(file.adopt_window),
+            restart_permille: match self.restart_share.or(file.restart_share) {
+                Some(share) if share > 0.0 && share <= 1.0 => {
+                    ((share * 1000.0).round() as u32).max(1)
+                }
+                Some(_) => return Err(ConfigFileError::Timing(KeeperConfigError::RestartBudget)),
+                None => defaults.restart_permille,
+            },
+            restart_round: self.restart_round.or(file.restart_round),
         };
         keeper.validate()?;
 

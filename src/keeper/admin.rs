@@ -232,7 +232,7 @@ impl Keeper {
             .cluster_for(cluster)
             .ok_or_else(|| AdminError::RegistryFull {
                 cluster: cluster.to_owned(),
-                clusters: self.registry.clusters.len(),
+                clusters: self.registry.cluster_count(),
                 max_clusters: self.config.max_clusters,
             })?;
         Ok(self.install(id, next, ConfigCause::Push))
@@ -376,9 +376,8 @@ impl Keeper {
     pub fn clusters(&self) -> Vec<ClusterInfo> {
         let mut out: Vec<ClusterInfo> = self
             .registry
-            .clusters
-            .iter()
-            .map(|c| ClusterInfo {
+            .clusters()
+            .map(|(_, c)| ClusterInfo {
                 name: c.name.to_string(),
                 ready: c.not_up - c.lost,
                 up: c.index.len() - c.not_up,
@@ -401,9 +400,8 @@ impl Keeper {
     /// boot). O(clusters).
     pub fn cluster_seeds(&self) -> Vec<(Arc<str>, ConfigSummary, bool)> {
         self.registry
-            .clusters
-            .iter()
-            .map(|c| (c.name.clone(), summary(&c.config), c.deletion_paused))
+            .clusters()
+            .map(|(_, c)| (c.name.clone(), summary(&c.config), c.deletion_paused))
             .collect()
     }
 
@@ -426,7 +424,7 @@ impl Keeper {
 
     /// Number of clusters in the registry. O(1).
     pub fn cluster_count(&self) -> usize {
-        self.registry.clusters.len()
+        self.registry.cluster_count()
     }
 
     /// Number of tombstones held, across clusters.

@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 
+use tracing::warn;
+
 use crate::auth::KeyIndex;
 use crate::identity::{validate_cluster, validate_proxy};
 use crate::keeper::answer::{Answer, Reply, chunk_header};
-use crate::keeper::registry::ClusterId;
+use crate::keeper::registry::{ClusterId, RestartRound};
 use crate::keeper::token::{Freshness, TokenMinter};
 use crate::keeper::transition::{self, Decision, Known, Said, Silence, Stamp};
 use crate::keeper::{ChangeKind, DropReason, Keeper, Outcome};
@@ -189,27 +191,33 @@ impl Keeper {
         decision
     }
 
-    /// Answers an `up` from a process the registry does not hold with `Restart`.
+    /// Answers an `up` from a process the registry does not hold with `Restart`, within
+    /// the identity's limit (one per interval) and its cluster's restart budget.
     fn restart(
         &mut self,
         now: Instant,
         reply: Reply,
         hb: &Heartbeat<'_>,
     ) -> Result<Outcome, DropReason> {
-        // The tombstone remembers the last Restart, so an identity gets at most one per
-        // interval; with no room for one, no Restart is sent (the proxy keeps asking).
-        let interval = self.config.heartbeat_interval;
         let cluster = self
             .cluster_for(hb.cluster)
             .ok_or(DropReason::RegistryFull)?;
-        let stone = self
-            .tombstone(cluster, hb.proxy, now)
-            .ok_or(DropReason::RegistryFull)?;
+        // The tombstone remembers the last Restart; with no room for one, no Restart is
+        // sent (the proxy keeps asking).
+        let Some(stone) = self.tombstone(cluster, hb.proxy, now) else {
+            // Nothing may hold the cluster just made for it.
+            self.release_cluster(cluster);
+            return Err(DropReason::RegistryFull);
+        };
         stone.stamp = stone.stamp.max(reply.stamp);
-        if stone.last_restart.is_some_and(|at| now < at + interval) {
+        let last_restart = stone.last_restart;
+        if last_restart.is_some_and(|at| now < at + self.config.heartbeat_interval) {
             return Err(DropReason::RestartSuppressed);
         }
-        stone.last_restart = Some(now);
+        self.spend_restart(cluster, hb.cluster, last_restart, now)?;
+        if let Some(stone) = self.registry.tombstone_mut(cluster, hb.proxy) {
+            stone.last_restart = Some(now);
+        }
         self.answer(reply, Answer::Restart { stamp: reply.stamp });
         self.record(ChangeKind::RestartSent {
             cluster: hb.cluster.into(),
@@ -218,6 +226,55 @@ impl Keeper {
             to: reply.to,
         });
         Ok(Outcome::Restarted)
+    }
+
+    /// Takes one `Restart` from the budget of `cluster` (named `name`) for an identity
+    /// last sent one at `last_restart`; `Err(RestartDeferred)` if this round's is spent.
+    ///
+    /// A round begins with its first `Restart` and lasts `restart_round`; in it, at most
+    /// [`KeeperConfig::restart_allowance`](crate::keeper::KeeperConfig::restart_allowance) identities of the cluster are sent one, so no
+    /// single event (a partition healing after everyone was deleted, a keeper that lost
+    /// its tombstones) restarts a whole cluster at once. An identity sent a `Restart`
+    /// earlier in the round (its answer was lost, or it has not restarted yet) is sent
+    /// another without spending: it is the same restart.
+    fn spend_restart(
+        &mut self,
+        cluster: ClusterId,
+        name: &str,
+        last_restart: Option<Instant>,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let round = self.config.restart_round();
+        let size = self.registry.cluster_size(cluster);
+        let allowance = self.config.restart_allowance(size);
+        let c = self.registry.cluster_mut(cluster);
+        let current = match c.restarts {
+            Some(r) if now < r.began + round => c.restarts.insert(r),
+            _ => c.restarts.insert(RestartRound {
+                began: now,
+                sent: 0,
+                deferred: 0,
+            }),
+        };
+        if last_restart.is_some_and(|at| at >= current.began) {
+            return Ok(());
+        }
+        if current.sent >= allowance {
+            current.deferred += 1;
+            if current.deferred == 1 {
+                warn!(
+                    cluster = name,
+                    sent = current.sent,
+                    allowance,
+                    size,
+                    round = ?round,
+                    "restart budget spent for this round: more proxies of the cluster ask to be restarted, and wait for the next round"
+                );
+            }
+            return Err(DropReason::RestartDeferred);
+        }
+        current.sent += 1;
+        Ok(())
     }
 
     fn on_config_request(

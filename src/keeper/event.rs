@@ -64,6 +64,9 @@ counted_enum! {
         RegistryFull => "registry_full",
         /// An `up` from an unregistered process within an interval of the last `Restart`.
         RestartSuppressed => "restart_suppressed",
+        /// An `up` from an unregistered process while its cluster's restart budget for the
+        /// round is spent: it gets its `Restart` in a later round.
+        RestartDeferred => "restart_deferred",
     }
 }
 

@@ -160,6 +160,12 @@ pub struct KeeperConfig {
     /// the fleet), an `up` heartbeat of an unknown proxy is adopted as `up` for this long
     /// instead of answered with `Restart` (`None`: three times `lost_after`).
     pub adopt_window: Option<Duration>,
+    /// The restart budget: in each restart round, `Restart` goes to at most this share of
+    /// a cluster (its registered proxies and tombstones), in thousandths, and at least to
+    /// one proxy; the others wait for a later round (250: a quarter).
+    pub restart_permille: u32,
+    /// How long a restart round lasts (`None`: `lost_after` plus two heartbeat intervals).
+    pub restart_round: Option<Duration>,
     /// How late past its requested wakeup the core may run before the lateness counts as
     /// a stall of the keeper itself, which shifts every deadline instead of counting
     /// against the proxies (see `clock`).
@@ -180,6 +186,8 @@ impl Default for KeeperConfig {
             mass_loss_permille: 550,
             mass_loss_min_proxies: 3,
             adopt_window: None,
+            restart_permille: 250,
+            restart_round: None,
             stall_slop: DEFAULT_STALL_SLOP,
         }
     }
@@ -206,6 +214,11 @@ pub enum KeeperConfigError {
     /// The mass-loss share is above 100 %.
     #[error("the mass-loss share must be from 0 to 1")]
     MassLoss,
+    /// The restart share is 0 or above 100 %, or the round is shorter than an interval.
+    #[error(
+        "the restart share must be above 0 and at most 1, and restart_round at least one heartbeat interval"
+    )]
+    RestartBudget,
     /// The stall slop is not shorter than `lost_after`.
     #[error("stall_slop must be shorter than lost_after")]
     StallSlop,
@@ -236,10 +249,31 @@ impl KeeperConfig {
         if self.mass_loss_permille > 1000 {
             return Err(KeeperConfigError::MassLoss);
         }
+        if !(1..=1000).contains(&self.restart_permille)
+            || self
+                .restart_round
+                .is_some_and(|round| round < self.heartbeat_interval)
+        {
+            return Err(KeeperConfigError::RestartBudget);
+        }
         if self.stall_slop >= self.lost_after {
             return Err(KeeperConfigError::StallSlop);
         }
         Ok(())
+    }
+
+    /// How long a restart round lasts.
+    pub fn restart_round(&self) -> Duration {
+        self.restart_round
+            .unwrap_or(self.lost_after + 2 * self.heartbeat_interval)
+    }
+
+    /// How many `Restart`s a cluster of `size` (registered proxies and tombstones) may be
+    /// sent in one round: its share, rounded up, and at least one.
+    pub fn restart_allowance(&self, size: usize) -> usize {
+        (size * self.restart_permille as usize)
+            .div_ceil(1000)
+            .max(1)
     }
 
     fn timeout(&self, status: Status) -> Duration {
@@ -405,8 +439,9 @@ impl Keeper {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.enter(now);
         while let Some(due) = self.timers.pop_due(&mut self.registry, now) {
-            if let Due::Record { kind, at, slot } = due {
-                self.fire(kind, at, slot, now);
+            match due {
+                Due::Record { kind, at, slot } => self.fire(kind, at, slot, now),
+                Due::Tombstone { cluster } => self.release_cluster(cluster),
             }
         }
     }

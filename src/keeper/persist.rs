@@ -146,8 +146,9 @@ impl Keeper {
         // Restoring is not a change: nothing to persist, nothing to report. A cluster
         // found in mass loss is, though: its pause is this run's state, not the store's.
         keeper.stream.muted = false;
-        for cluster in 0..keeper.registry.clusters.len() {
-            keeper.check_mass_loss(cluster as u32, now);
+        let ids: Vec<_> = keeper.registry.clusters().map(|(id, _)| id).collect();
+        for cluster in ids {
+            keeper.check_mass_loss(cluster, now);
         }
         // A store that never held anything: a new install, or a lost disk, in front of a
         // fleet that may be running. Its live proxies are adopted, not restarted.

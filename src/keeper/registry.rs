@@ -71,12 +71,28 @@ pub(crate) struct Cluster {
     /// Mass-loss protection holds: lost proxies of this cluster are not deleted.
     pub(crate) deletion_paused: bool,
     pub(crate) config: Arc<ConfigVersion>,
+    /// The restart budget's current round, if a `Restart` was sent.
+    pub(crate) restarts: Option<RestartRound>,
+}
+
+/// One round of a cluster's restart budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RestartRound {
+    /// When the round began (its first `Restart`).
+    pub(crate) began: Instant,
+    /// Identities sent a `Restart` in it.
+    pub(crate) sent: usize,
+    /// `up`s of unregistered processes deferred in it.
+    pub(crate) deferred: u64,
 }
 
 /// All clusters and all records.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    pub(crate) clusters: Vec<Cluster>,
+    /// By id; `None` for an id freed and not reused yet.
+    clusters: Vec<Option<Cluster>>,
+    /// Ids of freed clusters, for reuse.
+    free_clusters: Vec<ClusterId>,
     cluster_ids: HashMap<Arc<str>, ClusterId, FixedState>,
     slab: Vec<Option<Record>>,
     free: Vec<u32>,
@@ -95,14 +111,14 @@ impl Registry {
         self.cluster_ids.get(name).copied()
     }
 
-    /// The id of the cluster named `name`, created with the initial config if needed.
+    /// The id of the cluster named `name`, created with the initial config if needed
+    /// (reusing the id of a freed cluster, if any).
     pub(crate) fn ensure_cluster(&mut self, name: &str) -> ClusterId {
         if let Some(id) = self.cluster_id(name) {
             return id;
         }
-        let id = ClusterId::try_from(self.clusters.len()).unwrap_or(ClusterId::MAX);
         let name: Arc<str> = Arc::from(name);
-        self.clusters.push(Cluster {
+        let cluster = Cluster {
             name: name.clone(),
             index: HashTable::new(),
             tombstones: HashMap::default(),
@@ -110,17 +126,69 @@ impl Registry {
             lost: 0,
             deletion_paused: false,
             config: Arc::new(ConfigVersion::initial()),
-        });
+            restarts: None,
+        };
+        let id = match self.free_clusters.pop() {
+            Some(id) => {
+                self.clusters[id as usize] = Some(cluster);
+                id
+            }
+            None => {
+                self.clusters.push(Some(cluster));
+                ClusterId::try_from(self.clusters.len() - 1).unwrap_or(ClusterId::MAX)
+            }
+        };
         self.cluster_ids.insert(name, id);
         id
     }
 
+    /// Frees the cluster `id` if it holds nothing: no record, no tombstone, and the
+    /// initial config (no version was ever made for it). Its id may be reused. Returns
+    /// whether it was freed.
+    pub(crate) fn free_if_empty(&mut self, id: ClusterId) -> bool {
+        let Some(Some(c)) = self.clusters.get(id as usize) else {
+            return false;
+        };
+        if !c.index.is_empty() || !c.tombstones.is_empty() || c.config.version != 1 {
+            return false;
+        }
+        let name = c.name.clone();
+        self.cluster_ids.remove(&name);
+        self.clusters[id as usize] = None;
+        self.free_clusters.push(id);
+        true
+    }
+
+    /// Number of clusters held.
+    pub(crate) fn cluster_count(&self) -> usize {
+        self.cluster_ids.len()
+    }
+
+    /// The size of cluster `id` for its restart budget: its records and tombstones.
+    pub(crate) fn cluster_size(&self, id: ClusterId) -> usize {
+        let c = self.cluster(id);
+        c.index.len() + c.tombstones.len()
+    }
+
+    /// Every cluster held, with its id, in id order.
+    pub(crate) fn clusters(&self) -> impl Iterator<Item = (ClusterId, &Cluster)> {
+        self.clusters
+            .iter()
+            .enumerate()
+            .filter_map(|(id, c)| Some((ClusterId::try_from(id).ok()?, c.as_ref()?)))
+    }
+
+    /// The cluster `id`. Ids come from [`Registry::ensure_cluster`] and are held only by
+    /// what belongs to the cluster (records, tombstones), so a cluster is never freed
+    /// while an id of it is in use.
     pub(crate) fn cluster(&self, id: ClusterId) -> &Cluster {
-        &self.clusters[id as usize]
+        self.clusters[id as usize]
+            .as_ref()
+            .expect("a cluster id in use names a cluster")
     }
 
     pub(crate) fn cluster_mut(&mut self, id: ClusterId) -> &mut Cluster {
-        &mut self.clusters[id as usize]
+        held(&mut self.clusters, id)
     }
 
     /// `hint` if that slot holds `(cluster, proxy)`.
@@ -136,7 +204,7 @@ impl Registry {
         }
         let hash = self.hasher.hash_one(proxy);
         let slab = &self.slab;
-        self.clusters[cluster as usize]
+        self.cluster(cluster)
             .index
             .find(hash, |&slot| Self::identity(slab, slot) == Some(proxy))
             .copied()
@@ -163,7 +231,7 @@ impl Registry {
     pub(crate) fn insert(&mut self, record: Record) -> u32 {
         let cluster = record.cluster;
         let hash = self.hasher.hash_one(&*record.proxy);
-        let c = &mut self.clusters[cluster as usize];
+        let c = held(&mut self.clusters, cluster);
         c.not_up += usize::from(record.status != Status::Up);
         c.lost += usize::from(record.status == Status::Lost);
         let slot = match self.free.pop() {
@@ -177,7 +245,7 @@ impl Registry {
             }
         };
         let (slab, hasher) = (&self.slab, &self.hasher);
-        self.clusters[cluster as usize]
+        held(&mut self.clusters, cluster)
             .index
             .insert_unique(hash, slot, |&s| {
                 Self::identity(slab, s).map_or(0, |p| hasher.hash_one(p))
@@ -191,7 +259,7 @@ impl Registry {
         let index = (slot as usize).checked_sub(1)?;
         let record = self.slab.get_mut(index)?.take()?;
         let hash = self.hasher.hash_one(&*record.proxy);
-        let cluster = &mut self.clusters[record.cluster as usize];
+        let cluster = held(&mut self.clusters, record.cluster);
         if let Ok(entry) = cluster.index.find_entry(hash, |&s| s == slot) {
             entry.remove();
         }
@@ -213,7 +281,7 @@ impl Registry {
         }
         record.status = to;
         record.since = now;
-        let cluster = &mut self.clusters[record.cluster as usize];
+        let cluster = held(&mut self.clusters, record.cluster);
         match (from == Status::Up, to == Status::Up) {
             (true, false) => cluster.not_up += 1,
             (false, true) => cluster.not_up -= 1,
@@ -253,8 +321,10 @@ impl Registry {
     }
 
     /// The tombstone of `proxy`, if there is one.
+    /// (`None` too for a cluster freed since: a tombstone timer may name one.)
     pub(crate) fn tombstone(&self, cluster: ClusterId, proxy: &str) -> Option<&Tombstone> {
-        self.clusters[cluster as usize].tombstones.get(proxy)
+        let cluster = self.clusters.get(cluster as usize)?.as_ref()?;
+        cluster.tombstones.get(proxy)
     }
 
     /// The tombstone of `proxy`, if there is one.
@@ -263,12 +333,12 @@ impl Registry {
         cluster: ClusterId,
         proxy: &str,
     ) -> Option<&mut Tombstone> {
-        self.clusters[cluster as usize].tombstones.get_mut(proxy)
+        held(&mut self.clusters, cluster).tombstones.get_mut(proxy)
     }
 
     /// Stores `stone` as the tombstone of `proxy`, replacing any.
     pub(crate) fn set_tombstone(&mut self, cluster: ClusterId, proxy: Box<str>, stone: Tombstone) {
-        if self.clusters[cluster as usize]
+        if held(&mut self.clusters, cluster)
             .tombstones
             .insert(proxy, stone)
             .is_none()
@@ -283,10 +353,17 @@ impl Registry {
         cluster: ClusterId,
         proxy: &str,
     ) -> Option<Tombstone> {
-        let stone = self.clusters[cluster as usize].tombstones.remove(proxy);
+        let stone = held(&mut self.clusters, cluster).tombstones.remove(proxy);
         if stone.is_some() {
             self.buried -= 1;
         }
         stone
     }
+}
+
+/// The cluster `id` of `clusters`, which must be held (see [`Registry::cluster`]).
+fn held(clusters: &mut [Option<Cluster>], id: ClusterId) -> &mut Cluster {
+    clusters[id as usize]
+        .as_mut()
+        .expect("a cluster id in use names a cluster")
 }

@@ -98,8 +98,8 @@ pub(crate) enum Due {
         /// The record.
         slot: u32,
     },
-    /// A tombstone expired and was removed.
-    Tombstone,
+    /// A tombstone of this cluster expired and was removed.
+    Tombstone { cluster: ClusterId },
 }
 
 /// Every deadline queue of the keeper: one per record timer kind, holding slots, and one
@@ -204,10 +204,9 @@ impl Timers {
                 Some(Due::Record { kind, at, slot })
             }
             (_, Some(at)) if at <= now => {
-                if let Some((_, (cluster, proxy))) = self.tombstones.pop() {
-                    registry.remove_tombstone(cluster, &proxy);
-                }
-                Some(Due::Tombstone)
+                let (_, (cluster, proxy)) = self.tombstones.pop()?;
+                registry.remove_tombstone(cluster, &proxy);
+                Some(Due::Tombstone { cluster })
             }
             _ => None,
         }

@@ -55,6 +55,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tracing::debug;
+
 use crate::keeper::answer::Reply;
 use crate::keeper::datagram::Lookup;
 use crate::keeper::registry::{ClusterId, Record, Tombstone};
@@ -579,10 +581,24 @@ impl Keeper {
         }
     }
 
+    /// Frees the cluster `id` if nothing is left in it (no proxy, no tombstone, no
+    /// config version made) and the config file did not declare it (give it keys of its
+    /// own): so clusters whose proxies all died, or that were only ever named by
+    /// heartbeats that could not register, do not hold `max_clusters` room for ever.
+    pub(crate) fn release_cluster(&mut self, id: ClusterId) {
+        let name = self.registry.cluster(id).name.clone();
+        if self.keys.has_own_keys(&name) {
+            return;
+        }
+        if self.registry.free_if_empty(id) {
+            debug!(cluster = %name, "empty cluster freed");
+        }
+    }
+
     /// The cluster named `name`, created if there is room.
     pub(crate) fn cluster_for(&mut self, name: &str) -> Option<ClusterId> {
         if self.registry.cluster_id(name).is_none()
-            && self.registry.clusters.len() >= self.config.max_clusters
+            && self.registry.cluster_count() >= self.config.max_clusters
         {
             return None;
         }

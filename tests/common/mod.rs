@@ -62,6 +62,8 @@ pub enum Reply {
 /// A proxy played by hand.
 #[derive(Clone, Debug)]
 pub struct FakeProxy {
+    /// Its cluster: [`CLUSTER`] unless [`FakeProxy::in_cluster`] says otherwise.
+    pub cluster: String,
     pub proxy: String,
     pub incarnation: u64,
     pub seq: u64,
@@ -74,6 +76,7 @@ pub struct FakeProxy {
 impl FakeProxy {
     pub fn new(proxy: &str, incarnation: u64, source: &str) -> FakeProxy {
         FakeProxy {
+            cluster: CLUSTER.to_owned(),
             proxy: proxy.to_owned(),
             incarnation,
             seq: 0,
@@ -87,7 +90,7 @@ impl FakeProxy {
     fn body(&mut self, status: ProxyStatus) -> Heartbeat<'_> {
         self.seq += 1;
         Heartbeat {
-            cluster: CLUSTER,
+            cluster: &self.cluster,
             proxy: &self.proxy,
             incarnation: self.incarnation,
             seq: self.seq,
@@ -110,6 +113,12 @@ impl FakeProxy {
         let key = self.key.clone();
         let hb = self.body(ProxyStatus::Up);
         wire::encode_to_vec(&Message::Unregister(hb), &key).expect("fits")
+    }
+
+    /// The same proxy, in cluster `cluster`.
+    pub fn in_cluster(mut self, cluster: &str) -> FakeProxy {
+        self.cluster = cluster.to_owned();
+        self
     }
 
     /// A new process of the same identity: a larger incarnation, no seq, no slot.
@@ -148,6 +157,11 @@ impl Rig {
             Instant::ZERO,
         )
         .expect("valid config");
+        Rig::with_keeper(keeper)
+    }
+
+    /// A rig around `keeper`, whose time starts at zero.
+    pub fn with_keeper(keeper: Keeper) -> Rig {
         Rig {
             keeper,
             now: Instant::ZERO,

@@ -147,7 +147,8 @@ impl Drop for Hold {
 
 /// Cluster names by id, and which are paused, copied out with the rows.
 struct Names {
-    names: Vec<Arc<str>>,
+    /// By cluster id (`None`: freed).
+    names: Vec<Option<Arc<str>>>,
     paused: Vec<bool>,
 }
 
@@ -342,7 +343,7 @@ impl View {
     pub fn clusters(&self) -> Result<ClusterList, ViewError> {
         let state = self.read();
         state.check()?;
-        let mut clusters: Vec<ClusterView> = state.clusters.iter().map(Cluster::view).collect();
+        let mut clusters: Vec<ClusterView> = state.held().map(Cluster::view).collect();
         let (generation, revision) = (state.generation, state.revision);
         drop(state);
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
@@ -357,8 +358,8 @@ impl View {
     pub fn cluster(&self, name: &str) -> Result<ClusterView, ViewError> {
         let state = self.read();
         state.check()?;
-        let id = state.cluster_named(name)?;
-        Ok(state.clusters[id as usize].view())
+        let (_, c) = state.cluster_named(name)?;
+        Ok(c.view())
     }
 
     /// The names of the clusters in mass loss, sorted.
@@ -366,8 +367,7 @@ impl View {
         let state = self.read();
         state.check()?;
         let mut names: Vec<String> = state
-            .clusters
-            .iter()
+            .held()
             .filter(|c| c.deletion_paused)
             .map(|c| c.name.to_string())
             .collect();
@@ -380,18 +380,28 @@ impl View {
     fn copy(&self, cluster: Option<&str>) -> Result<(Vec<Row>, Names, u64, u64), ViewError> {
         let state = self.read();
         state.check()?;
-        let id = cluster.map(|name| state.cluster_named(name)).transpose()?;
+        let id = cluster
+            .map(|name| state.cluster_named(name).map(|(id, _)| id))
+            .transpose()?;
         let rows = state.rows(id);
         let names = Names {
-            names: state.clusters.iter().map(|c| c.name.clone()).collect(),
-            paused: state.clusters.iter().map(|c| c.deletion_paused).collect(),
+            names: state
+                .clusters
+                .iter()
+                .map(|c| c.as_ref().map(|c| c.name.clone()))
+                .collect(),
+            paused: state
+                .clusters
+                .iter()
+                .map(|c| c.as_ref().is_some_and(|c| c.deletion_paused))
+                .collect(),
         };
         Ok((rows, names, state.generation, state.revision))
     }
 
     fn sort(rows: &mut [Row], names: &Names) {
         rows.sort_unstable_by(|a, b| {
-            let name = |r: &Row| names.names.get(r.cluster as usize).cloned();
+            let name = |r: &Row| names.names.get(r.cluster as usize).cloned().flatten();
             name(a).cmp(&name(b)).then_with(|| a.proxy.cmp(&b.proxy))
         });
     }
@@ -409,6 +419,7 @@ impl View {
             cluster: names
                 .names
                 .get(cluster)
+                .and_then(Option::as_ref)
                 .map_or_else(String::new, |n| n.to_string()),
             proxy: row.proxy.into_string(),
             status: row.status.as_str().to_owned(),
@@ -452,7 +463,7 @@ impl View {
         validate_proxy(proxy).map_err(AdminError::from)?;
         let state = self.read();
         state.check()?;
-        let id = state.cluster_named(cluster)?;
+        let (id, c) = state.cluster_named(cluster)?;
         let row = state
             .find(id, proxy)
             .and_then(|slot| Some(state.row(slot, state.entry(slot)?)))
@@ -460,9 +471,8 @@ impl View {
                 cluster: cluster.to_owned(),
                 proxy: proxy.to_owned(),
             })?;
-        let c = &state.clusters[id as usize];
         let names = Names {
-            names: vec![c.name.clone()],
+            names: vec![Some(c.name.clone())],
             paused: vec![c.deletion_paused],
         };
         drop(state);
@@ -479,8 +489,7 @@ impl View {
     pub fn gate(&self, cluster: &str) -> Result<GateView, ViewError> {
         let state = self.read();
         state.check()?;
-        let id = state.cluster_named(cluster)?;
-        let c = &state.clusters[id as usize];
+        let (_, c) = state.cluster_named(cluster)?;
         let mut blockers: Vec<(CompactString, Status)> = if c.gate_open() {
             Vec::new()
         } else {
@@ -510,8 +519,8 @@ impl View {
     pub fn config(&self, cluster: &str) -> Result<ConfigView, ViewError> {
         let state = self.read();
         state.check()?;
-        let id = state.cluster_named(cluster)?;
-        let config = &state.clusters[id as usize].config;
+        let (_, c) = state.cluster_named(cluster)?;
+        let config = &c.config;
         Ok(ConfigView {
             cluster: cluster.to_owned(),
             version: config.version,

@@ -140,7 +140,10 @@ pub(super) struct State {
     pub(super) revision: u64,
     /// Indexed by slot − 1 (slots start at 1).
     pub(super) entries: Vec<Option<Entry>>,
-    pub(super) clusters: Vec<Cluster>,
+    /// By id; `None` for a cluster freed (see [`State::free_if_empty`]).
+    pub(super) clusters: Vec<Option<Cluster>>,
+    /// Ids of freed clusters, for reuse.
+    pub(super) free_clusters: Vec<u32>,
     pub(super) cluster_ids: HashMap<Arc<str>, u32, FixedState>,
     /// Stored last-heard times (wall ms) of proxies, for as long as this run has not
     /// heard them.
@@ -174,6 +177,7 @@ impl State {
             revision: seed.revision,
             entries: Vec::new(),
             clusters: Vec::new(),
+            free_clusters: Vec::new(),
             cluster_ids: HashMap::default(),
             heard: HashMap::default(),
             sources_v6: HashMap::default(),
@@ -183,9 +187,10 @@ impl State {
         };
         for c in seed.clusters {
             let id = state.cluster_id(&c.name);
-            let cluster = &mut state.clusters[id as usize];
-            cluster.config = c.config;
-            cluster.deletion_paused = c.deletion_paused;
+            if let Some(cluster) = state.cluster_mut(id) {
+                cluster.config = c.config;
+                cluster.deletion_paused = c.deletion_paused;
+            }
         }
         for (slot, p) in seed.proxies {
             let cluster: Arc<str> = Arc::from(p.cluster.as_str());
@@ -212,12 +217,47 @@ impl State {
         if let Some(&id) = self.cluster_ids.get(name) {
             return id;
         }
-        let id = u32::try_from(self.clusters.len()).unwrap_or(u32::MAX);
         // A cluster the core makes for a first registration starts at the initial config.
-        self.clusters
-            .push(Cluster::new(name.clone(), initial_config(), false));
+        let cluster = Cluster::new(name.clone(), initial_config(), false);
+        let id = match self.free_clusters.pop() {
+            Some(id) => {
+                self.clusters[id as usize] = Some(cluster);
+                id
+            }
+            None => {
+                self.clusters.push(Some(cluster));
+                u32::try_from(self.clusters.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
         self.cluster_ids.insert(name.clone(), id);
         id
+    }
+
+    /// The cluster `id`, if it is held.
+    pub(super) fn cluster(&self, id: u32) -> Option<&Cluster> {
+        self.clusters.get(id as usize)?.as_ref()
+    }
+
+    pub(super) fn cluster_mut(&mut self, id: u32) -> Option<&mut Cluster> {
+        self.clusters.get_mut(id as usize)?.as_mut()
+    }
+
+    /// Every cluster held, in id order.
+    pub(super) fn held(&self) -> impl Iterator<Item = &Cluster> {
+        self.clusters.iter().flatten()
+    }
+
+    /// Forgets the cluster `id` once it has no proxy and its initial config, as the core
+    /// frees it (the core waits for its tombstones too; nothing of those is shown).
+    fn free_if_empty(&mut self, id: u32) {
+        if let Some(c) = self.cluster(id)
+            && c.index.is_empty()
+            && c.config.version <= 1
+        {
+            self.cluster_ids.remove(&c.name.clone());
+            self.clusters[id as usize] = None;
+            self.free_clusters.push(id);
+        }
     }
 
     pub(super) fn entry(&self, slot: u32) -> Option<&Entry> {
@@ -234,8 +274,7 @@ impl State {
     pub(super) fn find(&self, id: u32, proxy: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(proxy);
         let entries = &self.entries;
-        self.clusters
-            .get(id as usize)?
+        self.cluster(id)?
             .index
             .find(hash, |&slot| identity(entries, slot) == Some(proxy))
             .copied()
@@ -288,7 +327,7 @@ impl State {
         self.set_version(slot, config_version);
         let hash = self.hasher.hash_one(proxy);
         let (entries, hasher) = (&self.entries, &self.hasher);
-        if let Some(c) = self.clusters.get_mut(cluster as usize) {
+        if let Some(Some(c)) = self.clusters.get_mut(cluster as usize) {
             c.count(status, true);
             c.index.insert_unique(hash, slot, |&s| {
                 identity(entries, s).map_or(0, |p| hasher.hash_one(p))
@@ -305,7 +344,7 @@ impl State {
             return;
         };
         let hash = self.hasher.hash_one(entry.proxy.as_str());
-        if let Some(c) = self.clusters.get_mut(entry.cluster as usize) {
+        if let Some(Some(c)) = self.clusters.get_mut(entry.cluster as usize) {
             if let Ok(found) = c.index.find_entry(hash, |&s| s == slot) {
                 found.remove();
             }
@@ -363,13 +402,17 @@ impl State {
                 cluster, config, ..
             } => {
                 let id = self.cluster_id(cluster);
-                self.clusters[id as usize].config = config.clone();
+                if let Some(c) = self.cluster_mut(id) {
+                    c.config = config.clone();
+                }
             }
             ChangeKind::DeletionPaused {
                 cluster, paused, ..
             } => {
                 let id = self.cluster_id(cluster);
-                self.clusters[id as usize].deletion_paused = *paused;
+                if let Some(c) = self.cluster_mut(id) {
+                    c.deletion_paused = *paused;
+                }
             }
             ChangeKind::Admin(_)
             | ChangeKind::RestartSent { .. }
@@ -387,6 +430,7 @@ impl State {
             if let Some(slot) = found {
                 self.remove(slot);
             }
+            self.free_if_empty(id);
             return;
         };
         match found.filter(|&slot| slot == c.slot) {
@@ -400,7 +444,7 @@ impl State {
                 }
                 entry.incarnation = c.incarnation;
                 if before != to
-                    && let Some(cluster) = self.clusters.get_mut(id as usize)
+                    && let Some(cluster) = self.cluster_mut(id)
                 {
                     cluster.count(before, false);
                     cluster.count(to, true);
@@ -433,11 +477,12 @@ impl State {
         }
     }
 
-    pub(super) fn cluster_named(&self, name: &str) -> Result<u32, ViewError> {
+    /// The id of the cluster named `name`, and the cluster.
+    pub(super) fn cluster_named(&self, name: &str) -> Result<(u32, &Cluster), ViewError> {
         validate_cluster(name).map_err(AdminError::from)?;
         self.cluster_ids
             .get(name)
-            .copied()
+            .and_then(|&id| Some((id, self.cluster(id)?)))
             .ok_or_else(|| AdminError::UnknownCluster(name.to_owned()).into())
     }
 
@@ -468,7 +513,7 @@ impl State {
     pub(super) fn rows(&self, id: Option<u32>) -> Vec<Row> {
         match id {
             Some(id) => {
-                let Some(c) = self.clusters.get(id as usize) else {
+                let Some(c) = self.cluster(id) else {
                     return Vec::new();
                 };
                 c.index

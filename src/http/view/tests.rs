@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::state::Entry;
 use super::*;
-use crate::keeper::change::{Change, ChangeKind, StatusChange};
+use crate::keeper::change::{Change, ChangeKind, ConfigCause, StatusChange};
 use crate::keeper::seen::SeenWriter;
 use crate::keeper::transition::Reason;
 use crate::time::Instant;
@@ -428,4 +428,48 @@ async fn a_view_follows_the_store_into_a_new_generation() {
     assert_eq!(view.position(), (7, 2));
     assert_eq!(view.proxies(None).expect("live").proxies.len(), 2);
     task.abort();
+}
+
+#[test]
+fn a_cluster_left_with_no_proxy_and_its_initial_config_is_forgotten_and_its_id_reused() {
+    let (view, _) = view(ViewSeed::default());
+    view.apply(&[
+        status(1, 1_000, 1, "10.0.0.1:1", None, Some(Status::Ready)),
+        status(2, 1_100, 1, "10.0.0.1:1", Some(Status::Ready), None),
+    ]);
+    assert!(matches!(
+        view.cluster(C),
+        Err(ViewError::Admin(AdminError::UnknownCluster(_)))
+    ));
+    assert!(view.clusters().expect("live").clusters.is_empty());
+    // A cluster with a config version of its own stays, empty or not.
+    view.apply(&[
+        Arc::new(Change {
+            revision: 3,
+            at: 1_200,
+            kind: ChangeKind::Config {
+                cluster: Arc::from("configured"),
+                config: summary(2),
+                cause: ConfigCause::Push,
+            },
+        }),
+        status(4, 1_300, 2, "10.0.0.2:1", None, Some(Status::Ready)),
+        status(5, 1_400, 2, "10.0.0.2:1", Some(Status::Ready), None),
+    ]);
+    let names: Vec<String> = view
+        .clusters()
+        .expect("live")
+        .clusters
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["configured"]);
+    // The freed id serves the next new cluster; listings name each proxy's own cluster.
+    view.apply(&[status(6, 1_500, 3, "10.0.0.3:1", None, Some(Status::Up))]);
+    let listed = view.proxies(None).expect("live").proxies;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].cluster.as_str(), listed[0].status.as_str()),
+        (C, "up")
+    );
 }
