@@ -93,6 +93,10 @@ struct ProxyArgs {
     /// Exit without a word once the keeper has acknowledged the registration.
     #[arg(long)]
     crash_on_start: bool,
+    /// Run as if the host's clock were this far ahead (the incarnation comes from the
+    /// wall clock): for trials of clock skew.
+    #[arg(long, hide = true, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    clock_ahead: Option<Duration>,
     /// Log format; the filter comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
     log_format: LogFormat,
@@ -309,7 +313,8 @@ fn proxy(args: ProxyArgs) -> ExitCode {
             .await
             .with_context(|| format!("cannot bind UDP {}", args.bind))?;
         let clock = DriverClock::start();
-        let start = WallTime::from_micros(unix_micros(SystemTime::now()));
+        let wall = SystemTime::now() + args.clock_ahead.unwrap_or_default();
+        let start = WallTime::from_micros(unix_micros(wall));
         let agent = Agent::new(cfg, start, clock.now())?;
         let init = match (args.fail_start, args.crash_on_start) {
             (true, _) => InitPolicy::FailsAfter(args.init_delay),

@@ -61,7 +61,15 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(args: &[&str]) -> Process {
-        let mut child = Command::new(BIN)
+        Process::spawn_with(args, |_| {})
+    }
+
+    /// [`Process::spawn`], with `configure` applied to the command first (limits, a
+    /// `pre_exec` hook).
+    pub fn spawn_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Process {
+        let mut command = Command::new(BIN);
+        configure(&mut command);
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -174,6 +182,18 @@ impl Keeper {
 
     /// A keeper as [`Keeper::start_at`] starts one, with `extra` arguments to `serve`.
     pub fn start_with(data_dir: &std::path::Path, udp: &str, http: &str, extra: &[&str]) -> Keeper {
+        Keeper::start_configured(data_dir, udp, http, extra, |_| {})
+    }
+
+    /// A keeper as [`Keeper::start_with`] starts one, its command configured by
+    /// `configure` (see [`Process::spawn_with`]).
+    pub fn start_configured(
+        data_dir: &std::path::Path,
+        udp: &str,
+        http: &str,
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Keeper {
         let key = key_file();
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec![
@@ -189,7 +209,7 @@ impl Keeper {
         ];
         args.extend(TIMING);
         args.extend(extra);
-        let process = Process::spawn(&args);
+        let process = Process::spawn_with(&args, configure);
         let udp = process
             .wait_log(&["udp listening on "])
             .replace("udp listening on ", "");
