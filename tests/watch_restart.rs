@@ -329,4 +329,5 @@ fn a_keeper_started_on_an_empty_data_dir_in_front_of_twenty_live_proxies_adopts_
         assert!(!p.log().contains("asked for a restart"), "{}", p.log());
     }
     assert!(log.contains("adopted"), "{log}");
+    assert!(log.contains("are adopted as `up` for this long"), "{log}");
 }

@@ -60,7 +60,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use thiserror::Error;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::auth::{Key, Keyring};
 use crate::time::Instant;
@@ -397,6 +397,10 @@ impl Keeper {
             .adopt_window
             .unwrap_or(self.config.lost_after * 3);
         self.adopt_until = Some(now + window);
+        info!(
+            window = ?window,
+            "the store does not know the fleet (empty, or older than the fleet): unknown proxies saying `up` are adopted as `up` for this long, not restarted"
+        );
     }
 
     /// Whether an unknown proxy's `up` is adopted at `now`.
