@@ -214,6 +214,10 @@ fn serve_refuses_a_data_directory_that_is_not_its_store_and_leaves_it_alone() {
     std::fs::write(&file, b"not a database, and precious").expect("write");
     let mut keeper = Process::spawn(&[
         "serve",
+        "--udp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
         "--key-file",
         procs::key_file().to_str().expect("utf-8"),
         "--data-dir",

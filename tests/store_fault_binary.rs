@@ -98,3 +98,55 @@ fn a_commit_that_fails_makes_the_keeper_exit_non_zero_at_once_and_claims_nothing
         keeper.process.log()
     );
 }
+
+/// `serve` on `dir` and `udp`, run to its exit: its exit code and log.
+fn serve_once(dir: &std::path::Path, udp: &str) -> (i32, String) {
+    let mut args = vec!["serve", "--udp", udp, "--http", "127.0.0.1:0", "--key-file"];
+    let key = procs::key_file();
+    args.push(key.to_str().expect("utf-8"));
+    args.extend(["--data-dir", dir.to_str().expect("utf-8")]);
+    let mut keeper = procs::Process::spawn(&args);
+    let code = keeper.wait_exit();
+    (code, keeper.log())
+}
+
+#[test]
+fn a_store_file_truncated_to_zero_bytes_is_refused_untouched_and_restarts_nobody() {
+    let dir = fresh_dir("zero");
+    let keeper = Keeper::start_on(&dir, "127.0.0.1:0");
+    let udp = keeper.udp.clone();
+    let proxies: Vec<procs::Process> = ["10.25.0.51:3000", "10.25.0.52:3000"]
+        .iter()
+        .map(|p| keeper.proxy(p, &[]))
+        .collect();
+    keeper.wait_keys(&[("10.25.0.51:3000", "up"), ("10.25.0.52:3000", "up")]);
+    keeper.process.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(keeper);
+    let file = dir.join("zerokeeper.redb");
+    std::fs::write(&file, b"").expect("truncate the store");
+
+    // On the proxies' port, so that a keeper that took the empty file for a new store
+    // would hear them and restart them.
+    let (code, log) = serve_once(&dir, &udp);
+    assert_ne!(code, 0, "a keeper started on an empty store file:\n{log}");
+    assert!(log.contains("cannot use the data directory"), "{log}");
+    assert!(!log.contains("restart sent"), "{log}");
+    assert_eq!(std::fs::metadata(&file).expect("still there").len(), 0);
+    for p in &proxies {
+        assert!(!p.log().contains("asked for a restart"), "{}", p.log());
+    }
+}
+
+#[test]
+fn a_port_in_use_is_refused_before_the_data_directory_is_created() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+    let port = taken.local_addr().expect("bound").to_string();
+    let dir = fresh_dir("busy").join("never-made");
+    let (code, log) = serve_once(&dir, &port);
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("cannot bind UDP"), "{log}");
+    assert!(
+        !dir.exists(),
+        "the data directory was created before the bind failed"
+    );
+}
