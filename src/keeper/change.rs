@@ -9,7 +9,7 @@
 //! is built from it, and logs and metrics read it. Nothing else describes a change.
 //!
 //! A change is generic over its time type: inside the process `at` is the core's
-//! [`Instant`](crate::time::Instant) (real time, not keeper time); once it crosses into
+//! [`Instant`] (real time, not keeper time); once it crosses into
 //! the store, the view or the watch it is wall-clock milliseconds since the Unix epoch
 //! ([`WallChange`]), converted once, by the driver, with [`Change::map_time`].
 //!

@@ -1,7 +1,7 @@
 //! The status transitions of `spec/scenario.md`, in one place: decided and applied here,
 //! whatever causes them (a datagram, a timer, an operator, a restore, a stall).
 //!
-//! [`decide`] is a pure function from what the keeper knows of an identity and what a
+//! `decide` is a pure function from what the keeper knows of an identity and what a
 //! datagram says to what the keeper must do; the `impl Keeper` below applies decisions,
 //! fires timers, and makes every status change and deletion (and the change each one
 //! leaves in the change stream). A stall changes no status: it only moves keeper time

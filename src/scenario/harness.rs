@@ -1,5 +1,5 @@
 //! The deterministic replay: one keeper core and four agent cores, in virtual time, over
-//! the in-memory [`Network`](super::net::Network).
+//! the in-memory [`Network`].
 //!
 //! Every wake-up (a datagram arriving, a core's timer, a host finishing its
 //! initialisation) is processed in time order; between two wake-ups nothing happens, so
