@@ -19,6 +19,7 @@ use zerokeeper::agent::{Agent, AgentConfig, StopReason};
 use zerokeeper::auth::{Key, Keyring};
 use zerokeeper::config::{LogFormat, ServeArgs, encode_hex, read_key_file};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyDriver, ProxyExit};
+use zerokeeper::driver::resolve;
 use zerokeeper::driver::{DatagramSocket, DriverClock, unix_micros};
 use zerokeeper::scenario::harness::CoreWorld;
 use zerokeeper::scenario::net::NetConfig;
@@ -66,9 +67,17 @@ enum Command {
 /// `zerokeeper proxy` flags.
 #[derive(clap::Args, Debug)]
 struct ProxyArgs {
-    /// The keeper's UDP address.
-    #[arg(long, env = "ZEROKEEPER_KEEPER", value_name = "ADDR")]
-    keeper: SocketAddr,
+    /// The keepers' UDP addresses, comma-separated `HOST:PORT`s (names are resolved at
+    /// start, and again while no keeper answers). With several, the proxy sends to the
+    /// one that answers (the leader), and to all of them while none does.
+    #[arg(
+        long,
+        env = "ZEROKEEPER_KEEPER",
+        value_name = "HOST:PORT[,…]",
+        value_delimiter = ',',
+        required = true
+    )]
+    keeper: Vec<String>,
     /// The cluster this proxy belongs to.
     #[arg(long, value_name = "NAME")]
     cluster: String,
@@ -309,9 +318,13 @@ fn proxy(args: ProxyArgs) -> ExitCode {
         let key = read_key_file(&args.key_file)?;
         let mut cfg = AgentConfig::new(args.cluster.clone(), args.addr.clone(), key);
         cfg.default_interval = args.interval;
+        cfg.keepers = args.keeper.len();
         let socket = UdpSocket::bind(args.bind)
             .await
             .with_context(|| format!("cannot bind UDP {}", args.bind))?;
+        let v4 = args.bind.is_ipv4();
+        let keepers = resolve::resolve_all(&args.keeper, v4).await?;
+        let (keepers_tx, keepers_rx) = watch::channel(keepers);
         let clock = DriverClock::start();
         let wall = SystemTime::now() + args.clock_ahead.unwrap_or_default();
         let start = WallTime::from_micros(unix_micros(wall));
@@ -321,7 +334,13 @@ fn proxy(args: ProxyArgs) -> ExitCode {
             (_, true) => InitPolicy::CrashOnAck,
             _ => InitPolicy::After(args.init_delay),
         };
-        let (driver, _control) = ProxyDriver::new(agent, socket, args.keeper, init, clock);
+        let (driver, control) = ProxyDriver::with_keepers(agent, socket, keepers_rx, init, clock);
+        tokio::spawn(resolve::keep_resolving(
+            args.keeper.clone(),
+            v4,
+            keepers_tx,
+            control.state.clone(),
+        ));
         Ok::<_, anyhow::Error>(driver.run(termination()).await?)
     };
     let exit = match runtime().and_then(|rt| rt.block_on(run)) {

@@ -14,8 +14,8 @@
 //!
 //! - **input**: [`Agent::handle_datagram`], [`Agent::handle_timeout`];
 //! - **host calls**: [`Agent::initialized`], [`Agent::fail_start`], [`Agent::unregister`];
-//! - **output**: [`Agent::poll_transmit`] (every datagram goes to the keeper),
-//!   [`Agent::poll_event`], [`Agent::poll_timeout`];
+//! - **output**: [`Agent::poll_transmit_to`] (every datagram, and the keeper it goes
+//!   to), [`Agent::poll_event`], [`Agent::poll_timeout`];
 //! - **getters**: [`Agent::phase`], [`Agent::incarnation`], [`Agent::interval`], ….
 //!
 //! The driver loop is the keeper's: after every call, drain transmits and events, then
@@ -24,6 +24,17 @@
 //! Answers from the keeper are authenticated and name the incarnation they answer; the
 //! agent ignores any answer for another incarnation, so a replayed `Restart` of an
 //! earlier life cannot restart this one.
+//!
+//! # Several keepers
+//!
+//! A proxy may know several keepers ([`AgentConfig::keepers`]): one leads and answers,
+//! the others (standbys) stay silent. The agent sends to the keeper that answered it last;
+//! until one has answered, and once the one it sends to has not answered for
+//! `lost_after` (an `up` proxy is acked at least every half `lost_after`, when its
+//! token is refreshed), it *searches*: it sends every datagram to every keeper, so the
+//! leader keeps hearing it whichever keeper that is, and the first keeper to answer is
+//! the one it sends to from then on. A search costs one datagram per keeper per
+//! heartbeat, and only while no keeper answers.
 
 mod pull;
 
@@ -58,6 +69,8 @@ pub struct AgentConfig {
     pub config_window: u32,
     /// How many times `down` or unregister is sent before the agent gives up.
     pub final_attempts: u32,
+    /// How many keepers the proxy knows (at least 1); the driver numbers them from 0.
+    pub keepers: usize,
 }
 
 impl AgentConfig {
@@ -70,6 +83,7 @@ impl AgentConfig {
             default_interval: Duration::from_secs(1),
             config_window: 4,
             final_attempts: 10,
+            keepers: 1,
         }
     }
 }
@@ -195,6 +209,15 @@ pub struct AgentStats {
     pub challenges: u64,
 }
 
+/// Where a datagram goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Destination {
+    /// To the keeper with this index (of [`AgentConfig::keepers`]).
+    Keeper(usize),
+    /// To every keeper: the agent is searching for the one that answers.
+    Every,
+}
+
 /// Challenges answered at once per heartbeat interval; more wait for the next heartbeat,
 /// so a keeper that keeps challenging cannot make the agent spin.
 const CHALLENGE_BUDGET: u32 = 2;
@@ -223,7 +246,13 @@ pub struct Agent {
     /// The seq of the latest `Ack` applied: an older one, delivered late, says nothing new.
     latest_ack: u64,
     challenge_budget: u32,
-    out: VecDeque<Vec<u8>>,
+    /// The keeper datagrams go to, unless searching.
+    current: usize,
+    /// Sending to every keeper, until one answers.
+    searching: bool,
+    /// When the keeper sent to last answered (or the search began).
+    last_answer: Instant,
+    out: VecDeque<(Destination, Vec<u8>)>,
     events: VecDeque<AgentEvent>,
     stats: AgentStats,
 }
@@ -255,12 +284,27 @@ impl Agent {
             leaving_status: ProxyStatus::Ready,
             latest_ack: 0,
             challenge_budget: CHALLENGE_BUDGET,
+            current: 0,
+            searching: false,
+            last_answer: now,
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: AgentStats::default(),
         };
+        // With several keepers, which one leads is not known yet.
+        agent.searching = agent.cfg.keepers > 1;
         agent.handle_timeout(now);
         Ok(agent)
+    }
+
+    /// Whether the agent sends to every keeper (none has answered lately).
+    pub fn searching(&self) -> bool {
+        self.searching
+    }
+
+    /// The keeper datagrams go to when not searching (the one that answered last).
+    pub fn current_keeper(&self) -> usize {
+        self.current
     }
 
     /// The current phase.
@@ -343,13 +387,40 @@ impl Agent {
         self.heartbeat_now(now);
     }
 
-    /// Handles a datagram from the keeper.
+    /// Handles a datagram from the keeper (of a proxy that knows one keeper, or from a
+    /// keeper the driver could not tell).
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.handle_datagram_from(now, None, datagram);
+    }
+
+    /// Handles a datagram from keeper `from` (its index), if the driver knows which.
+    /// An answer that counts makes that keeper the one the agent sends to.
+    pub fn handle_datagram_from(&mut self, now: Instant, from: Option<usize>, datagram: &[u8]) {
         let now = self.clock.advance(now);
         self.stats.received += 1;
-        if !self.accept(now, datagram) {
+        if self.accept(now, datagram) {
+            self.answered(now, from);
+        } else {
             self.stats.ignored += 1;
         }
+    }
+
+    /// Notes that keeper `from` (or the current one) sent an answer that counted.
+    fn answered(&mut self, now: Instant, from: Option<usize>) {
+        if let Some(keeper) = from.filter(|&k| k < self.cfg.keepers) {
+            self.current = keeper;
+        }
+        if self.searching && (from.is_some() || self.cfg.keepers == 1) {
+            self.searching = false;
+        }
+        self.last_answer = now;
+    }
+
+    /// How long the keeper sent to may be silent before the agent searches.
+    fn silence_limit(&self) -> Duration {
+        self.lost_after
+            .unwrap_or(self.interval * 3)
+            .max(self.interval)
     }
 
     fn accept(&mut self, now: Instant, datagram: &[u8]) -> bool {
@@ -506,6 +577,13 @@ impl Agent {
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
+        if self.cfg.keepers > 1
+            && !self.searching
+            && !matches!(self.phase, Phase::Stopped(_))
+            && now >= self.last_answer + self.silence_limit()
+        {
+            self.searching = true;
+        }
         match self.phase {
             Phase::Stopped(_) => return,
             Phase::Failing | Phase::Leaving => {
@@ -543,11 +621,20 @@ impl Agent {
             .pull
             .as_ref()
             .and_then(|p| p.deadline(self.pull_retry()));
-        Some(pull.map_or(self.next_heartbeat, |p| p.min(self.next_heartbeat)))
+        let next = pull.map_or(self.next_heartbeat, |p| p.min(self.next_heartbeat));
+        if self.cfg.keepers > 1 && !self.searching {
+            return Some(next.min(self.last_answer + self.silence_limit()));
+        }
+        Some(next)
     }
 
-    /// The next datagram to send to the keeper.
+    /// The next datagram to send, for a proxy that knows one keeper.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.poll_transmit_to().map(|(_, bytes)| bytes)
+    }
+
+    /// The next datagram to send, and where.
+    pub fn poll_transmit_to(&mut self) -> Option<(Destination, Vec<u8>)> {
         self.out.pop_front()
     }
 
@@ -609,7 +696,16 @@ impl Agent {
         } else {
             Message::Heartbeat(hb)
         };
-        push(&self.cfg.key, &mut self.out, &mut self.stats, &message);
+        let to = self.destination();
+        push(&self.cfg.key, &mut self.out, &mut self.stats, to, &message);
+    }
+
+    fn destination(&self) -> Destination {
+        if self.searching {
+            Destination::Every
+        } else {
+            Destination::Keeper(self.current)
+        }
     }
 
     fn request_chunks(&mut self, now: Instant) {
@@ -644,21 +740,33 @@ impl Agent {
                 pad -= 1;
             }
             request.padding = &PADDING[..pad];
+            let to = if self.searching {
+                Destination::Every
+            } else {
+                Destination::Keeper(self.current)
+            };
             push(
                 &self.cfg.key,
                 &mut self.out,
                 &mut self.stats,
+                to,
                 &Message::ConfigRequest(request),
             );
         }
     }
 }
 
-fn push(key: &Key, out: &mut VecDeque<Vec<u8>>, stats: &mut AgentStats, message: &Message<'_>) {
+fn push(
+    key: &Key,
+    out: &mut VecDeque<(Destination, Vec<u8>)>,
+    stats: &mut AgentStats,
+    to: Destination,
+    message: &Message<'_>,
+) {
     match wire::encode_to_vec(message, key) {
         Ok(bytes) => {
             stats.sent += 1;
-            out.push_back(bytes);
+            out.push_back((to, bytes));
         }
         // Identities are validated at construction, so every message fits.
         Err(e) => tracing::error!(error = %e, "agent message did not encode"),

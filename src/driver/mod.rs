@@ -12,6 +12,7 @@
 
 pub mod keeper;
 pub mod proxy;
+pub mod resolve;
 pub mod udp;
 
 use std::future::Future;

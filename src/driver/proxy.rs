@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::agent::{Agent, AgentEvent, Phase, StopReason};
+use crate::agent::{Agent, AgentEvent, Destination, Phase, StopReason};
 use crate::configdoc::ConfigDocument;
 use crate::driver::{DatagramSocket, DriverClock};
 
@@ -54,6 +54,10 @@ pub struct ProxyState {
     pub restarts: u64,
     /// The config version it runs.
     pub config_version: u64,
+    /// Sending to every keeper, because none has answered lately.
+    pub searching: bool,
+    /// The keeper it sends to when not searching.
+    pub keeper: Option<SocketAddr>,
 }
 
 /// Faults injected into one proxy's traffic (the demo's partitions): datagrams the driver
@@ -102,7 +106,11 @@ pub struct ProxyControl {
 pub struct ProxyDriver<S> {
     agent: Agent,
     socket: S,
-    keeper: SocketAddr,
+    /// The keepers' addresses, by the agent's keeper index (updated from outside when
+    /// names resolve to new addresses).
+    keepers: watch::Receiver<Vec<SocketAddr>>,
+    /// Whether the agent was searching at the last flush (to log changes).
+    searching: bool,
     clock: DriverClock,
     init: InitPolicy,
     init_at: Option<tokio::time::Instant>,
@@ -120,6 +128,20 @@ impl<S: DatagramSocket> ProxyDriver<S> {
         init: InitPolicy,
         clock: DriverClock,
     ) -> (ProxyDriver<S>, ProxyControl) {
+        let (_fixed, keepers) = watch::channel(vec![keeper]);
+        ProxyDriver::with_keepers(agent, socket, keepers, init, clock)
+    }
+
+    /// A driver for `agent` (configured with as many keepers as `keepers` holds), talking
+    /// from `socket` to the keepers at `keepers`, by index. Whoever holds the sender may
+    /// replace the addresses (a re-resolved name), keeping their order.
+    pub fn with_keepers(
+        agent: Agent,
+        socket: S,
+        keepers: watch::Receiver<Vec<SocketAddr>>,
+        init: InitPolicy,
+        clock: DriverClock,
+    ) -> (ProxyDriver<S>, ProxyControl) {
         let (commands_tx, commands) = mpsc::channel(16);
         let (state, state_rx) = watch::channel(ProxyState::default());
         let faults = Arc::new(Faults::default());
@@ -131,7 +153,8 @@ impl<S: DatagramSocket> ProxyDriver<S> {
         let driver = ProxyDriver {
             agent,
             socket,
-            keeper,
+            keepers,
+            searching: false,
             clock,
             init,
             init_at: None,
@@ -145,8 +168,14 @@ impl<S: DatagramSocket> ProxyDriver<S> {
     /// Runs the proxy until it stops, crashes on purpose, or `shutdown` completes (then
     /// it unregisters and returns once that is acknowledged or given up).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<ProxyExit> {
-        info!(cluster = self.agent.cluster(), proxy = self.agent.proxy(), keeper = %self.keeper,
-              incarnation = self.agent.incarnation(), "proxy starting");
+        let keepers = format!("{:?}", *self.keepers.borrow());
+        info!(
+            cluster = self.agent.cluster(),
+            proxy = self.agent.proxy(),
+            keepers,
+            incarnation = self.agent.incarnation(),
+            "proxy starting"
+        );
         let mut buf = vec![0u8; 2048];
         let mut leaving = false;
         let mut commands_open = true;
@@ -180,8 +209,10 @@ impl<S: DatagramSocket> ProxyDriver<S> {
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
-                        if from == self.keeper && !self.faults.drop_inbound.load(Ordering::Relaxed) {
-                            self.agent.handle_datagram(self.clock.now(), &buf[..n]);
+                        // Only a keeper's datagrams are read.
+                        let keeper = self.keepers.borrow().iter().position(|&k| k == from);
+                        if keeper.is_some() && !self.faults.drop_inbound.load(Ordering::Relaxed) {
+                            self.agent.handle_datagram_from(self.clock.now(), keeper, &buf[..n]);
                         }
                     }
                     Err(e) => debug!(error = %e, "udp receive failed"),
@@ -242,12 +273,35 @@ impl<S: DatagramSocket> ProxyDriver<S> {
     /// Sends what the agent wants sent and reacts to its events. Returns an exit if the
     /// proxy is done.
     async fn flush(&mut self) -> io::Result<Option<ProxyExit>> {
-        while let Some(bytes) = self.agent.poll_transmit() {
+        while let Some((to, bytes)) = self.agent.poll_transmit_to() {
             if self.faults.drop_outbound.load(Ordering::Relaxed) {
                 continue;
             }
-            if let Err(e) = self.socket.send_to(&bytes, self.keeper).await {
-                debug!(error = %e, "udp send failed");
+            let targets: Vec<SocketAddr> = {
+                let keepers = self.keepers.borrow();
+                match to {
+                    Destination::Every => keepers.clone(),
+                    Destination::Keeper(i) => keepers
+                        .get(i)
+                        .or(keepers.first())
+                        .copied()
+                        .into_iter()
+                        .collect(),
+                }
+            };
+            for target in targets {
+                if let Err(e) = self.socket.send_to(&bytes, target).await {
+                    debug!(error = %e, %target, "udp send failed");
+                }
+            }
+        }
+        let searching = self.agent.searching();
+        if searching != self.searching {
+            self.searching = searching;
+            if searching {
+                warn!("no keeper answers: sending to every keeper until one does");
+            } else {
+                info!(keeper = ?self.current_keeper(), "a keeper answers: sending to it");
             }
         }
         let mut exit = None;
@@ -260,8 +314,18 @@ impl<S: DatagramSocket> ProxyDriver<S> {
             s.phase = Some(self.agent.phase());
             s.incarnation = self.agent.incarnation();
             s.config_version = self.agent.config_version();
+            s.searching = searching;
+            s.keeper = self.current_keeper();
         });
         Ok(exit)
+    }
+
+    /// The address of the keeper the agent sends to when not searching.
+    fn current_keeper(&self) -> Option<SocketAddr> {
+        self.keepers
+            .borrow()
+            .get(self.agent.current_keeper())
+            .copied()
     }
 
     fn on_event(&mut self, event: AgentEvent) -> Option<ProxyExit> {
