@@ -36,6 +36,7 @@ pub mod config;
 pub mod configdoc;
 pub mod demo;
 pub mod driver;
+pub mod ha;
 pub mod http;
 pub mod hub;
 pub mod identity;

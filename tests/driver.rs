@@ -366,3 +366,45 @@ async fn a_slow_commit_delays_no_datagram_and_no_answer_is_given_before_it_is_du
     assert_eq!(applied.value, 2);
     assert!(applied.revision >= 2, "{applied:?}");
 }
+
+#[tokio::test]
+async fn a_leader_whose_lease_could_have_expired_stops_without_answering_anything_more() {
+    use zerokeeper::ha::{LeaseClock, LeaseGate, LeaseLost};
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = socket.local_addr().expect("bound");
+    let clock = DriverClock::start();
+    let config = KeeperConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        lost_after: Duration::from_millis(400),
+        ..KeeperConfig::default()
+    };
+    let core = Keeper::new(
+        config,
+        Keyring::with_default(key()),
+        1,
+        [7; 32],
+        clock.now(),
+    )
+    .expect("valid");
+    // A lease of 3 s, confirmed once and never renewed.
+    let mut lease = LeaseClock::new(Duration::from_millis(100));
+    let renewal = lease.sent(clock.now());
+    lease.answered(renewal, Duration::from_secs(3));
+    let gate = LeaseGate::closed();
+    gate.set(&lease);
+    let (driver, handle) = KeeperDriver::new(core, socket, clock);
+    let task = tokio::spawn(driver.with_lease(gate.clone()).run(std::future::pending()));
+    let (control, _stop, _proxy) =
+        proxy(addr, "10.25.0.11:3000", InitPolicy::After(Duration::ZERO)).await;
+    wait_for(&handle, &[("10.25.0.11:3000", "up")]).await;
+    // The lease runs out: the driver stops by itself, saying why.
+    let ended = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the driver stops once its lease could have expired")
+        .expect("joined");
+    let error = ended.expect_err("a lost lease is an error");
+    assert!(LeaseLost::is(&error), "{error}");
+    assert!(!gate.open(clock.now()));
+    assert!(handle.clusters().await.is_err(), "it answers nothing more");
+    assert_eq!(control.state.borrow().phase, Some(Phase::Up));
+}

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::driver::{DatagramSocket, DriverClock, RecvBatch};
+use crate::ha::{LeaseGate, LeaseLost};
 use crate::keeper::{
     AdminError, Change, ChangeKind, ClusterInfo, ConfigBlob, DropReason, Keeper, Stats, Status,
     WallChange,
@@ -245,6 +246,8 @@ pub struct KeeperDriver<S> {
     /// Simulations make the driver stop running for a while (a keeper stall) through it;
     /// only the `test-hooks` feature can set it.
     stalls: Option<mpsc::UnboundedReceiver<std::time::Duration>>,
+    /// The leadership's lease: nothing is sent or committed once it could have expired.
+    lease: Option<Arc<LeaseGate>>,
     /// Registrations dropped for a full registry when the driver last warned of them.
     full_warned: u64,
     /// When it last warned of them (at most once a second).
@@ -285,6 +288,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 waiting: VecDeque::new(),
                 durable,
                 stalls: None,
+                lease: None,
                 full_warned: 0,
                 full_warned_at: None,
             },
@@ -325,6 +329,14 @@ impl<S: DatagramSocket> KeeperDriver<S> {
         self
     }
 
+    /// Acts only while `lease` is open: a leader whose lease could have expired (it was
+    /// paused, or cut off from the election) stops at the next turn of its loop with
+    /// [`LeaseLost`], before it sends, commits or answers anything more.
+    pub fn with_lease(mut self, lease: Arc<LeaseGate>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
     /// Shows every core change to `tap`, in order, before it is logged and committed.
     pub fn with_change_tap(mut self, tap: impl FnMut(&Change) + Send + 'static) -> Self {
         self.tap = Some(Box::new(tap));
@@ -340,7 +352,17 @@ impl<S: DatagramSocket> KeeperDriver<S> {
         let (mut changes, mut blobs) = (Vec::new(), Vec::new());
         tokio::pin!(shutdown);
         loop {
-            let deadline = self.core.poll_timeout().map(|t| self.clock.deadline(t));
+            // The lease's end is a wakeup too: a leader with nothing to do still stops.
+            let lease_end = self
+                .lease
+                .as_ref()
+                .and_then(|gate| gate.until())
+                .filter(|t| t.as_nanos() != u64::MAX);
+            let deadline = [self.core.poll_timeout(), lease_end]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| self.clock.deadline(t));
             let committing = self.committer.as_ref().is_some_and(Committer::in_flight);
             // `biased`: a fixed order keeps runs reproducible under turmoil (tokio's own
             // branch choice is random and unseeded). Shutdown first, then finished commits
@@ -393,6 +415,9 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             {
                 self.core.handle_timeout(self.clock.now());
             }
+            // Before anything leaves: a leader that was paused past its lease wakes up here,
+            // with whatever it read queued.
+            self.check_lease()?;
             self.drain(&mut changes, &mut blobs)?;
             self.flush(&mut out).await;
             // One comparison per turn; the rest only when registrations were refused.
@@ -401,6 +426,19 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             }
         }
         self.finish(&mut changes, &mut blobs).await
+    }
+
+    /// `Err(LeaseLost)` if the lease could have expired.
+    fn check_lease(&self) -> io::Result<()> {
+        match &self.lease {
+            Some(gate) if !gate.open(self.clock.now()) => {
+                error!(
+                    "the leadership lease could have expired: stopping without sending or committing anything more"
+                );
+                Err(io::Error::other(LeaseLost))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Warns that registrations were dropped because the registry is full, naming the
@@ -551,6 +589,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
         changes: &mut Vec<Change>,
         blobs: &mut Vec<ConfigBlob>,
     ) -> io::Result<()> {
+        self.check_lease()?;
         self.drain(changes, blobs)?;
         loop {
             let Some(committer) = self.committer.as_mut() else {
