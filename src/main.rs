@@ -38,7 +38,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs the keeper: UDP heartbeats in, the HTTP admin API out.
-    Serve(ServeArgs),
+    // Boxed: its many settings would make every command as large.
+    Serve(Box<ServeArgs>),
     /// Runs a proxy (the agent core) against a keeper, for trials, demos and tests.
     Proxy(ProxyArgs),
     /// Shows proxies and their status (or follows changes with --watch).
@@ -147,7 +148,7 @@ struct KeygenArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Proxy(args) => return proxy(args),
         Command::Status(args) => return args.run(),
         Command::Remove(args) => return args.run(),
@@ -245,6 +246,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut setup = Setup::new(config.keeper.clone(), config.keyring.clone());
         setup.store = Some(Box::new(store));
         setup.retention = config.watch_retention;
+        setup.limits = config.http_limits.clone();
         // A fresh token secret: tokens of an earlier run never count.
         setup.token_secret = rand::random();
         let (stop, stopping) = watch::channel(false);
@@ -260,6 +262,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
               interval = ?config.keeper.heartbeat_interval, lost_after = ?config.keeper.lost_after,
               ready_timeout = ?config.keeper.ready_timeout, delete_after = ?config.keeper.delete_after,
               stall_slop = ?config.keeper.stall_slop, "keeper started");
+        let limits = &config.http_limits;
+        info!(max_connections = limits.max_connections, max_watchers = limits.max_watchers,
+              header_read_timeout = ?limits.header_read_timeout, idle_timeout = ?limits.idle_timeout,
+              body_read_timeout = ?limits.body_read_timeout, write_timeout = ?limits.write_timeout,
+              max_headers = limits.max_headers, max_header_bytes = limits.max_header_bytes,
+              max_requests_per_connection = limits.max_requests_per_connection,
+              shutdown_deadline = ?limits.shutdown_deadline, "admin API limits");
         let server::Running {
             keeper_task,
             http_task,
