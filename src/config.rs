@@ -19,6 +19,7 @@
 //! http_max_connections = 512          # the admin API's limits: http_* (see the README)
 //! http_max_watchers = 256
 //! http_write_timeout = "30s"
+//! http_send_buffer = 65536
 //!
 //! [clusters.payments]
 //! key_files = ["keys/payments.key"]   # several while a key is rotated
@@ -142,6 +143,10 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub http_max_requests_per_connection: Option<usize>,
+    /// Admin API: the kernel send buffer of each connection, in bytes (Linux doubles it;
+    /// 0: the kernel's own sizing, up to megabytes) [default: 65536].
+    #[arg(long, env = "ZEROKEEPER_HTTP_SEND_BUFFER", value_name = "BYTES")]
+    pub http_send_buffer: Option<usize>,
     /// Admin API: on SIGTERM, how long requests in flight may finish before every
     /// connection left is closed [default: 5s].
     #[arg(long, env = "ZEROKEEPER_HTTP_SHUTDOWN_DEADLINE", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -189,6 +194,7 @@ struct FileConfig {
     http_max_requests_per_connection: Option<usize>,
     #[serde(default, with = "opt_duration")]
     http_shutdown_deadline: Option<Duration>,
+    http_send_buffer: Option<usize>,
     #[serde(default)]
     clusters: BTreeMap<String, ClusterFileConfig>,
 }
@@ -234,7 +240,15 @@ pub struct ServeConfig {
     pub watch_retention: usize,
     /// The admin API's limits.
     pub http_limits: ServeLimits,
+    /// The kernel send buffer of each admin connection, in bytes (0: the kernel's own).
+    pub http_send_buffer: usize,
 }
+
+/// The default [`ServeConfig::http_send_buffer`]: 64 KiB (128 KiB once Linux doubles
+/// it), instead of the megabytes the kernel grows a loopback connection's buffer to.
+pub const DEFAULT_HTTP_SEND_BUFFER: usize = 64 * 1024;
+/// The smallest non-zero [`ServeConfig::http_send_buffer`].
+pub const MIN_HTTP_SEND_BUFFER: usize = 4096;
 
 /// The default [`ServeConfig::watch_retention`].
 pub const DEFAULT_WATCH_RETENTION: usize = 100_000;
@@ -295,6 +309,12 @@ pub enum ConfigFileError {
     /// The admin API's limits cannot serve.
     #[error("invalid admin API limit: {0}")]
     HttpLimits(#[from] LimitsError),
+    /// The admin connections' send buffer is neither 0 nor at least
+    /// [`MIN_HTTP_SEND_BUFFER`].
+    #[error(
+        "invalid admin API limit: http_send_buffer ({0}) must be 0 (the kernel's own) or at least {MIN_HTTP_SEND_BUFFER} bytes"
+    )]
+    SendBuffer(usize),
 }
 
 impl ServeArgs {
@@ -428,6 +448,13 @@ impl ServeArgs {
                 .unwrap_or(http.shutdown_deadline),
         };
         http_limits.validate()?;
+        let http_send_buffer = self
+            .http_send_buffer
+            .or(file.http_send_buffer)
+            .unwrap_or(DEFAULT_HTTP_SEND_BUFFER);
+        if http_send_buffer != 0 && http_send_buffer < MIN_HTTP_SEND_BUFFER {
+            return Err(ConfigFileError::SendBuffer(http_send_buffer));
+        }
 
         Ok(ServeConfig {
             udp: self
@@ -452,6 +479,7 @@ impl ServeArgs {
                 .unwrap_or(DEFAULT_WATCH_RETENTION)
                 .max(1),
             http_limits,
+            http_send_buffer,
         })
     }
 }
@@ -675,9 +703,13 @@ mod tests {
             "4s",
             "--http-max-header-bytes",
             "8192",
+            "--http-send-buffer",
+            "0",
         ])
         .expect("the flags parse");
-        let limits = cli.args.resolve().expect("valid").http_limits;
+        let config = cli.args.resolve().expect("valid");
+        assert_eq!(config.http_send_buffer, 0);
+        let limits = config.http_limits;
         assert_eq!(
             limits,
             ServeLimits {
@@ -697,10 +729,9 @@ mod tests {
             key_file: Some(dir.join("k.key")),
             ..ServeArgs::default()
         };
-        assert_eq!(
-            defaults.resolve().expect("valid").http_limits,
-            ServeLimits::default()
-        );
+        let config = defaults.resolve().expect("valid");
+        assert_eq!(config.http_limits, ServeLimits::default());
+        assert_eq!(config.http_send_buffer, DEFAULT_HTTP_SEND_BUFFER);
     }
 
     #[test]
@@ -754,6 +785,14 @@ mod tests {
             }),
             LimitsError::HeaderBytes(100)
         );
+        assert!(matches!(
+            ServeArgs {
+                http_send_buffer: Some(100),
+                ..base.clone()
+            }
+            .resolve(),
+            Err(ConfigFileError::SendBuffer(100))
+        ));
         // A watcher cap of zero (no watching) is a choice, not an error.
         assert!(
             ServeArgs {

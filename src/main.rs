@@ -220,9 +220,14 @@ async fn termination() {
 
 /// Binds the keeper's sockets (before anything else is touched: a port in use must not
 /// leave a data directory behind).
+///
+/// `send_buffer` (bytes, 0 for the kernel's own sizing) is set on the HTTP listener,
+/// whose connections inherit it: what a client that does not read can make the keeper
+/// hold in the kernel.
 async fn bind(
     udp: SocketAddr,
     http: SocketAddr,
+    send_buffer: usize,
 ) -> anyhow::Result<(zerokeeper::driver::udp::Udp, TcpListener)> {
     let socket = zerokeeper::driver::udp::Udp::bind(udp)
         .await
@@ -230,6 +235,11 @@ async fn bind(
     let listener = TcpListener::bind(http)
         .await
         .with_context(|| format!("cannot bind HTTP {http}"))?;
+    if send_buffer > 0 {
+        socket2::SockRef::from(&listener)
+            .set_send_buffer_size(send_buffer)
+            .with_context(|| format!("cannot set the send buffer of HTTP {http}"))?;
+    }
     Ok((socket, listener))
 }
 
@@ -237,7 +247,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logging(config.log_format, "info");
     runtime()?.block_on(async {
-        let (socket, listener) = bind(config.udp, config.http).await?;
+        let (socket, listener) = bind(config.udp, config.http, config.http_send_buffer).await?;
         let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
         let dir = &config.data_dir;
         let store = RedbStore::open(dir)
@@ -268,7 +278,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
               body_read_timeout = ?limits.body_read_timeout, write_timeout = ?limits.write_timeout,
               max_headers = limits.max_headers, max_header_bytes = limits.max_header_bytes,
               max_requests_per_connection = limits.max_requests_per_connection,
-              shutdown_deadline = ?limits.shutdown_deadline, "admin API limits");
+              shutdown_deadline = ?limits.shutdown_deadline, send_buffer = config.http_send_buffer,
+              "admin API limits");
         let server::Running {
             keeper_task,
             http_task,
@@ -357,7 +368,7 @@ fn demo(args: DemoArgs) -> ExitCode {
         let secret: [u8; 32] = rand::random();
         let key = Key::new(&secret)?;
         let loopback: SocketAddr = "127.0.0.1:0".parse()?;
-        let (socket, listener) = bind(loopback, args.http).await?;
+        let (socket, listener) = bind(loopback, args.http, 0).await?;
         let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
         // The demo keeps nothing: a keeper with no store.
         let mut setup = Setup::new(
