@@ -61,8 +61,27 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(args: &[&str]) -> Process {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.args(args);
+        Process::spawn_command(command)
+    }
+
+    /// The binary with `args`, its open-file limit (soft and hard) lowered to `nofile`
+    /// first: started through `sh -c 'ulimit -n N && exec BIN ARGS'`, so the process
+    /// (same pid, same pipes) runs under the limit from its first instruction.
+    pub fn spawn_with_file_limit(args: &[&str], nofile: u64) -> Process {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(r#"ulimit -n "$0" && exec "$@""#)
+            .arg(nofile.to_string())
+            .arg(BIN)
+            .args(args);
+        Process::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> Process {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -174,6 +193,19 @@ impl Keeper {
 
     /// A keeper as [`Keeper::start_at`] starts one, with `extra` arguments to `serve`.
     pub fn start_with(data_dir: &std::path::Path, udp: &str, http: &str, extra: &[&str]) -> Keeper {
+        Keeper::launch(data_dir, udp, http, &TIMING, extra, None)
+    }
+
+    /// A keeper on `data_dir` (ports of its choosing) with `timing` instead of [`TIMING`],
+    /// `extra` arguments, and its open-file limit at `nofile` if given.
+    pub fn launch(
+        data_dir: &std::path::Path,
+        udp: &str,
+        http: &str,
+        timing: &[&str],
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Keeper {
         let key = key_file();
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec![
@@ -187,9 +219,12 @@ impl Keeper {
             "--data-dir",
             dir,
         ];
-        args.extend(TIMING);
+        args.extend(timing);
         args.extend(extra);
-        let process = Process::spawn(&args);
+        let process = match nofile {
+            Some(nofile) => Process::spawn_with_file_limit(&args, nofile),
+            None => Process::spawn(&args),
+        };
         let udp = process
             .wait_log(&["udp listening on "])
             .replace("udp listening on ", "");
@@ -249,6 +284,11 @@ impl Keeper {
             "--file",
             file.to_str().expect("utf-8 path"),
         ])
+    }
+
+    /// The admin API's `HOST:PORT`.
+    pub fn http_addr(&self) -> &str {
+        self.http.trim_start_matches("http://")
     }
 
     pub fn keys(&self) -> Vec<String> {
