@@ -2,9 +2,11 @@
 //!
 //! [`router`] builds an axum [`Router`] around a [`KeeperHandle`], the [`ChangeHub`] and
 //! a [`View`]; [`serve`] runs it on a listener until a shutdown future completes, with
-//! limits on connections and a deadline on shutdown ([`ServeLimits`], `server.rs`). The
-//! handlers know nothing of the listener, so the same router runs on tokio's
-//! `TcpListener` in production and on a simulated one under turmoil.
+//! limits on connections, watchers, time and requests, and a deadline on shutdown
+//! ([`ServeLimits`], `server.rs`; a connection's IO in `io.rs`, hyper's own refusals made
+//! problems in `parse_errors.rs`, the body-read timeout in `body.rs`). The handlers know
+//! nothing of the listener, so the same router runs on tokio's `TcpListener` in
+//! production and on a simulated one under turmoil.
 //!
 //! Reads never run on the keeper core's task: listings, clusters, gates, configs and keys
 //! come from the read [`View`] (an informer-style cache following the hub), each listing
@@ -13,7 +15,8 @@
 //! atomically, in order with the heartbeats), answered with the revision of the change
 //! once the view reflects it. Every refusal is an RFC 9457 problem (see `problem.rs`):
 //! the router's own refusals (no such route, wrong method, body too large, body not the
-//! expected JSON) too, never axum's plain-text defaults. Bodies are the types of
+//! expected JSON) too, never axum's plain-text defaults, and hyper's answers to requests
+//! it cannot parse. Bodies are the types of
 //! [`crate::api`].
 //!
 //! | method & path | answer |

@@ -336,6 +336,16 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_watcher_is_told_when_to_come_back() {
+        let response = Problem::too_many_watchers(256, 5).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let other = Problem::malformed("x").into_response();
+        assert!(other.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
     fn every_error_maps_to_the_status_of_the_contract() {
         let cases: Vec<(Problem, u16, &str)> = vec![
             (
@@ -391,6 +401,19 @@ mod tests {
                 "config-too-large",
             ),
             (Problem::body_too_large(1), 413, "config-too-large"),
+            (Problem::malformed_request(), 400, "malformed-request"),
+            (
+                Problem::request_timeout(std::time::Duration::from_secs(10)),
+                408,
+                "request-timeout",
+            ),
+            (Problem::uri_too_long(16384), 414, "uri-too-long"),
+            (
+                Problem::headers_too_large(100, 16384),
+                431,
+                "headers-too-large",
+            ),
+            (Problem::too_many_watchers(256, 5), 503, "too-many-watchers"),
             (CallError::Stopped(Stopped).into(), 503, "keeper-stopped"),
             (ViewError::Stopped.into(), 503, "keeper-stopped"),
             (
