@@ -87,7 +87,8 @@ fn mb(bytes: u64) -> f64 {
 }
 
 fn connect(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
+    let addr: SocketAddr = addr.parse().expect("an address");
+    let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
     stream
         .set_read_timeout(Some(PATIENCE))
         .expect("a read timeout");
@@ -177,7 +178,9 @@ fn never_reading_watcher(addr: &str) -> TcpStream {
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
     socket.set_recv_buffer_size(4096).expect("a receive buffer");
-    socket.connect(&addr.into()).expect("connect");
+    socket
+        .connect_timeout(&addr.into(), PATIENCE)
+        .expect("connect");
     let mut stream: TcpStream = socket.into();
     stream
         .set_read_timeout(Some(PATIENCE))
@@ -440,9 +443,9 @@ fn sigterm_with_stalled_clients_of_every_kind_exits_0_by_the_deadline_and_keeps_
     // A history a never-reading watcher cannot take whole.
     push_configs(&addr, CLUSTER, 1500, 8);
 
-    let _idle = connect(&addr);
-    let mut _half = connect(&addr);
-    _half.write_all(HALF_HEADER).expect("send");
+    let idle = connect(&addr);
+    let mut half = connect(&addr);
+    half.write_all(HALF_HEADER).expect("send");
     let mut mid_body = connect(&addr);
     mid_body
         .write_all(
@@ -485,5 +488,5 @@ fn sigterm_with_stalled_clients_of_every_kind_exits_0_by_the_deadline_and_keeps_
     let again = Keeper::start_on(&dir, "127.0.0.1:0");
     let config = get_json(again.http_addr(), &format!("/v1/clusters/{CLUSTER}/config"));
     assert_eq!(config["version"], version, "{config}");
-    drop(stalled);
+    drop((idle, half, mid_body, stalled));
 }
