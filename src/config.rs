@@ -16,6 +16,10 @@
 //! log_format = "text"                 # or "json"
 //! max_proxies = 2000000
 //! max_clusters = 10000
+//! http_max_connections = 512          # the admin API's limits: http_* (see the README)
+//! http_max_watchers = 256
+//! http_write_timeout = "30s"
+//! http_send_buffer = 65536
 //!
 //! [clusters.payments]
 //! key_files = ["keys/payments.key"]   # several while a key is rotated
@@ -34,6 +38,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::auth::{Key, KeyError, KeyScope, Keyring};
+use crate::http::{LimitsError, ServeLimits};
 use crate::identity::validate_cluster;
 use crate::keeper::{KeeperConfig, KeeperConfigError};
 
@@ -110,6 +115,49 @@ pub struct ServeArgs {
     /// Log format [default: text]; the filter comes from RUST_LOG (default `info`).
     #[arg(long, env = "ZEROKEEPER_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Admin API: a client must send a request's whole head within this [default: 10s].
+    #[arg(long, env = "ZEROKEEPER_HTTP_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_header_read_timeout: Option<Duration>,
+    /// Admin API: a connection with no request in flight this long is closed [default: 60s].
+    #[arg(long, env = "ZEROKEEPER_HTTP_IDLE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_idle_timeout: Option<Duration>,
+    /// Admin API: a request body that makes no progress this long is answered 408
+    /// [default: 10s].
+    #[arg(long, env = "ZEROKEEPER_HTTP_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_body_read_timeout: Option<Duration>,
+    /// Admin API: a connection whose writes make no progress this long (its client does
+    /// not read) is closed [default: 30s].
+    #[arg(long, env = "ZEROKEEPER_HTTP_WRITE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_write_timeout: Option<Duration>,
+    /// Admin API: the most headers a request may have (more is 431) [default: 100].
+    #[arg(long, env = "ZEROKEEPER_HTTP_MAX_HEADERS", value_name = "N")]
+    pub http_max_headers: Option<usize>,
+    /// Admin API: the most bytes a request's head may take (more is 431, or 414 for a
+    /// request line alone) [default: 16384].
+    #[arg(long, env = "ZEROKEEPER_HTTP_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub http_max_header_bytes: Option<usize>,
+    /// Admin API: the most connections open at once [default: 512].
+    #[arg(long, env = "ZEROKEEPER_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// Admin API: the most watch streams at once, fewer than the connections (more are
+    /// 503) [default: 256].
+    #[arg(long, env = "ZEROKEEPER_HTTP_MAX_WATCHERS", value_name = "N")]
+    pub http_max_watchers: Option<usize>,
+    /// Admin API: the most requests served on one connection [default: 1000].
+    #[arg(
+        long,
+        env = "ZEROKEEPER_HTTP_MAX_REQUESTS_PER_CONNECTION",
+        value_name = "N"
+    )]
+    pub http_max_requests_per_connection: Option<usize>,
+    /// Admin API: the kernel send buffer of each connection, in bytes (Linux doubles it;
+    /// 0: the kernel's own sizing, up to megabytes) [default: 65536].
+    #[arg(long, env = "ZEROKEEPER_HTTP_SEND_BUFFER", value_name = "BYTES")]
+    pub http_send_buffer: Option<usize>,
+    /// Admin API: on SIGTERM, how long requests in flight may finish before every
+    /// connection left is closed [default: 5s].
+    #[arg(long, env = "ZEROKEEPER_HTTP_SHUTDOWN_DEADLINE", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_shutdown_deadline: Option<Duration>,
 }
 
 /// The config file, as written.
@@ -141,6 +189,22 @@ struct FileConfig {
     #[serde(default, with = "opt_duration")]
     restart_round: Option<Duration>,
     watch_retention: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    http_header_read_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    http_idle_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    http_body_read_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    http_write_timeout: Option<Duration>,
+    http_max_headers: Option<usize>,
+    http_max_header_bytes: Option<usize>,
+    http_max_connections: Option<usize>,
+    http_max_watchers: Option<usize>,
+    http_max_requests_per_connection: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    http_shutdown_deadline: Option<Duration>,
+    http_send_buffer: Option<usize>,
     #[serde(default)]
     clusters: BTreeMap<String, ClusterFileConfig>,
 }
@@ -184,7 +248,17 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Changes kept for watchers to resume from, in memory and in the store.
     pub watch_retention: usize,
+    /// The admin API's limits.
+    pub http_limits: ServeLimits,
+    /// The kernel send buffer of each admin connection, in bytes (0: the kernel's own).
+    pub http_send_buffer: usize,
 }
+
+/// The default [`ServeConfig::http_send_buffer`]: 64 KiB (128 KiB once Linux doubles
+/// it), instead of the megabytes the kernel grows a loopback connection's buffer to.
+pub const DEFAULT_HTTP_SEND_BUFFER: usize = 64 * 1024;
+/// The smallest non-zero [`ServeConfig::http_send_buffer`].
+pub const MIN_HTTP_SEND_BUFFER: usize = 4096;
 
 /// The default [`ServeConfig::watch_retention`].
 pub const DEFAULT_WATCH_RETENTION: usize = 100_000;
@@ -242,6 +316,15 @@ pub enum ConfigFileError {
     /// The timing or limits do not satisfy the protocol's rules.
     #[error("invalid setting: {0}")]
     Timing(#[from] KeeperConfigError),
+    /// The admin API's limits cannot serve.
+    #[error("invalid admin API limit: {0}")]
+    HttpLimits(#[from] LimitsError),
+    /// The admin connections' send buffer is neither 0 nor at least
+    /// [`MIN_HTTP_SEND_BUFFER`].
+    #[error(
+        "invalid admin API limit: http_send_buffer ({0}) must be 0 (the kernel's own) or at least {MIN_HTTP_SEND_BUFFER} bytes"
+    )]
+    SendBuffer(usize),
 }
 
 impl ServeArgs {
@@ -339,6 +422,58 @@ impl ServeArgs {
         };
         keeper.validate()?;
 
+        let http = ServeLimits::default();
+        let http_limits = ServeLimits {
+            header_read_timeout: self
+                .http_header_read_timeout
+                .or(file.http_header_read_timeout)
+                .unwrap_or(http.header_read_timeout),
+            idle_timeout: self
+                .http_idle_timeout
+                .or(file.http_idle_timeout)
+                .unwrap_or(http.idle_timeout),
+            body_read_timeout: self
+                .http_body_read_timeout
+                .or(file.http_body_read_timeout)
+                .unwrap_or(http.body_read_timeout),
+            write_timeout: self
+                .http_write_timeout
+                .or(file.http_write_timeout)
+                .unwrap_or(http.write_timeout),
+            max_headers: self
+                .http_max_headers
+                .or(file.http_max_headers)
+                .unwrap_or(http.max_headers),
+            max_header_bytes: self
+                .http_max_header_bytes
+                .or(file.http_max_header_bytes)
+                .unwrap_or(http.max_header_bytes),
+            max_connections: self
+                .http_max_connections
+                .or(file.http_max_connections)
+                .unwrap_or(http.max_connections),
+            max_watchers: self
+                .http_max_watchers
+                .or(file.http_max_watchers)
+                .unwrap_or(http.max_watchers),
+            max_requests_per_connection: self
+                .http_max_requests_per_connection
+                .or(file.http_max_requests_per_connection)
+                .unwrap_or(http.max_requests_per_connection),
+            shutdown_deadline: self
+                .http_shutdown_deadline
+                .or(file.http_shutdown_deadline)
+                .unwrap_or(http.shutdown_deadline),
+        };
+        http_limits.validate()?;
+        let http_send_buffer = self
+            .http_send_buffer
+            .or(file.http_send_buffer)
+            .unwrap_or(DEFAULT_HTTP_SEND_BUFFER);
+        if http_send_buffer != 0 && http_send_buffer < MIN_HTTP_SEND_BUFFER {
+            return Err(ConfigFileError::SendBuffer(http_send_buffer));
+        }
+
         Ok(ServeConfig {
             udp: self
                 .udp
@@ -361,6 +496,8 @@ impl ServeArgs {
                 .or(file.watch_retention)
                 .unwrap_or(DEFAULT_WATCH_RETENTION)
                 .max(1),
+            http_limits,
+            http_send_buffer,
         })
     }
 }
@@ -551,6 +688,138 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(matches!(args.resolve(), Err(ConfigFileError::Timing(_))));
+    }
+
+    #[test]
+    fn the_admin_api_limits_come_from_flags_then_the_file_then_the_defaults() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let dir = temp_dir("http-limits");
+        write(&dir, "k.key", &"2a".repeat(32));
+        let file = write(
+            &dir,
+            "zk.toml",
+            "key_file = \"k.key\"\nhttp_max_connections = 900\nhttp_max_watchers = 100\n\
+             http_write_timeout = \"5s\"\nhttp_idle_timeout = \"2m\"\nhttp_max_headers = 50\n",
+        );
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "serve",
+            "--config",
+            file.to_str().expect("utf-8"),
+            "--http-max-watchers",
+            "300",
+            "--http-body-read-timeout",
+            "3s",
+            "--http-max-requests-per-connection",
+            "7",
+            "--http-shutdown-deadline",
+            "2s",
+            "--http-header-read-timeout",
+            "4s",
+            "--http-max-header-bytes",
+            "8192",
+            "--http-send-buffer",
+            "0",
+        ])
+        .expect("the flags parse");
+        let config = cli.args.resolve().expect("valid");
+        assert_eq!(config.http_send_buffer, 0);
+        let limits = config.http_limits;
+        assert_eq!(
+            limits,
+            ServeLimits {
+                header_read_timeout: Duration::from_secs(4),
+                idle_timeout: Duration::from_secs(120),
+                body_read_timeout: Duration::from_secs(3),
+                write_timeout: Duration::from_secs(5),
+                max_headers: 50,
+                max_header_bytes: 8192,
+                max_connections: 900,
+                max_watchers: 300,
+                max_requests_per_connection: 7,
+                shutdown_deadline: Duration::from_secs(2),
+            }
+        );
+        let defaults = ServeArgs {
+            key_file: Some(dir.join("k.key")),
+            ..ServeArgs::default()
+        };
+        let config = defaults.resolve().expect("valid");
+        assert_eq!(config.http_limits, ServeLimits::default());
+        assert_eq!(config.http_send_buffer, DEFAULT_HTTP_SEND_BUFFER);
+    }
+
+    #[test]
+    fn admin_api_limits_that_cannot_serve_are_refused() {
+        let dir = temp_dir("http-refused");
+        let key = write(&dir, "k.key", &"2a".repeat(32));
+        let base = ServeArgs {
+            key_file: Some(key),
+            ..ServeArgs::default()
+        };
+        let refused = |args: ServeArgs| match args.resolve() {
+            Err(ConfigFileError::HttpLimits(e)) => e,
+            other => panic!("not refused for its HTTP limits: {other:?}"),
+        };
+        assert_eq!(
+            refused(ServeArgs {
+                http_max_watchers: Some(512),
+                ..base.clone()
+            }),
+            LimitsError::Watchers {
+                max_watchers: 512,
+                max_connections: 512
+            }
+        );
+        assert_eq!(
+            refused(ServeArgs {
+                http_max_connections: Some(0),
+                http_max_watchers: Some(0),
+                ..base.clone()
+            }),
+            LimitsError::Zero("max_connections")
+        );
+        assert_eq!(
+            refused(ServeArgs {
+                http_write_timeout: Some(Duration::ZERO),
+                ..base.clone()
+            }),
+            LimitsError::ZeroDuration("write_timeout")
+        );
+        assert_eq!(
+            refused(ServeArgs {
+                http_max_requests_per_connection: Some(0),
+                ..base.clone()
+            }),
+            LimitsError::Zero("max_requests_per_connection")
+        );
+        assert_eq!(
+            refused(ServeArgs {
+                http_max_header_bytes: Some(100),
+                ..base.clone()
+            }),
+            LimitsError::HeaderBytes(100)
+        );
+        assert!(matches!(
+            ServeArgs {
+                http_send_buffer: Some(100),
+                ..base.clone()
+            }
+            .resolve(),
+            Err(ConfigFileError::SendBuffer(100))
+        ));
+        // A watcher cap of zero (no watching) is a choice, not an error.
+        assert!(
+            ServeArgs {
+                http_max_watchers: Some(0),
+                ..base
+            }
+            .resolve()
+            .is_ok()
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs the keeper: UDP heartbeats in, the HTTP admin API out.
-    Serve(ServeArgs),
+    // Boxed: its many settings would make every command as large.
+    Serve(Box<ServeArgs>),
     /// Runs a proxy (the agent core) against a keeper, for trials, demos and tests.
     Proxy(ProxyArgs),
     /// Shows proxies and their status (or follows changes with --watch).
@@ -160,7 +161,7 @@ struct KeygenArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Proxy(args) => return proxy(args),
         Command::Status(args) => return args.run(),
         Command::Remove(args) => return args.run(),
@@ -232,9 +233,14 @@ async fn termination() {
 
 /// Binds the keeper's sockets (before anything else is touched: a port in use must not
 /// leave a data directory behind).
+///
+/// `send_buffer` (bytes, 0 for the kernel's own sizing) is set on the HTTP listener,
+/// whose connections inherit it: what a client that does not read can make the keeper
+/// hold in the kernel.
 async fn bind(
     udp: SocketAddr,
     http: SocketAddr,
+    send_buffer: usize,
 ) -> anyhow::Result<(zerokeeper::driver::udp::Udp, TcpListener)> {
     let socket = zerokeeper::driver::udp::Udp::bind(udp)
         .await
@@ -242,6 +248,11 @@ async fn bind(
     let listener = TcpListener::bind(http)
         .await
         .with_context(|| format!("cannot bind HTTP {http}"))?;
+    if send_buffer > 0 {
+        socket2::SockRef::from(&listener)
+            .set_send_buffer_size(send_buffer)
+            .with_context(|| format!("cannot set the send buffer of HTTP {http}"))?;
+    }
     Ok((socket, listener))
 }
 
@@ -249,7 +260,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logging(config.log_format, "info");
     runtime()?.block_on(async {
-        let (socket, listener) = bind(config.udp, config.http).await?;
+        let (socket, listener) = bind(config.udp, config.http, config.http_send_buffer).await?;
         let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
         let dir = &config.data_dir;
         let store = RedbStore::open(dir)
@@ -258,6 +269,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut setup = Setup::new(config.keeper.clone(), config.keyring.clone());
         setup.store = Some(Box::new(store));
         setup.retention = config.watch_retention;
+        setup.limits = config.http_limits.clone();
         // A fresh token secret: tokens of an earlier run never count.
         setup.token_secret = rand::random();
         let (stop, stopping) = watch::channel(false);
@@ -273,6 +285,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
               interval = ?config.keeper.heartbeat_interval, lost_after = ?config.keeper.lost_after,
               ready_timeout = ?config.keeper.ready_timeout, delete_after = ?config.keeper.delete_after,
               stall_slop = ?config.keeper.stall_slop, "keeper started");
+        let limits = &config.http_limits;
+        info!(max_connections = limits.max_connections, max_watchers = limits.max_watchers,
+              header_read_timeout = ?limits.header_read_timeout, idle_timeout = ?limits.idle_timeout,
+              body_read_timeout = ?limits.body_read_timeout, write_timeout = ?limits.write_timeout,
+              max_headers = limits.max_headers, max_header_bytes = limits.max_header_bytes,
+              max_requests_per_connection = limits.max_requests_per_connection,
+              shutdown_deadline = ?limits.shutdown_deadline, send_buffer = config.http_send_buffer,
+              "admin API limits");
         let server::Running {
             keeper_task,
             http_task,
@@ -372,7 +392,7 @@ fn demo(args: DemoArgs) -> ExitCode {
         let secret: [u8; 32] = rand::random();
         let key = Key::new(&secret)?;
         let loopback: SocketAddr = "127.0.0.1:0".parse()?;
-        let (socket, listener) = bind(loopback, args.http).await?;
+        let (socket, listener) = bind(loopback, args.http, 0).await?;
         let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
         // The demo keeps nothing: a keeper with no store.
         let mut setup = Setup::new(

@@ -30,8 +30,8 @@ use crate::auth::Keyring;
 use crate::driver::DatagramSocket;
 use crate::driver::DriverClock;
 use crate::driver::keeper::{ChangeSink, CommitMode, KeeperDriver, KeeperHandle};
-use crate::http::Listings;
 use crate::http::view::{SeedCluster, View, ViewSeed};
+use crate::http::{Listings, ServeLimits};
 use crate::hub::ChangeHub;
 use crate::keeper::{Change, Keeper, KeeperConfig, KeeperConfigError, RestoreError, StoredProxy};
 use crate::store::{Store, StoreError};
@@ -61,6 +61,8 @@ pub struct Setup {
     /// Where the admin API builds its listings ([`Listings::OffRuntime`] but in
     /// simulations).
     pub listings: Listings,
+    /// The admin API's server limits (connections, timeouts, watchers, shutdown).
+    pub limits: ServeLimits,
     /// Changes retained for watchers, in memory and in the store.
     pub retention: usize,
     /// The epoch of a keeper without a store (one with a store takes the store's).
@@ -96,6 +98,7 @@ impl Setup {
             store: None,
             commit_mode: CommitMode::Thread,
             listings: Listings::OffRuntime,
+            limits: ServeLimits::default(),
             retention: crate::config::DEFAULT_WATCH_RETENTION,
             epoch: 1,
             token_secret: [0; 32],
@@ -118,6 +121,7 @@ impl Debug for Setup {
             .field("store", &self.store.is_some())
             .field("commit_mode", &self.commit_mode)
             .field("retention", &self.retention)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -288,10 +292,11 @@ where
     let view_task = tokio::spawn(view.clone().follow(hub.clone(), stopped(stopping.clone())));
     let router =
         crate::http::router_with(handle.clone(), hub.clone(), view.clone(), setup.listings);
-    let http_task = tokio::spawn(crate::http::serve(
+    let http_task = tokio::spawn(crate::http::serve_with(
         listener,
         router,
         either(stopped(stopping), setup.stop_http.take()),
+        setup.limits.clone(),
     ));
     Ok(Running {
         handle,

@@ -353,6 +353,11 @@ fn every_problem_type_of_the_contract_maps_to_its_exit_code() {
         ("internal", 500, 1),
         ("gone", 410, 8),
         ("registry-full", 507, 10),
+        ("malformed-request", 400, 6),
+        ("request-timeout", 408, 1),
+        ("uri-too-long", 414, 1),
+        ("headers-too-large", 431, 1),
+        ("too-many-watchers", 503, 1),
         // Defined for this wave's work; mapped already.
         ("unauthorized", 401, 7),
         ("forbidden", 403, 7),

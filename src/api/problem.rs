@@ -121,6 +121,20 @@ pub enum ProblemKind {
     InvalidName,
     /// 400: the body (or a query parameter or header) is not what the endpoint expects.
     MalformedBody,
+    /// 400: the request is not HTTP/1.1 the server can parse (its request line or a
+    /// header is malformed); the connection is closed.
+    MalformedRequest,
+    /// 408: the request's body made no progress for the body-read timeout; the
+    /// connection is closed.
+    RequestTimeout,
+    /// 414: the request line is longer than the server reads; the connection is closed.
+    UriTooLong,
+    /// 431: the request has more headers, or a larger head, than the server reads; the
+    /// connection is closed.
+    HeadersTooLarge,
+    /// 503: as many watch streams as the server serves at once are open already; retry
+    /// after `Retry-After` seconds.
+    TooManyWatchers,
     /// 404: no such cluster.
     UnknownCluster,
     /// 404: no such proxy in the cluster.
@@ -171,6 +185,11 @@ impl ProblemKind {
     pub const ALL: &'static [ProblemKind] = &[
         ProblemKind::InvalidName,
         ProblemKind::MalformedBody,
+        ProblemKind::MalformedRequest,
+        ProblemKind::RequestTimeout,
+        ProblemKind::UriTooLong,
+        ProblemKind::HeadersTooLarge,
+        ProblemKind::TooManyWatchers,
         ProblemKind::UnknownCluster,
         ProblemKind::UnknownProxy,
         ProblemKind::NotFound,
@@ -198,6 +217,11 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidName => "invalid-name",
             ProblemKind::MalformedBody => "malformed-body",
+            ProblemKind::MalformedRequest => "malformed-request",
+            ProblemKind::RequestTimeout => "request-timeout",
+            ProblemKind::UriTooLong => "uri-too-long",
+            ProblemKind::HeadersTooLarge => "headers-too-large",
+            ProblemKind::TooManyWatchers => "too-many-watchers",
             ProblemKind::UnknownCluster => "unknown-cluster",
             ProblemKind::UnknownProxy => "unknown-proxy",
             ProblemKind::NotFound => "not-found",
@@ -224,11 +248,14 @@ impl ProblemKind {
     /// The HTTP status a problem of this kind is sent with.
     pub fn status(self) -> u16 {
         match self {
-            ProblemKind::InvalidName | ProblemKind::MalformedBody => 400,
+            ProblemKind::InvalidName
+            | ProblemKind::MalformedBody
+            | ProblemKind::MalformedRequest => 400,
             ProblemKind::Unauthorized => 401,
             ProblemKind::Forbidden => 403,
             ProblemKind::UnknownCluster | ProblemKind::UnknownProxy | ProblemKind::NotFound => 404,
             ProblemKind::MethodNotAllowed => 405,
+            ProblemKind::RequestTimeout => 408,
             ProblemKind::GateClosed
             | ProblemKind::DatasourceMismatch
             | ProblemKind::UnknownHostgroup
@@ -238,8 +265,13 @@ impl ProblemKind {
             ProblemKind::Gone => 410,
             ProblemKind::PreconditionFailed => 412,
             ProblemKind::ConfigTooLarge => 413,
+            ProblemKind::UriTooLong => 414,
+            ProblemKind::HeadersTooLarge => 431,
             ProblemKind::Internal => 500,
-            ProblemKind::KeeperStopped | ProblemKind::MassLoss | ProblemKind::NotLeader => 503,
+            ProblemKind::KeeperStopped
+            | ProblemKind::MassLoss
+            | ProblemKind::NotLeader
+            | ProblemKind::TooManyWatchers => 503,
             ProblemKind::RegistryFull => 507,
         }
     }
@@ -249,6 +281,11 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidName => "Invalid name",
             ProblemKind::MalformedBody => "Malformed body",
+            ProblemKind::MalformedRequest => "Malformed request",
+            ProblemKind::RequestTimeout => "Request timeout",
+            ProblemKind::UriTooLong => "URI too long",
+            ProblemKind::HeadersTooLarge => "Request headers too large",
+            ProblemKind::TooManyWatchers => "Too many watchers",
             ProblemKind::UnknownCluster => "Unknown cluster",
             ProblemKind::UnknownProxy => "Unknown proxy",
             ProblemKind::NotFound => "Not found",

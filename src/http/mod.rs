@@ -2,9 +2,11 @@
 //!
 //! [`router`] builds an axum [`Router`] around a [`KeeperHandle`], the [`ChangeHub`] and
 //! a [`View`]; [`serve`] runs it on a listener until a shutdown future completes, with
-//! limits on connections and a deadline on shutdown ([`ServeLimits`], `server.rs`). The
-//! handlers know nothing of the listener, so the same router runs on tokio's
-//! `TcpListener` in production and on a simulated one under turmoil.
+//! limits on connections, watchers, time and requests, and a deadline on shutdown
+//! ([`ServeLimits`], `server.rs`; a connection's IO in `io.rs`, hyper's own refusals made
+//! problems in `parse_errors.rs`, the body-read timeout in `body.rs`). The handlers know
+//! nothing of the listener, so the same router runs on tokio's `TcpListener` in
+//! production and on a simulated one under turmoil.
 //!
 //! Reads never run on the keeper core's task: listings, clusters, gates, configs and keys
 //! come from the read [`View`] (an informer-style cache following the hub), each listing
@@ -13,7 +15,8 @@
 //! atomically, in order with the heartbeats), answered with the revision of the change
 //! once the view reflects it. Every refusal is an RFC 9457 problem (see `problem.rs`):
 //! the router's own refusals (no such route, wrong method, body too large, body not the
-//! expected JSON) too, never axum's plain-text defaults. Bodies are the types of
+//! expected JSON) too, never axum's plain-text defaults, and hyper's answers to requests
+//! it cannot parse. Bodies are the types of
 //! [`crate::api`].
 //!
 //! | method & path | answer |
@@ -30,13 +33,16 @@
 //! | `GET /v1/watch` | server-sent events: the committed changes |
 //! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
 
+mod body;
+mod io;
 mod metrics;
+mod parse_errors;
 mod problem;
 mod server;
 pub mod view;
 mod watch;
 
-pub use server::{ServeLimits, serve, serve_with};
+pub use server::{LimitsError, MAX_HEADER_BYTES, MIN_HEADER_BYTES, ServeLimits, serve, serve_with};
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -417,9 +423,12 @@ where
 
 /// The whole body, refused with `413` past `LIMIT` bytes.
 ///
-/// Counted as it arrives rather than trusted from `Content-Length`, and read to just past
-/// the limit: a body of exactly `LIMIT + 1` bytes is consumed whole, so the client reads
-/// the answer instead of a reset connection.
+/// A `Content-Length` over the limit is refused before anything is read; otherwise the
+/// body is counted as it arrives rather than trusted from `Content-Length`, and read to
+/// just past the limit. What the client still sends after the answer is read and
+/// discarded by the server's lingering close (`io.rs`), so the client reads the `413`
+/// instead of a reset connection. A body that makes no progress for the server's body
+/// read timeout is `408 request-timeout`.
 struct Limited<const LIMIT: usize>(Bytes);
 
 impl<S, const LIMIT: usize> FromRequest<S> for Limited<LIMIT>
@@ -429,11 +438,21 @@ where
     type Rejection = Problem;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Problem> {
+        let announced = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if announced.is_some_and(|n| n > LIMIT as u64) {
+            return Err(Problem::body_too_large(LIMIT));
+        }
         let mut stream = request.into_body().into_data_stream();
         let mut body = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| Problem::malformed(format!("cannot read the body: {e}")))?;
+            let chunk = chunk.map_err(|e| match body::stalled(&e) {
+                Some(timeout) => Problem::request_timeout(timeout),
+                None => Problem::malformed(format!("cannot read the body: {e}")),
+            })?;
             if body.len() + chunk.len() > LIMIT {
                 return Err(Problem::body_too_large(LIMIT));
             }

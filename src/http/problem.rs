@@ -27,6 +27,9 @@ pub(crate) struct Problem {
     status: StatusCode,
     /// The document, as the client reads it.
     body: ProblemBody,
+    /// Seconds after which asking again may succeed (`Retry-After`), for refusals that
+    /// pass.
+    retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -36,6 +39,7 @@ impl Problem {
             status: StatusCode::from_u16(kind.status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body: ProblemBody::new(kind, detail),
+            retry_after: None,
         }
     }
 
@@ -77,6 +81,58 @@ impl Problem {
         )
     }
 
+    /// The request could not be parsed as HTTP/1.1 (hyper's own 400).
+    pub(crate) fn malformed_request() -> Problem {
+        Problem::new(
+            ProblemKind::MalformedRequest,
+            "the request could not be parsed as HTTP/1.1: its request line or a header is malformed",
+        )
+    }
+
+    /// The request line is longer than the server reads (`max_header_bytes`).
+    pub(crate) fn uri_too_long(max_header_bytes: usize) -> Problem {
+        Problem::new(
+            ProblemKind::UriTooLong,
+            format!(
+                "the request line is longer than the {max_header_bytes} bytes a request's head may take"
+            ),
+        )
+    }
+
+    /// The request has more than `max_headers` headers, or its head is larger than
+    /// `max_header_bytes`.
+    pub(crate) fn headers_too_large(max_headers: usize, max_header_bytes: usize) -> Problem {
+        Problem::new(
+            ProblemKind::HeadersTooLarge,
+            format!(
+                "the request has more than {max_headers} headers, or its head is larger than {max_header_bytes} bytes"
+            ),
+        )
+    }
+
+    /// The request's body made no progress for `timeout`.
+    pub(crate) fn request_timeout(timeout: std::time::Duration) -> Problem {
+        Problem::new(
+            ProblemKind::RequestTimeout,
+            format!(
+                "the request's body made no progress for {}",
+                humantime::format_duration(timeout)
+            ),
+        )
+    }
+
+    /// `max` watch streams are open already; retry after `retry_after` seconds.
+    pub(crate) fn too_many_watchers(max: usize, retry_after: u32) -> Problem {
+        let mut problem = Problem::new(
+            ProblemKind::TooManyWatchers,
+            format!(
+                "the keeper serves at most {max} watch streams at once and all are open; retry later"
+            ),
+        );
+        problem.retry_after = Some(retry_after);
+        problem
+    }
+
     /// Mass-loss protection holds for these clusters: the keeper is not ready.
     pub(crate) fn mass_loss(clusters: Vec<String>) -> Problem {
         let detail = format!(
@@ -106,7 +162,6 @@ impl Problem {
     }
 
     /// The HTTP status.
-    #[cfg(test)]
     pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
@@ -136,12 +191,18 @@ impl IntoResponse for Problem {
         let Ok(body) = serde_json::to_string(&self.body) else {
             return self.status.into_response();
         };
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -275,6 +336,16 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_watcher_is_told_when_to_come_back() {
+        let response = Problem::too_many_watchers(256, 5).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let other = Problem::malformed("x").into_response();
+        assert!(other.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
     fn every_error_maps_to_the_status_of_the_contract() {
         let cases: Vec<(Problem, u16, &str)> = vec![
             (
@@ -330,6 +401,19 @@ mod tests {
                 "config-too-large",
             ),
             (Problem::body_too_large(1), 413, "config-too-large"),
+            (Problem::malformed_request(), 400, "malformed-request"),
+            (
+                Problem::request_timeout(std::time::Duration::from_secs(10)),
+                408,
+                "request-timeout",
+            ),
+            (Problem::uri_too_long(16384), 414, "uri-too-long"),
+            (
+                Problem::headers_too_large(100, 16384),
+                431,
+                "headers-too-large",
+            ),
+            (Problem::too_many_watchers(256, 5), 503, "too-many-watchers"),
             (CallError::Stopped(Stopped).into(), 503, "keeper-stopped"),
             (ViewError::Stopped.into(), 503, "keeper-stopped"),
             (

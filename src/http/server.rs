@@ -7,18 +7,33 @@
 //! whether a request is in flight, since when it has been idle) and:
 //!
 //! - its request headers must arrive within [`ServeLimits::header_read_timeout`], and hold
-//!   at most [`ServeLimits::max_headers`] headers of [`ServeLimits::max_header_bytes`];
+//!   at most [`ServeLimits::max_headers`] headers of [`ServeLimits::max_header_bytes`]
+//!   (hyper answers more itself, with a 431 that `parse_errors.rs` makes problem+json, as
+//!   its 400 and 414);
+//! - a request body that makes no progress for [`ServeLimits::body_read_timeout`] while a
+//!   handler reads it is answered `408` (`body.rs`);
+//! - a write that makes no progress for [`ServeLimits::write_timeout`] (a client that does
+//!   not read) closes the connection (`io.rs`);
 //! - with no request in flight for [`ServeLimits::idle_timeout`] it is closed;
+//! - after [`ServeLimits::max_requests_per_connection`] requests its last answer says
+//!   `connection: close`, and it closes once that is sent;
+//! - when hyper closes it after an answer, what the client still sends is read and
+//!   discarded for a short while first (a lingering close, `io.rs`), so that a client
+//!   still sending a refused body reads the answer rather than a reset;
 //! - at most [`ServeLimits::max_connections`] are open: at the cap, the oldest one with no
 //!   request in flight (idle, or still sending its headers) is closed to make room, so an
 //!   operator's new connection is served; if every one has a request in flight, the new
 //!   one is refused (closed at once);
+//! - at most [`ServeLimits::max_watchers`] watch streams run at once (fewer than
+//!   connections, so watchers cannot take every slot); past that `/v1/watch` is `503
+//!   too-many-watchers` with `Retry-After`;
 //! - on shutdown, accepting stops, watch streams end, requests in flight may finish, and
 //!   after [`ServeLimits::shutdown_deadline`] every connection left is closed.
 //!
 //! A request is in flight from the moment its headers are read until its response body is
 //! dropped (sent whole, or the connection closed). A watch stream is in flight for as long
-//! as it runs; it ends on shutdown.
+//! as it runs; it ends on shutdown, or when its client stops reading for the write
+//! timeout.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,23 +41,29 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::{Notify, watch};
+use thiserror::Error;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::watch::Closing;
+use super::body::TimedBody;
+use super::io::ConnIo;
+use super::parse_errors::HeadLimits;
+use super::watch::Streams;
 
 /// The limits of the admin API's server. [`Default`] gives the documented defaults
 /// (docs/OPERATIONS.md §2). A duration over a year counts as a year, so
@@ -54,14 +75,27 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed. Default 60 s.
     pub idle_timeout: Duration,
+    /// A request body that makes no progress for this long while it is read is answered
+    /// `408 request-timeout` (and the connection closed). Default 10 s.
+    pub body_read_timeout: Duration,
+    /// A connection whose writes make no progress for this long (its client does not
+    /// read) is closed. Default 30 s.
+    pub write_timeout: Duration,
     /// The most headers a request may have (more is answered 431). Default 100.
     pub max_headers: usize,
     /// The most bytes a request's start line and headers may take (more is answered
-    /// 431). Default 16 KiB.
+    /// 431, or 414 when the request line alone is longer). Default 16 KiB.
     pub max_header_bytes: usize,
     /// The most connections open at once (at least 1). Default 512: well under a
     /// 1,024 file limit, with room for the store, the UDP socket and the logs.
     pub max_connections: usize,
+    /// The most watch streams at once (fewer than `max_connections`, so that ordinary
+    /// requests always have room); more are answered `503 too-many-watchers`. Default
+    /// 256.
+    pub max_watchers: usize,
+    /// The most requests one connection is served (at least 1); the last answer says
+    /// `connection: close`. Default 1,000.
+    pub max_requests_per_connection: usize,
     /// How long shutdown lets requests in flight finish before it closes every
     /// connection left. Default 5 s.
     pub shutdown_deadline: Duration,
@@ -72,11 +106,86 @@ impl Default for ServeLimits {
         ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             max_headers: 100,
             max_header_bytes: 16 * 1024,
             max_connections: 512,
+            max_watchers: 256,
+            max_requests_per_connection: 1000,
             shutdown_deadline: Duration::from_secs(5),
         }
+    }
+}
+
+/// The fewest bytes [`ServeLimits::max_header_bytes`] may be.
+pub const MIN_HEADER_BYTES: usize = 1024;
+/// The most bytes [`ServeLimits::max_header_bytes`] may be (hyper's read buffer holds a
+/// head of at most about 400 KiB).
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// Why [`ServeLimits`] were refused. Nothing is served.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LimitsError {
+    /// A timeout or deadline of zero would close every connection at once.
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(&'static str),
+    /// A count that must be at least 1 is 0.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// Watchers could take every connection and lock operators out.
+    #[error(
+        "max_watchers ({max_watchers}) must be less than max_connections ({max_connections}), so that ordinary requests always have room"
+    )]
+    Watchers {
+        /// The watcher cap asked for.
+        max_watchers: usize,
+        /// The connection cap asked for.
+        max_connections: usize,
+    },
+    /// `max_header_bytes` is outside [`MIN_HEADER_BYTES`]..=[`MAX_HEADER_BYTES`].
+    #[error("max_header_bytes ({0}) must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}")]
+    HeaderBytes(usize),
+}
+
+impl ServeLimits {
+    /// Checks that these limits can serve: every duration longer than zero, every count
+    /// at least 1, `max_watchers` < `max_connections`, `max_header_bytes` within
+    /// [`MIN_HEADER_BYTES`]..=[`MAX_HEADER_BYTES`].
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        for (name, duration) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("shutdown_deadline", self.shutdown_deadline),
+        ] {
+            if duration.is_zero() {
+                return Err(LimitsError::ZeroDuration(name));
+            }
+        }
+        for (name, count) in [
+            ("max_headers", self.max_headers),
+            ("max_connections", self.max_connections),
+            (
+                "max_requests_per_connection",
+                self.max_requests_per_connection,
+            ),
+        ] {
+            if count == 0 {
+                return Err(LimitsError::Zero(name));
+            }
+        }
+        if self.max_watchers >= self.max_connections {
+            return Err(LimitsError::Watchers {
+                max_watchers: self.max_watchers,
+                max_connections: self.max_connections,
+            });
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
+            return Err(LimitsError::HeaderBytes(self.max_header_bytes));
+        }
+        Ok(())
     }
 }
 
@@ -110,7 +219,17 @@ where
     L::Addr: Debug,
 {
     let (closing_tx, closing_rx) = watch::channel(false);
-    let router = router.layer(axum::Extension(Closing(closing_rx.clone())));
+    let router = router.layer(axum::Extension(Streams {
+        closing: closing_rx.clone(),
+        slots: Arc::new(Semaphore::new(
+            limits.max_watchers.min(Semaphore::MAX_PERMITS),
+        )),
+        max: limits.max_watchers,
+    }));
+    let head_limits = HeadLimits {
+        max_headers: limits.max_headers,
+        max_header_bytes: limits.max_header_bytes,
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -138,7 +257,10 @@ where
                 let service = Tracked {
                     inner: TowerToHyperService::new(router.clone()),
                     slot: slot.clone(),
+                    body_read_timeout: bounded(limits.body_read_timeout),
+                    max_requests: limits.max_requests_per_connection.max(1),
                 };
+                let io = ConnIo::new(io, head_limits, bounded(limits.write_timeout));
                 let connection = builder.serve_connection(TokioIo::new(io), service);
                 tasks.spawn(run_connection(
                     connection,
@@ -178,7 +300,7 @@ fn bounded(duration: Duration) -> Duration {
 /// Drives one connection until it ends, is closed to make room, has been idle too long,
 /// or shutdown closes it; then frees its slot.
 async fn run_connection<I>(
-    connection: http1::Connection<TokioIo<I>, Tracked>,
+    connection: http1::Connection<TokioIo<ConnIo<I>>, Tracked>,
     slot: Arc<Slot>,
     table: Arc<Table>,
     mut closing: watch::Receiver<bool>,
@@ -268,6 +390,7 @@ impl Table {
                 idle_since: Instant::now(),
             }),
             evict: Notify::new(),
+            requests: AtomicUsize::new(0),
         });
         *next += 1;
         slots.insert(slot.id, slot.clone());
@@ -289,6 +412,8 @@ struct Slot {
     activity: watch::Sender<Activity>,
     /// Closes the connection at once.
     evict: Notify,
+    /// Requests received so far.
+    requests: AtomicUsize,
 }
 
 impl Slot {
@@ -327,11 +452,15 @@ impl Drop for Busy {
     }
 }
 
-/// The router, as a hyper service that marks each request in flight on its connection.
+/// The router, as a hyper service that marks each request in flight on its connection,
+/// times its body's reads, and ends the connection after its last request.
 #[derive(Debug, Clone)]
 struct Tracked {
     inner: TowerToHyperService<Router>,
     slot: Arc<Slot>,
+    body_read_timeout: Duration,
+    /// Requests served on one connection.
+    max_requests: usize,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Tracked {
@@ -341,9 +470,19 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let busy = Busy::start(self.slot.clone());
-        let answer = self.inner.call(request);
+        let last = self.slot.requests.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_requests;
+        let timeout = self.body_read_timeout;
+        let answer = self
+            .inner
+            .call(request.map(|body| TimedBody::new(body, timeout)));
         Box::pin(async move {
-            let response = answer.await?;
+            let mut response = answer.await?;
+            if last {
+                // hyper closes the connection once an answer saying so is sent.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| TrackedBody { body, _busy: busy }))
         })
     }

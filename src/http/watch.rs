@@ -16,6 +16,14 @@
 //!
 //! Each stream holds at most one page of the hub's changes ([`PAGE`] `Arc`s) and is
 //! polled only as fast as its client reads: no queue per client grows without bound.
+//! What it has sent and the client has not read waits in hyper's write queue (at most 16
+//! events) and the sockets' buffers; a client that stops reading for the server's write
+//! timeout is disconnected (`io.rs`). Nothing more can reach it, so that close is its
+//! last signal; it resumes from the last event id it read, like any reconnecting client.
+//!
+//! At most [`ServeLimits::max_watchers`](crate::http::ServeLimits::max_watchers) streams
+//! run at once; past that a watch is `503 too-many-watchers` with `Retry-After`, so that
+//! watchers cannot take every connection of the server.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,7 +34,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::debug;
 
 use crate::api::{EventId, Gone, WatchEvent};
@@ -41,10 +49,21 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Changes a stream takes from the hub at a time.
 pub(crate) const PAGE: usize = 256;
 
-/// Set by [`serve`](crate::http::serve) when the server shuts down: open streams end, so
-/// graceful shutdown does not wait for watchers that never leave.
+/// How long a watcher refused for [`Streams::max`] is asked to wait (`Retry-After`).
+const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// What [`serve`](crate::http::serve) tells watch streams (an extension of every
+/// request): when the server shuts down, so that open streams end and graceful shutdown
+/// does not wait for watchers that never leave; and how many may run at once.
 #[derive(Clone, Debug)]
-pub(crate) struct Closing(pub(crate) watch::Receiver<bool>);
+pub(crate) struct Streams {
+    /// Set when the server shuts down.
+    pub(crate) closing: watch::Receiver<bool>,
+    /// One permit per stream that may run.
+    pub(crate) slots: Arc<Semaphore>,
+    /// The number of permits.
+    pub(crate) max: usize,
+}
 
 /// The query of `/v1/watch`.
 #[derive(Debug, Default, Deserialize)]
@@ -72,7 +91,7 @@ pub(crate) async fn watch(
     State(api): State<Api>,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    closing: Option<Extension<Closing>>,
+    streams: Option<Extension<Streams>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, Problem> {
     let Query(query) = query.map_err(|e| Problem::malformed(e.body_text()))?;
     if let Some(cluster) = &query.cluster {
@@ -106,6 +125,20 @@ pub(crate) async fn watch(
             (generation, revision)
         }
     };
+    // Last, so that a refused watch takes no slot.
+    let (closing, permit) = match streams {
+        Some(Extension(streams)) => {
+            let permit = streams.slots.clone().try_acquire_owned().map_err(|_| {
+                debug!(
+                    max_watchers = streams.max,
+                    "watcher refused: every slot is taken"
+                );
+                Problem::too_many_watchers(streams.max, RETRY_AFTER_SECONDS)
+            })?;
+            (Some(streams.closing), Some(permit))
+        }
+        None => (None, None),
+    };
     debug!(cluster = ?query.cluster, generation, last, "watcher connected");
     let watcher = Watcher {
         hub,
@@ -113,8 +146,9 @@ pub(crate) async fn watch(
         last,
         page: VecDeque::new(),
         cluster: query.cluster,
-        closing: closing.map(|Extension(Closing(rx))| rx),
+        closing,
         done: false,
+        _permit: permit,
     };
     Ok(Sse::new(stream::unfold(watcher, |mut w| async move {
         let item = w.next().await?;
@@ -148,6 +182,8 @@ pub(crate) struct Watcher {
     closing: Option<watch::Receiver<bool>>,
     /// `gone` was sent.
     done: bool,
+    /// The stream's slot among [`Streams::max`], freed with the stream.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Watcher {
@@ -254,6 +290,7 @@ mod tests {
             cluster: cluster.map(str::to_owned),
             closing: None,
             done: false,
+            _permit: None,
         }
     }
 

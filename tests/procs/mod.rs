@@ -69,8 +69,26 @@ impl Process {
     pub fn spawn_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Process {
         let mut command = Command::new(BIN);
         configure(&mut command);
+        command.args(args);
+        Process::spawn_command(command)
+    }
+
+    /// The binary with `args`, its open-file limit (soft and hard) lowered to `nofile`
+    /// first: started through `sh -c 'ulimit -n N && exec BIN ARGS'`, so the process
+    /// (same pid, same pipes) runs under the limit from its first instruction.
+    pub fn spawn_with_file_limit(args: &[&str], nofile: u64) -> Process {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(r#"ulimit -n "$0" && exec "$@""#)
+            .arg(nofile.to_string())
+            .arg(BIN)
+            .args(args);
+        Process::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> Process {
         let mut child = command
-            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -182,7 +200,7 @@ impl Keeper {
 
     /// A keeper as [`Keeper::start_at`] starts one, with `extra` arguments to `serve`.
     pub fn start_with(data_dir: &std::path::Path, udp: &str, http: &str, extra: &[&str]) -> Keeper {
-        Keeper::start_configured(data_dir, udp, http, extra, |_| {})
+        Keeper::launch(data_dir, udp, http, &TIMING, extra, None)
     }
 
     /// A keeper as [`Keeper::start_with`] starts one, its command configured by
@@ -193,6 +211,36 @@ impl Keeper {
         http: &str,
         extra: &[&str],
         configure: impl FnOnce(&mut Command),
+    ) -> Keeper {
+        Keeper::launch_by(data_dir, udp, http, &TIMING, extra, |args| {
+            Process::spawn_with(args, configure)
+        })
+    }
+
+    /// A keeper on `data_dir` (ports of its choosing) with `timing` instead of [`TIMING`],
+    /// `extra` arguments, and its open-file limit at `nofile` if given.
+    pub fn launch(
+        data_dir: &std::path::Path,
+        udp: &str,
+        http: &str,
+        timing: &[&str],
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Keeper {
+        Keeper::launch_by(data_dir, udp, http, timing, extra, |args| match nofile {
+            Some(nofile) => Process::spawn_with_file_limit(args, nofile),
+            None => Process::spawn(args),
+        })
+    }
+
+    /// A keeper started by `spawn` with the `serve` arguments it is given.
+    fn launch_by(
+        data_dir: &std::path::Path,
+        udp: &str,
+        http: &str,
+        timing: &[&str],
+        extra: &[&str],
+        spawn: impl FnOnce(&[&str]) -> Process,
     ) -> Keeper {
         let key = key_file();
         let dir = data_dir.to_str().expect("utf-8 path");
@@ -207,9 +255,9 @@ impl Keeper {
             "--data-dir",
             dir,
         ];
-        args.extend(TIMING);
+        args.extend(timing);
         args.extend(extra);
-        let process = Process::spawn_with(&args, configure);
+        let process = spawn(&args);
         let udp = process
             .wait_log(&["udp listening on "])
             .replace("udp listening on ", "");
@@ -269,6 +317,11 @@ impl Keeper {
             "--file",
             file.to_str().expect("utf-8 path"),
         ])
+    }
+
+    /// The admin API's `HOST:PORT`.
+    pub fn http_addr(&self) -> &str {
+        self.http.trim_start_matches("http://")
     }
 
     pub fn keys(&self) -> Vec<String> {
