@@ -296,3 +296,57 @@ fn a_push_creating_a_cluster_past_max_clusters_exits_10_and_says_the_registry_is
     let (code, _, err) = keeper.cli(&["status", "--cluster", "second", "-o", "keys"]);
     assert_eq!(code, 4, "{err}");
 }
+
+#[test]
+fn a_flood_of_clusters_whose_proxies_died_leaves_room_for_a_new_real_one() {
+    let dir = procs::fresh_dir("cluster-flood");
+    let config = dir.join("zk.toml");
+    std::fs::write(&config, "max_clusters = 2\n").expect("write config");
+    let keeper = Keeper::start_with(
+        &dir.join("data"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    // Two clusters whose only proxy dies while starting fill the registry.
+    for (cluster, identity) in [("flood_a", A), ("flood_b", B)] {
+        let mut p = keeper.proxy_in(cluster, identity, &["--crash-on-start"]);
+        assert_ne!(p.wait_exit(), 0);
+    }
+    // A real cluster's proxy is refused while they hold the room, and keeps asking.
+    let real = keeper.proxy_in("payments", C, &[]);
+    keeper.process.wait_log(&["registry full"]);
+    // Once the dead are deleted (ready_timeout) and their tombstones expire
+    // (delete_after), their clusters are freed and the real proxy registers by itself.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (code, out, _) = keeper.cli(&["status", "--cluster", "payments", "-o", "keys"]);
+        if code == 0 && out.contains(&format!("/zerodb/proxy/payments/status/{C}->up")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the real cluster never got room:\n{}",
+            keeper.process.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let clusters: serde_json::Value = ureq::get(format!("{}/v1/clusters", keeper.http))
+        .call()
+        .expect("the keeper answers")
+        .body_mut()
+        .read_json()
+        .expect("a cluster list");
+    let names: Vec<&str> = clusters["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["payments"], "the dead clusters were freed");
+    assert!(
+        !real.log().contains("asked for a restart"),
+        "{}",
+        real.log()
+    );
+}

@@ -273,13 +273,18 @@ impl Keeper {
     }
 
     pub fn proxy(&self, identity: &str, extra: &[&str]) -> Process {
+        self.proxy_in(CLUSTER, identity, extra)
+    }
+
+    /// A proxy of `cluster` (the default key speaks for every cluster).
+    pub fn proxy_in(&self, cluster: &str, identity: &str, extra: &[&str]) -> Process {
         let key = key_file();
         let mut args = vec![
             "proxy",
             "--keeper",
             &self.udp,
             "--cluster",
-            CLUSTER,
+            cluster,
             "--addr",
             identity,
             "--key-file",
