@@ -49,6 +49,7 @@
 //! simulation holds a clone), and [`redb::RedbStore`], the default, a crash-safe file in
 //! the data directory.
 
+mod record;
 pub mod redb;
 
 use std::collections::{BTreeMap, VecDeque};
