@@ -49,6 +49,8 @@
 //! simulation holds a clone), and [`redb::RedbStore`], the default, a crash-safe file in
 //! the data directory.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod record;
 pub mod redb;
 

@@ -563,7 +563,7 @@ fn migrate_v1(txn: &WriteTransaction, path: &Path) -> Result<(u64, u64), StoreEr
 }
 
 /// The current Unix time in whole seconds (at least 1): a new store's generation.
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -635,10 +635,7 @@ impl Tables for TxnTables<'_> {
 
     fn put_proxy(&mut self, p: StoredProxy) -> Result<(), StoreError> {
         proxy_key(&mut self.key, &p.cluster, &p.proxy);
-        let value = encode(
-            &ProxyRecord::of(&p),
-            self.path,
-        )?;
+        let value = encode(&ProxyRecord::of(&p), self.path)?;
         put(&mut self.proxies, &self.key, &value, self.path)
     }
 
