@@ -12,22 +12,21 @@ use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use zerokeeper::configdoc::ConfigVersion;
-use zerokeeper::keeper::change::{
-    AdminAction, ChangeKind, ConfigCause, ConfigSummary, StatusChange,
-};
-use zerokeeper::keeper::{Reason, Status};
+use zerokeeper::keeper::Status;
+use zerokeeper::keeper::change::{AdminAction, ChangeKind};
 use zerokeeper::store::redb::{FILE_NAME, FORMAT, RedbStore};
 use zerokeeper::store::{
-    AuditEntry, ConfigBlob, MemoryStore, Snapshot, Store, StoreError, StoredConfig, StoredProxy,
-    WallChange,
+    AuditEntry, MemoryStore, Snapshot, Store, StoreError, StoredConfig, StoredProxy,
 };
+
+mod store_changes;
+
+use store_changes::*;
 
 // ----- Helpers -----
 
@@ -62,200 +61,6 @@ impl Drop for TempDir {
 
 fn open(dir: &TempDir) -> RedbStore {
     RedbStore::open(dir.path()).expect("the store opens")
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
-
-/// The wall-clock time the helpers give the change of `revision`.
-fn at(revision: u64) -> u64 {
-    1_700_000_000_000 + 10 * revision
-}
-
-/// Where the datagrams of a proxy's `incarnation` come from, in the helpers.
-fn source(incarnation: u64) -> SocketAddr {
-    SocketAddr::from(([192, 0, 2, (incarnation % 250) as u8], 3307))
-}
-
-/// A change before it is numbered, with the content of a config version.
-#[derive(Clone, Debug)]
-struct Entry {
-    kind: ChangeKind<u64>,
-    blob: Option<ConfigBlob>,
-}
-
-impl From<ChangeKind<u64>> for Entry {
-    fn from(kind: ChangeKind<u64>) -> Entry {
-        Entry { kind, blob: None }
-    }
-}
-
-/// A proxy's status change, as the core would make it.
-fn status(
-    cluster: &str,
-    name: &str,
-    incarnation: u64,
-    from: Option<Status>,
-    to: Option<Status>,
-) -> Entry {
-    ChangeKind::Status(StatusChange {
-        cluster: cluster.into(),
-        proxy: name.into(),
-        slot: 0,
-        incarnation,
-        from,
-        to,
-        reason: Reason::Heartbeat,
-        last_heartbeat: Some(1_600_000_000_000 + incarnation),
-        source: source(incarnation),
-        config_version: incarnation % 7,
-    })
-    .into()
-}
-
-/// A proxy that enters the registry as `status`.
-fn put(cluster: &str, name: &str, incarnation: u64, status_: Status) -> Entry {
-    status(cluster, name, incarnation, None, Some(status_))
-}
-
-/// A proxy that leaves the registry.
-fn delete(cluster: &str, name: &str) -> Entry {
-    status(cluster, name, 0, Some(Status::Lost), None)
-}
-
-/// What a store holds after `put(cluster, name, incarnation, status)` at `revision`.
-fn stored(
-    cluster: &str,
-    name: &str,
-    incarnation: u64,
-    status: Status,
-    revision: u64,
-) -> StoredProxy {
-    StoredProxy {
-        cluster: cluster.into(),
-        proxy: name.into(),
-        incarnation,
-        status,
-        since_unix_ms: Some(at(revision)),
-        last_heartbeat_unix_ms: Some(1_600_000_000_000 + incarnation),
-        source: Some(source(incarnation)),
-        config_version: incarnation % 7,
-    }
-}
-
-fn observed(cluster: &str, name: &str, from: SocketAddr, config_version: u64) -> Entry {
-    ChangeKind::Observed {
-        cluster: cluster.into(),
-        proxy: name.into(),
-        slot: 0,
-        source: from,
-        config_version,
-    }
-    .into()
-}
-
-fn config(cluster: &str, version: u64) -> StoredConfig {
-    let mut datasources = BTreeMap::new();
-    datasources.insert("hg0".to_owned(), format!("ds{version}"));
-    datasources.insert("hg1".to_owned(), "primary".to_owned());
-    StoredConfig {
-        cluster: cluster.into(),
-        version,
-        base: format!("# {cluster} v{version}\nrules = []\n").into_bytes(),
-        datasources,
-    }
-}
-
-/// A config change with its blob, holding `config`'s content.
-fn config_entry(config: &StoredConfig) -> Entry {
-    let base: Arc<[u8]> = Arc::from(config.base.as_slice());
-    let version = ConfigVersion {
-        version: config.version,
-        base: base.clone(),
-        datasources: config.datasources.clone(),
-        bytes: base,
-        digest: [config.version as u8; 32],
-    };
-    Entry {
-        kind: ChangeKind::Config {
-            cluster: config.cluster.as_str().into(),
-            config: ConfigSummary {
-                version: config.version,
-                digest: version.digest,
-                size: version.bytes.len(),
-                base_size: version.base.len(),
-                datasources: config.datasources.clone(),
-            },
-            cause: ConfigCause::Push,
-        },
-        blob: Some(ConfigBlob {
-            cluster: config.cluster.as_str().into(),
-            config: Arc::new(version),
-        }),
-    }
-}
-
-fn put_config(cluster: &str, version: u64) -> Entry {
-    config_entry(&config(cluster, version))
-}
-
-fn admin(action: AdminAction) -> Entry {
-    ChangeKind::Admin(action).into()
-}
-
-fn push_action(cluster: &str, version: u64) -> AdminAction {
-    AdminAction::PushConfig {
-        cluster: cluster.into(),
-        version,
-        size: 70,
-    }
-}
-
-fn push_json(cluster: &str, version: u64) -> String {
-    format!(r#"{{"action":"push_config","cluster":"{cluster}","size":70,"version":{version}}}"#)
-}
-
-fn rewound(seen_epoch: u32) -> Entry {
-    ChangeKind::Rewound { seen_epoch }.into()
-}
-
-/// The entries numbered from `first`, with the helpers' times, and their blobs.
-fn numbered(first: u64, entries: &[Entry]) -> (Vec<WallChange>, Vec<ConfigBlob>) {
-    let changes = entries
-        .iter()
-        .zip(first..)
-        .map(|(e, revision)| WallChange {
-            revision,
-            at: at(revision),
-            kind: e.kind.clone(),
-        })
-        .collect();
-    let blobs = entries.iter().filter_map(|e| e.blob.clone()).collect();
-    (changes, blobs)
-}
-
-/// Commits the entries as the next changes of `store`; returns them as committed.
-fn try_commit(store: &mut dyn Store, entries: &[Entry]) -> Result<Vec<WallChange>, StoreError> {
-    let (changes, blobs) = numbered(store.revision() + 1, entries);
-    store.commit(&changes, &blobs)?;
-    Ok(changes)
-}
-
-fn commit(store: &mut dyn Store, entries: &[Entry]) -> Vec<WallChange> {
-    try_commit(store, entries).expect("commits")
-}
-
-/// The snapshot without its generation: a memory store counts generations from 1, a redb
-/// store from the Unix time it was made.
-fn comparable(snapshot: Snapshot) -> Snapshot {
-    Snapshot {
-        generation: 0,
-        ..snapshot
-    }
 }
 
 /// Applies `batches` to a `MemoryStore` and a fresh `RedbStore` with the same retention,
@@ -552,61 +357,6 @@ fn audit_entries_come_back_oldest_first_across_commits_and_reopening() {
             },
         ]
     );
-}
-
-fn any_status() -> impl Strategy<Value = Status> {
-    prop_oneof![Just(Status::Ready), Just(Status::Up), Just(Status::Lost)]
-}
-
-fn any_entry() -> impl Strategy<Value = Entry> {
-    // Few names, so that puts, replacements, observations and deletes hit the same entries.
-    let cluster = || prop::sample::select(vec!["", "a", "ab", "a\u{0}", "b", "é"]);
-    let name = || prop::sample::select(vec!["", "p", "p\u{0}", "pq", "q:1"]);
-    prop_oneof![
-        5 => (
-            cluster(),
-            name(),
-            any::<u64>(),
-            prop::option::weighted(0.7, any_status()),
-            prop::option::weighted(0.8, any_status()),
-        )
-            .prop_map(|(cluster, name, incarnation, from, to)| {
-                status(cluster, name, incarnation, from, to)
-            }),
-        2 => (cluster(), name(), any::<u16>(), any::<u64>()).prop_map(
-            |(cluster, name, port, version)| {
-                observed(cluster, name, SocketAddr::from(([10, 1, 2, 3], port)), version)
-            }
-        ),
-        2 => (
-            cluster(),
-            0..4u64,
-            prop::collection::vec(any::<u8>(), 0..16),
-            prop::collection::btree_map("[a-z0-9]{0,3}", "[a-z0-9]{0,3}", 0..3),
-        )
-            .prop_map(|(cluster, version, base, datasources)| {
-                config_entry(&StoredConfig { cluster: cluster.into(), version, base, datasources })
-            }),
-        1 => (cluster(), any::<u64>()).prop_map(|(cluster, version)| {
-            admin(push_action(cluster, version))
-        }),
-        1 => (cluster(), name(), any_status()).prop_map(|(cluster, name, status)| {
-            admin(AdminAction::Remove { cluster: cluster.into(), proxy: name.into(), status })
-        }),
-        1 => (0..20u32).prop_map(rewound),
-        1 => (cluster(), name(), any::<u64>()).prop_map(|(cluster, name, incarnation)| {
-            ChangeKind::RestartSent {
-                cluster: cluster.into(),
-                proxy: name.into(),
-                incarnation,
-                to: source(incarnation),
-            }
-            .into()
-        }),
-        1 => (any::<u32>(), any::<usize>()).prop_map(|(ms, shifted)| {
-            ChangeKind::Stall { length: Duration::from_millis(ms.into()), shifted }.into()
-        }),
-    ]
 }
 
 proptest! {

@@ -43,12 +43,17 @@
 //! reuses revisions, but not with the same generation. A new [`redb::RedbStore`] starts at
 //! the current Unix time in seconds, and `Rewound` bumps it.
 //!
-//! Two stores implement [`Store`], and behave the same for the same calls (one
-//! `apply` decides the effects for both; the tests compare them on random batches):
+//! Three stores implement [`Store`], and behave the same for the same calls (one
+//! `apply` decides the effects for all; the tests compare them on random batches):
 //! [`MemoryStore`], shared by clones (it survives a simulated keeper crash when the
-//! simulation holds a clone), and [`redb::RedbStore`], the default, a crash-safe file in
-//! the data directory.
+//! simulation holds a clone), [`redb::RedbStore`], the default, a crash-safe file in
+//! the data directory, and (with the cargo feature `etcd`) `etcd::EtcdStore`, in an etcd
+//! that several keepers share. The two persistent ones write the same records
+//! (`record.rs`).
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+mod record;
 pub mod redb;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -96,10 +101,13 @@ pub struct Snapshot {
 
 /// Why the store failed. No variant stored anything: a failed commit or boot leaves the
 /// store as it was. A keeper stops on any store failure rather than answer for a change
-/// it could not make durable.
+/// it could not make durable. (A network store cannot always know: a request to etcd
+/// that timed out may have been applied; see `etcd`'s documentation. Either way nothing
+/// the keeper acknowledged is lost, and the next boot finds each batch whole or absent.)
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// Another keeper holds the data directory. Nothing was read or written.
+    /// Another keeper holds the data directory (or, in etcd, has taken the root, or this
+    /// keeper's fence is stale). Nothing was written.
     #[error("the data directory is in use by another keeper: {0}")]
     InUse(String),
     /// The store could not be opened, read or written, or refused a batch that breaks the

@@ -55,10 +55,9 @@
 //! - **3 and later**: refused as [`StoreError::TooNew`], unchanged. Anything else is
 //!   [`StoreError::Corrupt`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,6 +69,9 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::record::{
+    self, AuditRecord, AuditRecordOut, ConfigRecord, ConfigRecordOut, ProxyRecord,
+};
 use super::{
     AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoredConfig, StoredProxy, Tables,
     WallChange, apply, check_batch, next_epoch,
@@ -105,51 +107,12 @@ const EPOCH_KEY: &[u8] = b"epoch";
 const REVISION_KEY: &[u8] = b"revision";
 const GENERATION_KEY: &[u8] = b"generation";
 
-/// The value of a `proxies` entry (the key holds the cluster and the proxy).
-#[derive(Serialize, Deserialize)]
-struct ProxyRecord {
-    incarnation: u64,
-    status: u8,
-    since_unix_ms: Option<u64>,
-    last_heartbeat_unix_ms: Option<u64>,
-    source: Option<SocketAddr>,
-    config_version: u64,
-}
-
 /// The value of a `proxies` entry in schema 1.
 #[derive(Deserialize)]
 struct ProxyRecordV1 {
     incarnation: u64,
     status: u8,
     since_unix_ms: u64,
-}
-
-/// The value of a `configs` entry, as written (borrowed, to encode without copying).
-#[derive(Serialize)]
-struct ConfigRecordOut<'a> {
-    base: &'a [u8],
-    datasources: &'a BTreeMap<String, String>,
-}
-
-/// The value of a `configs` entry, as read.
-#[derive(Deserialize)]
-struct ConfigRecord {
-    base: Vec<u8>,
-    datasources: BTreeMap<String, String>,
-}
-
-/// The value of an `audit` entry, as written.
-#[derive(Serialize)]
-struct AuditRecordOut<'a> {
-    at_unix_ms: u64,
-    action: &'a str,
-}
-
-/// The value of an `audit` entry, as read.
-#[derive(Deserialize)]
-struct AuditRecord {
-    at_unix_ms: u64,
-    action: String,
 }
 
 /// The default [`Store`]: a crash-safe redb database file in the data directory.
@@ -600,7 +563,7 @@ fn migrate_v1(txn: &WriteTransaction, path: &Path) -> Result<(u64, u64), StoreEr
 }
 
 /// The current Unix time in whole seconds (at least 1): a new store's generation.
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -672,17 +635,7 @@ impl Tables for TxnTables<'_> {
 
     fn put_proxy(&mut self, p: StoredProxy) -> Result<(), StoreError> {
         proxy_key(&mut self.key, &p.cluster, &p.proxy);
-        let value = encode(
-            &ProxyRecord {
-                incarnation: p.incarnation,
-                status: status_code(p.status),
-                since_unix_ms: p.since_unix_ms,
-                last_heartbeat_unix_ms: p.last_heartbeat_unix_ms,
-                source: p.source,
-                config_version: p.config_version,
-            },
-            self.path,
-        )?;
+        let value = encode(&ProxyRecord::of(&p), self.path)?;
         put(&mut self.proxies, &self.key, &value, self.path)
     }
 
@@ -1058,8 +1011,7 @@ fn get_u32(table: &Table<'_, Bytes, Bytes>, key: &[u8], path: &Path) -> Result<u
 }
 
 fn encode<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(value)
-        .map_err(|e| StoreError::Io(format!("{}: cannot encode a value: {e}", path.display())))
+    record::encode(value).map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))
 }
 
 /// Decodes a whole value: trailing bytes are corruption, not padding.
@@ -1068,14 +1020,7 @@ fn decode<'a, T: Deserialize<'a>>(
     path: &Path,
     what: &str,
 ) -> Result<T, StoreError> {
-    match postcard::take_from_bytes(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(corrupt(
-            path,
-            &format!("{what} has {} trailing bytes", rest.len()),
-        )),
-        Err(e) => Err(corrupt(path, &format!("{what} cannot be decoded: {e}"))),
-    }
+    record::decode(bytes, what).map_err(|e| corrupt(path, &e))
 }
 
 fn decode_u64_key(key: &[u8], path: &Path, what: &str) -> Result<u64, StoreError> {
@@ -1084,21 +1029,8 @@ fn decode_u64_key(key: &[u8], path: &Path, what: &str) -> Result<u64, StoreError
         .map_err(|_| corrupt(path, &format!("{what} is not 8 bytes long")))
 }
 
-fn status_code(status: Status) -> u8 {
-    match status {
-        Status::Ready => 0,
-        Status::Up => 1,
-        Status::Lost => 2,
-    }
-}
-
 fn status_from_code(code: u8, path: &Path) -> Result<Status, StoreError> {
-    match code {
-        0 => Ok(Status::Ready),
-        1 => Ok(Status::Up),
-        2 => Ok(Status::Lost),
-        other => Err(corrupt(path, &format!("unknown proxy status {other}"))),
-    }
+    record::status_from_code(code).map_err(|e| corrupt(path, &e))
 }
 
 fn stored_proxy(
@@ -1107,68 +1039,28 @@ fn stored_proxy(
     record: ProxyRecord,
     path: &Path,
 ) -> Result<StoredProxy, StoreError> {
-    Ok(StoredProxy {
-        cluster,
-        proxy,
-        incarnation: record.incarnation,
-        status: status_from_code(record.status, path)?,
-        since_unix_ms: record.since_unix_ms,
-        last_heartbeat_unix_ms: record.last_heartbeat_unix_ms,
-        source: record.source,
-        config_version: record.config_version,
-    })
-}
-
-/// Writes the cluster into `key` (after clearing it) so that keys sort by cluster first:
-/// NUL is escaped as `00 FF` and the cluster ends with `00 00`, which sorts below any
-/// continuation of it.
-fn cluster_prefix(key: &mut Vec<u8>, cluster: &str) {
-    key.clear();
-    for &b in cluster.as_bytes() {
-        key.push(b);
-        if b == 0 {
-            key.push(0xFF);
-        }
-    }
-    key.extend_from_slice(&[0, 0]);
+    record
+        .into_stored(cluster, proxy)
+        .map_err(|e| corrupt(path, &e))
 }
 
 fn proxy_key(key: &mut Vec<u8>, cluster: &str, proxy: &str) {
-    cluster_prefix(key, cluster);
-    key.extend_from_slice(proxy.as_bytes());
+    key.clear();
+    record::push_proxy_key(key, cluster, proxy);
 }
 
 fn config_key(key: &mut Vec<u8>, cluster: &str, version: u64) {
-    cluster_prefix(key, cluster);
-    key.extend_from_slice(&version.to_be_bytes());
+    key.clear();
+    record::push_config_key(key, cluster, version);
 }
 
 /// Splits a key into its cluster (still escaped, without the terminator) and the rest.
 fn split_key<'k>(key: &'k [u8], path: &Path) -> Result<(&'k [u8], &'k [u8]), StoreError> {
-    let mut i = 0;
-    while i < key.len() {
-        if key[i] == 0 {
-            match key.get(i + 1) {
-                Some(0) => return Ok((&key[..i], &key[i + 2..])),
-                Some(0xFF) => i += 2,
-                _ => return Err(corrupt(path, "a key has a bad cluster escape")),
-            }
-        } else {
-            i += 1;
-        }
-    }
-    Err(corrupt(path, "a key has no cluster terminator"))
+    record::split_key(key).map_err(|e| corrupt(path, e))
 }
 
 fn unescape_cluster(escaped: &[u8], path: &Path) -> Result<String, StoreError> {
-    let mut bytes = Vec::with_capacity(escaped.len());
-    let mut i = 0;
-    while i < escaped.len() {
-        bytes.push(escaped[i]);
-        // split_key only returns well-formed escapes: a NUL is always followed by 0xFF.
-        i += if escaped[i] == 0 { 2 } else { 1 };
-    }
-    String::from_utf8(bytes).map_err(|_| corrupt(path, "a cluster name is not UTF-8"))
+    record::unescape_cluster(escaped).map_err(|e| corrupt(path, e))
 }
 
 fn read_proxies(
@@ -1214,9 +1106,7 @@ fn read_latest_configs(
     {
         let (key, value) = entry.map_err(fail(path, "cannot read configs"))?;
         let (escaped, version) = split_key(key.value(), path)?;
-        let version = <[u8; 8]>::try_from(version)
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt(path, "a config key has no 8-byte version"))?;
+        let version = record::config_version(version).map_err(|e| corrupt(path, e))?;
         if last.as_deref() == Some(escaped) {
             continue;
         }

@@ -1,0 +1,181 @@
+//! The records both persistent stores write, and the keys that sort them: one definition,
+//! so that the redb file and the etcd keyspace hold the same bytes for the same facts.
+//!
+//! Values are postcard-encoded and decoded strictly (trailing bytes are corruption, not
+//! padding). Keys of the proxy and config tables start with the cluster, escaped so that
+//! keys sort by cluster and then by proxy (or version) exactly as the
+//! [`MemoryStore`](super::MemoryStore)'s `(String, String)` and `(String, u64)` tuples do,
+//! whatever the bytes: a NUL byte of the cluster is written `00 FF`, and the cluster ends
+//! with `00 00`, which sorts below any continuation of it.
+//!
+//! Errors are messages here; each store wraps them in [`StoreError`](super::StoreError)
+//! with the place it read them from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::StoredProxy;
+use crate::keeper::Status;
+
+/// A stored proxy without its key (which holds the cluster and the proxy).
+#[derive(Serialize, Deserialize)]
+pub(super) struct ProxyRecord {
+    pub(super) incarnation: u64,
+    pub(super) status: u8,
+    pub(super) since_unix_ms: Option<u64>,
+    pub(super) last_heartbeat_unix_ms: Option<u64>,
+    pub(super) source: Option<SocketAddr>,
+    pub(super) config_version: u64,
+}
+
+impl ProxyRecord {
+    /// The record of `proxy`.
+    pub(super) fn of(proxy: &StoredProxy) -> ProxyRecord {
+        ProxyRecord {
+            incarnation: proxy.incarnation,
+            status: status_code(proxy.status),
+            since_unix_ms: proxy.since_unix_ms,
+            last_heartbeat_unix_ms: proxy.last_heartbeat_unix_ms,
+            source: proxy.source,
+            config_version: proxy.config_version,
+        }
+    }
+
+    /// The proxy this record holds, under its key's cluster and proxy.
+    pub(super) fn into_stored(self, cluster: String, proxy: String) -> Result<StoredProxy, String> {
+        Ok(StoredProxy {
+            cluster,
+            proxy,
+            incarnation: self.incarnation,
+            status: status_from_code(self.status)?,
+            since_unix_ms: self.since_unix_ms,
+            last_heartbeat_unix_ms: self.last_heartbeat_unix_ms,
+            source: self.source,
+            config_version: self.config_version,
+        })
+    }
+}
+
+/// A config version's content, as written (borrowed, to encode without copying). This is
+/// the opaque blob a store keeps for each version.
+#[derive(Serialize)]
+pub(super) struct ConfigRecordOut<'a> {
+    pub(super) base: &'a [u8],
+    pub(super) datasources: &'a BTreeMap<String, String>,
+}
+
+/// A config version's content, as read.
+#[derive(Deserialize)]
+pub(super) struct ConfigRecord {
+    pub(super) base: Vec<u8>,
+    pub(super) datasources: BTreeMap<String, String>,
+}
+
+/// An audit entry, as written.
+#[derive(Serialize)]
+pub(super) struct AuditRecordOut<'a> {
+    pub(super) at_unix_ms: u64,
+    pub(super) action: &'a str,
+}
+
+/// An audit entry, as read.
+#[derive(Deserialize)]
+pub(super) struct AuditRecord {
+    pub(super) at_unix_ms: u64,
+    pub(super) action: String,
+}
+
+/// Encodes a value (postcard).
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(value).map_err(|e| format!("cannot encode a value: {e}"))
+}
+
+/// Decodes a whole value: trailing bytes are corruption, not padding.
+pub(super) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, String> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!("{what} has {} trailing bytes", rest.len())),
+        Err(e) => Err(format!("{what} cannot be decoded: {e}")),
+    }
+}
+
+/// A status as stored: `0` ready, `1` up, `2` lost.
+pub(super) fn status_code(status: Status) -> u8 {
+    match status {
+        Status::Ready => 0,
+        Status::Up => 1,
+        Status::Lost => 2,
+    }
+}
+
+/// The status stored as `code`.
+pub(super) fn status_from_code(code: u8) -> Result<Status, String> {
+    match code {
+        0 => Ok(Status::Ready),
+        1 => Ok(Status::Up),
+        2 => Ok(Status::Lost),
+        other => Err(format!("unknown proxy status {other}")),
+    }
+}
+
+/// Appends the cluster to `key` so that keys sort by cluster first: NUL is escaped as
+/// `00 FF` and the cluster ends with `00 00`, which sorts below any continuation of it.
+pub(super) fn push_cluster(key: &mut Vec<u8>, cluster: &str) {
+    for &b in cluster.as_bytes() {
+        key.push(b);
+        if b == 0 {
+            key.push(0xFF);
+        }
+    }
+    key.extend_from_slice(&[0, 0]);
+}
+
+/// Appends the key of a proxy (its cluster escaped, then the proxy).
+pub(super) fn push_proxy_key(key: &mut Vec<u8>, cluster: &str, proxy: &str) {
+    push_cluster(key, cluster);
+    key.extend_from_slice(proxy.as_bytes());
+}
+
+/// Appends the key of a config version (its cluster escaped, then the version, big-endian).
+pub(super) fn push_config_key(key: &mut Vec<u8>, cluster: &str, version: u64) {
+    push_cluster(key, cluster);
+    key.extend_from_slice(&version.to_be_bytes());
+}
+
+/// Splits a key into its cluster (still escaped, without the terminator) and the rest.
+pub(super) fn split_key(key: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
+    let mut i = 0;
+    while i < key.len() {
+        if key[i] == 0 {
+            match key.get(i + 1) {
+                Some(0) => return Ok((&key[..i], &key[i + 2..])),
+                Some(0xFF) => i += 2,
+                _ => return Err("a key has a bad cluster escape"),
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Err("a key has no cluster terminator")
+}
+
+/// The cluster name of an escaped cluster that [`split_key`] returned.
+pub(super) fn unescape_cluster(escaped: &[u8]) -> Result<String, &'static str> {
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut i = 0;
+    while i < escaped.len() {
+        bytes.push(escaped[i]);
+        // split_key only returns well-formed escapes: a NUL is always followed by 0xFF.
+        i += if escaped[i] == 0 { 2 } else { 1 };
+    }
+    String::from_utf8(bytes).map_err(|_| "a cluster name is not UTF-8")
+}
+
+/// The version of a config key's rest (after [`split_key`]).
+pub(super) fn config_version(rest: &[u8]) -> Result<u64, &'static str> {
+    <[u8; 8]>::try_from(rest)
+        .map(u64::from_be_bytes)
+        .map_err(|_| "a config key has no 8-byte version")
+}
