@@ -60,6 +60,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where a keeper keeps its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A redb file in the data directory: one keeper.
+    #[default]
+    Redb,
+    /// An etcd: several keepers, one of which leads (builds with the `etcd` feature).
+    Etcd,
+}
+
 /// `zerokeeper serve` flags. Each is optional here; defaults apply after the file.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ServeArgs {
@@ -158,7 +169,81 @@ pub struct ServeArgs {
     /// connection left is closed [default: 5s].
     #[arg(long, env = "ZEROKEEPER_HTTP_SHUTDOWN_DEADLINE", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub http_shutdown_deadline: Option<Duration>,
+    /// Where the state lives: `redb` (the data directory; one keeper) or `etcd` (several
+    /// keepers, one leading) [default: redb].
+    #[arg(long, env = "ZEROKEEPER_STORE", value_enum, value_name = "KIND")]
+    pub store: Option<StoreKind>,
+    /// etcd client URLs, comma-separated (`--store etcd`).
+    #[arg(
+        long,
+        env = "ZEROKEEPER_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URL[,…]"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// The root of the status keys in etcd [default: /zerodb/proxy].
+    #[arg(long, env = "ZEROKEEPER_ETCD_PREFIX", value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// etcd user, if etcd has authentication on (with --etcd-password-file).
+    #[arg(long, env = "ZEROKEEPER_ETCD_USER", value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// A file holding the etcd user's password (private: mode 0600).
+    #[arg(long, env = "ZEROKEEPER_ETCD_PASSWORD_FILE", value_name = "PATH")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// The CA of etcd's TLS certificate (PEM), as `etcdctl --cacert`.
+    #[arg(long, env = "ZEROKEEPER_ETCD_CACERT", value_name = "PATH")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), as `etcdctl --cert` (with --etcd-key).
+    #[arg(long, env = "ZEROKEEPER_ETCD_CERT", value_name = "PATH")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM), as `etcdctl --key`.
+    #[arg(long, env = "ZEROKEEPER_ETCD_KEY", value_name = "PATH")]
+    pub etcd_key: Option<PathBuf>,
+    /// The leader's lease: a leader that stops renewing it is replaced after about this
+    /// long (whole seconds, at least 2) [default: 5s].
+    #[arg(long, env = "ZEROKEEPER_LEASE_TTL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub lease_ttl: Option<Duration>,
+    /// This keeper's name among the keepers of one etcd [default: HOSTNAME:HTTP_PORT].
+    #[arg(long, env = "ZEROKEEPER_KEEPER_ID", value_name = "NAME")]
+    pub keeper_id: Option<String>,
+    /// The admin API's URL as operators and other keepers reach it [default:
+    /// http://HTTP_ADDR].
+    #[arg(long, env = "ZEROKEEPER_ADVERTISE_HTTP", value_name = "URL")]
+    pub advertise_http: Option<String>,
+    /// The heartbeat address as proxies reach it [default: UDP_ADDR].
+    #[arg(long, env = "ZEROKEEPER_ADVERTISE_UDP", value_name = "HOST:PORT")]
+    pub advertise_udp: Option<String>,
 }
+
+/// How to reach etcd and take part in the election, as configured (`--store etcd`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// The client URLs.
+    pub endpoints: Vec<String>,
+    /// The root of the status keys.
+    pub prefix: String,
+    /// A user and password.
+    pub user: Option<(String, String)>,
+    /// TLS files: CA, client certificate, its key.
+    pub cacert: Option<PathBuf>,
+    /// The client certificate.
+    pub cert: Option<PathBuf>,
+    /// Its key.
+    pub key: Option<PathBuf>,
+    /// The leader's lease.
+    pub lease_ttl: Duration,
+    /// This keeper's name (`None`: host name and HTTP port, once bound).
+    pub keeper_id: Option<String>,
+    /// The admin URL to advertise (`None`: the bound address).
+    pub advertise_http: Option<String>,
+    /// The heartbeat address to advertise (`None`: the bound address).
+    pub advertise_udp: Option<String>,
+}
+
+/// The default root of the status keys in etcd (the seed's).
+pub const DEFAULT_ETCD_PREFIX: &str = "/zerodb/proxy";
+/// The default lease of the leader.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 
 /// The config file, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +290,20 @@ struct FileConfig {
     #[serde(default, with = "opt_duration")]
     http_shutdown_deadline: Option<Duration>,
     http_send_buffer: Option<usize>,
+    store: Option<StoreKind>,
+    #[serde(default)]
+    etcd_endpoints: Vec<String>,
+    etcd_prefix: Option<String>,
+    etcd_user: Option<String>,
+    etcd_password_file: Option<PathBuf>,
+    etcd_cacert: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
+    #[serde(default, with = "opt_duration")]
+    lease_ttl: Option<Duration>,
+    keeper_id: Option<String>,
+    advertise_http: Option<String>,
+    advertise_udp: Option<String>,
     #[serde(default)]
     clusters: BTreeMap<String, ClusterFileConfig>,
 }
@@ -252,6 +351,9 @@ pub struct ServeConfig {
     pub http_limits: ServeLimits,
     /// The kernel send buffer of each admin connection, in bytes (0: the kernel's own).
     pub http_send_buffer: usize,
+    /// `Some`: the state lives in etcd, shared by several keepers (`--store etcd`);
+    /// `None`: in `data_dir`.
+    pub etcd: Option<EtcdSettings>,
 }
 
 /// The default [`ServeConfig::http_send_buffer`]: 64 KiB (128 KiB once Linux doubles
@@ -313,6 +415,9 @@ pub enum ConfigFileError {
     /// A cluster section names an invalid cluster.
     #[error("invalid cluster name in the config file: {0:?}")]
     ClusterName(String),
+    /// The etcd store's settings are incomplete or invalid.
+    #[error("invalid etcd setting: {0}")]
+    Etcd(String),
     /// The timing or limits do not satisfy the protocol's rules.
     #[error("invalid setting: {0}")]
     Timing(#[from] KeeperConfigError),
@@ -498,7 +603,78 @@ impl ServeArgs {
                 .max(1),
             http_limits,
             http_send_buffer,
+            etcd: self.etcd_settings(&file, &in_file)?,
         })
+    }
+
+    /// The etcd settings, if `--store etcd`.
+    fn etcd_settings(
+        &self,
+        file: &FileConfig,
+        in_file: &dyn Fn(&PathBuf) -> PathBuf,
+    ) -> Result<Option<EtcdSettings>, ConfigFileError> {
+        if self.store.or(file.store).unwrap_or_default() != StoreKind::Etcd {
+            return Ok(None);
+        }
+        let endpoints = if self.etcd_endpoints.is_empty() {
+            file.etcd_endpoints.clone()
+        } else {
+            self.etcd_endpoints.clone()
+        };
+        if endpoints.is_empty() {
+            return Err(ConfigFileError::Etcd(
+                "--store etcd needs --etcd-endpoints (or etcd_endpoints in the config file)"
+                    .to_owned(),
+            ));
+        }
+        let path = |flag: &Option<PathBuf>, key: &Option<PathBuf>| {
+            flag.clone().or_else(|| key.as_ref().map(in_file))
+        };
+        let user = match (
+            self.etcd_user.clone().or_else(|| file.etcd_user.clone()),
+            path(&self.etcd_password_file, &file.etcd_password_file),
+        ) {
+            (Some(user), Some(password_file)) => {
+                Some((user, read_private_file(&password_file)?.trim().to_owned()))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigFileError::Etcd(
+                    "an etcd user needs its password file, and a password file its user".to_owned(),
+                ));
+            }
+        };
+        let lease_ttl = self
+            .lease_ttl
+            .or(file.lease_ttl)
+            .unwrap_or(DEFAULT_LEASE_TTL);
+        if lease_ttl < Duration::from_secs(2) {
+            return Err(ConfigFileError::Etcd(
+                "lease_ttl must be at least 2s (etcd counts leases in whole seconds)".to_owned(),
+            ));
+        }
+        Ok(Some(EtcdSettings {
+            endpoints,
+            prefix: self
+                .etcd_prefix
+                .clone()
+                .or_else(|| file.etcd_prefix.clone())
+                .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_owned()),
+            user,
+            cacert: path(&self.etcd_cacert, &file.etcd_cacert),
+            cert: path(&self.etcd_cert, &file.etcd_cert),
+            key: path(&self.etcd_key, &file.etcd_key),
+            lease_ttl,
+            keeper_id: self.keeper_id.clone().or_else(|| file.keeper_id.clone()),
+            advertise_http: self
+                .advertise_http
+                .clone()
+                .or_else(|| file.advertise_http.clone()),
+            advertise_udp: self
+                .advertise_udp
+                .clone()
+                .or_else(|| file.advertise_udp.clone()),
+        }))
     }
 }
 
@@ -514,6 +690,20 @@ fn parse_default(addr: &str) -> SocketAddr {
 /// to `chmod 600` it. The mode is read from the opened file, so it is the mode of the
 /// file that was read.
 pub fn read_key_file(path: &Path) -> Result<Key, ConfigFileError> {
+    let text = read_private_file(path)?;
+    let secret = decode_hex(text.trim()).ok_or_else(|| ConfigFileError::KeyFile {
+        path: path.to_path_buf(),
+        message: "not hex".into(),
+    })?;
+    Key::new(&secret).map_err(|e| ConfigFileError::KeyFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads a file of secrets (a key, a password), refusing one that its group or others
+/// may read or write (any mode bit of `077`), as ssh does.
+pub fn read_private_file(path: &Path) -> Result<String, ConfigFileError> {
     use std::io::Read;
     let read_error = |source| ConfigFileError::Read {
         path: path.to_path_buf(),
@@ -533,14 +723,7 @@ pub fn read_key_file(path: &Path) -> Result<Key, ConfigFileError> {
     }
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(read_error)?;
-    let secret = decode_hex(text.trim()).ok_or_else(|| ConfigFileError::KeyFile {
-        path: path.to_path_buf(),
-        message: "not hex".into(),
-    })?;
-    Key::new(&secret).map_err(|e| ConfigFileError::KeyFile {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    Ok(text)
 }
 
 /// Decodes lowercase or uppercase hex; `None` for anything else.

@@ -17,10 +17,13 @@ use tracing_subscriber::EnvFilter;
 
 use zerokeeper::agent::{Agent, AgentConfig, StopReason};
 use zerokeeper::auth::{Key, Keyring};
-use zerokeeper::config::{LogFormat, ServeArgs, encode_hex, read_key_file};
+use zerokeeper::config::{
+    EtcdSettings, LogFormat, ServeArgs, ServeConfig, encode_hex, read_key_file,
+};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyDriver, ProxyExit};
 use zerokeeper::driver::resolve;
 use zerokeeper::driver::{DatagramSocket, DriverClock, unix_micros};
+use zerokeeper::ha::LEASE_LOST_EXIT;
 use zerokeeper::scenario::harness::CoreWorld;
 use zerokeeper::scenario::net::NetConfig;
 use zerokeeper::scenario::{self, Timing};
@@ -161,7 +164,11 @@ struct KeygenArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(*args),
+        Command::Serve(args) => match serve(*args) {
+            Ok(Served::Stopped) => Ok(()),
+            Ok(Served::LeaseLost) => return ExitCode::from(LEASE_LOST_EXIT),
+            Err(e) => Err(e),
+        },
         Command::Proxy(args) => return proxy(args),
         Command::Status(args) => return args.run(),
         Command::Remove(args) => return args.run(),
@@ -256,9 +263,95 @@ async fn bind(
     Ok((socket, listener))
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// How `serve` ended, when it did not fail.
+enum Served {
+    /// Told to stop.
+    Stopped,
+    /// A leader whose lease could have expired: exit 75, to be started again as a standby.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    LeaseLost,
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<Served> {
     let config = args.resolve()?;
     init_logging(config.log_format, "info");
+    if let Some(etcd) = config.etcd.clone() {
+        return serve_ha(config, etcd);
+    }
+    serve_alone(config).map(|()| Served::Stopped)
+}
+
+/// `serve --store etcd` in a build without the `etcd` feature.
+#[cfg(not(feature = "etcd"))]
+fn serve_ha(_config: ServeConfig, _etcd: EtcdSettings) -> anyhow::Result<Served> {
+    bail!(
+        "this zerokeeper was built without etcd support: build it with `cargo build --features etcd` (needs protoc, Debian's protobuf-compiler)"
+    )
+}
+
+/// `serve --store etcd`: one keeper of several on one etcd (see `zerokeeper::ha::run`).
+#[cfg(feature = "etcd")]
+fn serve_ha(config: ServeConfig, etcd: EtcdSettings) -> anyhow::Result<Served> {
+    use zerokeeper::ha::run::{Ended, HaOptions};
+    use zerokeeper::ha::{KeeperInfo, etcd::DEFAULT_MARGIN};
+    use zerokeeper::store::etcd::{EtcdOptions, EtcdTls};
+    runtime()?.block_on(async {
+        let (socket, listener) = bind(config.udp, config.http, config.http_send_buffer).await?;
+        let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
+        eprintln!("udp listening on {udp}");
+        eprintln!("http listening on {http}");
+        let mut options = EtcdOptions::new(etcd.endpoints.clone());
+        options.root = etcd.prefix.clone();
+        options.user = etcd.user.clone();
+        if etcd.cacert.is_some() || etcd.cert.is_some() || etcd.key.is_some() {
+            options.tls = Some(EtcdTls {
+                ca_file: etcd.cacert.clone(),
+                cert_file: etcd.cert.clone(),
+                key_file: etcd.key.clone(),
+            });
+        }
+        let id = etcd.keeper_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "keeper".to_owned());
+            format!("{host}:{}", http.port())
+        });
+        let me = KeeperInfo {
+            id,
+            udp: etcd.advertise_udp.clone().unwrap_or_else(|| udp.to_string()),
+            http: etcd
+                .advertise_http
+                .clone()
+                .unwrap_or_else(|| format!("http://{http}")),
+        };
+        info!(id = %me.id, %udp, %http, endpoints = ?etcd.endpoints, prefix = %etcd.prefix,
+              lease_ttl = ?etcd.lease_ttl, interval = ?config.keeper.heartbeat_interval,
+              lost_after = ?config.keeper.lost_after, "keeper started (etcd store, leader election)");
+        let mut setup = Setup::new(config.keeper.clone(), config.keyring.clone());
+        setup.retention = config.watch_retention;
+        setup.limits = config.http_limits.clone();
+        setup.token_secret = rand::random();
+        let ha = HaOptions {
+            etcd: options,
+            me,
+            ttl: etcd.lease_ttl,
+            margin: DEFAULT_MARGIN,
+        };
+        match zerokeeper::ha::run::run(setup, ha, socket, listener, termination()).await? {
+            Ended::Shutdown => {
+                info!("stopped");
+                Ok(Served::Stopped)
+            }
+            Ended::LeaseLost => {
+                tracing::error!(code = LEASE_LOST_EXIT, "exiting: the leadership lease could have expired; start again as a standby");
+                Ok(Served::LeaseLost)
+            }
+        }
+    })
+}
+
+/// `serve` with the data directory: the only keeper.
+fn serve_alone(config: ServeConfig) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let (socket, listener) = bind(config.udp, config.http, config.http_send_buffer).await?;
         let (udp, http) = (socket.local_addr()?, listener.local_addr()?);

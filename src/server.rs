@@ -87,6 +87,11 @@ pub struct Setup {
     /// Shown the registry a store's boot restored (simulations check it against the
     /// registry at the crash).
     pub on_boot: Option<OnBoot>,
+    /// The leadership's lease, for a keeper elected among several: it acts only while the
+    /// lease holds ([`KeeperDriver::with_lease`]).
+    pub lease: Option<Arc<crate::ha::LeaseGate>>,
+    /// What this keeper is, for its admin API (`None`: the only keeper).
+    pub role: Option<watch::Receiver<crate::ha::Role>>,
 }
 
 impl Setup {
@@ -110,6 +115,8 @@ impl Setup {
             on_boot: None,
             stop_driver: None,
             stop_http: None,
+            lease: None,
+            role: None,
         }
     }
 }
@@ -175,18 +182,17 @@ fn flatten(joined: Result<io::Result<()>, tokio::task::JoinError>) -> io::Result
     joined.map_err(io::Error::other)?
 }
 
-/// Starts a keeper on `socket` (heartbeats) and `listener` (admin API) that runs until
-/// `shutdown` completes. Must be called within a tokio runtime (or a turmoil host).
-pub async fn start<S, L>(
+/// Starts a keeper's core, driver, hub and view on `socket` (heartbeats), running until
+/// `shutdown` completes, and builds its admin API without serving it (the caller serves
+/// [`Core::router`]; [`start`] does both). Must be called within a tokio runtime (or a
+/// turmoil host).
+pub async fn start_core<S>(
     mut setup: Setup,
     socket: S,
-    listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<Running, StartError>
+) -> Result<Core, StartError>
 where
     S: DatagramSocket,
-    L: axum::serve::Listener,
-    L::Addr: Debug,
 {
     let now = setup.clock.now();
     let (mut core, hub, seed) = match setup.store.as_mut() {
@@ -274,6 +280,9 @@ where
     if let Some(stalls) = setup.stalls.take() {
         driver = driver.with_stalls(stalls);
     }
+    if let Some(lease) = setup.lease.take() {
+        driver = driver.with_lease(lease);
+    }
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -290,21 +299,76 @@ where
         }
     });
     let view_task = tokio::spawn(view.clone().follow(hub.clone(), stopped(stopping.clone())));
-    let router =
-        crate::http::router_with(handle.clone(), hub.clone(), view.clone(), setup.listings);
-    let http_task = tokio::spawn(crate::http::serve_with(
-        listener,
-        router,
-        either(stopped(stopping), setup.stop_http.take()),
-        setup.limits.clone(),
-    ));
-    Ok(Running {
+    let role = setup
+        .role
+        .take()
+        .unwrap_or_else(|| watch::channel(crate::ha::Role::Single).1);
+    let router = crate::http::router_for(
+        handle.clone(),
+        hub.clone(),
+        view.clone(),
+        setup.listings,
+        role,
+    );
+    Ok(Core {
         handle,
         hub,
         view,
         keeper_task,
-        http_task,
         view_task,
+        router,
+        stopping,
+    })
+}
+
+/// A running keeper whose admin API is not served yet: what [`start_core`] returns.
+#[derive(Debug)]
+pub struct Core {
+    /// Admin calls.
+    pub handle: KeeperHandle,
+    /// The retained history of changes.
+    pub hub: Arc<ChangeHub>,
+    /// What the admin API reads.
+    pub view: View,
+    /// The driver's task: its result is the keeper's (a store failure is an error).
+    pub keeper_task: JoinHandle<io::Result<()>>,
+    /// The view's follower.
+    pub view_task: JoinHandle<()>,
+    /// The admin API, to serve.
+    pub router: axum::Router,
+    /// Becomes `true` when the keeper's shutdown completes.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Starts a keeper on `socket` (heartbeats) and `listener` (admin API) that runs until
+/// `shutdown` completes. Must be called within a tokio runtime (or a turmoil host).
+pub async fn start<S, L>(
+    mut setup: Setup,
+    socket: S,
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError>
+where
+    S: DatagramSocket,
+    L: axum::serve::Listener,
+    L::Addr: Debug,
+{
+    let limits = setup.limits.clone();
+    let stop_http = setup.stop_http.take();
+    let core = start_core(setup, socket, shutdown).await?;
+    let http_task = tokio::spawn(crate::http::serve_with(
+        listener,
+        core.router,
+        either(stopped(core.stopping), stop_http),
+        limits,
+    ));
+    Ok(Running {
+        handle: core.handle,
+        hub: core.hub,
+        view: core.view,
+        keeper_task: core.keeper_task,
+        http_task,
+        view_task: core.view_task,
     })
 }
 

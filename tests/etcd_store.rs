@@ -7,187 +7,21 @@
 
 #![cfg(feature = "etcd")]
 
+mod etcd;
 mod store_changes;
 
-use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use etcd::Etcd;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use store_changes::*;
 use zerokeeper::configdoc::MAX_CONFIG_BYTES;
 use zerokeeper::keeper::Status;
 use zerokeeper::keeper::change::AdminAction;
-use zerokeeper::store::etcd::{
-    CrashPoint, EtcdOptions, EtcdStore, FORMAT, Fence, MAX_TXN_BYTES, MAX_TXN_OPS,
-};
+use zerokeeper::store::etcd::{CrashPoint, EtcdStore, FORMAT, Fence, MAX_TXN_BYTES, MAX_TXN_OPS};
 use zerokeeper::store::{AuditEntry, MemoryStore, Snapshot, Store, StoreError, StoredConfig};
-
-// ----- A real etcd -----
-
-/// A binary the tests need, or a panic naming the Debian package that has it.
-fn tool(name: &str, package: &str) -> PathBuf {
-    let usr = Path::new("/usr/bin").join(name);
-    if usr.is_file() {
-        return usr;
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: install Debian's {package} package"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// An etcd on loopback ports, with a data dir of its own, killed and removed on drop.
-struct Etcd {
-    child: Option<Child>,
-    dir: PathBuf,
-    client: u16,
-    peer: u16,
-}
-
-impl Etcd {
-    fn start(name: &str) -> Etcd {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("zk-etcd-{}-{n}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("creates the etcd dir");
-        let mut etcd = Etcd {
-            child: None,
-            dir,
-            client: free_port(),
-            peer: free_port(),
-        };
-        etcd.launch();
-        etcd
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
-    }
-
-    /// Starts etcd on the data dir and waits until it answers (30 s at most).
-    fn launch(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("etcd.log"))
-            .expect("opens etcd's log");
-        let child = Command::new(tool("etcd", "etcd-server"))
-            .args(["--name", "default", "--data-dir"])
-            .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &self.endpoint()])
-            .args(["--advertise-client-urls", &self.endpoint()])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            // Debian's etcd 3.4 defaults, pinned: the store must live within them.
-            .args(["--max-txn-ops", "128", "--max-request-bytes", "1572864"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clones the log"))
-            .stderr(log)
-            .spawn()
-            .expect("starts etcd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "etcd exited with {status}: {}",
-                    fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
-                );
-            }
-            let health = self.etcdctl_output(&["--command-timeout=1s", "endpoint", "health"]);
-            if health.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not answer within 30 s: {}",
-                String::from_utf8_lossy(&health.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL, and waits for the process to be gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGKILL, then a new etcd on the same data dir and ports.
-    fn restart(&mut self) {
-        self.kill();
-        self.launch();
-    }
-
-    fn etcdctl_output(&self, args: &[&str]) -> Output {
-        Command::new(tool("etcdctl", "etcd-client"))
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint()])
-            .args(args)
-            .output()
-            .expect("runs etcdctl")
-    }
-
-    /// Runs etcdctl and returns what it printed; it must succeed.
-    fn etcdctl(&self, args: &[&str]) -> String {
-        let out = self.etcdctl_output(args);
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("etcdctl prints UTF-8")
-    }
-
-    /// The keys under `prefix`, as etcdctl lists them.
-    fn keys(&self, prefix: &str) -> Vec<String> {
-        self.etcdctl(&["get", "--prefix", "--keys-only", prefix])
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn options(&self, root: &str) -> EtcdOptions {
-        let mut options = EtcdOptions::new(vec![self.endpoint()]);
-        options.root = root.to_owned();
-        options.connect_timeout = Duration::from_secs(2);
-        options.request_timeout = Duration::from_secs(2);
-        options
-    }
-
-    fn store(&self, root: &str) -> EtcdStore {
-        EtcdStore::connect(self.options(root)).expect("connects")
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A root of its own for each use.
 fn root(name: &str) -> String {

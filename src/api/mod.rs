@@ -226,6 +226,32 @@ pub struct StoreView {
     pub epoch: u32,
     /// Transactions committed since the keeper started.
     pub commits: u64,
+    /// What this keeper is: `single` (no election), `leader` or `standby` (whose reads
+    /// are the committed state in the shared store).
+    #[serde(default = "single")]
+    pub role: String,
+    /// The leadership this keeper knows of (its own, as leader), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderView>,
+}
+
+fn single() -> String {
+    "single".to_owned()
+}
+
+/// A leadership, as `GET /v1/store` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderView {
+    /// The leader's name.
+    pub id: String,
+    /// Its admin API.
+    pub http: String,
+    /// Where proxies reach it.
+    pub udp: String,
+    /// The term.
+    pub term: u64,
+    /// Since when it leads (RFC 3339).
+    pub since: String,
 }
 /// The seed's status lines, `/zerodb/proxy/C/status/ADDR->STATUS\n`, sorted (as
 /// `GET /v1/keys` sends them and `status -o keys` prints them).
@@ -367,6 +393,14 @@ mod tests {
             revision: 2,
             epoch: 3,
             commits: 4,
+            role: "standby".into(),
+            leader: Some(LeaderView {
+                id: "k1".into(),
+                http: "http://127.0.0.1:7947".into(),
+                udp: "127.0.0.1:7946".into(),
+                term: 3,
+                since: "2026-12-01T00:00:00.000Z".into(),
+            }),
         });
         round_trip(Gone {
             oldest: 1,

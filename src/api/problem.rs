@@ -52,6 +52,9 @@ pub struct ProblemBody {
     /// The current generation (`gone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// The leader's admin URL, if known (`not-leader`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
     /// Members this build does not know.
     #[serde(flatten)]
     pub extra: Extra,
@@ -78,6 +81,7 @@ impl Default for ProblemBody {
             oldest: None,
             current: None,
             generation: None,
+            leader: None,
             extra: Extra::new(),
         }
     }
@@ -162,7 +166,7 @@ pub enum ProblemKind {
     Unauthorized,
     /// 403 (to come): the token does not allow this operation.
     Forbidden,
-    /// 503 (to come): this keeper is a standby; `leader` names the leader's admin URL.
+    /// 503: this keeper is a standby; `leader` names the leader's admin URL.
     NotLeader,
     /// 507: the keeper holds `max_proxies` or `max_clusters` already (today: a push
     /// that would create a cluster past `max_clusters`).

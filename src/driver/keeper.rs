@@ -130,6 +130,16 @@ pub struct KeeperHandle {
 }
 
 impl KeeperHandle {
+    /// A handle to no keeper: every call answers [`Stopped`]. A standby's admin API holds
+    /// one (it runs no core; its changes are refused before they reach the handle).
+    pub fn detached() -> KeeperHandle {
+        let (jobs, _) = mpsc::channel(1);
+        KeeperHandle {
+            jobs,
+            counters: Arc::new(Mutex::new(DriverCounters::default())),
+        }
+    }
+
     /// Runs `f` on the core, between datagrams, and returns its result once the changes
     /// it made are durable.
     pub async fn call<R: Send + 'static>(

@@ -87,6 +87,41 @@ pub trait DatagramSocket: Send + Sync + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
+/// A shared socket: a standby keeper drains it until it is elected, then hands the same
+/// socket to its driver.
+impl<T: DatagramSocket> DatagramSocket for std::sync::Arc<T> {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        (**self).send_to(buf, target)
+    }
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        (**self).recv_from(buf)
+    }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        (**self).try_recv_from(buf)
+    }
+
+    fn recv_batch(&self, batch: &mut RecvBatch) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).recv_batch(batch)
+    }
+
+    fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        (**self).try_recv_batch(batch)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        (**self).local_addr()
+    }
+}
+
 impl DatagramSocket for tokio::net::UdpSocket {
     fn send_to(
         &self,

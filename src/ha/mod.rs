@@ -22,6 +22,12 @@
 //! answers, a half-applied batch and timers of a term that is over. Starting again from
 //! the store is the one way to be sure none of it leaks into the next term.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "etcd")]
+pub mod run;
+pub mod standby;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +36,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::time::Instant;
+
+/// The exit status of a keeper whose leadership lease could have expired (`EX_TEMPFAIL`):
+/// its supervisor starts it again, as a standby.
+pub const LEASE_LOST_EXIT: u8 = 75;
 
 /// What a keeper says of itself when it leads (and what standbys show of the leader).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +61,38 @@ pub struct Leadership {
     pub term: u64,
     /// When it began (wall clock, milliseconds since the Unix epoch).
     pub since_unix_ms: u64,
+}
+
+/// What a keeper process is, for its admin API and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The only keeper: no election.
+    Single,
+    /// Elected: it acts, in this leadership.
+    Leader(Leadership),
+    /// Not elected: it serves reads of the committed state, and names the leader (if
+    /// any) to whoever asks it to act.
+    Standby(Option<Leadership>),
+}
+
+impl Role {
+    /// `single`, `leader` or `standby`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Single => "single",
+            Role::Leader(_) => "leader",
+            Role::Standby(_) => "standby",
+        }
+    }
+
+    /// The leadership this keeper knows of (its own, as leader).
+    pub fn leadership(&self) -> Option<&Leadership> {
+        match self {
+            Role::Single => None,
+            Role::Leader(l) => Some(l),
+            Role::Standby(l) => l.as_ref(),
+        }
+    }
 }
 
 /// A leader's lease, as the leader itself may rely on it.

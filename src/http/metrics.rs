@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::driver::keeper::MetricsSnapshot;
+use crate::ha::Role;
 use crate::http::Api;
 use crate::http::problem::Problem;
 use crate::keeper::{DropReason, Outcome, Status};
@@ -31,9 +32,14 @@ const STATUSES: [Status; 3] = [Status::Ready, Status::Up, Status::Lost];
 
 /// `GET /metrics`.
 pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> {
-    let snapshot = api.handle.metrics().await?;
-    let text =
-        render(snapshot).map_err(|_| Problem::internal("the metrics could not be encoded"))?;
+    let role = api.role.borrow().clone();
+    let snapshot = match role {
+        // A standby has no keeper task: only its role is measured.
+        Role::Standby(_) => None,
+        Role::Single | Role::Leader(_) => Some(api.handle.metrics().await?),
+    };
+    let text = render_with(snapshot, &role)
+        .map_err(|_| Problem::internal("the metrics could not be encoded"))?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS))],
         text,
@@ -42,12 +48,43 @@ pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> 
 }
 
 /// The exposition of one snapshot, ending in `# EOF`.
+#[cfg(test)]
 pub(crate) fn render(snapshot: MetricsSnapshot) -> Result<String, fmt::Error> {
+    render_with(Some(snapshot), &Role::Single)
+}
+
+/// The exposition of one snapshot (if the keeper runs one) and of the keeper's role.
+fn render_with(snapshot: Option<MetricsSnapshot>, role: &Role) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot(snapshot)));
+    if let Some(snapshot) = snapshot {
+        registry.register_collector(Box::new(Snapshot(snapshot)));
+    }
+    registry.register_collector(Box::new(RoleMetrics(role.clone())));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+/// The keeper's role: whether it leads, and the term it knows.
+#[derive(Debug)]
+struct RoleMetrics(Role);
+
+impl Collector for RoleMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let leads = !matches!(self.0, Role::Standby(_));
+        gauge(
+            &mut encoder,
+            "zerokeeper_leader",
+            "1 if this keeper acts (it leads, or runs alone), 0 for a standby.",
+            u64::from(leads),
+        )?;
+        gauge(
+            &mut encoder,
+            "zerokeeper_leader_term",
+            "The leadership term this keeper knows (its own, as leader); 0 without an election.",
+            self.0.leadership().map_or(0, |l| l.term),
+        )
+    }
 }
 
 /// Collects one snapshot. Counter names go without `_total`: the encoder appends it.

@@ -65,6 +65,7 @@ use crate::api::{
 };
 use crate::configdoc::MAX_CONFIG_BYTES;
 use crate::driver::keeper::KeeperHandle;
+use crate::ha::Role;
 use crate::hub::ChangeHub;
 use problem::Problem;
 use view::View;
@@ -91,6 +92,18 @@ struct Api {
     listings: Arc<tokio::sync::Semaphore>,
     /// Where listings are built.
     mode: Listings,
+    /// What this keeper is: a standby refuses changes, naming the leader.
+    role: tokio::sync::watch::Receiver<Role>,
+}
+
+impl Api {
+    /// `not-leader` unless this keeper may act (it leads, or is the only one).
+    fn refusal(&self) -> Option<Problem> {
+        match &*self.role.borrow() {
+            Role::Standby(leader) => Some(Problem::not_leader(leader.as_ref())),
+            Role::Single | Role::Leader(_) => None,
+        }
+    }
 }
 
 /// Where the admin API builds its large listings.
@@ -169,6 +182,20 @@ pub fn router_with(
     view: View,
     mode: Listings,
 ) -> Router {
+    let (_single, role) = tokio::sync::watch::channel(Role::Single);
+    router_for(handle, hub, view, mode, role)
+}
+
+/// [`router_with`], for a keeper whose role is `role` (one of several keepers): a
+/// standby answers reads from `view` (the committed state) and refuses changes with
+/// `503 not-leader`, naming the leader.
+pub fn router_for(
+    handle: KeeperHandle,
+    hub: Arc<ChangeHub>,
+    view: View,
+    mode: Listings,
+    role: tokio::sync::watch::Receiver<Role>,
+) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -200,7 +227,22 @@ pub fn router_with(
             view,
             listings: Arc::new(tokio::sync::Semaphore::new(1)),
             mode,
+            role,
         })
+}
+
+/// A router that answers with whichever router `current` holds at each request: a
+/// standby keeper serves its admin API on one listener for its whole life and swaps the
+/// standby's router for the leader's when it is elected.
+pub fn switchable(current: Arc<std::sync::RwLock<Router>>) -> Router {
+    use tower::ServiceExt;
+    Router::new().fallback_service(tower::service_fn(move |request: Request| {
+        let router = current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        async move { router.oneshot(request).await }
+    }))
 }
 
 /// A text answer: `text/plain; charset=utf-8`.
@@ -227,6 +269,20 @@ async fn livez() -> Response {
 /// proxies are lost at once that the keeper's own network is the likely cause, and
 /// whatever depends on this keeper's view of the fleet should know.
 async fn readyz(State(api): State<Api>) -> Result<Response, Problem> {
+    let standby = match &*api.role.borrow() {
+        Role::Standby(leader) => Some(match leader {
+            Some(l) => format!(
+                "standby: serving reads of the committed state; {} leads (term {}) at {}\n",
+                l.leader.id, l.term, l.leader.http
+            ),
+            None => "standby: serving reads of the committed state; no keeper leads right now\n"
+                .to_owned(),
+        }),
+        Role::Single | Role::Leader(_) => None,
+    };
+    if let Some(text_) = standby {
+        return Ok(text(text_));
+    }
     api.handle.call(|_, _| ()).await?;
     let paused = api.view.paused_clusters()?;
     if paused.is_empty() {
@@ -238,14 +294,29 @@ async fn readyz(State(api): State<Api>) -> Result<Response, Problem> {
 
 /// `GET /v1/store`: the store's position and the keeper's epoch.
 async fn store(State(api): State<Api>) -> Result<Json<StoreView>, Problem> {
-    let commits = api.handle.metrics().await?.counters.commits;
-    let epoch = api.handle.call(|k, _| k.epoch()).await?;
+    let role = api.role.borrow().clone();
+    let (commits, epoch) = match role {
+        // A standby has no keeper task: it reads what the leader committed.
+        Role::Standby(_) => (0, 0),
+        Role::Single | Role::Leader(_) => (
+            api.handle.metrics().await?.counters.commits,
+            api.handle.call(|k, _| k.epoch()).await?,
+        ),
+    };
     let (generation, revision) = api.hub.position();
     Ok(Json(StoreView {
         generation,
         revision,
         epoch,
         commits,
+        role: role.as_str().to_owned(),
+        leader: role.leadership().map(|l| crate::api::LeaderView {
+            id: l.leader.id.clone(),
+            http: l.leader.http.clone(),
+            udp: l.leader.udp.clone(),
+            term: l.term,
+            since: crate::api::rfc3339_ms(l.since_unix_ms),
+        }),
     }))
 }
 
@@ -300,6 +371,9 @@ async fn remove(
     State(api): State<Api>,
     Segments((cluster, proxy)): Segments<(String, String)>,
 ) -> Result<Json<Removed>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
     let applied = api.handle.remove(cluster.clone(), proxy.clone()).await?;
     settle(&api.view, applied.revision).await;
     Ok(Json(Removed {
@@ -351,6 +425,9 @@ async fn push_config(
     Segments(cluster): Segments<String>,
     Limited(body): Limited<MAX_CONFIG_BODY>,
 ) -> Result<Json<Pushed>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
     let applied = api
         .handle
         .push_config(cluster.clone(), Arc::from(body.as_ref()))
@@ -372,6 +449,9 @@ async fn switch(
     Segments(cluster): Segments<String>,
     JsonBody(request): JsonBody<SwitchRequest>,
 ) -> Result<Json<Switched>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
     let SwitchRequest {
         hostgroup,
         from,

@@ -156,6 +156,23 @@ impl Problem {
         })
     }
 
+    /// This keeper is a standby: the leader (if one is known) acts.
+    pub(crate) fn not_leader(leader: Option<&crate::ha::Leadership>) -> Problem {
+        let detail = match leader {
+            Some(l) => format!(
+                "this keeper is a standby; {} leads (term {}): send changes to {}",
+                l.leader.id, l.term, l.leader.http
+            ),
+            None => {
+                "this keeper is a standby and no keeper leads right now; retry shortly".to_owned()
+            }
+        };
+        let url = leader.map(|l| l.leader.http.clone());
+        let mut problem = Problem::new(ProblemKind::NotLeader, detail).with(|b| b.leader = url);
+        problem.retry_after = Some(1);
+        problem
+    }
+
     /// Something that cannot happen did; the client is not at fault.
     pub(crate) fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(ProblemKind::Internal, detail)

@@ -439,7 +439,7 @@ impl Keeper {
 }
 
 /// What a config version is, without its content.
-pub(crate) fn summary(config: &ConfigVersion) -> ConfigSummary {
+pub fn summary(config: &ConfigVersion) -> ConfigSummary {
     ConfigSummary {
         version: config.version,
         digest: config.digest,

@@ -66,6 +66,8 @@ use crate::auth::{Key, Keyring};
 use crate::time::Instant;
 use crate::wire::MAX_TIMING_MS;
 
+/// What a config version is, without its content (as the change stream and views show it).
+pub use admin::summary as config_summary;
 pub use admin::{AdminError, Blocker, ClusterInfo, GateClosed, ProxyInfo};
 pub use change::{
     AdminAction, Change, ChangeKind, ConfigBlob, ConfigCause, ConfigSummary, StatusChange,

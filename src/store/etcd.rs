@@ -108,6 +108,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, Txn};
 
 pub use self::client::EtcdStats;
+pub(crate) use self::client::tls_options;
 use self::client::{Etcd, Failure};
 use self::keys::{Keys, prefix_end};
 use self::plan::{BlobHeader, Mode, Op, Plan, Writes, parse_u64};
@@ -316,6 +317,58 @@ impl EtcdStore {
     /// How many requests this handle sent, and the largest transaction.
     pub fn stats(&self) -> EtcdStats {
         self.etcd.stats()
+    }
+
+    /// What is committed, read without writing anything: what a standby keeper shows
+    /// while another one leads. The stored epoch is not bumped and the root is not taken.
+    /// The snapshot's revision is the last one whose records are written
+    /// (`meta/materialised`): the changes after it are in the log, for
+    /// [`EtcdStore::follow`].
+    pub fn peek(&mut self) -> Result<Snapshot, StoreError> {
+        let meta = self.load_meta()?;
+        self.adopt(&meta);
+        let mut at = 0;
+        let proxies = self.read_proxies(&mut at)?;
+        let configs = self.read_latest_configs(&mut at)?;
+        let recent = self.read_log(0, meta.materialised, usize::MAX, &mut at)?;
+        let oldest_retained = recent.first().map_or(meta.materialised + 1, |c| c.revision);
+        Ok(Snapshot {
+            epoch: meta.epoch,
+            generation: meta.generation,
+            revision: meta.materialised,
+            oldest_retained,
+            proxies,
+            configs,
+            recent,
+        })
+    }
+
+    /// The changes committed after `after`, at most `limit` of them, with the store's
+    /// generation, reading the stored revision first: how a standby follows what the
+    /// leader commits. Writes nothing.
+    pub fn follow(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(u64, Vec<WallChange>), StoreError> {
+        let meta = self.load_meta()?;
+        self.adopt(&meta);
+        let Some(from) = after.checked_add(1) else {
+            return Ok((meta.generation, Vec::new()));
+        };
+        let mut at = 0;
+        let changes = self.read_log(from, meta.revision, limit, &mut at)?;
+        Ok((meta.generation, changes))
+    }
+
+    /// The keys of the leader election of this store's root (see `crate::ha::etcd`): the
+    /// leader key and the term, under the private prefix.
+    pub fn election_keys(&self) -> (String, String) {
+        let private = self.keys.private();
+        (
+            format!("{private}election/leader"),
+            format!("{private}election/term"),
+        )
     }
 
     /// Makes the next commits stop where a crash would (tests only).

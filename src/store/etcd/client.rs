@@ -18,7 +18,7 @@ use etcd_client::{
 };
 use tokio::sync::mpsc as tokio_mpsc;
 
-use super::EtcdOptions;
+use super::{EtcdOptions, EtcdTls};
 use crate::store::StoreError;
 
 /// The most one answer may hold. Pages are sized to stay far below it; tonic's default of
@@ -63,6 +63,25 @@ pub struct EtcdStats {
 /// A key's value and create revision, as read.
 pub(super) type Found = (Vec<u8>, i64);
 
+/// The client's TLS settings from PEM files, as `etcdctl --cacert/--cert/--key` take them.
+pub(crate) fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, String> {
+    let read = |path: &std::path::Path| {
+        fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut config = TlsOptions::new();
+    if let Some(ca) = &tls.ca_file {
+        config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        (None, None) => {}
+        _ => return Err("a client certificate needs both its cert and its key file".to_owned()),
+    }
+    Ok(config)
+}
+
 /// The handle of the client thread. Dropping it ends the thread once its job is done.
 pub(super) struct Etcd {
     jobs: tokio_mpsc::UnboundedSender<Job>,
@@ -90,26 +109,7 @@ impl Etcd {
             connect = connect.with_user(user.as_str(), password.as_str());
         }
         if let Some(tls) = &options.tls {
-            let read = |path: &std::path::Path| {
-                fs::read(path).map_err(|e| io(&format!("cannot read {}", path.display()), &e))
-            };
-            let mut config = TlsOptions::new();
-            if let Some(ca) = &tls.ca_file {
-                config = config.ca_certificate(Certificate::from_pem(read(ca)?));
-            }
-            match (&tls.cert_file, &tls.key_file) {
-                (Some(cert), Some(key)) => {
-                    config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
-                }
-                (None, None) => {}
-                _ => {
-                    return Err(StoreError::Io(
-                        "etcd: a client certificate needs both its cert and its key file"
-                            .to_owned(),
-                    ));
-                }
-            }
-            connect = connect.with_tls(config);
+            connect = connect.with_tls(tls_options(tls).map_err(|e| io("TLS", &e))?);
         }
 
         let (jobs, mut queue) = tokio_mpsc::unbounded_channel::<Job>();

@@ -1,0 +1,253 @@
+//! Highly available keepers on a real etcd, through the real binaries: three keepers and
+//! five proxies; the leader SIGKILLed, then another SIGSTOPped past its lease. A standby
+//! takes over within about the lease's time-to-live, nobody is deleted, marked `lost` or
+//! restarted by the failover, and a paused leader that wakes up acts on nothing.
+
+#![cfg(feature = "etcd")]
+
+mod etcd;
+mod procs;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use etcd::Etcd;
+use nix::sys::signal::Signal;
+use procs::{CLUSTER, Keeper, PATIENCE, Process, fresh_dir, key_file, line};
+use serde_json::Value;
+
+const PROXIES: [&str; 5] = [
+    "10.25.0.71:3000",
+    "10.25.0.72:3000",
+    "10.25.0.73:3000",
+    "10.25.0.74:3000",
+    "10.25.0.75:3000",
+];
+
+/// A lease of 2 s: failovers within a few seconds.
+const LEASE_TTL: &str = "2s";
+
+fn get(keeper: &Keeper, path: &str) -> Option<Value> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(3)))
+            .build(),
+    );
+    let mut response = agent.get(format!("{}{path}", keeper.http)).call().ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.body_mut().read_json().ok()
+}
+
+fn role(keeper: &Keeper) -> Option<String> {
+    get(keeper, "/v1/store").and_then(|v| v["role"].as_str().map(str::to_owned))
+}
+
+fn term(keeper: &Keeper) -> u64 {
+    get(keeper, "/v1/store")
+        .and_then(|v| v["leader"]["term"].as_u64())
+        .unwrap_or(0)
+}
+
+/// A keeper of the etcd at `endpoint`, named `id`.
+fn keeper(endpoint: &str, id: &str) -> Keeper {
+    Keeper::start_with(
+        &fresh_dir("ha-unused"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            endpoint,
+            "--lease-ttl",
+            LEASE_TTL,
+            "--keeper-id",
+            id,
+        ],
+    )
+}
+
+/// The index of the one keeper (of those alive) that leads, once exactly one does.
+fn leader(keepers: &[Option<Keeper>]) -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let leading: Vec<usize> = keepers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                let k = k.as_ref()?;
+                (role(k).as_deref() == Some("leader")).then_some(i)
+            })
+            .collect();
+        if leading.len() == 1 {
+            return leading[0];
+        }
+        assert!(leading.len() <= 1, "two keepers lead at once: {leading:?}");
+        assert!(Instant::now() < deadline, "no keeper leads");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn proxy(keepers: &str, identity: &str) -> Process {
+    let key = key_file();
+    Process::spawn(&[
+        "proxy",
+        "--keeper",
+        keepers,
+        "--cluster",
+        CLUSTER,
+        "--addr",
+        identity,
+        "--key-file",
+        key.to_str().expect("utf-8 path"),
+        "--interval",
+        "100ms",
+    ])
+}
+
+/// The seed's lines, as etcdctl prints the status keys.
+fn etcd_lines(etcd: &Etcd) -> Vec<String> {
+    let out = etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        &format!("/zerodb/proxy/{CLUSTER}/status/"),
+    ]);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    lines
+        .chunks(2)
+        .map(|kv| format!("{}->{}", kv[0], kv.get(1).copied().unwrap_or("")))
+        .collect()
+}
+
+fn wait_etcd(etcd: &Etcd, want: &[String]) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let seen = etcd_lines(etcd);
+        if seen == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd shows {seen:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// When `keeper` last heard `proxy`.
+fn last_heard(keeper: &Keeper, proxy: &str) -> Option<SystemTime> {
+    let record = get(keeper, &format!("/v1/clusters/{CLUSTER}/proxies/{proxy}"))?;
+    humantime::parse_rfc3339(record["last_heartbeat"].as_str()?).ok()
+}
+
+fn no_restart(proxies: &[Process]) {
+    for p in proxies {
+        assert!(
+            !p.log().contains("asked for a restart"),
+            "a failover restarted a proxy:\n{}",
+            p.log()
+        );
+    }
+}
+
+#[test]
+fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_nothing() {
+    let etcd = Etcd::start("ha-kill");
+    let endpoint = etcd.endpoint();
+    let mut keepers: Vec<Option<Keeper>> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|id| Some(keeper(&endpoint, id)))
+        .collect();
+    let first = leader(&keepers);
+    let list = keepers
+        .iter()
+        .flatten()
+        .map(|k| k.udp.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let proxies: Vec<Process> = PROXIES.iter().map(|p| proxy(&list, p)).collect();
+    let all_up: Vec<String> = PROXIES.iter().map(|p| line(p, "up")).collect();
+    let lead = keepers[first].as_ref().expect("alive");
+    lead.wait_keys(&PROXIES.map(|p| (p, "up")));
+    // The seed's listing, in etcd, as etcdctl prints it.
+    wait_etcd(&etcd, &all_up);
+    // Standbys serve the same listing, from the committed state.
+    for (i, k) in keepers.iter().enumerate() {
+        let k = k.as_ref().expect("alive");
+        if i != first {
+            assert_eq!(role(k).as_deref(), Some("standby"));
+            k.wait_keys(&PROXIES.map(|p| (p, "up")));
+            let (code, _, err) = k.push_config("pool = 1\n");
+            assert_eq!(code, 9, "a standby refuses changes as not-leader: {err}");
+            assert!(err.contains(&lead.http), "it names the leader: {err}");
+        }
+    }
+    let old_term = term(lead);
+
+    // SIGKILL the leader: a standby leads within about the lease.
+    let killed = Instant::now();
+    let failed_over = SystemTime::now();
+    if let Some(k) = keepers[first].take() {
+        k.process.signal(Signal::SIGKILL);
+    }
+    let second = leader(&keepers);
+    let took = killed.elapsed();
+    eprintln!("failover: a standby led {took:?} after the leader was killed (lease {LEASE_TTL})");
+    let lead = keepers[second].as_ref().expect("alive");
+    assert!(term(lead) > old_term, "a new term");
+    // Every proxy finds the new leader by itself, and stays up.
+    let deadline = Instant::now() + PATIENCE;
+    for p in PROXIES {
+        while last_heard(lead, p).is_none_or(|at| at <= failed_over) {
+            assert!(
+                Instant::now() < deadline,
+                "{p} never reached the new leader"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    lead.wait_keys(&PROXIES.map(|p| (p, "up")));
+    let log = lead.process.log();
+    for word in ["restart sent", "to=lost", "to=\"lost\"", "delete_timeout"] {
+        assert!(
+            !log.contains(word),
+            "the failover hurt a proxy ({word}):\n{log}"
+        );
+    }
+    no_restart(&proxies);
+    wait_etcd(&etcd, &all_up);
+
+    // The new leader acts: a proxy killed is lost; a pushed config reaches the others.
+    let mut proxies = proxies;
+    let dead = proxies.remove(0);
+    dead.signal(Signal::SIGKILL);
+    let mut want: Vec<(&str, &str)> = PROXIES.iter().map(|p| (*p, "up")).collect();
+    want[0].1 = "lost";
+    lead.wait_keys(&want);
+    // Out of the gate's way, then a push through the new leader.
+    let (code, _, err) = lead.cli(&["remove", "--cluster", CLUSTER, "--addr", PROXIES[0]]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = lead.push_config("pool = 7\n");
+    assert_eq!(code, 0, "{out}{err}");
+    let version = get(lead, &format!("/v1/clusters/{CLUSTER}/config"))
+        .and_then(|v| v["version"].as_u64())
+        .expect("a config version");
+    let deadline = Instant::now() + PATIENCE;
+    for p in &PROXIES[1..] {
+        loop {
+            let running = get(lead, &format!("/v1/clusters/{CLUSTER}/proxies/{p}"))
+                .and_then(|v| v["config_version"].as_u64());
+            if running == Some(version) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{p} runs {running:?}, not {version}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    no_restart(&proxies);
+}
