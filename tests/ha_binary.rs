@@ -251,3 +251,108 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
     }
     no_restart(&proxies);
 }
+
+#[test]
+fn a_leader_paused_past_its_lease_wakes_up_to_act_on_nothing_and_exits_75() {
+    let etcd = Etcd::start("ha-pause");
+    let endpoint = etcd.endpoint();
+    let mut keepers: Vec<Option<Keeper>> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|id| Some(keeper(&endpoint, id)))
+        .collect();
+    let first = leader(&keepers);
+    let list = keepers
+        .iter()
+        .flatten()
+        .map(|k| k.udp.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let proxies: Vec<Process> = PROXIES[..3].iter().map(|p| proxy(&list, p)).collect();
+    let want: Vec<(&str, &str)> = PROXIES[..3].iter().map(|p| (*p, "up")).collect();
+    keepers[first].as_ref().expect("alive").wait_keys(&want);
+    let before = get(keepers[first].as_ref().expect("alive"), "/v1/store").expect("a store");
+
+    // Paused past its lease (2 s): a standby takes over meanwhile.
+    let mut paused = keepers[first].take().expect("alive");
+    paused.process.signal(Signal::SIGSTOP);
+    let second = leader(&keepers);
+    let lead = keepers[second].as_ref().expect("alive");
+    lead.wait_keys(&want);
+    paused.process.signal(Signal::SIGCONT);
+    // It wakes up, finds its lease could have expired, and stops without acting.
+    let code = paused.process.wait_exit();
+    let log = paused.process.log();
+    assert_eq!(code, 75, "{log}");
+    assert!(log.contains("lease could have expired"), "{log}");
+    let woke = log
+        .rsplit_once("elected leader")
+        .map(|(_, after)| after.to_owned())
+        .unwrap_or_default();
+    assert!(!woke.contains("restart sent"), "{log}");
+    no_restart(&proxies);
+    // Its term is over: the new leader's store moved on, and the fleet is intact.
+    let after = get(lead, "/v1/store").expect("a store");
+    assert!(after["leader"]["term"].as_u64() > before["leader"]["term"].as_u64());
+    lead.wait_keys(&want);
+    wait_etcd(
+        &etcd,
+        &want.iter().map(|(p, s)| line(p, s)).collect::<Vec<_>>(),
+    );
+}
+
+#[test]
+fn an_etcd_restart_loses_nothing_and_a_keeper_leads_again() {
+    let mut etcd = Etcd::start("ha-etcd-restart");
+    let endpoint = etcd.endpoint();
+    let mut keepers: Vec<Option<Keeper>> = ["k1", "k2"]
+        .iter()
+        .map(|id| Some(keeper(&endpoint, id)))
+        .collect();
+    let first = leader(&keepers);
+    let list = keepers
+        .iter()
+        .flatten()
+        .map(|k| k.udp.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let proxies: Vec<Process> = PROXIES[..2].iter().map(|p| proxy(&list, p)).collect();
+    let want: Vec<(&str, &str)> = PROXIES[..2].iter().map(|p| (*p, "up")).collect();
+    let lead = keepers[first].as_ref().expect("alive");
+    lead.wait_keys(&want);
+    let (code, out, err) = lead.push_config("pool = 3\n");
+    assert_eq!(code, 0, "{out}{err}");
+    let version = get(lead, &format!("/v1/clusters/{CLUSTER}/config"))
+        .and_then(|v| v["version"].as_u64())
+        .expect("a version");
+
+    etcd.restart();
+    // Whoever leads once etcd is back (a leader that lost its lease exits 75; the test
+    // plays its supervisor and starts it again), the state is all there.
+    let deadline = Instant::now() + PATIENCE;
+    let lead = loop {
+        for slot in keepers.iter_mut() {
+            if let Some(k) = slot
+                && k.process.child.try_wait().expect("waitable").is_some()
+            {
+                *slot = Some(keeper(&endpoint, "k-again"));
+            }
+        }
+        if let Some(k) = keepers
+            .iter()
+            .flatten()
+            .find(|k| role(k).as_deref() == Some("leader"))
+        {
+            break k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no keeper leads after etcd restarted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    lead.wait_keys(&want);
+    let again =
+        get(lead, &format!("/v1/clusters/{CLUSTER}/config")).and_then(|v| v["version"].as_u64());
+    assert_eq!(again, Some(version), "the pushed config survived");
+    no_restart(&proxies);
+}
