@@ -179,6 +179,16 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
         if i != first {
             assert_eq!(role(k).as_deref(), Some("standby"));
             k.wait_keys(&PROXIES.map(|p| (p, "up")));
+            let (code, out, err) = k.cli(&["status"]);
+            assert_eq!(code, 0, "{err}");
+            let lead_id = ["k1", "k2", "k3"][first];
+            assert!(
+                out.starts_with(&format!(
+                    "keeper: standby; leader {lead_id} ({})",
+                    lead.http
+                )),
+                "status names the leader: {out}"
+            );
             let (code, _, err) = k.push_config("pool = 1\n");
             assert_eq!(code, 9, "a standby refuses changes as not-leader: {err}");
             assert!(err.contains(&lead.http), "it names the leader: {err}");

@@ -206,9 +206,9 @@ impl ProblemKind {
         ProblemKind::KeeperStopped,
         ProblemKind::MassLoss,
         ProblemKind::RegistryFull,
+        ProblemKind::NotLeader,
         ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
-        ProblemKind::NotLeader,
         ProblemKind::PreconditionFailed,
         ProblemKind::UnknownHostgroup,
         ProblemKind::ClusterNotEmpty,
@@ -319,7 +319,6 @@ impl ProblemKind {
             self,
             ProblemKind::Unauthorized
                 | ProblemKind::Forbidden
-                | ProblemKind::NotLeader
                 | ProblemKind::PreconditionFailed
                 | ProblemKind::UnknownHostgroup
                 | ProblemKind::ClusterNotEmpty

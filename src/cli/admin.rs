@@ -289,7 +289,13 @@ fn status_once(client: &Client, cluster: Option<&str>, output: Output) -> Result
         }
         Output::Table => {
             let proxies = client.proxies(cluster)?;
-            let mut text = format::proxy_table(&proxies);
+            // Which keeper leads, on a deployment of several (a keeper alone says nothing).
+            let mut text = client
+                .store()
+                .ok()
+                .and_then(|store| format::leader_line(&store))
+                .unwrap_or_default();
+            text.push_str(&format::proxy_table(&proxies));
             text.push_str(&format::paused_notes(&proxies));
             text
         }

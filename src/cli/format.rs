@@ -302,6 +302,21 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
+/// The line `status` prints above the table on a deployment of several keepers: what
+/// the keeper asked is, and who leads since when (`None` for a keeper alone).
+pub fn leader_line(store: &crate::api::StoreView) -> Option<String> {
+    if store.role == "single" {
+        return None;
+    }
+    Some(match &store.leader {
+        Some(l) => format!(
+            "keeper: {}; leader {} ({}) since {}, term {}\n",
+            store.role, l.id, l.http, l.since, l.term
+        ),
+        None => format!("keeper: {}; no keeper leads right now\n", store.role),
+    })
+}
+
 /// One line per cluster whose lost proxies are not being deleted (mass-loss protection),
 /// to print under the table.
 pub fn paused_notes(proxies: &[ProxyView]) -> String {
