@@ -366,3 +366,58 @@ fn an_etcd_restart_loses_nothing_and_a_keeper_leads_again() {
     assert_eq!(again, Some(version), "the pushed config survived");
     no_restart(&proxies);
 }
+
+/// The gate of the test cluster, as the keeper says: `open` or `closed`.
+fn gate(keeper: &Keeper) -> String {
+    get(keeper, &format!("/v1/clusters/{CLUSTER}/gate"))
+        .and_then(|v| v["open"].as_bool())
+        .map_or("none", |open| if open { "open" } else { "closed" })
+        .to_owned()
+}
+
+#[test]
+fn the_seed_scenario_steps_one_to_seven_show_the_seeds_lines_in_etcd_at_every_step() {
+    let etcd = Etcd::start("ha-seed");
+    let keeper = keeper(&etcd.endpoint(), "k1");
+    let keepers = [Some(keeper)];
+    let keeper = keepers[leader(&keepers)].as_ref().expect("alive");
+    let [p11, p12, p13, p14] = [
+        "10.25.0.11:3000",
+        "10.25.0.12:3000",
+        "10.25.0.13:3000",
+        "10.25.0.14:3000",
+    ];
+    let step = |n: u32, want: &[(&str, &str)], gate_: &str| {
+        let lines: Vec<String> = want.iter().map(|(p, s)| line(p, s)).collect();
+        keeper.wait_keys(want);
+        wait_etcd(&etcd, &lines);
+        assert_eq!(gate(keeper), gate_, "step {n}");
+    };
+    // 1: nothing has started.
+    assert!(etcd_lines(&etcd).is_empty(), "step 1");
+    // 2 and 3: three proxies register (ready), pull their config and go up.
+    let _a = keeper.proxy(p11, &["--init-delay", "1500ms"]);
+    let _b = keeper.proxy(p12, &["--init-delay", "1500ms"]);
+    let c = keeper.proxy(p13, &["--init-delay", "1500ms"]);
+    step(
+        2,
+        &[(p11, "ready"), (p12, "ready"), (p13, "ready")],
+        "closed",
+    );
+    step(3, &[(p11, "up"), (p12, "up"), (p13, "up")], "open");
+    // 4: .13's network breaks (its process stops sending): lost.
+    c.signal(Signal::SIGSTOP);
+    step(4, &[(p11, "up"), (p12, "up"), (p13, "lost")], "closed");
+    // 5: it heals: straight back to up.
+    c.signal(Signal::SIGCONT);
+    step(5, &[(p11, "up"), (p12, "up"), (p13, "up")], "open");
+    // 6: .14 starts (ready), 7: and dies while starting: deleted after ready_timeout.
+    let mut d = keeper.proxy(p14, &["--crash-on-start"]);
+    step(
+        6,
+        &[(p11, "up"), (p12, "up"), (p13, "up"), (p14, "ready")],
+        "closed",
+    );
+    assert_ne!(d.wait_exit(), 0);
+    step(7, &[(p11, "up"), (p12, "up"), (p13, "up")], "open");
+}
