@@ -91,7 +91,7 @@ pub struct Setup {
     /// lease holds ([`KeeperDriver::with_lease`]).
     pub lease: Option<Arc<crate::ha::LeaseGate>>,
     /// What this keeper is, for its admin API (`None`: the only keeper).
-    pub role: Option<watch::Receiver<crate::ha::Role>>,
+    pub role: Option<crate::ha::HaView>,
 }
 
 impl Setup {
@@ -299,10 +299,7 @@ where
         }
     });
     let view_task = tokio::spawn(view.clone().follow(hub.clone(), stopped(stopping.clone())));
-    let role = setup
-        .role
-        .take()
-        .unwrap_or_else(|| watch::channel(crate::ha::Role::Single).1);
+    let role = setup.role.take().unwrap_or_else(crate::ha::HaView::single);
     let router = crate::http::router_for(
         handle.clone(),
         hub.clone(),

@@ -40,6 +40,15 @@ fn get(keeper: &Keeper, path: &str) -> Option<Value> {
     response.body_mut().read_json().ok()
 }
 
+/// `GET /metrics`, as text.
+fn metrics(keeper: &Keeper) -> String {
+    ureq::get(format!("{}/metrics", keeper.http))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default()
+}
+
 fn role(keeper: &Keeper) -> Option<String> {
     get(keeper, "/v1/store").and_then(|v| v["role"].as_str().map(str::to_owned))
 }
@@ -179,6 +188,9 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
         if i != first {
             assert_eq!(role(k).as_deref(), Some("standby"));
             k.wait_keys(&PROXIES.map(|p| (p, "up")));
+            let text = metrics(k);
+            assert!(text.contains("zerokeeper_leader 0"), "{text}");
+            assert!(text.contains("zerokeeper_etcd_reachable 1"), "{text}");
             let (code, out, err) = k.cli(&["status"]);
             assert_eq!(code, 0, "{err}");
             let lead_id = ["k1", "k2", "k3"][first];
@@ -194,6 +206,9 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
             assert!(err.contains(&lead.http), "it names the leader: {err}");
         }
     }
+    let text = metrics(lead);
+    assert!(text.contains("zerokeeper_leader 1"), "{text}");
+    assert!(text.contains("zerokeeper_lease_renewals_total"), "{text}");
     let old_term = term(lead);
 
     // SIGKILL the leader: a standby leads within about the lease.

@@ -21,6 +21,7 @@
 //! [`DEFAULT_TTL`].
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp};
@@ -29,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::driver::DriverClock;
 use crate::driver::keeper::unix_millis;
-use crate::ha::{KeeperInfo, Leadership, LeaseClock, LeaseGate, Role};
+use crate::ha::{EtcdHealth, KeeperInfo, Leadership, LeaseClock, LeaseGate, Role};
 use crate::store::etcd::{EtcdOptions, Fence};
 
 /// The default time-to-live of the leader's lease: a leader that stops renewing it (dies,
@@ -87,6 +88,7 @@ pub struct EtcdElection {
     margin: Duration,
     request_timeout: Duration,
     clock: DriverClock,
+    health: Arc<EtcdHealth>,
 }
 
 impl std::fmt::Debug for EtcdElection {
@@ -108,6 +110,7 @@ impl EtcdElection {
         ttl: Duration,
         margin: Duration,
         clock: DriverClock,
+        health: Arc<EtcdHealth>,
     ) -> Result<EtcdElection, ElectionError> {
         let mut connect = ConnectOptions::new()
             .with_timeout(options.request_timeout)
@@ -139,6 +142,7 @@ impl EtcdElection {
             margin: margin.min(ttl / 2),
             request_timeout: options.request_timeout,
             clock,
+            health,
         })
     }
 
@@ -157,13 +161,18 @@ impl EtcdElection {
         &self,
         call: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, ElectionError> {
-        match tokio::time::timeout(self.request_timeout, call).await {
+        let answer = match tokio::time::timeout(self.request_timeout, call).await {
             Ok(answer) => answer.map_err(etcd),
             Err(_) => Err(etcd(format!(
                 "no answer within the request timeout of {:?}",
                 self.request_timeout
             ))),
+        };
+        match &answer {
+            Ok(_) => self.health.answered(),
+            Err(_) => self.health.failed(),
         }
+        answer
     }
 
     /// Who leads now, and the leader key's create revision (`None`: nobody).
@@ -356,6 +365,7 @@ impl EtcdElection {
             .await;
             match answer {
                 Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                    self.health.renewed();
                     elected
                         .lease
                         .answered(renewal, Duration::from_secs(response.ttl() as u64));
@@ -370,6 +380,7 @@ impl EtcdElection {
                     return ElectionError::Lost("the renewal stream ended".to_owned());
                 }
                 Ok(Err(e)) => {
+                    self.health.failed();
                     // A transient error: try again until the lease's end.
                     warn!(error = %e, "the lease renewal failed; retrying until the lease ends");
                     let mut client = self.client.clone();

@@ -95,6 +95,66 @@ impl Role {
     }
 }
 
+/// How a keeper of several fares with its etcd, for its metrics.
+#[derive(Debug, Default)]
+pub struct EtcdHealth {
+    /// Whether the last request to etcd (a renewal, a campaign, a standby's read) was
+    /// answered.
+    reachable: AtomicBool,
+    /// Requests that failed or were not answered in time.
+    failures: AtomicU64,
+    /// Lease renewals etcd confirmed.
+    renewals: AtomicU64,
+}
+
+impl EtcdHealth {
+    /// A request to etcd was answered.
+    pub fn answered(&self) {
+        self.reachable.store(true, Ordering::Relaxed);
+    }
+
+    /// A request to etcd failed or was not answered in time.
+    pub fn failed(&self) {
+        self.reachable.store(false, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A lease renewal was confirmed.
+    pub fn renewed(&self) {
+        self.answered();
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (reachable, failures, renewals).
+    pub fn read(&self) -> (bool, u64, u64) {
+        (
+            self.reachable.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+            self.renewals.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// What the admin API shows of a keeper's place among several: its role, and how it
+/// fares with etcd (`None` for a keeper alone).
+#[derive(Clone, Debug)]
+pub struct HaView {
+    /// The role, as it changes.
+    pub role: tokio::sync::watch::Receiver<Role>,
+    /// etcd's health, for a keeper of several.
+    pub etcd: Option<Arc<EtcdHealth>>,
+}
+
+impl HaView {
+    /// The view of a keeper alone.
+    pub fn single() -> HaView {
+        HaView {
+            role: tokio::sync::watch::channel(Role::Single).1,
+            etcd: None,
+        }
+    }
+}
+
 /// A leader's lease, as the leader itself may rely on it.
 ///
 /// The lease is renewed by messages to the election's store; a renewal sent at `t` and

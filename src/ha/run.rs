@@ -34,7 +34,7 @@ use crate::driver::keeper::KeeperHandle;
 use crate::driver::udp::Udp;
 use crate::ha::etcd::EtcdElection;
 use crate::ha::standby::{follow, seed_of};
-use crate::ha::{KeeperInfo, LeaseGate, LeaseLost, Role};
+use crate::ha::{EtcdHealth, HaView, KeeperInfo, LeaseGate, LeaseLost, Role};
 use crate::http::view::View;
 use crate::http::{Listings, router_for, serve_with, switchable};
 use crate::hub::ChangeHub;
@@ -78,6 +78,7 @@ pub async fn run(
     let socket = Arc::new(socket);
     let retention = setup.retention;
     let clock = setup.clock;
+    let health = Arc::new(EtcdHealth::default());
 
     // Connect (etcd may be down: retried until it answers, or until told to stop).
     let connected = tokio::select! {
@@ -93,13 +94,17 @@ pub async fn run(
     let mut election = tokio::select! {
         biased;
         () = &mut shutdown => return Ok(Ended::Shutdown),
-        election = EtcdElection::connect(&ha.etcd, keys, ha.ttl, ha.margin, clock) => {
+        election = EtcdElection::connect(&ha.etcd, keys, ha.ttl, ha.margin, clock, health.clone()) => {
             election.context("cannot reach etcd for the election")?
         }
     };
 
     // Standby: reads of the committed state, changes refused.
     let (role_tx, role) = watch::channel(Role::Standby(None));
+    let ha_view = HaView {
+        role: role.clone(),
+        etcd: Some(health.clone()),
+    };
     let (snapshot, back) = peek(store).await?;
     store = back;
     let hub = ChangeHub::new(
@@ -114,14 +119,19 @@ pub async fn run(
         view.clone()
             .follow(hub.clone(), stopped(standby_stopping.clone())),
     );
-    let follower = tokio::spawn(follow(store, hub.clone(), standby_stopping.clone()));
+    let follower = tokio::spawn(follow(
+        store,
+        hub.clone(),
+        standby_stopping.clone(),
+        health.clone(),
+    ));
     let drain = tokio::spawn(drain(socket.clone(), standby_stopping.clone()));
     let standby = router_for(
         KeeperHandle::detached(),
         hub.clone(),
         view.clone(),
         Listings::OffRuntime,
-        role.clone(),
+        ha_view.clone(),
     );
     let current = Arc::new(RwLock::new(standby));
     let (stop_http, http_stopping) = watch::channel(false);
@@ -160,7 +170,7 @@ pub async fn run(
     gate.set(&elected.lease);
     setup.store = Some(Box::new(store));
     setup.lease = Some(gate.clone());
-    setup.role = Some(role.clone());
+    setup.role = Some(ha_view);
     let (stop_core, core_stopping) = watch::channel(false);
     let core = match server::start_core(setup, socket.clone(), stopped(core_stopping)).await {
         Ok(core) => core,

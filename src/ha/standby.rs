@@ -70,6 +70,7 @@ mod follow {
     use tracing::{debug, warn};
 
     use super::FOLLOW_EVERY;
+    use crate::ha::EtcdHealth;
     use crate::hub::ChangeHub;
     use crate::store::etcd::EtcdStore;
 
@@ -84,6 +85,7 @@ mod follow {
         store: EtcdStore,
         hub: Arc<ChangeHub>,
         mut stop: watch::Receiver<bool>,
+        health: Arc<EtcdHealth>,
     ) -> Option<EtcdStore> {
         let mut store = Some(store);
         let mut failing = false;
@@ -107,6 +109,7 @@ mod follow {
             store = Some(back);
             match result {
                 Ok((generation, changes)) => {
+                    health.answered();
                     if failing {
                         warn!("the store answers again: following the leader's commits");
                         failing = false;
@@ -118,6 +121,7 @@ mod follow {
                     }
                 }
                 Err(e) => {
+                    health.failed();
                     if !failing {
                         warn!(error = %e, "the store cannot be read: the standby serves what it has");
                         failing = true;

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::driver::keeper::MetricsSnapshot;
-use crate::ha::Role;
+use crate::ha::{EtcdHealth, Role};
 use crate::http::Api;
 use crate::http::problem::Problem;
 use crate::keeper::{DropReason, Outcome, Status};
@@ -38,7 +38,7 @@ pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> 
         Role::Standby(_) => None,
         Role::Single | Role::Leader(_) => Some(api.handle.metrics().await?),
     };
-    let text = render_with(snapshot, &role)
+    let text = render_with(snapshot, &role, api.etcd.as_deref().map(EtcdHealth::read))
         .map_err(|_| Problem::internal("the metrics could not be encoded"))?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS))],
@@ -50,24 +50,29 @@ pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> 
 /// The exposition of one snapshot, ending in `# EOF`.
 #[cfg(test)]
 pub(crate) fn render(snapshot: MetricsSnapshot) -> Result<String, fmt::Error> {
-    render_with(Some(snapshot), &Role::Single)
+    render_with(Some(snapshot), &Role::Single, None)
 }
 
 /// The exposition of one snapshot (if the keeper runs one) and of the keeper's role.
-fn render_with(snapshot: Option<MetricsSnapshot>, role: &Role) -> Result<String, fmt::Error> {
+fn render_with(
+    snapshot: Option<MetricsSnapshot>,
+    role: &Role,
+    etcd: Option<(bool, u64, u64)>,
+) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
     if let Some(snapshot) = snapshot {
         registry.register_collector(Box::new(Snapshot(snapshot)));
     }
-    registry.register_collector(Box::new(RoleMetrics(role.clone())));
+    registry.register_collector(Box::new(RoleMetrics(role.clone(), etcd)));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
 }
 
-/// The keeper's role: whether it leads, and the term it knows.
+/// The keeper's role: whether it leads, the term it knows, and (for a keeper of several)
+/// how it fares with etcd.
 #[derive(Debug)]
-struct RoleMetrics(Role);
+struct RoleMetrics(Role, Option<(bool, u64, u64)>);
 
 impl Collector for RoleMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
@@ -83,7 +88,28 @@ impl Collector for RoleMetrics {
             "zerokeeper_leader_term",
             "The leadership term this keeper knows (its own, as leader); 0 without an election.",
             self.0.leadership().map_or(0, |l| l.term),
-        )
+        )?;
+        if let Some((reachable, failures, renewals)) = self.1 {
+            gauge(
+                &mut encoder,
+                "zerokeeper_etcd_reachable",
+                "1 if the last request to etcd (a lease renewal, a campaign, a standby's read) was answered.",
+                u64::from(reachable),
+            )?;
+            counter(
+                &mut encoder,
+                "zerokeeper_etcd_failures",
+                "Requests to etcd that failed or were not answered in time.",
+                failures,
+            )?;
+            counter(
+                &mut encoder,
+                "zerokeeper_lease_renewals",
+                "Renewals of the leader's lease that etcd confirmed.",
+                renewals,
+            )?;
+        }
+        Ok(())
     }
 }
 

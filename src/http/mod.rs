@@ -65,7 +65,7 @@ use crate::api::{
 };
 use crate::configdoc::MAX_CONFIG_BYTES;
 use crate::driver::keeper::KeeperHandle;
-use crate::ha::Role;
+use crate::ha::{HaView, Role};
 use crate::hub::ChangeHub;
 use problem::Problem;
 use view::View;
@@ -94,6 +94,8 @@ struct Api {
     mode: Listings,
     /// What this keeper is: a standby refuses changes, naming the leader.
     role: tokio::sync::watch::Receiver<Role>,
+    /// How a keeper of several fares with etcd (`None`: a keeper alone).
+    etcd: Option<Arc<crate::ha::EtcdHealth>>,
 }
 
 impl Api {
@@ -182,8 +184,7 @@ pub fn router_with(
     view: View,
     mode: Listings,
 ) -> Router {
-    let (_single, role) = tokio::sync::watch::channel(Role::Single);
-    router_for(handle, hub, view, mode, role)
+    router_for(handle, hub, view, mode, HaView::single())
 }
 
 /// [`router_with`], for a keeper whose role is `role` (one of several keepers): a
@@ -194,7 +195,7 @@ pub fn router_for(
     hub: Arc<ChangeHub>,
     view: View,
     mode: Listings,
-    role: tokio::sync::watch::Receiver<Role>,
+    ha: HaView,
 ) -> Router {
     Router::new()
         .route("/livez", get(livez))
@@ -227,7 +228,8 @@ pub fn router_for(
             view,
             listings: Arc::new(tokio::sync::Semaphore::new(1)),
             mode,
-            role,
+            role: ha.role,
+            etcd: ha.etcd,
         })
 }
 
