@@ -8,11 +8,14 @@
 mod etcd;
 mod procs;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd::Etcd;
 use nix::sys::signal::Signal;
-use procs::{CLUSTER, Keeper, PATIENCE, Process, fresh_dir, key_file, line};
+use procs::{BIN, CLUSTER, Keeper, PATIENCE, Process, fresh_dir, key_file, line};
 use serde_json::Value;
 
 const PROXIES: [&str; 5] = [
@@ -161,6 +164,57 @@ fn no_restart(proxies: &[Process]) {
     }
 }
 
+/// `status --watch -o keys` against one keeper, its lines collected.
+struct Watch {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    fn start(keeper: &Keeper) -> Watch {
+        let mut child = Command::new(BIN)
+            .args(["status", "--watch", "-o", "keys", "--http", &keeper.http])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+            }
+        });
+        Watch { child, lines }
+    }
+
+    fn wait(&self, want: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self
+            .lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|l| l == want)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the watch printed no {want:?}: {:?}",
+                self.lines.lock().unwrap_or_else(|e| e.into_inner())
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_nothing() {
     let etcd = Etcd::start("ha-kill");
@@ -206,6 +260,32 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
             assert!(err.contains(&lead.http), "it names the leader: {err}");
         }
     }
+    // Every standby's answers say what it is, and a watch on one follows the fleet.
+    let standby = keepers
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i != first)
+        .and_then(|(_, k)| k.as_ref())
+        .expect("a standby");
+    let answer = ureq::get(format!("{}/v1/proxies", standby.http))
+        .call()
+        .expect("a standby answers reads");
+    assert_eq!(
+        answer
+            .headers()
+            .get("zerokeeper-role")
+            .and_then(|v| v.to_str().ok()),
+        Some("standby")
+    );
+    assert_eq!(
+        answer
+            .headers()
+            .get("zerokeeper-leader")
+            .and_then(|v| v.to_str().ok()),
+        Some(lead.http.as_str())
+    );
+    let watch = Watch::start(standby);
+    watch.wait(&line(PROXIES[0], "up"));
     let text = metrics(lead);
     assert!(text.contains("zerokeeper_leader 1"), "{text}");
     assert!(text.contains("zerokeeper_lease_renewals_total"), "{text}");
@@ -251,6 +331,8 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
     let mut want: Vec<(&str, &str)> = PROXIES.iter().map(|p| (*p, "up")).collect();
     want[0].1 = "lost";
     lead.wait_keys(&want);
+    // The watch opened on a standby before the failover follows the new leader's changes.
+    watch.wait(&format!("PUT {}", line(PROXIES[0], "lost")));
     // Out of the gate's way, then a push through the new leader.
     let (code, _, err) = lead.cli(&["remove", "--cluster", CLUSTER, "--addr", PROXIES[0]]);
     assert_eq!(code, 0, "{err}");

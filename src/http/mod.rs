@@ -197,6 +197,7 @@ pub fn router_for(
     mode: Listings,
     ha: HaView,
 ) -> Router {
+    let role = ha.role.clone();
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -231,6 +232,27 @@ pub fn router_for(
             role: ha.role,
             etcd: ha.etcd,
         })
+        // Every answer of a keeper of several says what the keeper is, so a client
+        // reading a standby knows it reads the committed state, not the leader's memory.
+        .layer(axum::middleware::map_response(
+            move |mut response: Response| {
+                let role = role.clone();
+                async move {
+                    let role = role.borrow();
+                    if !matches!(*role, Role::Single) {
+                        let headers = response.headers_mut();
+                        headers.insert("zerokeeper-role", HeaderValue::from_static(role.as_str()));
+                        if let Some(url) = role
+                            .leadership()
+                            .and_then(|l| HeaderValue::from_str(&l.leader.http).ok())
+                        {
+                            headers.insert("zerokeeper-leader", url);
+                        }
+                    }
+                    response
+                }
+            },
+        ))
 }
 
 /// A router that answers with whichever router `current` holds at each request: a
