@@ -518,3 +518,58 @@ fn the_seed_scenario_steps_one_to_seven_show_the_seeds_lines_in_etcd_at_every_st
     assert_ne!(d.wait_exit(), 0);
     step(7, &[(p11, "up"), (p12, "up"), (p13, "up")], "open");
 }
+
+#[test]
+fn a_leader_stopped_with_sigterm_resigns_and_exits_0_so_a_standby_leads_at_once() {
+    let etcd = Etcd::start("ha-resign");
+    let endpoint = etcd.endpoint();
+    // A long lease: a standby that leads soon after the SIGTERM was handed the lead, it
+    // did not wait for the lease to run out.
+    let start = |id: &str| {
+        Keeper::start_with(
+            &fresh_dir("ha-unused"),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &[
+                "--store",
+                "etcd",
+                "--etcd-endpoints",
+                &endpoint,
+                "--lease-ttl",
+                "30s",
+                "--keeper-id",
+                id,
+            ],
+        )
+    };
+    let mut keepers: Vec<Option<Keeper>> = vec![Some(start("k1")), Some(start("k2"))];
+    let first = leader(&keepers);
+    let list = keepers
+        .iter()
+        .flatten()
+        .map(|k| k.udp.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let proxies: Vec<Process> = PROXIES[..2].iter().map(|p| proxy(&list, p)).collect();
+    let want: Vec<(&str, &str)> = PROXIES[..2].iter().map(|p| (*p, "up")).collect();
+    keepers[first].as_ref().expect("alive").wait_keys(&want);
+    let mut stopping = keepers[first].take().expect("alive");
+    let asked = Instant::now();
+    stopping.process.signal(Signal::SIGTERM);
+    assert_eq!(
+        stopping.process.wait_exit(),
+        0,
+        "{}",
+        stopping.process.log()
+    );
+    assert!(stopping.process.log().contains("resigned the leadership"));
+    let second = leader(&keepers);
+    let took = asked.elapsed();
+    eprintln!("handover: a standby led {took:?} after SIGTERM to the leader (lease 30s)");
+    assert!(
+        took < Duration::from_secs(20),
+        "the standby waited for the lease: {took:?}"
+    );
+    keepers[second].as_ref().expect("alive").wait_keys(&want);
+    no_restart(&proxies);
+}

@@ -94,9 +94,21 @@ pub async fn run(
     let mut election = tokio::select! {
         biased;
         () = &mut shutdown => return Ok(Ended::Shutdown),
-        election = EtcdElection::connect(&ha.etcd, keys, ha.ttl, ha.margin, clock, health.clone()) => {
-            election.context("cannot reach etcd for the election")?
-        }
+        election = async {
+            let mut failing = false;
+            loop {
+                match EtcdElection::connect(&ha.etcd, keys.clone(), ha.ttl, ha.margin, clock, health.clone()).await {
+                    Ok(election) => break election,
+                    Err(e) => {
+                        if !failing {
+                            warn!(error = %e, "cannot reach etcd for the election; retrying every second");
+                            failing = true;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        } => election,
     };
 
     // Standby: reads of the committed state, changes refused.
@@ -105,7 +117,11 @@ pub async fn run(
         role: role.clone(),
         etcd: Some(health.clone()),
     };
-    let (snapshot, back) = peek(store).await?;
+    let (snapshot, back) = tokio::select! {
+        biased;
+        () = &mut shutdown => return Ok(Ended::Shutdown),
+        read = peek(store, &ha.etcd) => read,
+    };
     store = back;
     let hub = ChangeHub::new(
         snapshot.generation,
@@ -249,16 +265,38 @@ async fn connect(options: &EtcdOptions) -> EtcdStore {
     }
 }
 
-/// What is committed, read off the runtime.
-async fn peek(mut store: EtcdStore) -> anyhow::Result<(Snapshot, EtcdStore)> {
-    let (store, snapshot) = tokio::task::spawn_blocking(move || {
-        let snapshot = store.peek();
-        (store, snapshot)
-    })
-    .await
-    .context("reading the store panicked")?;
-    let snapshot: Result<Snapshot, StoreError> = snapshot;
-    Ok((snapshot.context("cannot read the store")?, store))
+/// What is committed, read off the runtime; retried every second while etcd does not
+/// answer (logged once).
+async fn peek(mut store: EtcdStore, options: &EtcdOptions) -> (Snapshot, EtcdStore) {
+    let mut failing = false;
+    loop {
+        let joined = tokio::task::spawn_blocking(move || {
+            let snapshot = store.peek();
+            (store, snapshot)
+        })
+        .await;
+        let (back, snapshot) = match joined {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "reading the store panicked; connecting again");
+                (
+                    connect(options).await,
+                    Err(StoreError::Io("panicked".to_owned())),
+                )
+            }
+        };
+        store = back;
+        match snapshot {
+            Ok(snapshot) => return (snapshot, store),
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "cannot read the store; retrying every second");
+                    failing = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// Reads and drops what arrives on `socket` until `stop` says so: a standby answers no
