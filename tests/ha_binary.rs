@@ -30,17 +30,7 @@ const PROXIES: [&str; 5] = [
 const LEASE_TTL: &str = "2s";
 
 fn get(keeper: &Keeper, path: &str) -> Option<Value> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(3)))
-            .build(),
-    );
-    let mut response = agent.get(format!("{}{path}", keeper.http)).call().ok()?;
-    if response.status() != 200 {
-        return None;
-    }
-    response.body_mut().read_json().ok()
+    keeper.get_json(path)
 }
 
 /// `GET /metrics`, as text.

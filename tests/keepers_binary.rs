@@ -43,14 +43,7 @@ fn wait_count(process: &Process, phrase: &str, n: usize) {
 
 /// When `keeper` last heard `PROXY`, by its listing.
 fn last_heard(keeper: &Keeper) -> Option<SystemTime> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build(),
-    );
-    let url = format!("{}/v1/clusters/{CLUSTER}/proxies/{PROXY}", keeper.http);
-    let body: serde_json::Value = agent.get(url).call().ok()?.body_mut().read_json().ok()?;
+    let body = keeper.get_json(&format!("/v1/clusters/{CLUSTER}/proxies/{PROXY}"))?;
     humantime::parse_rfc3339(body["last_heartbeat"].as_str()?).ok()
 }
 

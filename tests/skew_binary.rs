@@ -19,18 +19,7 @@ const LOST_AFTER: Duration = Duration::from_millis(600);
 
 /// The registry's record of `PROXY`, if it holds one.
 fn record(keeper: &Keeper) -> Option<Value> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build(),
-    );
-    let url = format!("{}/v1/clusters/{CLUSTER}/proxies/{PROXY}", keeper.http);
-    let mut response = agent.get(url).call().ok()?;
-    if response.status() != 200 {
-        return None;
-    }
-    response.body_mut().read_json().ok()
+    keeper.get_json(&format!("/v1/clusters/{CLUSTER}/proxies/{PROXY}"))
 }
 
 /// Waits until the record satisfies `want`; returns it.

@@ -8,12 +8,11 @@ mod procs;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use procs::{CLUSTER, Keeper, fresh_dir};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::Value;
 
 /// The most bytes the keeper may write to any one file.
 const FILE_LIMIT: u64 = 1 << 20;
@@ -39,16 +38,7 @@ fn file_limit(command: &mut Command) {
 }
 
 fn config_version(keeper: &Keeper) -> Option<u64> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build(),
-    );
-    let url = format!("{}/v1/clusters/{CLUSTER}/config", keeper.http);
-    let mut response = agent.get(url).call().ok()?;
-    let body: Value = response.body_mut().read_json().ok()?;
-    body["version"].as_u64()
+    keeper.get_json(&format!("/v1/clusters/{CLUSTER}/config"))?["version"].as_u64()
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -112,15 +112,7 @@ impl EtcdElection {
         clock: DriverClock,
         health: Arc<EtcdHealth>,
     ) -> Result<EtcdElection, ElectionError> {
-        let mut connect = ConnectOptions::new()
-            .with_timeout(options.request_timeout)
-            .with_connect_timeout(options.connect_timeout);
-        if let Some((user, password)) = &options.user {
-            connect = connect.with_user(user.as_str(), password.as_str());
-        }
-        if let Some(tls) = &options.tls {
-            connect = connect.with_tls(crate::store::etcd::tls_options(tls).map_err(etcd)?);
-        }
+        let connect = crate::store::etcd::connect_options(options).map_err(etcd)?;
         let client = tokio::time::timeout(
             options.connect_timeout,
             Client::connect(options.endpoints.clone(), Some(connect)),

@@ -108,7 +108,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, Txn};
 
 pub use self::client::EtcdStats;
-pub(crate) use self::client::tls_options;
+pub(crate) use self::client::connect_options;
 use self::client::{Etcd, Failure};
 use self::keys::{Keys, prefix_end};
 use self::plan::{BlobHeader, Mode, Op, Plan, Writes, parse_u64};

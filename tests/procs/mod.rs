@@ -325,6 +325,22 @@ impl Keeper {
     }
 
     /// The admin API's `HOST:PORT`.
+    /// `GET path` on the admin API: the JSON body of a 200 answer, `None` otherwise (any
+    /// other status, no answer within 5 s, not JSON).
+    pub fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build(),
+        );
+        let mut response = agent.get(format!("{}{path}", self.http)).call().ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.body_mut().read_json().ok()
+    }
+
     pub fn http_addr(&self) -> &str {
         self.http.trim_start_matches("http://")
     }

@@ -63,8 +63,22 @@ pub struct EtcdStats {
 /// A key's value and create revision, as read.
 pub(super) type Found = (Vec<u8>, i64);
 
+/// The client's connection settings of `options`: its timeouts, user and TLS.
+pub(crate) fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, String> {
+    let mut connect = ConnectOptions::new()
+        .with_timeout(options.request_timeout)
+        .with_connect_timeout(options.connect_timeout);
+    if let Some((user, password)) = &options.user {
+        connect = connect.with_user(user.as_str(), password.as_str());
+    }
+    if let Some(tls) = &options.tls {
+        connect = connect.with_tls(tls_options(tls)?);
+    }
+    Ok(connect)
+}
+
 /// The client's TLS settings from PEM files, as `etcdctl --cacert/--cert/--key` take them.
-pub(crate) fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, String> {
+fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, String> {
     let read = |path: &std::path::Path| {
         fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
@@ -102,15 +116,7 @@ impl Etcd {
         if options.endpoints.is_empty() {
             return Err(StoreError::Io("etcd: no endpoints given".to_owned()));
         }
-        let mut connect = ConnectOptions::new()
-            .with_timeout(options.request_timeout)
-            .with_connect_timeout(options.connect_timeout);
-        if let Some((user, password)) = &options.user {
-            connect = connect.with_user(user.as_str(), password.as_str());
-        }
-        if let Some(tls) = &options.tls {
-            connect = connect.with_tls(tls_options(tls).map_err(|e| io("TLS", &e))?);
-        }
+        let connect = connect_options(options).map_err(|e| io("TLS", &e))?;
 
         let (jobs, mut queue) = tokio_mpsc::unbounded_channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), String>>(1);
