@@ -52,8 +52,24 @@ fn term(keeper: &Keeper) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proxies `identities`, each knowing every keeper of `keepers` alive.
+fn proxies_of(keepers: &[Option<Keeper>], identities: &[&str]) -> Vec<Process> {
+    let list = keepers
+        .iter()
+        .flatten()
+        .map(|k| k.udp.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    identities.iter().map(|p| proxy(&list, p)).collect()
+}
+
 /// A keeper of the etcd at `endpoint`, named `id`.
 fn keeper(endpoint: &str, id: &str) -> Keeper {
+    keeper_with(endpoint, id, LEASE_TTL)
+}
+
+/// A keeper of the etcd at `endpoint`, named `id`, with a lease of `ttl`.
+fn keeper_with(endpoint: &str, id: &str, ttl: &str) -> Keeper {
     Keeper::start_with(
         &fresh_dir("ha-unused"),
         "127.0.0.1:0",
@@ -64,7 +80,7 @@ fn keeper(endpoint: &str, id: &str) -> Keeper {
             "--etcd-endpoints",
             endpoint,
             "--lease-ttl",
-            LEASE_TTL,
+            ttl,
             "--keeper-id",
             id,
         ],
@@ -214,13 +230,7 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
         .map(|id| Some(keeper(&endpoint, id)))
         .collect();
     let first = leader(&keepers);
-    let list = keepers
-        .iter()
-        .flatten()
-        .map(|k| k.udp.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let proxies: Vec<Process> = PROXIES.iter().map(|p| proxy(&list, p)).collect();
+    let proxies = proxies_of(&keepers, &PROXIES);
     let all_up: Vec<String> = PROXIES.iter().map(|p| line(p, "up")).collect();
     let lead = keepers[first].as_ref().expect("alive");
     lead.wait_keys(&PROXIES.map(|p| (p, "up")));
@@ -358,13 +368,7 @@ fn a_leader_paused_past_its_lease_wakes_up_to_act_on_nothing_and_exits_75() {
         .map(|id| Some(keeper(&endpoint, id)))
         .collect();
     let first = leader(&keepers);
-    let list = keepers
-        .iter()
-        .flatten()
-        .map(|k| k.udp.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let proxies: Vec<Process> = PROXIES[..3].iter().map(|p| proxy(&list, p)).collect();
+    let proxies = proxies_of(&keepers, &PROXIES[..3]);
     let want: Vec<(&str, &str)> = PROXIES[..3].iter().map(|p| (*p, "up")).collect();
     keepers[first].as_ref().expect("alive").wait_keys(&want);
     let before = get(keepers[first].as_ref().expect("alive"), "/v1/store").expect("a store");
@@ -406,13 +410,7 @@ fn an_etcd_restart_loses_nothing_and_a_keeper_leads_again() {
         .map(|id| Some(keeper(&endpoint, id)))
         .collect();
     let first = leader(&keepers);
-    let list = keepers
-        .iter()
-        .flatten()
-        .map(|k| k.udp.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let proxies: Vec<Process> = PROXIES[..2].iter().map(|p| proxy(&list, p)).collect();
+    let proxies = proxies_of(&keepers, &PROXIES[..2]);
     let want: Vec<(&str, &str)> = PROXIES[..2].iter().map(|p| (*p, "up")).collect();
     let lead = keepers[first].as_ref().expect("alive");
     lead.wait_keys(&want);
@@ -515,32 +513,12 @@ fn a_leader_stopped_with_sigterm_resigns_and_exits_0_so_a_standby_leads_at_once(
     let endpoint = etcd.endpoint();
     // A long lease: a standby that leads soon after the SIGTERM was handed the lead, it
     // did not wait for the lease to run out.
-    let start = |id: &str| {
-        Keeper::start_with(
-            &fresh_dir("ha-unused"),
-            "127.0.0.1:0",
-            "127.0.0.1:0",
-            &[
-                "--store",
-                "etcd",
-                "--etcd-endpoints",
-                &endpoint,
-                "--lease-ttl",
-                "30s",
-                "--keeper-id",
-                id,
-            ],
-        )
-    };
-    let mut keepers: Vec<Option<Keeper>> = vec![Some(start("k1")), Some(start("k2"))];
+    let mut keepers: Vec<Option<Keeper>> = vec![
+        Some(keeper_with(&endpoint, "k1", "30s")),
+        Some(keeper_with(&endpoint, "k2", "30s")),
+    ];
     let first = leader(&keepers);
-    let list = keepers
-        .iter()
-        .flatten()
-        .map(|k| k.udp.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let proxies: Vec<Process> = PROXIES[..2].iter().map(|p| proxy(&list, p)).collect();
+    let proxies = proxies_of(&keepers, &PROXIES[..2]);
     let want: Vec<(&str, &str)> = PROXIES[..2].iter().map(|p| (*p, "up")).collect();
     keepers[first].as_ref().expect("alive").wait_keys(&want);
     let mut stopping = keepers[first].take().expect("alive");
