@@ -79,7 +79,15 @@ pub struct Elected {
     lease_id: i64,
 }
 
+impl Elected {
+    /// The etcd lease that holds the leader key.
+    pub fn lease_id(&self) -> i64 {
+        self.lease_id
+    }
+}
+
 /// One keeper's side of the election.
+#[derive(Clone)]
 pub struct EtcdElection {
     client: Client,
     leader_key: String,
@@ -317,17 +325,21 @@ impl EtcdElection {
         }))
     }
 
-    /// Keeps `elected`'s lease: renews it every third of the time-to-live, publishing
-    /// each confirmed deadline on `gate`. Returns (and closes the gate) when the lease is
-    /// lost: refused, or not confirmed before its end.
-    pub async fn keep(&mut self, elected: &mut Elected, gate: &LeaseGate) -> ElectionError {
-        gate.set(&elected.lease);
+    /// Keeps the lease `lease_id` (confirmed as far as `lease` says): renews it every
+    /// third of the time-to-live, publishing each confirmed deadline on `gate`. Returns
+    /// (and closes the gate) when the lease is lost: refused, or not confirmed before its
+    /// end. Owns a clone of the election, so it runs as a task of its own: the leader's
+    /// boot, which may block a worker for a while, cannot delay a renewal.
+    pub async fn keep(
+        self,
+        lease_id: i64,
+        mut lease: LeaseClock,
+        gate: Arc<LeaseGate>,
+    ) -> ElectionError {
+        gate.set(&lease);
         let every = self.ttl / 3;
         let mut client = self.client.clone();
-        let (mut keeper, mut stream) = match self
-            .bounded(client.lease_keep_alive(elected.lease_id))
-            .await
-        {
+        let (mut keeper, mut stream) = match self.bounded(client.lease_keep_alive(lease_id)).await {
             Ok(pair) => pair,
             Err(e) => {
                 gate.close();
@@ -335,7 +347,7 @@ impl EtcdElection {
             }
         };
         loop {
-            let until = elected.lease.until();
+            let until = lease.until();
             let now = self.clock.now();
             let Some(until) = until.filter(|u| *u > now) else {
                 gate.close();
@@ -344,10 +356,9 @@ impl EtcdElection {
             // Wait a third of the lease, but never past its end.
             let wait = every.min(until - now);
             tokio::time::sleep(wait).await;
-            let renewal = elected.lease.sent(self.clock.now());
+            let renewal = lease.sent(self.clock.now());
             // A renewal must be confirmed before the lease's end to count.
-            let left = elected
-                .lease
+            let left = lease
                 .until()
                 .map_or(Duration::ZERO, |u| u.saturating_since(self.clock.now()));
             let answer = tokio::time::timeout(left, async {
@@ -358,10 +369,8 @@ impl EtcdElection {
             match answer {
                 Ok(Ok(Some(response))) if response.ttl() > 0 => {
                     self.health.renewed();
-                    elected
-                        .lease
-                        .answered(renewal, Duration::from_secs(response.ttl() as u64));
-                    gate.set(&elected.lease);
+                    lease.answered(renewal, Duration::from_secs(response.ttl() as u64));
+                    gate.set(&lease);
                 }
                 Ok(Ok(Some(_))) => {
                     gate.close();
@@ -376,10 +385,7 @@ impl EtcdElection {
                     // A transient error: try again until the lease's end.
                     warn!(error = %e, "the lease renewal failed; retrying until the lease ends");
                     let mut client = self.client.clone();
-                    match self
-                        .bounded(client.lease_keep_alive(elected.lease_id))
-                        .await
-                    {
+                    match self.bounded(client.lease_keep_alive(lease_id)).await {
                         Ok(pair) => (keeper, stream) = pair,
                         Err(e) => warn!(error = %e, "cannot reopen the lease renewal"),
                     }

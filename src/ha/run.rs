@@ -159,7 +159,7 @@ pub async fn run(
     ));
     info!(id = %ha.me.id, "standby: serving reads of the committed state, campaigning");
 
-    let mut elected = tokio::select! {
+    let elected = tokio::select! {
         biased;
         () = &mut shutdown => {
             let _ = stop_standby.send(true);
@@ -184,6 +184,13 @@ pub async fn run(
     store.set_fence(Some(elected.fence.clone()));
     let gate = LeaseGate::closed();
     gate.set(&elected.lease);
+    // Renewing from now on, on a task of its own: booting a large store may take longer
+    // than the lease.
+    let mut keep = tokio::spawn(election.clone().keep(
+        elected.lease_id(),
+        elected.lease,
+        gate.clone(),
+    ));
     setup.store = Some(Box::new(store));
     setup.lease = Some(gate.clone());
     setup.role = Some(ha_view);
@@ -191,6 +198,7 @@ pub async fn run(
     let core = match server::start_core(setup, socket.clone(), stopped(core_stopping)).await {
         Ok(core) => core,
         Err(e) => {
+            keep.abort();
             election.resign(&elected).await;
             let _ = stop_http.send(true);
             let _ = http_task.await;
@@ -220,8 +228,9 @@ pub async fn run(
                 Err(e) => Err(anyhow::Error::new(e).context("the keeper task panicked")),
             }
         }
-        lost = election.keep(&mut elected, &gate) => {
-            error!(error = %lost, "the leadership is lost: stopping without acting");
+        lost = &mut keep => {
+            let why = lost.map_or_else(|e| e.to_string(), |e| e.to_string());
+            error!(error = %why, "the leadership is lost: stopping without acting");
             keeper_task.abort();
             Ok(Ended::LeaseLost)
         }
@@ -235,6 +244,8 @@ pub async fn run(
             Err(e) => Err(anyhow::Error::new(e).context("the keeper task panicked")),
         },
     };
+    // The lease was resigned, lost or is no longer needed: stop renewing it.
+    keep.abort();
     let _ = stop_http.send(true);
     let _ = http_task.await;
     let _ = core.view_task.await;
