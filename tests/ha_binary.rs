@@ -302,6 +302,12 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
     eprintln!("failover: a standby led {took:?} after the leader was killed (lease {LEASE_TTL})");
     let lead = keepers[second].as_ref().expect("alive");
     assert!(term(lead) > old_term, "a new term");
+    // What the proxies' searches cost the standby that was elected: the datagrams it
+    // drained while a standby (at the proxies' start, and while they searched).
+    let drained = lead
+        .process
+        .wait_log(&["datagrams dropped while a standby"]);
+    eprintln!("search cost: {drained}");
     // Every proxy finds the new leader by itself, and stays up.
     let deadline = Instant::now() + PATIENCE;
     for p in PROXIES {
