@@ -1,7 +1,7 @@
 //! High availability: several keepers, one of which leads.
 //!
 //! Exactly one keeper acts (writes the store, deletes, sends `Restart`, serves config
-//! changes): the one an [`Election`] made leader. Its leadership is a **term**, a number
+//! changes): the one the election (on etcd: `etcd::EtcdElection`) made leader. Its leadership is a **term**, a number
 //! that only grows, and a lease that it must keep renewing. The others are standbys:
 //! they serve reads and wait to be elected.
 //!

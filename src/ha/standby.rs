@@ -1,8 +1,8 @@
 //! A standby keeper's reads: the committed state of the shared store, followed as the
 //! leader commits.
 //!
-//! A standby runs no core. Its admin API answers from a read [`View`] seeded from the
-//! store and fed, through a [`ChangeHub`], with the changes the leader commits (read from
+//! A standby runs no core. Its admin API answers from a read [`View`](crate::http::view::View) seeded from the
+//! store and fed, through a [`ChangeHub`](crate::hub::ChangeHub), with the changes the leader commits (read from
 //! the store's log every [`FOLLOW_EVERY`]), so listings, the watch and `status` work on
 //! every keeper, and a watcher that follows a standby sees the same revisions as one
 //! that follows the leader. Changes are refused (`503 not-leader`, naming the leader).

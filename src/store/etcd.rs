@@ -35,7 +35,7 @@
 //! | `P audit/{revision:020}`              | `{at_unix_ms, action}`, postcard               |
 //!
 //! Keys sort as the memory store's maps do (the escaping of
-//! [`record`](super::record)). Records are postcard, as the redb store's are (the same
+//! `record`). Records are postcard, as the redb store's are (the same
 //! types): compact, which matters because etcd keeps every version of every key until it
 //! is compacted, and decoded strictly. Meta is decimal text, readable with `etcdctl` and
 //! compared by value. A config's content is an opaque blob to this module (the record the
