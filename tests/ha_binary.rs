@@ -547,3 +547,49 @@ fn a_leader_stopped_with_sigterm_resigns_and_exits_0_so_a_standby_leads_at_once(
     keepers[second].as_ref().expect("alive").wait_keys(&want);
     no_restart(&proxies);
 }
+
+#[test]
+fn while_etcd_is_down_past_the_lease_nobody_acts_and_nobody_is_hurt() {
+    let mut etcd = Etcd::start("ha-etcd-down");
+    let endpoint = etcd.endpoint();
+    let mut keepers: Vec<Option<Keeper>> = ["k1", "k2"]
+        .iter()
+        .map(|id| Some(keeper(&endpoint, id)))
+        .collect();
+    let first = leader(&keepers);
+    let proxies = proxies_of(&keepers, &PROXIES[..3]);
+    let want: Vec<(&str, &str)> = PROXIES[..3].iter().map(|p| (*p, "up")).collect();
+    keepers[first].as_ref().expect("alive").wait_keys(&want);
+
+    // etcd goes away: the leader cannot renew its lease, stops acting and exits 75.
+    etcd.kill();
+    let mut lost_leader = keepers[first].take().expect("alive");
+    assert_eq!(
+        lost_leader.process.wait_exit(),
+        75,
+        "{}",
+        lost_leader.process.log()
+    );
+    let log = lost_leader.process.log();
+    for word in ["restart sent", "to=lost", "to=\"lost\"", "delete_timeout"] {
+        assert!(
+            !log.contains(word),
+            "an etcd outage hurt a proxy ({word}):\n{log}"
+        );
+    }
+    // Its supervisor (the test) starts it again; etcd comes back; a keeper leads, with
+    // the fleet as it was.
+    keepers[first] = Some(keeper(&endpoint, "k1-again"));
+    etcd.launch();
+    let second = leader(&keepers);
+    let lead = keepers[second].as_ref().expect("alive");
+    lead.wait_keys(&want);
+    let log = lead.process.log();
+    for word in ["restart sent", "to=lost", "to=\"lost\"", "delete_timeout"] {
+        assert!(
+            !log.contains(word),
+            "an etcd outage hurt a proxy ({word}):\n{log}"
+        );
+    }
+    no_restart(&proxies);
+}
