@@ -803,6 +803,78 @@ mod tests {
     }
 
     #[test]
+    fn the_etcd_store_is_configured_from_the_file_and_needs_its_endpoints() {
+        let dir = temp_dir("etcd");
+        write(&dir, "default.key", &"2a".repeat(32));
+        let file = write(
+            &dir,
+            "zk.toml",
+            "key_file = \"default.key\"\nstore = \"etcd\"\n\
+             etcd_endpoints = [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\n\
+             lease_ttl = \"8s\"\nkeeper_id = \"k1\"\n",
+        );
+        let config = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect("valid");
+        let etcd = config.etcd.expect("the etcd store");
+        assert_eq!(
+            etcd.endpoints,
+            ["http://10.0.0.5:2379", "http://10.0.0.6:2379"]
+        );
+        assert_eq!(etcd.prefix, DEFAULT_ETCD_PREFIX);
+        assert_eq!(etcd.lease_ttl, Duration::from_secs(8));
+        assert_eq!(etcd.keeper_id.as_deref(), Some("k1"));
+        // A flag wins over the file; without endpoints, etcd is refused by name.
+        let config = ServeArgs {
+            config: Some(file),
+            etcd_endpoints: vec!["http://127.0.0.1:2379".to_owned()],
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(
+            config.etcd.expect("etcd").endpoints,
+            ["http://127.0.0.1:2379"]
+        );
+        let bare = write(
+            &dir,
+            "bare.toml",
+            "key_file = \"default.key\"\nstore = \"etcd\"\n",
+        );
+        let err = ServeArgs {
+            config: Some(bare),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect_err("no endpoints");
+        assert!(err.to_string().contains("--etcd-endpoints"), "{err}");
+        let short = write(
+            &dir,
+            "short.toml",
+            "key_file = \"default.key\"\nstore = \"etcd\"\netcd_endpoints = [\"http://a:1\"]\nlease_ttl = \"1s\"\n",
+        );
+        let err = ServeArgs {
+            config: Some(short),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect_err("a lease under 2 s");
+        assert!(err.to_string().contains("lease_ttl"), "{err}");
+        // The data directory's store says nothing of etcd.
+        let plain = write(&dir, "plain.toml", "key_file = \"default.key\"\n");
+        let config = ServeArgs {
+            config: Some(plain),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect("valid");
+        assert!(config.etcd.is_none());
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_refused_with_their_name() {
         let dir = temp_dir("unknown");
         let file = write(
