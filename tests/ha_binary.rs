@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use etcd::Etcd;
 use nix::sys::signal::Signal;
-use procs::{BIN, CLUSTER, Keeper, PATIENCE, Process, fresh_dir, key_file, line};
+use procs::{BIN, CLUSTER, Keeper, PATIENCE, Process, fresh_dir, line};
 use serde_json::Value;
 
 const PROXIES: [&str; 5] = [
@@ -109,20 +109,7 @@ fn leader(keepers: &[Option<Keeper>]) -> usize {
 }
 
 fn proxy(keepers: &str, identity: &str) -> Process {
-    let key = key_file();
-    Process::spawn(&[
-        "proxy",
-        "--keeper",
-        keepers,
-        "--cluster",
-        CLUSTER,
-        "--addr",
-        identity,
-        "--key-file",
-        key.to_str().expect("utf-8 path"),
-        "--interval",
-        "100ms",
-    ])
+    procs::proxy_of(keepers, CLUSTER, identity, &[])
 }
 
 /// The seed's lines, as etcdctl prints the status keys.

@@ -7,25 +7,12 @@ mod procs;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
-use procs::{CLUSTER, Keeper, PATIENCE, Process, fresh_dir, key_file};
+use procs::{CLUSTER, Keeper, PATIENCE, Process, fresh_dir};
 
 const PROXY: &str = "10.25.0.61:3000";
 
 fn proxy(keepers: &str) -> Process {
-    let key = key_file();
-    Process::spawn(&[
-        "proxy",
-        "--keeper",
-        keepers,
-        "--cluster",
-        CLUSTER,
-        "--addr",
-        PROXY,
-        "--key-file",
-        key.to_str().expect("utf-8 path"),
-        "--interval",
-        "100ms",
-    ])
+    procs::proxy_of(keepers, CLUSTER, PROXY, &[])
 }
 
 /// Waits until `process`'s log has `phrase` at least `n` times.

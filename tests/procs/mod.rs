@@ -278,22 +278,7 @@ impl Keeper {
 
     /// A proxy of `cluster` (the default key speaks for every cluster).
     pub fn proxy_in(&self, cluster: &str, identity: &str, extra: &[&str]) -> Process {
-        let key = key_file();
-        let mut args = vec![
-            "proxy",
-            "--keeper",
-            &self.udp,
-            "--cluster",
-            cluster,
-            "--addr",
-            identity,
-            "--key-file",
-            key.to_str().expect("utf-8 path"),
-            "--interval",
-            "100ms",
-        ];
-        args.extend(extra);
-        Process::spawn(&args)
+        proxy_of(&self.udp, cluster, identity, extra)
     }
 
     /// Runs an operator command against this keeper: (exit code, stdout, stderr).
@@ -371,6 +356,27 @@ impl Keeper {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+}
+
+/// A proxy of `cluster` that sends to `keepers` (one address, or several comma-separated),
+/// heartbeating every 100 ms, with `extra` arguments.
+pub fn proxy_of(keepers: &str, cluster: &str, identity: &str, extra: &[&str]) -> Process {
+    let key = key_file();
+    let mut args = vec![
+        "proxy",
+        "--keeper",
+        keepers,
+        "--cluster",
+        cluster,
+        "--addr",
+        identity,
+        "--key-file",
+        key.to_str().expect("utf-8 path"),
+        "--interval",
+        "100ms",
+    ];
+    args.extend(extra);
+    Process::spawn(&args)
 }
 
 pub fn line(proxy: &str, status: &str) -> String {
