@@ -26,6 +26,14 @@ const PROXIES: [&str; 5] = [
     "10.25.0.75:3000",
 ];
 
+/// Each test runs several keepers, an etcd and up to five proxies, on short timers: one at
+/// a time, so that they do not starve each other's processes on a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A lease of 2 s: failovers within a few seconds.
 const LEASE_TTL: &str = "2s";
 
@@ -210,6 +218,7 @@ impl Drop for Watch {
 
 #[test]
 fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_nothing() {
+    let _alone = alone();
     let etcd = Etcd::start("ha-kill");
     let endpoint = etcd.endpoint();
     let mut keepers: Vec<Option<Keeper>> = ["k1", "k2", "k3"]
@@ -354,6 +363,7 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
 
 #[test]
 fn a_leader_paused_past_its_lease_wakes_up_to_act_on_nothing_and_exits_75() {
+    let _alone = alone();
     let etcd = Etcd::start("ha-pause");
     let endpoint = etcd.endpoint();
     let mut keepers: Vec<Option<Keeper>> = ["k1", "k2", "k3"]
@@ -396,6 +406,7 @@ fn a_leader_paused_past_its_lease_wakes_up_to_act_on_nothing_and_exits_75() {
 
 #[test]
 fn an_etcd_restart_loses_nothing_and_a_keeper_leads_again() {
+    let _alone = alone();
     let mut etcd = Etcd::start("ha-etcd-restart");
     let endpoint = etcd.endpoint();
     let mut keepers: Vec<Option<Keeper>> = ["k1", "k2"]
@@ -455,6 +466,7 @@ fn gate(keeper: &Keeper) -> String {
 
 #[test]
 fn the_seed_scenario_steps_one_to_seven_show_the_seeds_lines_in_etcd_at_every_step() {
+    let _alone = alone();
     let etcd = Etcd::start("ha-seed");
     let keeper = keeper(&etcd.endpoint(), "k1");
     let keepers = [Some(keeper)];
@@ -502,6 +514,7 @@ fn the_seed_scenario_steps_one_to_seven_show_the_seeds_lines_in_etcd_at_every_st
 
 #[test]
 fn a_leader_stopped_with_sigterm_resigns_and_exits_0_so_a_standby_leads_at_once() {
+    let _alone = alone();
     let etcd = Etcd::start("ha-resign");
     let endpoint = etcd.endpoint();
     // A long lease: a standby that leads soon after the SIGTERM was handed the lead, it
@@ -537,6 +550,7 @@ fn a_leader_stopped_with_sigterm_resigns_and_exits_0_so_a_standby_leads_at_once(
 
 #[test]
 fn while_etcd_is_down_past_the_lease_nobody_acts_and_nobody_is_hurt() {
+    let _alone = alone();
     let mut etcd = Etcd::start("ha-etcd-down");
     let endpoint = etcd.endpoint();
     let mut keepers: Vec<Option<Keeper>> = ["k1", "k2"]

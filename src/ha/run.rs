@@ -244,8 +244,11 @@ pub async fn run(
             Err(e) => Err(anyhow::Error::new(e).context("the keeper task panicked")),
         },
     };
-    // The lease was resigned, lost or is no longer needed: stop renewing it.
+    // The lease was resigned, lost or is no longer needed: stop renewing it. The core
+    // is stopped (or was aborted, its lease lost): end what follows it.
     keep.abort();
+    let _ = stop_core.send(true);
+    core.hub.close();
     let _ = stop_http.send(true);
     let _ = http_task.await;
     let _ = core.view_task.await;
