@@ -71,6 +71,18 @@ fn proxies_of(keepers: &[Option<Keeper>], identities: &[&str]) -> Vec<Process> {
     identities.iter().map(|p| proxy(&list, p)).collect()
 }
 
+/// Keepers of the etcd at `endpoint`, named `ids`.
+fn keepers_of(endpoint: &str, ids: &[&str]) -> Vec<Option<Keeper>> {
+    ids.iter().map(|id| Some(keeper(endpoint, id))).collect()
+}
+
+/// Asserts that a keeper's `log` shows no proxy lost, deleted or restarted (by `what`).
+fn unhurt(log: &str, what: &str) {
+    for word in ["restart sent", "to=lost", "to=\"lost\"", "delete_timeout"] {
+        assert!(!log.contains(word), "{what} hurt a proxy ({word}):\n{log}");
+    }
+}
+
 /// A keeper of the etcd at `endpoint`, named `id`.
 fn keeper(endpoint: &str, id: &str) -> Keeper {
     keeper_with(endpoint, id, LEASE_TTL)
@@ -221,10 +233,7 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
     let _alone = alone();
     let etcd = Etcd::start("ha-kill");
     let endpoint = etcd.endpoint();
-    let mut keepers: Vec<Option<Keeper>> = ["k1", "k2", "k3"]
-        .iter()
-        .map(|id| Some(keeper(&endpoint, id)))
-        .collect();
+    let mut keepers = keepers_of(&endpoint, &["k1", "k2", "k3"]);
     let first = leader(&keepers);
     let proxies = proxies_of(&keepers, &PROXIES);
     let all_up: Vec<String> = PROXIES.iter().map(|p| line(p, "up")).collect();
@@ -317,12 +326,7 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
     }
     lead.wait_keys(&PROXIES.map(|p| (p, "up")));
     let log = lead.process.log();
-    for word in ["restart sent", "to=lost", "to=\"lost\"", "delete_timeout"] {
-        assert!(
-            !log.contains(word),
-            "the failover hurt a proxy ({word}):\n{log}"
-        );
-    }
+    unhurt(&log, "the failover");
     no_restart(&proxies);
     wait_etcd(&etcd, &all_up);
 
@@ -366,10 +370,7 @@ fn a_leader_paused_past_its_lease_wakes_up_to_act_on_nothing_and_exits_75() {
     let _alone = alone();
     let etcd = Etcd::start("ha-pause");
     let endpoint = etcd.endpoint();
-    let mut keepers: Vec<Option<Keeper>> = ["k1", "k2", "k3"]
-        .iter()
-        .map(|id| Some(keeper(&endpoint, id)))
-        .collect();
+    let mut keepers = keepers_of(&endpoint, &["k1", "k2", "k3"]);
     let first = leader(&keepers);
     let proxies = proxies_of(&keepers, &PROXIES[..3]);
     let want: Vec<(&str, &str)> = PROXIES[..3].iter().map(|p| (*p, "up")).collect();
@@ -409,10 +410,7 @@ fn an_etcd_restart_loses_nothing_and_a_keeper_leads_again() {
     let _alone = alone();
     let mut etcd = Etcd::start("ha-etcd-restart");
     let endpoint = etcd.endpoint();
-    let mut keepers: Vec<Option<Keeper>> = ["k1", "k2"]
-        .iter()
-        .map(|id| Some(keeper(&endpoint, id)))
-        .collect();
+    let mut keepers = keepers_of(&endpoint, &["k1", "k2"]);
     let first = leader(&keepers);
     let proxies = proxies_of(&keepers, &PROXIES[..2]);
     let want: Vec<(&str, &str)> = PROXIES[..2].iter().map(|p| (*p, "up")).collect();
@@ -553,10 +551,7 @@ fn while_etcd_is_down_past_the_lease_nobody_acts_and_nobody_is_hurt() {
     let _alone = alone();
     let mut etcd = Etcd::start("ha-etcd-down");
     let endpoint = etcd.endpoint();
-    let mut keepers: Vec<Option<Keeper>> = ["k1", "k2"]
-        .iter()
-        .map(|id| Some(keeper(&endpoint, id)))
-        .collect();
+    let mut keepers = keepers_of(&endpoint, &["k1", "k2"]);
     let first = leader(&keepers);
     let proxies = proxies_of(&keepers, &PROXIES[..3]);
     let want: Vec<(&str, &str)> = PROXIES[..3].iter().map(|p| (*p, "up")).collect();
@@ -572,12 +567,7 @@ fn while_etcd_is_down_past_the_lease_nobody_acts_and_nobody_is_hurt() {
         lost_leader.process.log()
     );
     let log = lost_leader.process.log();
-    for word in ["restart sent", "to=lost", "to=\"lost\"", "delete_timeout"] {
-        assert!(
-            !log.contains(word),
-            "an etcd outage hurt a proxy ({word}):\n{log}"
-        );
-    }
+    unhurt(&log, "an etcd outage");
     // Its supervisor (the test) starts it again; etcd comes back; a keeper leads, with
     // the fleet as it was.
     keepers[first] = Some(keeper(&endpoint, "k1-again"));
@@ -586,11 +576,6 @@ fn while_etcd_is_down_past_the_lease_nobody_acts_and_nobody_is_hurt() {
     let lead = keepers[second].as_ref().expect("alive");
     lead.wait_keys(&want);
     let log = lead.process.log();
-    for word in ["restart sent", "to=lost", "to=\"lost\"", "delete_timeout"] {
-        assert!(
-            !log.contains(word),
-            "an etcd outage hurt a proxy ({word}):\n{log}"
-        );
-    }
+    unhurt(&log, "an etcd outage");
     no_restart(&proxies);
 }
