@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::identity::{IdentityError, validate_cluster};
+use crate::wire::Version;
 
 /// Length of the authentication tag at the end of every datagram.
 pub const TAG_LEN: usize = 16;
@@ -29,11 +30,24 @@ pub const MAX_SECRET_LEN: usize = 64;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct KeyId(pub u32);
 
-/// A secret key with its HMAC state precomputed.
+/// A secret key with its HMAC states precomputed: the secret's own (version 1's tag)
+/// and `K("mac")`'s (version 2's).
 #[derive(Clone)]
 pub struct Key {
     id: KeyId,
     keyed: Hmac<Sha256>,
+    keyed_v2: Hmac<Sha256>,
+}
+
+/// `K(label) = HMAC-SHA256(secret, "zerokeeper v2 " || label)`: the keys version 2 derives
+/// from a secret, one per purpose (`docs/PROTOCOL.md` §17.1).
+pub fn derive(secret: &[u8], label: &str) -> [u8; 32] {
+    // HMAC takes a key of any length.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        .expect("HMAC accepts keys of every length");
+    mac.update(b"zerokeeper v2 ");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// Why a key or keyring was refused.
@@ -66,7 +80,20 @@ impl Key {
         // `new_from_slice` accepts any length for HMAC; the length was checked above.
         let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
             .map_err(|_| KeyError::Length(secret.len()))?;
-        Ok(Key { id, keyed })
+        let keyed_v2 = <Hmac<Sha256> as KeyInit>::new_from_slice(&derive(secret, "mac"))
+            .map_err(|_| KeyError::Length(secret.len()))?;
+        Ok(Key {
+            id,
+            keyed,
+            keyed_v2,
+        })
+    }
+
+    fn mac(&self, version: Version) -> &Hmac<Sha256> {
+        match version {
+            Version::V1 => &self.keyed,
+            Version::V2 => &self.keyed_v2,
+        }
     }
 
     /// The key's id, as carried in datagram headers.
@@ -74,9 +101,14 @@ impl Key {
         self.id
     }
 
-    /// The 16-byte tag of `data`.
+    /// The 16-byte version 1 tag of `data`.
     pub fn tag(&self, data: &[u8]) -> [u8; TAG_LEN] {
-        let mut mac = self.keyed.clone();
+        self.tag_as(Version::V1, data)
+    }
+
+    /// The 16-byte tag of `data` in protocol `version`.
+    pub fn tag_as(&self, version: Version, data: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = self.mac(version).clone();
         mac.update(data);
         let full = mac.finalize().into_bytes();
         let mut tag = [0u8; TAG_LEN];
@@ -84,12 +116,17 @@ impl Key {
         tag
     }
 
-    /// Whether `tag` is the tag of `data`, compared in constant time.
+    /// Whether `tag` is the version 1 tag of `data`, compared in constant time.
     pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        self.verify_as(Version::V1, data, tag)
+    }
+
+    /// Whether `tag` is the tag of `data` in protocol `version`, compared in constant time.
+    pub fn verify_as(&self, version: Version, data: &[u8], tag: &[u8]) -> bool {
         if tag.len() != TAG_LEN {
             return false;
         }
-        let mut mac = self.keyed.clone();
+        let mut mac = self.mac(version).clone();
         mac.update(data);
         mac.verify_truncated_left(tag).is_ok()
     }

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::wire::ConfigId;
+
 /// Bytes of config per chunk (the last chunk may be shorter). A chunk datagram with this
 /// payload is at most 1127 bytes, inside the 1200-byte limit.
 pub const CHUNK_SIZE: usize = 1024;
@@ -71,6 +73,8 @@ pub struct ConfigVersion {
     pub bytes: Arc<[u8]>,
     /// SHA-256 of `bytes`.
     pub digest: [u8; 32],
+    /// Its identity on the wire: [`ConfigId::of`] its version and digest.
+    pub id: ConfigId,
 }
 
 impl ConfigVersion {
@@ -108,6 +112,7 @@ impl ConfigVersion {
             datasources,
             bytes,
             digest,
+            id: ConfigId::of(version, &digest),
         })
     }
 

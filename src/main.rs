@@ -30,6 +30,7 @@ use zerokeeper::scenario::{self, Timing};
 use zerokeeper::server::{self, Setup};
 use zerokeeper::store::redb::RedbStore;
 use zerokeeper::time::WallTime;
+use zerokeeper::wire::Version;
 
 /// zerokeeper: tells which database proxies of a fleet are alive.
 #[derive(Parser, Debug)]
@@ -110,9 +111,20 @@ struct ProxyArgs {
     /// wall clock): for trials of clock skew.
     #[arg(long, hide = true, value_parser = humantime::parse_duration, value_name = "DURATION")]
     clock_ahead: Option<Duration>,
+    /// The protocol version to speak: 2 (leadership terms fence a deposed keeper, config
+    /// ids) or 1, as a proxy of an older release does (docs/PROTOCOL.md §17.5).
+    #[arg(long, default_value = "2", value_parser = parse_protocol, value_name = "1|2")]
+    protocol: Version,
     /// Log format; the filter comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
     log_format: LogFormat,
+}
+
+fn parse_protocol(text: &str) -> Result<Version, String> {
+    text.parse::<u8>()
+        .ok()
+        .and_then(Version::from_byte)
+        .ok_or_else(|| format!("the protocol version is 1 or 2, not {text:?}"))
 }
 
 /// `zerokeeper demo` flags.
@@ -432,6 +444,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
         let mut cfg = AgentConfig::new(args.cluster.clone(), args.addr.clone(), key);
         cfg.default_interval = args.interval;
         cfg.keepers = args.keeper.len();
+        cfg.protocol = args.protocol;
         let socket = UdpSocket::bind(args.bind)
             .await
             .with_context(|| format!("cannot bind UDP {}", args.bind))?;

@@ -3,12 +3,19 @@
 //! ```text
 //! offset  size  field
 //! 0       2     magic "ZK" (0x5A 0x4B)
-//! 2       1     protocol version (1)
+//! 2       1     protocol version (1 or 2, see [`Version`])
 //! 3       1     message kind (see [`Kind`])
 //! 4       4     key id, big-endian (see [`crate::auth::KeyId`])
 //! 8       n     body: the kind's struct, postcard-encoded
-//! 8+n     16    tag: HMAC-SHA256(secret, bytes 0 .. 8+n), first 16 bytes
+//! 8+n     t     version 2 only: the trailer (see [`Trailer`]), 8 or 16 bytes by kind
+//! 8+n+t   16    tag: HMAC-SHA256(secret, …) in version 1, HMAC-SHA256(K("mac"), …) in
+//!               version 2, over bytes 0 .. 8+n+t, first 16 bytes
 //! ```
+//!
+//! Version 2 is version 1 with a fixed-size trailer after the body (the leadership
+//! term, and the config identity in the kinds that name a config) and a tag under a key
+//! derived from the secret. Both versions are read side by side; an answer goes out in
+//! the version of the datagram it answers.
 //!
 //! A datagram is at most [`MAX_DATAGRAM`] bytes. Decoding is total: any defect (size,
 //! magic, version, kind, key, tag, body, trailing bytes) gives a [`WireError`], never a
@@ -19,14 +26,140 @@
 //! `docs/PROTOCOL.md` documents every byte for implementers in other languages.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::auth::{Key, KeyId, TAG_LEN};
 
 /// The two bytes every datagram starts with.
 pub const MAGIC: [u8; 2] = *b"ZK";
-/// The protocol version this build speaks.
-pub const VERSION: u8 = 1;
+/// The newest protocol version this build speaks (it reads and answers version 1 too).
+pub const VERSION: u8 = Version::V2 as u8;
+
+/// A protocol version: the byte at offset 2 of every datagram.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord, Default)]
+pub enum Version {
+    /// The first version: no term, configs named by their number.
+    V1 = 1,
+    /// Version 2: a trailer with the leadership term and the config identity, and a tag
+    /// under `K("mac")` (see `docs/PROTOCOL.md` §17).
+    #[default]
+    V2 = 2,
+}
+
+impl Version {
+    /// The version with this byte, if this build speaks it.
+    pub fn from_byte(byte: u8) -> Option<Version> {
+        match byte {
+            1 => Some(Version::V1),
+            2 => Some(Version::V2),
+            _ => None,
+        }
+    }
+
+    /// Its byte on the wire.
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.byte())
+    }
+}
+
+/// The identity of a config version on the wire (version 2): the first 8 bytes of
+/// `SHA-256("zerokeeper config id" || version BE8 || digest)`.
+///
+/// Agents compare ids for equality, never for order, so a keeper restored from an older
+/// backup, whose next version number the fleet has already run with other bytes, still
+/// gets its config pulled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default, PartialOrd, Ord)]
+pub struct ConfigId(pub [u8; 8]);
+
+impl ConfigId {
+    /// No config (a proxy that runs none, an `Ack(gone)`).
+    pub const NONE: ConfigId = ConfigId([0; 8]);
+
+    /// The id of config `version` whose bytes have SHA-256 `digest`.
+    pub fn of(version: u64, digest: &[u8; 32]) -> ConfigId {
+        let full = Sha256::new()
+            .chain_update(b"zerokeeper config id")
+            .chain_update(version.to_be_bytes())
+            .chain_update(digest)
+            .finalize();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&full[..8]);
+        ConfigId(id)
+    }
+
+    /// Whether this is [`ConfigId::NONE`].
+    pub fn is_none(&self) -> bool {
+        *self == ConfigId::NONE
+    }
+}
+
+impl std::fmt::Display for ConfigId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What version 2 adds after every body, in this order:
+///
+/// - `config` ([`ConfigId`], 8 raw bytes), only in the kinds that name a config
+///   (`Heartbeat`, `Unregister`, `ConfigRequest`, `Ack`, `ConfigChunk`): in a request
+///   the config the process runs (or pulls), in an answer the cluster's current one;
+/// - `term` (u64, 8 bytes big-endian), in every kind: in an answer the leadership term
+///   it was sent under, in a request the largest term the agent has accepted.
+///
+/// Both are zero in a version 1 datagram, which has no trailer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default)]
+pub struct Trailer {
+    /// The leadership term (0: none).
+    pub term: u64,
+    /// The config identity, in the kinds that carry one ([`ConfigId::NONE`] otherwise).
+    pub config: ConfigId,
+}
+
+impl Trailer {
+    /// A version 1 datagram's: no term, no config id.
+    pub const NONE: Trailer = Trailer {
+        term: 0,
+        config: ConfigId::NONE,
+    };
+
+    /// Its length in a version 2 datagram of `kind`.
+    pub fn len(kind: Kind) -> usize {
+        if kind.names_config() { 16 } else { 8 }
+    }
+
+    fn write(&self, kind: Kind, out: &mut [u8]) {
+        let mut at = 0;
+        if kind.names_config() {
+            out[..8].copy_from_slice(&self.config.0);
+            at = 8;
+        }
+        out[at..at + 8].copy_from_slice(&self.term.to_be_bytes());
+    }
+
+    fn read(kind: Kind, bytes: &[u8]) -> Trailer {
+        let mut trailer = Trailer::NONE;
+        let mut at = 0;
+        if kind.names_config() {
+            trailer.config.0.copy_from_slice(&bytes[..8]);
+            at = 8;
+        }
+        let mut term = [0u8; 8];
+        term.copy_from_slice(&bytes[at..at + 8]);
+        trailer.term = u64::from_be_bytes(term);
+        trailer
+    }
+}
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 8;
 /// Largest datagram either side sends or accepts (fits a 1280-byte IPv6 MTU with room).
@@ -82,6 +215,18 @@ impl Kind {
     /// Whether proxies send this kind (the keeper accepts only these).
     pub fn is_from_proxy(self) -> bool {
         (self as u8) < 0x80
+    }
+
+    /// Whether a version 2 trailer of this kind carries a [`ConfigId`].
+    pub fn names_config(self) -> bool {
+        matches!(
+            self,
+            Kind::Heartbeat
+                | Kind::Unregister
+                | Kind::ConfigRequest
+                | Kind::Ack
+                | Kind::ConfigChunk
+        )
     }
 }
 
@@ -315,6 +460,8 @@ impl Message<'_> {
 /// The fixed header, read before anything is authenticated.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Header {
+    /// The protocol version.
+    pub version: Version,
     /// The message kind.
     pub kind: Kind,
     /// The key the sender used.
@@ -376,9 +523,8 @@ pub fn parse_header(datagram: &[u8]) -> Result<Header, WireError> {
     if datagram[0..2] != MAGIC {
         return Err(WireError::BadMagic);
     }
-    if datagram[2] != VERSION {
-        return Err(WireError::UnsupportedVersion(datagram[2]));
-    }
+    let version =
+        Version::from_byte(datagram[2]).ok_or(WireError::UnsupportedVersion(datagram[2]))?;
     let kind = Kind::from_byte(datagram[3]).ok_or(WireError::UnknownKind(datagram[3]))?;
     let key_id = KeyId(u32::from_be_bytes([
         datagram[4],
@@ -386,31 +532,55 @@ pub fn parse_header(datagram: &[u8]) -> Result<Header, WireError> {
         datagram[6],
         datagram[7],
     ]));
-    Ok(Header { kind, key_id })
+    Ok(Header {
+        version,
+        kind,
+        key_id,
+    })
 }
 
-/// Checks the datagram's tag with `key`. Call after [`parse_header`].
-pub fn authenticate(datagram: &[u8], key: &Key) -> Result<(), WireError> {
+/// Checks the tag of a datagram whose header is `header` with `key`. Call after
+/// [`parse_header`].
+pub fn authenticate(header: Header, datagram: &[u8], key: &Key) -> Result<(), WireError> {
     let split = datagram
         .len()
         .checked_sub(TAG_LEN)
         .ok_or(WireError::Truncated(datagram.len()))?;
     let (signed, tag) = datagram.split_at(split);
-    if key.verify(signed, tag) {
+    if key.verify_as(header.version, signed, tag) {
         Ok(())
     } else {
         Err(WireError::BadTag)
     }
 }
 
-/// Decodes the body of an authenticated datagram whose header is `header`.
-pub fn decode_body<'a>(header: Header, datagram: &'a [u8]) -> Result<Message<'a>, WireError> {
+/// The body and the trailer of a datagram whose header is `header`.
+fn split(header: Header, datagram: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    let trailer = match header.version {
+        Version::V1 => 0,
+        Version::V2 => Trailer::len(header.kind),
+    };
     let end = datagram
         .len()
-        .checked_sub(TAG_LEN)
+        .checked_sub(TAG_LEN + trailer)
         .filter(|&end| end >= HEADER_LEN)
         .ok_or(WireError::Truncated(datagram.len()))?;
-    let body = &datagram[HEADER_LEN..end];
+    Ok((&datagram[HEADER_LEN..end], &datagram[end..end + trailer]))
+}
+
+/// The trailer of an authenticated datagram whose header is `header`
+/// ([`Trailer::NONE`] in version 1).
+pub fn decode_trailer(header: Header, datagram: &[u8]) -> Result<Trailer, WireError> {
+    let (_, trailer) = split(header, datagram)?;
+    Ok(match header.version {
+        Version::V1 => Trailer::NONE,
+        Version::V2 => Trailer::read(header.kind, trailer),
+    })
+}
+
+/// Decodes the body of an authenticated datagram whose header is `header`.
+pub fn decode_body<'a>(header: Header, datagram: &'a [u8]) -> Result<Message<'a>, WireError> {
+    let (body, _) = split(header, datagram)?;
     Ok(match header.kind {
         Kind::Heartbeat => Message::Heartbeat(take_all(body)?),
         Kind::Unregister => Message::Unregister(take_all(body)?),
@@ -423,17 +593,37 @@ pub fn decode_body<'a>(header: Header, datagram: &'a [u8]) -> Result<Message<'a>
     })
 }
 
-/// Parses, authenticates and decodes a datagram sent with `key`.
+/// A decoded datagram of either version.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Framed<'a> {
+    /// The version it came in.
+    pub version: Version,
+    /// Its message.
+    pub message: Message<'a>,
+    /// Its trailer ([`Trailer::NONE`] in version 1).
+    pub trailer: Trailer,
+}
+
+/// Parses, authenticates and decodes a datagram of either version sent with `key`.
 ///
-/// The keeper, which holds many keys, calls the three steps itself; a proxy, which holds
-/// one, calls this.
-pub fn open<'a>(datagram: &'a [u8], key: &Key) -> Result<Message<'a>, WireError> {
+/// The keeper, which holds many keys, calls the steps itself; a proxy, which holds one,
+/// calls this.
+pub fn open_framed<'a>(datagram: &'a [u8], key: &Key) -> Result<Framed<'a>, WireError> {
     let header = parse_header(datagram)?;
     if header.key_id != key.id() {
         return Err(WireError::UnknownKey(header.key_id));
     }
-    authenticate(datagram, key)?;
-    decode_body(header, datagram)
+    authenticate(header, datagram, key)?;
+    Ok(Framed {
+        version: header.version,
+        message: decode_body(header, datagram)?,
+        trailer: decode_trailer(header, datagram)?,
+    })
+}
+
+/// [`open_framed`], keeping only the message.
+pub fn open<'a>(datagram: &'a [u8], key: &Key) -> Result<Message<'a>, WireError> {
+    open_framed(datagram, key).map(|f| f.message)
 }
 
 fn take_all<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WireError> {
@@ -445,17 +635,34 @@ fn take_all<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WireError> {
     }
 }
 
-/// Encodes `message` with `key` into `out` and returns the datagram's length.
+/// Encodes `message` in version 1 with `key` into `out` and returns the datagram's length.
 pub fn encode(message: &Message<'_>, key: &Key, out: &mut [u8]) -> Result<usize, EncodeError> {
+    encode_framed(Version::V1, message, Trailer::NONE, key, out)
+}
+
+/// Encodes `message` in `version` (with `trailer` in version 2) with `key` into `out` and
+/// returns the datagram's length.
+pub fn encode_framed(
+    version: Version,
+    message: &Message<'_>,
+    trailer: Trailer,
+    key: &Key,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let limit = out.len().min(MAX_DATAGRAM);
-    if limit < MIN_DATAGRAM {
+    let kind = message.kind();
+    let trailer_len = match version {
+        Version::V1 => 0,
+        Version::V2 => Trailer::len(kind),
+    };
+    if limit < MIN_DATAGRAM + trailer_len {
         return Err(EncodeError::TooLarge(limit));
     }
     out[0..2].copy_from_slice(&MAGIC);
-    out[2] = VERSION;
-    out[3] = message.kind() as u8;
+    out[2] = version.byte();
+    out[3] = kind as u8;
     out[4..8].copy_from_slice(&key.id().0.to_be_bytes());
-    let body_room = &mut out[HEADER_LEN..limit - TAG_LEN];
+    let body_room = &mut out[HEADER_LEN..limit - TAG_LEN - trailer_len];
     let body_len = match message {
         Message::Heartbeat(m) | Message::Unregister(m) => put(m, body_room),
         Message::ConfigRequest(m) => put(m, body_room),
@@ -466,8 +673,12 @@ pub fn encode(message: &Message<'_>, key: &Key, out: &mut [u8]) -> Result<usize,
         Message::ConfigChunk(m) => put(m, body_room),
     }
     .map_err(|_| EncodeError::TooLarge(limit))?;
-    let signed = HEADER_LEN + body_len;
-    let tag = key.tag(&out[..signed]);
+    let body_end = HEADER_LEN + body_len;
+    if version == Version::V2 {
+        trailer.write(kind, &mut out[body_end..body_end + trailer_len]);
+    }
+    let signed = body_end + trailer_len;
+    let tag = key.tag_as(version, &out[..signed]);
     out[signed..signed + TAG_LEN].copy_from_slice(&tag);
     Ok(signed + TAG_LEN)
 }
@@ -476,10 +687,21 @@ fn put<T: Serialize>(value: &T, room: &mut [u8]) -> Result<usize, postcard::Erro
     postcard::to_slice(value, room).map(|written| written.len())
 }
 
-/// Encodes `message` into a new vector (for tests and tools; the hot path uses [`encode`]).
+/// Encodes `message` in version 1 into a new vector (for tests and tools; the hot path
+/// uses [`encode`]).
 pub fn encode_to_vec(message: &Message<'_>, key: &Key) -> Result<Vec<u8>, EncodeError> {
+    encode_framed_to_vec(Version::V1, message, Trailer::NONE, key)
+}
+
+/// [`encode_framed`] into a new vector.
+pub fn encode_framed_to_vec(
+    version: Version,
+    message: &Message<'_>,
+    trailer: Trailer,
+    key: &Key,
+) -> Result<Vec<u8>, EncodeError> {
     let mut buf = [0u8; MAX_DATAGRAM];
-    let len = encode(message, key, &mut buf)?;
+    let len = encode_framed(version, message, trailer, key, &mut buf)?;
     Ok(buf[..len].to_vec())
 }
 
@@ -489,11 +711,20 @@ pub fn varint_len(value: u64) -> usize {
     bits.div_ceil(7).max(1)
 }
 
-/// The exact datagram length of a `ConfigChunk` carrying `bytes_len` bytes, without
-/// encoding it: the keeper uses it to answer within a request's size.
-pub fn config_chunk_len(chunk_without_bytes: &ConfigChunk<'_>, bytes_len: usize) -> usize {
+/// The exact datagram length of a `ConfigChunk` carrying `bytes_len` bytes in `version`,
+/// without encoding it: the keeper uses it to answer within a request's size.
+pub fn config_chunk_len(
+    version: Version,
+    chunk_without_bytes: &ConfigChunk<'_>,
+    bytes_len: usize,
+) -> usize {
     let c = chunk_without_bytes;
+    let trailer = match version {
+        Version::V1 => 0,
+        Version::V2 => Trailer::len(Kind::ConfigChunk),
+    };
     HEADER_LEN
+        + trailer
         + varint_len(c.incarnation)
         + varint_len(c.seq)
         + varint_len(c.version)
@@ -544,6 +775,78 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_heartbeat_round_trips_with_its_trailer() {
+        let trailer = Trailer {
+            term: 7,
+            config: ConfigId::of(3, &[1; 32]),
+        };
+        let bytes = encode_framed_to_vec(
+            Version::V2,
+            &Message::Heartbeat(heartbeat()),
+            trailer,
+            &key(),
+        )
+        .expect("fits");
+        let v1 = encode_to_vec(&Message::Heartbeat(heartbeat()), &key()).expect("fits");
+        assert_eq!(bytes.len(), v1.len() + 16);
+        assert_eq!(bytes[2], 2);
+        assert_eq!(
+            open_framed(&bytes, &key()),
+            Ok(Framed {
+                version: Version::V2,
+                message: Message::Heartbeat(heartbeat()),
+                trailer,
+            })
+        );
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            assert!(open(&bad, &key()).is_err(), "flip at byte {i} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_version_2_tag_is_not_a_version_1_tag() {
+        // The same bytes under the other version byte fail: each version has its key.
+        let mut bytes = encode_framed_to_vec(
+            Version::V2,
+            &Message::Restart(Restart {
+                incarnation: 1,
+                seq: 1,
+            }),
+            Trailer::NONE,
+            &key(),
+        )
+        .expect("fits");
+        assert_eq!(bytes.len(), MIN_DATAGRAM + 2 + 8);
+        bytes[2] = 1;
+        assert!(open(&bytes, &key()).is_err());
+        let v1 = encode_to_vec(
+            &Message::Restart(Restart {
+                incarnation: 1,
+                seq: 1,
+            }),
+            &key(),
+        )
+        .expect("fits");
+        let mut as_v2 = v1.clone();
+        as_v2[2] = 2;
+        assert_eq!(open(&as_v2, &key()), Err(WireError::BadTag));
+    }
+
+    #[test]
+    fn a_version_2_datagram_too_short_for_its_trailer_is_refused() {
+        let k = key();
+        // A header, 4 bytes and a tag: room for no Restart trailer.
+        let mut bytes = vec![b'Z', b'K', 2, Kind::Restart as u8];
+        bytes.extend_from_slice(&k.id().0.to_be_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        let tag = k.tag_as(Version::V2, &bytes);
+        bytes.extend_from_slice(&tag);
+        assert_eq!(open(&bytes, &k), Err(WireError::Truncated(bytes.len())));
+    }
+
+    #[test]
     fn trailing_bytes_inside_the_tagged_region_are_refused() {
         let k = key();
         let mut bytes = encode_to_vec(&Message::Heartbeat(heartbeat()), &k).expect("fits");
@@ -574,8 +877,16 @@ mod tests {
             bytes: &[1; 1024],
         };
         let bytes = encode_to_vec(&Message::ConfigChunk(chunk), &key()).expect("fits");
-        assert_eq!(config_chunk_len(&chunk, 1024), bytes.len());
+        assert_eq!(config_chunk_len(Version::V1, &chunk, 1024), bytes.len());
         assert!(bytes.len() <= MAX_DATAGRAM);
+        let trailer = Trailer {
+            term: u64::MAX,
+            config: ConfigId([3; 8]),
+        };
+        let v2 = encode_framed_to_vec(Version::V2, &Message::ConfigChunk(chunk), trailer, &key())
+            .expect("fits");
+        assert_eq!(config_chunk_len(Version::V2, &chunk, 1024), v2.len());
+        assert!(v2.len() <= MAX_DATAGRAM);
     }
 
     #[test]

@@ -247,6 +247,19 @@ fn a_pushed_config_reaches_every_proxy() {
 }
 
 #[test]
+fn proxies_of_protocol_1_and_2_share_one_keeper_and_both_take_a_pushed_config() {
+    let keeper = Keeper::start();
+    let old = keeper.proxy(A, &["--protocol", "1"]);
+    let new = keeper.proxy(B, &[]);
+    keeper.wait_keys(&[(A, "up"), (B, "up")]);
+    let (code, _, err) = keeper.push_config("pool_size = 128\n");
+    assert_eq!(code, 0, "{err}");
+    for p in [&old, &new] {
+        p.wait_log(&["config version applied", "version=2"]);
+    }
+}
+
+#[test]
 fn serve_refuses_a_key_file_readable_by_others_and_says_to_chmod_it() {
     use std::os::unix::fs::PermissionsExt;
     let dir = procs::fresh_dir("open-key");

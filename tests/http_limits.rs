@@ -568,7 +568,9 @@ async fn watchers_past_the_cap_are_refused_503_and_operators_still_get_in() {
 async fn a_watcher_that_never_reads_is_cut_off_after_the_write_timeout_and_frees_its_slot() {
     let served = Served::with_history(
         ServeLimits {
-            write_timeout: Duration::from_millis(500),
+            // Long enough that the first refusal below is seen on a loaded machine
+            // before the stalled watcher is cut off.
+            write_timeout: Duration::from_secs(2),
             max_watchers: 1,
             max_connections: 4,
             ..ServeLimits::default()

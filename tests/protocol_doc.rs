@@ -8,8 +8,8 @@ use zerokeeper::auth::{Key, MAX_SECRET_LEN, MIN_SECRET_LEN, TAG_LEN};
 use zerokeeper::configdoc::{CHUNK_SIZE, ConfigVersion, MAX_CONFIG_BYTES};
 use zerokeeper::identity::{MAX_CLUSTER_LEN, MAX_PROXY_LEN};
 use zerokeeper::wire::{
-    self, AckStatus, HEADER_LEN, Heartbeat, Kind, MAX_DATAGRAM, MAX_TIMING_MS, MIN_DATAGRAM,
-    Message, ProxyStatus, Token, VERSION,
+    self, AckStatus, ConfigId, HEADER_LEN, Heartbeat, Kind, MAX_DATAGRAM, MAX_TIMING_MS,
+    MIN_DATAGRAM, Message, ProxyStatus, Token, Trailer, VERSION, Version,
 };
 
 const DOC: &str = include_str!("../docs/PROTOCOL.md");
@@ -243,6 +243,136 @@ fn the_initial_config_document_in_protocol_md_is_the_crates() {
         DOC.contains(&hex(&initial.digest)),
         "PROTOCOL.md shows the initial document's digest"
     );
+}
+
+/// The text after `marker` up to the next backtick.
+fn quoted_after(marker: &str) -> &'static str {
+    let at = DOC
+        .find(marker)
+        .unwrap_or_else(|| panic!("PROTOCOL.md has no {marker:?}"))
+        + marker.len();
+    &DOC[at..at + DOC[at..].find('`').expect("closing backtick")]
+}
+
+#[test]
+fn the_derived_mac_key_in_protocol_md_is_hmac_of_the_label() {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&SECRET).expect("any key length");
+    mac.update(b"zerokeeper v2 mac");
+    let k = mac.finalize().into_bytes();
+    assert_eq!(quoted_after("**K(\"mac\"):** `"), hex(&k));
+    assert_eq!(zerokeeper::auth::derive(&SECRET, "mac").as_slice(), &k[..]);
+}
+
+#[test]
+fn the_initial_config_id_in_protocol_md_is_derived_as_documented() {
+    let initial = ConfigVersion::initial();
+    let full = Sha256::new()
+        .chain_update(b"zerokeeper config id")
+        .chain_update(1u64.to_be_bytes())
+        .chain_update(initial.digest)
+        .finalize();
+    let documented = quoted_after("has the id\n**`");
+    assert_eq!(documented, hex(&full[..8]));
+    assert_eq!(documented, initial.id.to_string());
+}
+
+#[test]
+fn the_version_2_worked_examples_in_protocol_md_are_what_the_encoder_produces() {
+    let key = Key::new(&SECRET).expect("valid");
+    let blocks: Vec<String> = fenced_blocks("hex-v2")
+        .into_iter()
+        .map(|b| b.split_whitespace().collect())
+        .collect();
+    assert_eq!(blocks.len(), 2, "a heartbeat and its ack");
+    let heartbeat = wire::encode_framed_to_vec(
+        Version::V2,
+        &Message::Heartbeat(example()),
+        Trailer {
+            term: 7,
+            config: ConfigId::NONE,
+        },
+        &key,
+    )
+    .expect("fits");
+    assert_eq!(blocks[0], hex(&heartbeat));
+    // Section 15's bytes, with the version byte, the trailer and the tag changed.
+    let v1 = example_datagram();
+    assert_eq!(heartbeat[..2], v1[..2]);
+    assert_eq!(heartbeat[3..75], v1[3..75]);
+    assert_eq!(
+        heartbeat[75..91],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]
+    );
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&zerokeeper::auth::derive(&SECRET, "mac"))
+            .expect("any key length");
+    mac.update(&heartbeat[..91]);
+    assert_eq!(&mac.finalize().into_bytes()[..TAG_LEN], &heartbeat[91..]);
+    let ack = wire::encode_framed_to_vec(
+        Version::V2,
+        &Message::Ack(wire::Ack {
+            incarnation: example().incarnation,
+            seq: 1,
+            status: AckStatus::Ready,
+            interval_ms: 1000,
+            lost_after_ms: 3000,
+            config_version: 1,
+            slot: 1,
+            token: Token::NONE,
+        }),
+        Trailer {
+            term: 7,
+            config: ConfigVersion::initial().id,
+        },
+        &key,
+    )
+    .expect("fits");
+    assert_eq!(blocks[1], hex(&ack));
+    for (bytes, what) in [(&heartbeat, "heartbeat"), (&ack, "ack")] {
+        assert!(
+            DOC.contains(&format!("{} bytes", bytes.len())),
+            "PROTOCOL.md states the {what}'s length"
+        );
+        let framed = wire::open_framed(bytes, &key).expect("valid");
+        assert_eq!(framed.trailer.term, 7);
+    }
+}
+
+#[test]
+fn version_2_sizes_are_version_1_sizes_plus_the_trailer_as_documented() {
+    let key = Key::new(&SECRET).expect("valid");
+    let trailer = Trailer {
+        term: u64::MAX,
+        config: ConfigId([0xff; 8]),
+    };
+    let messages = [
+        Message::Heartbeat(example()),
+        Message::Unregister(example()),
+        Message::Restart(wire::Restart {
+            incarnation: 1,
+            seq: 1,
+        }),
+        Message::Challenge(wire::Challenge {
+            incarnation: 1,
+            seq: 1,
+            token: Token::NONE,
+        }),
+        Message::Superseded(wire::Superseded {
+            incarnation: 1,
+            seq: 1,
+            winner: 2,
+        }),
+    ];
+    for message in messages {
+        let v1 = wire::encode_to_vec(&message, &key).expect("fits").len();
+        let v2 = wire::encode_framed_to_vec(Version::V2, &message, trailer, &key)
+            .expect("fits")
+            .len();
+        let grows = if message.kind().names_config() { 16 } else { 8 };
+        assert_eq!(v2, v1 + grows, "{:?}", message.kind());
+    }
+    assert!(DOC.contains("grows by 16 bytes"));
+    assert!(DOC.contains("and by 8 in `Challenge`, `Restart` and `Superseded`"));
 }
 
 /// The smallest and largest datagram of every kind: smallest values and names, then

@@ -285,7 +285,7 @@ fn malformed_datagrams_are_counted_by_reason_and_never_answered() {
         (vec![0; MAX_DATAGRAM + 1], DropReason::Oversized),
         (vec![0; 64], DropReason::BadMagic),
         (
-            [&b"ZK\x02\x01"[..], &[0; 60]].concat(),
+            [&b"ZK\x03\x01"[..], &[0; 60]].concat(),
             DropReason::BadVersion,
         ),
         (

@@ -551,7 +551,7 @@ proptest! {
         prop_assert_eq!(&key.tag(signed)[..], tag);
         prop_assert_eq!(wire::open(&datagram, &key), Ok(message));
         if let Message::ConfigChunk(chunk) = message {
-            prop_assert_eq!(wire::config_chunk_len(&chunk, chunk.bytes.len()), datagram.len());
+            prop_assert_eq!(wire::config_chunk_len(wire::Version::V1, &chunk, chunk.bytes.len()), datagram.len());
         }
     }
 

@@ -49,7 +49,8 @@ use crate::auth::Key;
 use crate::identity::{IdentityError, validate_cluster, validate_proxy};
 use crate::time::{Clock, Instant, WallTime};
 use crate::wire::{
-    self, AckStatus, ConfigRequest, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token,
+    self, AckStatus, ConfigId, ConfigRequest, Heartbeat, MAX_DATAGRAM, Message, ProxyStatus, Token,
+    Trailer, Version,
 };
 
 use pull::{Progress, Pull};
@@ -71,6 +72,9 @@ pub struct AgentConfig {
     pub final_attempts: u32,
     /// How many keepers the proxy knows (at least 1); the driver numbers them from 0.
     pub keepers: usize,
+    /// The protocol version it speaks: [`Version::V2`] by default (leadership terms and
+    /// config ids); [`Version::V1`] as a proxy of an older release does.
+    pub protocol: Version,
 }
 
 impl AgentConfig {
@@ -84,6 +88,7 @@ impl AgentConfig {
             config_window: 4,
             final_attempts: 10,
             keepers: 1,
+            protocol: Version::default(),
         }
     }
 }
@@ -207,6 +212,9 @@ pub struct AgentStats {
     pub sent: u64,
     /// Challenges answered.
     pub challenges: u64,
+    /// Answers ignored because they came under an older leadership term than one the
+    /// agent had accepted: a deposed keeper that still sends.
+    pub old_term: u64,
 }
 
 /// Where a datagram goes.
@@ -239,6 +247,11 @@ pub struct Agent {
     keeper_version: u64,
     /// The config version this process runs (0: none yet).
     running_version: u64,
+    /// Its id (version 2; none yet, or version 1: [`ConfigId::NONE`]).
+    running_id: ConfigId,
+    /// The largest leadership term accepted (version 2): answers under older ones are
+    /// ignored. Kept across restarts of the lifecycle.
+    term: u64,
     pull: Option<Pull>,
     final_attempts_left: u32,
     /// The status reported by an unregister (the one the proxy had when it left).
@@ -279,6 +292,8 @@ impl Agent {
             next_heartbeat: now,
             keeper_version: 0,
             running_version: 0,
+            running_id: ConfigId::NONE,
+            term: 0,
             pull: None,
             final_attempts_left: 0,
             leaving_status: ProxyStatus::Ready,
@@ -330,6 +345,17 @@ impl Agent {
     /// The config version this process runs (0: none yet).
     pub fn config_version(&self) -> u64 {
         self.running_version
+    }
+
+    /// The id of the config this process runs (version 2; [`ConfigId::NONE`]: none yet,
+    /// or version 1).
+    pub fn config_id(&self) -> ConfigId {
+        self.running_id
+    }
+
+    /// The largest leadership term accepted (0: none, or version 1).
+    pub fn term(&self) -> u64 {
+        self.term
     }
 
     /// The proxy's identity.
@@ -424,9 +450,16 @@ impl Agent {
     }
 
     fn accept(&mut self, now: Instant, datagram: &[u8]) -> bool {
-        let Ok(message) = wire::open(datagram, &self.cfg.key) else {
+        let Ok(framed) = wire::open_framed(datagram, &self.cfg.key) else {
             return false;
         };
+        // The keeper answers in the version it was asked in: an answer in another is not
+        // one (and a version 1 answer would carry no term to fence it).
+        if framed.version != self.cfg.protocol {
+            return false;
+        }
+        let message = framed.message;
+        let id = (framed.version == Version::V2).then_some(framed.trailer.config);
         let (incarnation, seq) = match &message {
             Message::Ack(m) => (m.incarnation, m.seq),
             Message::Challenge(m) => (m.incarnation, m.seq),
@@ -444,8 +477,14 @@ impl Agent {
         if matches!(self.phase, Phase::Stopped(_)) {
             return false;
         }
+        // Fencing: nothing from a leader older than one already heard is obeyed.
+        if framed.trailer.term < self.term {
+            self.stats.old_term += 1;
+            return false;
+        }
+        self.term = framed.trailer.term;
         match message {
-            Message::Ack(ack) => self.on_ack(now, &ack),
+            Message::Ack(ack) => self.on_ack(now, &ack, id),
             Message::Challenge(c) => {
                 self.token = c.token;
                 self.stats.challenges += 1;
@@ -469,12 +508,13 @@ impl Agent {
                 self.set_phase(Phase::Stopped(StopReason::Superseded));
                 true
             }
-            Message::ConfigChunk(chunk) => self.on_chunk(now, &chunk),
+            Message::ConfigChunk(chunk) => self.on_chunk(now, &chunk, id),
             Message::Heartbeat(_) | Message::Unregister(_) | Message::ConfigRequest(_) => false,
         }
     }
 
-    fn on_ack(&mut self, now: Instant, ack: &wire::Ack) -> bool {
+    /// An `Ack`; `id` is the config id its trailer named (version 2).
+    fn on_ack(&mut self, now: Instant, ack: &wire::Ack, id: Option<ConfigId>) -> bool {
         if ack.status == AckStatus::Gone && !matches!(self.phase, Phase::Failing | Phase::Leaving) {
             // Only `down` and unregister are answered with `gone`: this one is bogus.
             return false;
@@ -499,25 +539,35 @@ impl Agent {
             (AckStatus::Ready, Phase::Joining) => {
                 self.keeper_version = ack.config_version;
                 self.set_phase(Phase::Pulling);
-                self.pull = Some(Pull::new(ack.config_version));
+                self.pull = Some(Pull::new(ack.config_version, id));
                 self.request_chunks(now);
             }
             (AckStatus::Ready | AckStatus::Up, _) => {
                 self.keeper_version = ack.config_version;
                 let pulling = self.pull.as_ref().map(Pull::version);
-                let follow = match self.phase {
-                    // The startup config is whatever the keeper serves now: a keeper that
-                    // lost its state serves a lower version than the one being pulled.
-                    Phase::Pulling => pulling != Some(ack.config_version),
+                let pulling_id = self.pull.as_ref().and_then(Pull::id);
+                let follow = match (id, self.phase) {
+                    // Version 2: whatever the keeper serves, if it is not what this
+                    // process runs or pulls (ids are compared for equality, so a keeper
+                    // restored from an older backup is followed too).
+                    (Some(id), Phase::Pulling) => pulling_id != Some(id),
+                    (Some(id), Phase::Initialising | Phase::Up) => {
+                        id != self.running_id && pulling_id != Some(id)
+                    }
+                    (Some(_), _) => false,
+                    // Version 1. The startup config is whatever the keeper serves now: a
+                    // keeper that lost its state serves a lower version than the one
+                    // being pulled.
+                    (None, Phase::Pulling) => pulling != Some(ack.config_version),
                     // A running proxy takes only newer versions.
-                    Phase::Initialising | Phase::Up => {
+                    (None, Phase::Initialising | Phase::Up) => {
                         ack.config_version > self.running_version
                             && pulling.is_none_or(|v| v < ack.config_version)
                     }
-                    _ => false,
+                    (None, _) => false,
                 };
                 if follow {
-                    self.pull = Some(Pull::new(ack.config_version));
+                    self.pull = Some(Pull::new(ack.config_version, id));
                     self.request_chunks(now);
                 }
             }
@@ -525,24 +575,42 @@ impl Agent {
         true
     }
 
-    fn on_chunk(&mut self, now: Instant, chunk: &wire::ConfigChunk<'_>) -> bool {
+    /// A config chunk; `id` is the config id its trailer named (version 2).
+    fn on_chunk(
+        &mut self,
+        now: Instant,
+        chunk: &wire::ConfigChunk<'_>,
+        id: Option<ConfigId>,
+    ) -> bool {
         let Some(pull) = self.pull.as_mut() else {
             return false;
         };
-        match pull.accept(chunk) {
+        let pulled = pull.id();
+        match pull.accept(chunk, id) {
             Progress::Ignored => return false,
             Progress::Stored => {}
-            Progress::Newer(version) => {
+            Progress::Newer { version, id: other } if pulled.is_some() => {
+                // Ids have no order: another id is news only if it answers a request sent
+                // after the `Ack` that named the one pulled (a chunk of an older config,
+                // delivered late, would otherwise make the pull go back and forth).
+                if chunk.seq <= self.latest_ack {
+                    return false;
+                }
+                self.keeper_version = version;
+                self.pull = Some(Pull::new(version, Some(other)));
+            }
+            Progress::Newer { version, .. } => {
                 self.keeper_version = self.keeper_version.max(version);
-                self.pull = Some(Pull::new(version));
+                self.pull = Some(Pull::new(version, None));
             }
             Progress::Corrupt => {
-                self.pull = Some(Pull::new(chunk.version));
+                self.pull = Some(Pull::new(chunk.version, pulled));
             }
             Progress::Complete(config) => {
                 let version = chunk.version;
                 self.pull = None;
                 self.running_version = version;
+                self.running_id = pulled.unwrap_or(ConfigId::NONE);
                 if self.phase == Phase::Pulling {
                     self.events
                         .push_back(AgentEvent::ConfigReady { version, config });
@@ -566,6 +634,7 @@ impl Agent {
         self.slot = 0;
         self.pull = None;
         self.running_version = 0;
+        self.running_id = ConfigId::NONE;
         self.events.push_back(AgentEvent::Restarting {
             old_incarnation: old,
             new_incarnation: self.incarnation,
@@ -697,7 +766,18 @@ impl Agent {
             Message::Heartbeat(hb)
         };
         let to = self.destination();
-        push(&self.cfg.key, &mut self.out, &mut self.stats, to, &message);
+        let trailer = Trailer {
+            term: self.term,
+            config: self.running_id,
+        };
+        push(
+            &self.cfg,
+            trailer,
+            &mut self.out,
+            &mut self.stats,
+            to,
+            &message,
+        );
     }
 
     fn destination(&self) -> Destination {
@@ -715,6 +795,10 @@ impl Agent {
             return;
         };
         let version = pull.version();
+        let trailer = Trailer {
+            term: self.term,
+            config: pull.id().unwrap_or(ConfigId::NONE),
+        };
         for index in pull.due(now, retry, window) {
             self.seq += 1;
             let mut request = ConfigRequest {
@@ -733,8 +817,13 @@ impl Agent {
             // and a full chunk needs up to 1127 bytes.
             // With empty padding its length takes one varint byte; `pad` bytes of padding
             // take `varint_len(pad) + pad`.
-            let bare = wire::encode_to_vec(&Message::ConfigRequest(request), &self.cfg.key)
-                .map_or(MAX_DATAGRAM, |v| v.len());
+            let bare = wire::encode_framed_to_vec(
+                self.cfg.protocol,
+                &Message::ConfigRequest(request),
+                trailer,
+                &self.cfg.key,
+            )
+            .map_or(MAX_DATAGRAM, |v| v.len());
             let mut pad = MAX_DATAGRAM.saturating_sub(bare);
             while pad > 0 && bare + wire::varint_len(pad as u64) + pad > MAX_DATAGRAM + 1 {
                 pad -= 1;
@@ -746,7 +835,8 @@ impl Agent {
                 Destination::Keeper(self.current)
             };
             push(
-                &self.cfg.key,
+                &self.cfg,
+                trailer,
                 &mut self.out,
                 &mut self.stats,
                 to,
@@ -757,13 +847,14 @@ impl Agent {
 }
 
 fn push(
-    key: &Key,
+    cfg: &AgentConfig,
+    trailer: Trailer,
     out: &mut VecDeque<(Destination, Vec<u8>)>,
     stats: &mut AgentStats,
     to: Destination,
     message: &Message<'_>,
 ) {
-    match wire::encode_to_vec(message, key) {
+    match wire::encode_framed_to_vec(cfg.protocol, message, trailer, &cfg.key) {
         Ok(bytes) => {
             stats.sent += 1;
             out.push_back((to, bytes));

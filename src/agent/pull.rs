@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::configdoc::{MAX_CONFIG_BYTES, chunk_range, digest, total_chunks};
 use crate::time::Instant;
-use crate::wire::ConfigChunk;
+use crate::wire::{ConfigChunk, ConfigId};
 
 /// What a chunk did to the pull.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,8 +17,14 @@ pub(crate) enum Progress {
     Ignored,
     /// Stored; more to come.
     Stored,
-    /// A newer version exists: start over at it.
-    Newer(u64),
+    /// The keeper serves another version (version 1: a newer number; version 2: another
+    /// id): start over at it, if it is news.
+    Newer {
+        /// Its number.
+        version: u64,
+        /// Its id (version 2; [`ConfigId::NONE`] in version 1).
+        id: ConfigId,
+    },
     /// Every chunk arrived but the digest does not match: start over.
     Corrupt,
     /// Every chunk arrived and the digest matches.
@@ -36,6 +42,9 @@ struct Layout {
 #[derive(Debug)]
 pub(crate) struct Pull {
     version: u64,
+    /// The id pulled (version 2), compared for equality; `None`: version 1, compared by
+    /// number.
+    id: Option<ConfigId>,
     layout: Option<Layout>,
     buf: Vec<u8>,
     received: Vec<bool>,
@@ -47,9 +56,12 @@ pub(crate) struct Pull {
 }
 
 impl Pull {
-    pub(crate) fn new(version: u64) -> Pull {
+    /// A pull of config `version`, named `id` in version 2 of the protocol (`None` in
+    /// version 1).
+    pub(crate) fn new(version: u64, id: Option<ConfigId>) -> Pull {
         Pull {
             version,
+            id,
             layout: None,
             buf: Vec::new(),
             received: Vec::new(),
@@ -61,6 +73,11 @@ impl Pull {
 
     pub(crate) fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The id pulled (version 2).
+    pub(crate) fn id(&self) -> Option<ConfigId> {
+        self.id
     }
 
     /// The chunk indexes to request now: overdue requests again, then new ones while the
@@ -92,12 +109,34 @@ impl Pull {
         self.outstanding.values().min().map(|sent| *sent + retry)
     }
 
-    pub(crate) fn accept(&mut self, chunk: &ConfigChunk<'_>) -> Progress {
-        if chunk.version < self.version {
-            return Progress::Ignored;
-        }
-        if chunk.version > self.version {
-            return Progress::Newer(chunk.version);
+    /// Takes `chunk`, whose trailer named config `id` (version 2; `None` in version 1).
+    pub(crate) fn accept(&mut self, chunk: &ConfigChunk<'_>, id: Option<ConfigId>) -> Progress {
+        match (self.id, id) {
+            (Some(wanted), Some(id)) => {
+                if id != ConfigId::of(chunk.version, &chunk.digest) {
+                    // Not the id of the version and digest it carries.
+                    return Progress::Ignored;
+                }
+                if id != wanted {
+                    return Progress::Newer {
+                        version: chunk.version,
+                        id,
+                    };
+                }
+            }
+            (None, None) => {
+                if chunk.version < self.version {
+                    return Progress::Ignored;
+                }
+                if chunk.version > self.version {
+                    return Progress::Newer {
+                        version: chunk.version,
+                        id: ConfigId::NONE,
+                    };
+                }
+            }
+            // A chunk in the other protocol version than the pull's.
+            _ => return Progress::Ignored,
         }
         let size = chunk.size as usize;
         if size > MAX_CONFIG_BYTES || chunk.total != total_chunks(size) {
@@ -170,26 +209,26 @@ mod tests {
     #[test]
     fn chunks_in_any_order_reassemble_the_config() {
         let config: Vec<u8> = (0..3 * CHUNK_SIZE + 10).map(|i| i as u8).collect();
-        let mut pull = Pull::new(2);
+        let mut pull = Pull::new(2, None);
         assert_eq!(
             pull.due(Instant::ZERO, Duration::from_millis(100), 4),
             vec![0]
         );
-        assert_eq!(pull.accept(&chunk(&config, 2, 0)), Progress::Stored);
+        assert_eq!(pull.accept(&chunk(&config, 2, 0), None), Progress::Stored);
         assert_eq!(
             pull.due(Instant::ZERO, Duration::from_millis(100), 4),
             vec![1, 2, 3]
         );
-        assert_eq!(pull.accept(&chunk(&config, 2, 3)), Progress::Stored);
-        assert_eq!(pull.accept(&chunk(&config, 2, 3)), Progress::Ignored);
+        assert_eq!(pull.accept(&chunk(&config, 2, 3), None), Progress::Stored);
+        assert_eq!(pull.accept(&chunk(&config, 2, 3), None), Progress::Ignored);
         // Chunk 1 was lost: it is asked for again once overdue.
         assert_eq!(
             pull.due(Instant::from_millis(100), Duration::from_millis(100), 4),
             vec![1, 2]
         );
-        assert_eq!(pull.accept(&chunk(&config, 2, 2)), Progress::Stored);
+        assert_eq!(pull.accept(&chunk(&config, 2, 2), None), Progress::Stored);
         assert_eq!(
-            pull.accept(&chunk(&config, 2, 1)),
+            pull.accept(&chunk(&config, 2, 1), None),
             Progress::Complete(config.clone().into())
         );
     }
@@ -197,9 +236,41 @@ mod tests {
     #[test]
     fn a_newer_version_restarts_and_an_older_one_is_ignored() {
         let config = b"abc".to_vec();
-        let mut pull = Pull::new(5);
-        assert_eq!(pull.accept(&chunk(&config, 4, 0)), Progress::Ignored);
-        assert_eq!(pull.accept(&chunk(&config, 6, 0)), Progress::Newer(6));
+        let mut pull = Pull::new(5, None);
+        assert_eq!(pull.accept(&chunk(&config, 4, 0), None), Progress::Ignored);
+        assert_eq!(
+            pull.accept(&chunk(&config, 6, 0), None),
+            Progress::Newer {
+                version: 6,
+                id: ConfigId::NONE
+            }
+        );
+    }
+
+    #[test]
+    fn in_version_2_ids_are_compared_for_equality_not_order() {
+        let config = b"abc".to_vec();
+        let id = |version| ConfigId::of(version, &digest(&config));
+        // A keeper restored from a backup serves version 4 to a pull of version 8.
+        let mut pull = Pull::new(8, Some(id(8)));
+        assert_eq!(
+            pull.accept(&chunk(&config, 4, 0), Some(id(4))),
+            Progress::Newer {
+                version: 4,
+                id: id(4)
+            }
+        );
+        // An id that does not name the version and digest the chunk carries is refused.
+        assert_eq!(
+            pull.accept(&chunk(&config, 8, 0), Some(id(4))),
+            Progress::Ignored
+        );
+        // A version 1 chunk does not feed a version 2 pull.
+        assert_eq!(pull.accept(&chunk(&config, 8, 0), None), Progress::Ignored);
+        assert_eq!(
+            pull.accept(&chunk(&config, 8, 0), Some(id(8))),
+            Progress::Complete(config.clone().into())
+        );
     }
 
     #[test]
@@ -207,7 +278,7 @@ mod tests {
         let config = b"abc".to_vec();
         let mut c = chunk(&config, 1, 0);
         c.digest = [0; 32];
-        let mut pull = Pull::new(1);
-        assert_eq!(pull.accept(&c), Progress::Corrupt);
+        let mut pull = Pull::new(1, None);
+        assert_eq!(pull.accept(&c, None), Progress::Corrupt);
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::driver::{DatagramSocket, DriverClock, RecvBatch};
-use crate::ha::{LeaseGate, LeaseLost};
+use crate::ha::{LeaseGate, LeaseLost, TermBehind};
 use crate::keeper::{
     AdminError, Change, ChangeKind, ClusterInfo, ConfigBlob, DropReason, Keeper, Stats, Status,
     WallChange,
@@ -428,6 +428,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             // Before anything leaves: a leader that was paused past its lease wakes up here,
             // with whatever it read queued.
             self.check_lease()?;
+            self.check_term()?;
             self.drain(&mut changes, &mut blobs)?;
             self.flush(&mut out).await;
             // One comparison per turn; the rest only when registrations were refused.
@@ -436,6 +437,21 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             }
         }
         self.finish(&mut changes, &mut blobs).await
+    }
+
+    /// `Err(TermBehind)` if a leader read a request echoing a newer term than its own.
+    fn check_term(&self) -> io::Result<()> {
+        match self.core.newer_term() {
+            Some(seen) if self.lease.is_some() => {
+                let behind = TermBehind {
+                    term: self.core.term(),
+                    seen,
+                };
+                error!(term = behind.term, seen, "{behind}");
+                Err(io::Error::other(behind))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// `Err(LeaseLost)` if the lease could have expired.

@@ -398,6 +398,38 @@ impl EtcdElection {
         }
     }
 
+    /// Raises the stored term to `seen` (a term the fleet echoed above this leader's),
+    /// under the fence of `elected`, so that the next election, whichever keeper wins
+    /// it, takes a term above every term the proxies have obeyed. A store restored from
+    /// an older backup counts terms from its past; this is how it catches up.
+    pub async fn raise_term(&mut self, elected: &Elected, seen: u64) -> Result<(), ElectionError> {
+        let (stored, _) = self.term().await?;
+        if stored >= seen {
+            return Ok(());
+        }
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.leader_key.clone(),
+                CompareOp::Equal,
+                elected.fence.create_revision,
+            )])
+            .and_then([TxnOp::put(self.term_key.clone(), seen.to_string(), None)]);
+        let mut client = self.client.clone();
+        let answer = self.bounded(client.txn(txn)).await?;
+        if answer.succeeded() {
+            info!(
+                from = stored,
+                to = seen,
+                "raised the stored term to the newest the fleet has heard"
+            );
+            Ok(())
+        } else {
+            Err(ElectionError::Lost(
+                "no longer the leader: the term was not raised".to_owned(),
+            ))
+        }
+    }
+
     /// Gives the leadership up: revokes the lease, which deletes the leader key, so a
     /// standby is elected at once rather than after the lease's end.
     pub async fn resign(&mut self, elected: &Elected) {

@@ -282,6 +282,30 @@ impl LeaseLost {
     }
 }
 
+/// A leader read a request that echoed a newer leadership term than its own: the fleet
+/// has obeyed a newer leader (another keeper leads, or this one's store was restored
+/// from an older backup). It acted on nothing of it, and steps down.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "a proxy echoes leadership term {seen}, newer than this leader's {term}: stepping down, so that the next leader's term is above it"
+)]
+pub struct TermBehind {
+    /// This leader's term.
+    pub term: u64,
+    /// The newest term a request echoed.
+    pub seen: u64,
+}
+
+impl TermBehind {
+    /// The [`TermBehind`] that `error` is (or wraps), if it is one.
+    pub fn of(error: &std::io::Error) -> Option<TermBehind> {
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<TermBehind>())
+            .copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,8 @@
 //! ```text
 //!  start ─► connect (retried while etcd is down) ─► STANDBY ─elected─► LEADER ─┬─ shutdown ─► resign, exit 0
 //!            reads: the committed state, followed       boot the store     ├─ lease lost ─► exit 75
-//!            changes: 503 not-leader                    fenced, act        └─ store fails ─► exit 1
+//!            changes: 503 not-leader                    fenced, act        ├─ store fails ─► exit 1
+//!                                                                           └─ newer term echoed ─► raise the stored term, resign, exit 75
 //! ```
 //!
 //! A standby serves its admin API from the store (see [`standby`](super::standby)) and
@@ -34,7 +35,7 @@ use crate::driver::keeper::KeeperHandle;
 use crate::driver::udp::Udp;
 use crate::ha::etcd::EtcdElection;
 use crate::ha::standby::{follow, seed_of};
-use crate::ha::{EtcdHealth, HaView, KeeperInfo, LeaseGate, LeaseLost, Role};
+use crate::ha::{EtcdHealth, HaView, KeeperInfo, LeaseGate, LeaseLost, Role, TermBehind};
 use crate::http::view::View;
 use crate::http::{Listings, router_for, serve_with, switchable};
 use crate::hub::ChangeHub;
@@ -61,7 +62,8 @@ pub struct HaOptions {
 pub enum Ended {
     /// Told to stop (as standby, or as leader: then it resigned).
     Shutdown,
-    /// Its lease could have expired: it stopped acting, to be started again.
+    /// Its lease could have expired, or a proxy echoed a newer term than its own: it
+    /// stopped acting, to be started again.
     LeaseLost,
 }
 
@@ -193,6 +195,15 @@ pub async fn run(
     ));
     setup.store = Some(Box::new(store));
     setup.lease = Some(gate.clone());
+    // Every answer names the term; a request echoing a newer one is not acted on.
+    let term = elected.leadership.term;
+    let adjust = setup.adjust.take();
+    setup.adjust = Some(Box::new(move |core: &mut crate::keeper::Keeper| {
+        core.lead(term);
+        if let Some(adjust) = adjust {
+            adjust(core);
+        }
+    }));
     setup.role = Some(ha_view);
     let (stop_core, core_stopping) = watch::channel(false);
     let core = match server::start_core(setup, socket.clone(), stopped(core_stopping)).await {
@@ -237,6 +248,14 @@ pub async fn run(
         result = &mut keeper_task => match result {
             Ok(Ok(())) => Ok(Ended::Shutdown),
             Ok(Err(e)) if LeaseLost::is(&e) => Ok(Ended::LeaseLost),
+            Ok(Err(e)) if TermBehind::of(&e).is_some() => {
+                let seen = TermBehind::of(&e).map_or(0, |b| b.seen);
+                if let Err(why) = election.raise_term(&elected, seen).await {
+                    warn!(error = %why, "could not raise the stored term");
+                }
+                election.resign(&elected).await;
+                Ok(Ended::LeaseLost)
+            }
             Ok(Err(e)) => {
                 election.resign(&elected).await;
                 Err(anyhow::Error::new(e).context("the keeper task stopped"))

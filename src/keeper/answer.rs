@@ -11,7 +11,7 @@ use crate::configdoc::ConfigVersion;
 use crate::keeper::transition::Stamp;
 use crate::keeper::{Keeper, KeeperConfig, Status, Transmit};
 use crate::time::Instant;
-use crate::wire::{self, AckStatus, Message, Token};
+use crate::wire::{self, AckStatus, ConfigId, Message, Token, Trailer, Version};
 
 use std::net::SocketAddr;
 
@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 pub(crate) struct Pending {
     to: SocketAddr,
     key: KeyIndex,
+    /// The protocol version of the datagram answered, and so of the answer.
+    version: Version,
     /// The size of the datagram answered: the answer may not be larger.
     budget: usize,
     answer: Answer,
@@ -31,6 +33,7 @@ pub(crate) enum Answer {
         stamp: Stamp,
         status: AckStatus,
         config_version: u64,
+        config: ConfigId,
         slot: u32,
         token: Token,
     },
@@ -57,6 +60,7 @@ pub(crate) enum Answer {
 pub(crate) struct Reply {
     pub(crate) to: SocketAddr,
     pub(crate) key: KeyIndex,
+    pub(crate) version: Version,
     pub(crate) budget: usize,
     pub(crate) stamp: Stamp,
 }
@@ -72,6 +76,7 @@ impl Reply {
         Pending {
             to: self.to,
             key: self.key,
+            version: self.version,
             budget,
             answer,
         }
@@ -104,16 +109,20 @@ impl Keeper {
         status: AckStatus,
         now: Instant,
     ) -> Pending {
-        let config_version = self
+        let (config_version, config) = self
             .registry
             .get(slot)
-            .map(|r| self.registry.cluster(r.cluster).config.version)
-            .unwrap_or(0);
+            .map(|r| {
+                let c = &self.registry.cluster(r.cluster).config;
+                (c.version, c.id)
+            })
+            .unwrap_or((0, ConfigId::NONE));
         let token = self.tokens.mint(now);
         reply.with(Answer::Ack {
             stamp: reply.stamp,
             status,
             config_version,
+            config,
             slot,
             token,
         })
@@ -126,6 +135,7 @@ impl Keeper {
             stamp,
             status: AckStatus::Gone,
             config_version: 0,
+            config: ConfigId::NONE,
             slot: 0,
             token,
         }
@@ -141,7 +151,7 @@ impl Keeper {
     /// [`wire::MAX_DATAGRAM`] bytes) and says where it goes.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(p) = self.pending.pop_front() {
-            match self.encode(&p.answer, p.key, buf) {
+            match self.encode(&p.answer, p.key, p.version, buf) {
                 Ok(len) if len <= p.budget => {
                     self.stats.sent += 1;
                     return Some(Transmit {
@@ -163,26 +173,35 @@ impl Keeper {
         &self,
         answer: &Answer,
         key: KeyIndex,
+        version: Version,
         buf: &mut [u8],
     ) -> Result<usize, wire::EncodeError> {
         let key = self.keys.get(key);
+        let mut trailer = Trailer {
+            term: self.terms.current,
+            config: ConfigId::NONE,
+        };
         let message = match answer {
             Answer::Ack {
                 stamp,
                 status,
                 config_version,
+                config,
                 slot,
                 token,
-            } => Message::Ack(wire::Ack {
-                incarnation: stamp.incarnation,
-                seq: stamp.seq,
-                status: *status,
-                interval_ms: KeeperConfig::millis(self.config.heartbeat_interval),
-                lost_after_ms: KeeperConfig::millis(self.config.lost_after),
-                config_version: *config_version,
-                slot: *slot,
-                token: *token,
-            }),
+            } => {
+                trailer.config = *config;
+                Message::Ack(wire::Ack {
+                    incarnation: stamp.incarnation,
+                    seq: stamp.seq,
+                    status: *status,
+                    interval_ms: KeeperConfig::millis(self.config.heartbeat_interval),
+                    lost_after_ms: KeeperConfig::millis(self.config.lost_after),
+                    config_version: *config_version,
+                    slot: *slot,
+                    token: *token,
+                })
+            }
             Answer::Challenge { stamp, token } => Message::Challenge(wire::Challenge {
                 incarnation: stamp.incarnation,
                 seq: stamp.seq,
@@ -204,10 +223,11 @@ impl Keeper {
             } => {
                 let mut chunk = chunk_header(*stamp, config, *index);
                 chunk.bytes = config.chunk(*index).unwrap_or_default();
+                trailer.config = config.id;
                 Message::ConfigChunk(chunk)
             }
         };
-        wire::encode(&message, key, buf)
+        wire::encode_framed(version, &message, trailer, key, buf)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::auth::KeyIndex;
 use crate::identity::{validate_cluster, validate_proxy};
@@ -13,7 +13,30 @@ use crate::keeper::token::{Freshness, TokenMinter};
 use crate::keeper::transition::{self, Decision, Known, Said, Silence, Stamp};
 use crate::keeper::{ChangeKind, DropReason, Keeper, Outcome};
 use crate::time::Instant;
-use crate::wire::{self, ConfigRequest, Heartbeat, Message};
+use crate::wire::{self, ConfigId, ConfigRequest, Heartbeat, Message, Version};
+
+/// Where a request came from, how it was sent, and how large it was.
+#[derive(Clone, Copy, Debug)]
+struct To {
+    from: SocketAddr,
+    key: KeyIndex,
+    budget: usize,
+    version: Version,
+    /// The config id its trailer names (version 2).
+    config: ConfigId,
+}
+
+impl To {
+    fn reply(self, stamp: Stamp) -> Reply {
+        Reply {
+            to: self.from,
+            key: self.key,
+            version: self.version,
+            budget: self.budget,
+            stamp,
+        }
+    }
+}
 
 /// What the keeper knows of the identity a heartbeat names.
 #[derive(Clone, Copy, Debug)]
@@ -38,17 +61,49 @@ impl Keeper {
             .keys
             .lookup(header.key_id)
             .ok_or(DropReason::UnknownKey)?;
-        wire::authenticate(datagram, secret)?;
-        let budget = datagram.len();
-        match wire::decode_body(header, datagram)? {
-            Message::Heartbeat(hb) => {
-                self.on_hello(now, from, key, budget, &hb, Said::Heartbeat(hb.status))
-            }
-            Message::Unregister(hb) => self.on_hello(now, from, key, budget, &hb, Said::Unregister),
-            Message::ConfigRequest(req) => self.on_config_request(now, from, key, budget, &req),
+        wire::authenticate(header, datagram, secret)?;
+        let message = wire::decode_body(header, datagram)?;
+        let trailer = wire::decode_trailer(header, datagram)?;
+        self.check_term(trailer.term)?;
+        let to = To {
+            from,
+            key,
+            budget: datagram.len(),
+            version: header.version,
+            config: trailer.config,
+        };
+        match message {
+            Message::Heartbeat(hb) => self.on_hello(now, to, &hb, Said::Heartbeat(hb.status)),
+            Message::Unregister(hb) => self.on_hello(now, to, &hb, Said::Unregister),
+            Message::ConfigRequest(req) => self.on_config_request(now, to, &req),
             // `is_from_proxy` was checked above; the other kinds never reach here.
             _ => Err(DropReason::UnexpectedKind),
         }
+    }
+
+    /// Checks the term a request echoes against this keeper's (`docs/PROTOCOL.md` §17.2).
+    fn check_term(&mut self, echoed: u64) -> Result<(), DropReason> {
+        if echoed <= self.terms.current {
+            return Ok(());
+        }
+        if !self.terms.fenced {
+            info!(
+                from = self.terms.current,
+                to = echoed,
+                "a proxy has heard a newer leadership term: answering under it"
+            );
+            self.terms.current = echoed;
+            return Ok(());
+        }
+        if echoed > self.terms.newer {
+            warn!(
+                term = self.terms.current,
+                echoed,
+                "a proxy echoes a newer leadership term than this leader's: acting on nothing it sends"
+            );
+            self.terms.newer = echoed;
+        }
+        Err(DropReason::NewerTerm)
     }
 
     fn authorize(&self, key: KeyIndex, cluster: &str) -> Result<(), DropReason> {
@@ -121,9 +176,7 @@ impl Keeper {
     fn on_hello(
         &mut self,
         now: Instant,
-        from: SocketAddr,
-        key: KeyIndex,
-        budget: usize,
+        to: To,
         hb: &Heartbeat<'_>,
         said: Said,
     ) -> Result<Outcome, DropReason> {
@@ -131,7 +184,7 @@ impl Keeper {
             incarnation: hb.incarnation,
             seq: hb.seq,
         };
-        let mut lookup = self.lookup(key, hb)?;
+        let mut lookup = self.lookup(to.key, hb)?;
         if let (Known::Live(status, last, _), Some(slot)) = (lookup.known, lookup.slot)
             && stamp.incarnation < last.incarnation
         {
@@ -141,12 +194,8 @@ impl Keeper {
         let decision = transition::decide(lookup.known, said, stamp, freshness != Freshness::Stale);
         #[cfg(feature = "test-hooks")]
         let decision = self.break_rule(decision, lookup.known, said);
-        let reply = Reply {
-            to: from,
-            key,
-            budget,
-            stamp,
-        };
+        let reply = to.reply(stamp);
+        let from = to.from;
         match decision {
             Decision::Stale => Err(DropReason::Stale),
             Decision::Regression => Err(DropReason::Regression),
@@ -280,13 +329,12 @@ impl Keeper {
     fn on_config_request(
         &mut self,
         now: Instant,
-        from: SocketAddr,
-        key: KeyIndex,
-        budget: usize,
+        to: To,
         req: &ConfigRequest<'_>,
     ) -> Result<Outcome, DropReason> {
         validate_identity(req.cluster, req.proxy)?;
-        self.authorize(key, req.cluster)?;
+        self.authorize(to.key, req.cluster)?;
+        let budget = to.budget;
         let cluster = self
             .registry
             .cluster_id(req.cluster)
@@ -303,12 +351,7 @@ impl Keeper {
             incarnation: req.incarnation,
             seq: req.seq,
         };
-        let reply = Reply {
-            to: from,
-            key,
-            budget,
-            stamp,
-        };
+        let reply = to.reply(stamp);
         if self.tokens.check(&req.token, now) == Freshness::Stale {
             let challenge = self.challenge(stamp, now);
             self.answer(reply, challenge);
@@ -318,18 +361,24 @@ impl Keeper {
         // (a window of them is in flight at once), and each is answered within its own
         // size, so a replay can neither change state nor amplify.
         let config = self.registry.cluster(cluster).config.clone();
-        let first = if req.version == config.version {
-            req.first_index
-        } else {
-            0
+        // The same version as asked (version 2 names it by id): serve from the index
+        // asked; another (the cluster's changed): from its first chunk.
+        let same = match to.version {
+            Version::V1 => req.version == config.version,
+            Version::V2 => to.config == config.id,
         };
+        let first = if same { req.first_index } else { 0 };
         let mut used = 0;
         let mut served = 0;
         for index in first..first.saturating_add(req.count.min(64)) {
             let Some(bytes) = config.chunk(index) else {
                 break;
             };
-            let len = wire::config_chunk_len(&chunk_header(stamp, &config, index), bytes.len());
+            let len = wire::config_chunk_len(
+                to.version,
+                &chunk_header(stamp, &config, index),
+                bytes.len(),
+            );
             if used + len > budget {
                 break;
             }

@@ -67,6 +67,9 @@ counted_enum! {
         /// An `up` from an unregistered process while its cluster's restart budget for the
         /// round is spent: it gets its `Restart` in a later round.
         RestartDeferred => "restart_deferred",
+        /// A request echoing a newer leadership term than this leader's: another keeper
+        /// leads, or this one's store was restored from an older backup.
+        NewerTerm => "newer_term",
     }
 }
 

@@ -328,9 +328,23 @@ pub struct Keeper {
     /// Until when (keeper time) an unknown proxy's `up` is adopted rather than restarted:
     /// after a boot that did not know the fleet.
     adopt_until: Option<Instant>,
+    terms: Terms,
     stats: Stats,
     #[cfg(feature = "test-hooks")]
     broken: Option<BrokenRule>,
+}
+
+/// The leadership term the keeper answers under (protocol version 2, `docs/PROTOCOL.md`
+/// §17.2).
+#[derive(Clone, Copy, Debug, Default)]
+struct Terms {
+    /// The term every version 2 answer carries.
+    current: u64,
+    /// Whether the term is an elected leader's (then a request echoing a newer one is
+    /// not acted on) or a lone keeper's (then it takes the newer one as its own).
+    fenced: bool,
+    /// The largest term a request echoed above `current`, while fenced (0: none).
+    newer: u64,
 }
 
 impl Keeper {
@@ -363,10 +377,38 @@ impl Keeper {
             pending: VecDeque::new(),
             stream: persist::Stream::default(),
             adopt_until: None,
+            terms: Terms::default(),
             stats: Stats::default(),
             #[cfg(feature = "test-hooks")]
             broken: None,
         })
+    }
+
+    /// Acts as the elected leader of `term`: every version 2 answer carries it, and a
+    /// request that echoes a newer term (the fleet has heard a newer leader, or the
+    /// store that minted `term` was restored from an older backup) is not acted on
+    /// ([`DropReason::NewerTerm`]); [`Keeper::newer_term`] tells the driver, which must
+    /// stop leading and see that the next term is above it.
+    ///
+    /// A keeper never told to lead is a lone keeper: it starts at term 0 and takes any
+    /// newer term a request echoes as its own, so a fleet that has heard a leader of
+    /// several keepers keeps obeying it when it runs alone again.
+    pub fn lead(&mut self, term: u64) {
+        self.terms = Terms {
+            current: term,
+            fenced: true,
+            newer: 0,
+        };
+    }
+
+    /// The term this keeper answers under.
+    pub fn term(&self) -> u64 {
+        self.terms.current
+    }
+
+    /// The largest term above this leader's that a request echoed, if any.
+    pub fn newer_term(&self) -> Option<u64> {
+        (self.terms.newer > 0).then_some(self.terms.newer)
     }
 
     /// Breaks one rule of the transition table on purpose, so a test can show that its

@@ -716,6 +716,7 @@ impl EtcdStore {
                         datasources: BTreeMap::new(),
                         bytes: Arc::from(&[][..]),
                         digest: config.digest,
+                        id: crate::wire::ConfigId::of(config.version, &config.digest),
                     }),
                 }),
                 _ => None,

@@ -133,6 +133,7 @@ pub fn config_entry(config: &StoredConfig) -> Entry {
         datasources: config.datasources.clone(),
         bytes: base,
         digest: [config.version as u8; 32],
+        id: zerokeeper::wire::ConfigId::of(config.version, &[config.version as u8; 32]),
     };
     Entry {
         kind: ChangeKind::Config {
