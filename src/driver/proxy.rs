@@ -58,6 +58,10 @@ pub struct ProxyState {
     pub searching: bool,
     /// The keeper it sends to when not searching.
     pub keeper: Option<SocketAddr>,
+    /// The newest leadership term it has accepted an answer under (protocol version 2).
+    pub term: u64,
+    /// Answers it ignored because they came under an older term than one it accepted.
+    pub old_term_answers: u64,
 }
 
 /// Faults injected into one proxy's traffic (the demo's partitions): datagrams the driver
@@ -316,6 +320,8 @@ impl<S: DatagramSocket> ProxyDriver<S> {
             s.config_version = self.agent.config_version();
             s.searching = searching;
             s.keeper = self.current_keeper();
+            s.term = self.agent.term();
+            s.old_term_answers = self.agent.stats().old_term;
         });
         Ok(exit)
     }
