@@ -1,6 +1,7 @@
 //! Failover under turmoil: three keepers on one shared store with an in-memory election,
 //! proxies that know all three, and random schedules of leader crashes, leader pauses
-//! past (and within) the lease, and partitions between keepers and proxies.
+//! past (and within) the lease, leaders deaf to every proxy (which the standbys still
+//! hear), and partitions between keepers and proxies.
 //!
 //! The keepers are the production core and driver (`server::start_core`) with the same
 //! fences as on etcd: a [`LeaseGate`] the driver checks before it sends or commits, a
@@ -16,7 +17,8 @@
 //!    lease: the gate stopped it first);
 //! 3. every proxy's accepted term never goes down;
 //! 4. **no failover alone changes a proxy's status**: a proxy that no fault touched is
-//!    never marked `lost`, deleted or restarted, whatever happens to the keepers;
+//!    never marked `lost`, deleted or restarted, whatever happens to the keepers: their
+//!    crashes, their pauses, and a leader deaf to the whole fleet (it steps down first);
 //! 5. liveness: after the faults end, a keeper leads and every untouched proxy is `up`.
 //!
 //! `SIM_SEEDS=N` runs seeds 1..=N (default 100); `SIM_SEED=N` runs one and prints its plan.
@@ -39,7 +41,7 @@ use zerokeeper::auth::Keyring;
 use zerokeeper::driver::keeper::CommitMode;
 use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver};
 use zerokeeper::driver::{DatagramSocket, DriverClock};
-use zerokeeper::ha::{LeaseClock, LeaseGate};
+use zerokeeper::ha::{Deaf, LeaseClock, LeaseGate};
 use zerokeeper::keeper::{Change, ChangeKind, ConfigBlob, KeeperConfig, Status, WallChange};
 use zerokeeper::server::{self, Setup};
 use zerokeeper::store::{AuditEntry, MemoryStore, Snapshot, Store, StoreError};
@@ -115,6 +117,15 @@ impl Election {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Gives up `term`'s lease now (etcd's lease revoke).
+    fn resign(&self, term: u64) {
+        let at = now();
+        let mut tenures = lock(&self.tenures);
+        if let Some(t) = tenures.last_mut().filter(|t| t.term == term) {
+            t.lease_end = t.lease_end.min(at);
         }
     }
 
@@ -256,6 +267,8 @@ struct Shared {
     /// Per keeper: the running driver's stall control.
     stalls: Mutex<BTreeMap<usize, tokio::sync::mpsc::UnboundedSender<Duration>>>,
     boots: Mutex<u32>,
+    /// Leaders that resigned because they read nothing.
+    deaf_resignations: Mutex<u64>,
 }
 
 impl Shared {
@@ -380,9 +393,17 @@ async fn lead<S: DatagramSocket + Send + Sync + 'static>(
     let core = server::start_core(setup, socket, std::future::pending())
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
-    // It acts until its lease could have expired (or its store refuses it).
-    let _ = core.keeper_task.await;
+    // It acts until its lease could have expired (or its store refuses it, or it is
+    // deaf: then it resigns, and waits before it campaigns again, as `ha::run` does).
+    let result = core.keeper_task.await;
     keep.abort();
+    if let Ok(Err(e)) = &result
+        && Deaf::is(e)
+    {
+        shared.election.resign(term);
+        *lock(&shared.deaf_resignations) += 1;
+        tokio::time::sleep(LOST_AFTER * 2).await;
+    }
     core.hub.close();
     lock(&shared.stalls).remove(&k);
     Ok(())
@@ -438,6 +459,9 @@ enum Fault {
     Bounce(usize),
     /// Pause the keeper that leads now, for this long (past its lease, or within it).
     PauseLeader(Duration),
+    /// Cut the keeper that leads now off from every proxy, which the standbys still hear
+    /// (a deaf leader), for this long.
+    DeafLeader(Duration),
     /// Cut a standby off from some proxies, or the proxies from every keeper.
     Partition {
         keepers: Vec<usize>,
@@ -468,12 +492,17 @@ impl std::fmt::Display for Plan {
 impl Plan {
     fn generate(seed: u64) -> Plan {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let proxies = rng.random_range(3..=6);
+        // At least 4: a leader thinks itself deaf only when a few heartbeats are missing.
+        let proxies = rng.random_range(4..=6);
         let mut schedule = Vec::new();
         // Faults start once the fleet is up under a first leader.
         let mut t = Duration::from_millis(2_000);
         while t < FAULT_PHASE {
-            let fault = match rng.random_range(0..10) {
+            let fault = match rng.random_range(0..12) {
+                10..=11 => {
+                    let length = Duration::from_millis(rng.random_range(300..1_500));
+                    Fault::DeafLeader(length)
+                }
                 0..=2 => {
                     schedule.push((t, Fault::CrashLeader));
                     // Which keeper crashed is known only when it runs: bounce them all
@@ -538,6 +567,7 @@ fn identity(p: usize) -> String {
 }
 
 struct Outcome {
+    deaf: u64,
     plan: Plan,
     violations: Vec<String>,
     failovers: usize,
@@ -582,6 +612,8 @@ fn run(seed: u64, knobs: Knobs) -> Outcome {
     let mut crashed = [false; KEEPERS];
     // (keeper, proxy) pairs cut off from each other now.
     let mut cut = std::collections::BTreeSet::new();
+    // Deaf leaders: (keeper, since, until).
+    let mut deaf: Vec<(usize, Duration, Duration)> = Vec::new();
     while sim.elapsed() < end {
         while next < plan.schedule.len() && plan.schedule[next].0 <= sim.elapsed() {
             let fault = plan.schedule[next].1.clone();
@@ -603,6 +635,27 @@ fn run(seed: u64, knobs: Knobs) -> Outcome {
                         crashed[k] = false;
                     }
                 }
+                Fault::DeafLeader(length) => {
+                    // With part of the fleet cut off already (from every keeper, or from
+                    // the leader), the leader may hold too
+                    // few `up` proxies to tell its deafness from their silence
+                    // (DEAF_MIN_PROXIES): then it marks them lost, as a lone keeper would.
+                    let cut_off = (0..plan.proxies)
+                        .filter(|&p| {
+                            leader.is_some_and(|k| cut.contains(&(k, p)))
+                                || (0..KEEPERS).all(|k| cut.contains(&(k, p)))
+                        })
+                        .count();
+                    if cut_off > 0 || plan.proxies - cut_off < 4 {
+                        touched.iter_mut().for_each(|t| *t = true);
+                    }
+                    if let Some(k) = leader {
+                        for p in 0..plan.proxies {
+                            sim.partition(keeper_name(k), proxy_name(p));
+                        }
+                        deaf.push((k, sim.elapsed(), sim.elapsed() + length));
+                    }
+                }
                 Fault::PauseLeader(length) => {
                     if let Some(k) = leader {
                         shared.pause(k, sim.elapsed(), length);
@@ -622,8 +675,13 @@ fn run(seed: u64, knobs: Knobs) -> Outcome {
                 Fault::Heal { keepers, proxies } => {
                     for &p in &proxies {
                         for &k in &keepers {
-                            sim.repair(keeper_name(k), proxy_name(p));
                             cut.remove(&(k, p));
+                            // A deaf keeper stays deaf to every proxy until its deafness
+                            // ends (hearing some of them is another fault: a partly deaf
+                            // leader, not handled yet).
+                            if !deaf.iter().any(|d| d.0 == k) {
+                                sim.repair(keeper_name(k), proxy_name(p));
+                            }
                         }
                     }
                 }
@@ -643,6 +701,28 @@ fn run(seed: u64, knobs: Knobs) -> Outcome {
         if let Some(k) = leader {
             for &(ck, p) in &cut {
                 touched[p] |= ck == k;
+            }
+        }
+        // A deaf leader steps down; one elected while still deaf (it has read nothing,
+        // so it cannot tell deafness from a silent fleet) marks the fleet lost.
+        let elected_at = {
+            let tenures = lock(&shared.election.tenures);
+            Election::current(&tenures, sim.elapsed()).map(|t| t.began)
+        };
+        deaf.retain(|&(k, _, until)| {
+            if sim.elapsed() < until {
+                return true;
+            }
+            for p in 0..plan.proxies {
+                if !cut.contains(&(k, p)) {
+                    sim.repair(keeper_name(k), proxy_name(p));
+                }
+            }
+            false
+        });
+        for &(k, from, _) in &deaf {
+            if leader == Some(k) && elected_at.is_some_and(|at| at > from) {
+                touched.iter_mut().for_each(|t| *t = true);
             }
         }
         // 3. Terms only grow at every proxy.
@@ -738,6 +818,7 @@ fn run(seed: u64, knobs: Knobs) -> Outcome {
         violations.push("nobody leads at the end".to_owned());
     }
     Outcome {
+        deaf: *lock(&shared.deaf_resignations),
         failovers: tenures.len().saturating_sub(1),
         plan,
         violations,
@@ -755,14 +836,19 @@ fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
-/// Runs `seeds` over the machine's cores: (seed, failovers, violations, plan).
-fn run_all(seeds: Vec<u64>, knobs: Knobs) -> Vec<(u64, usize, Vec<String>, String)> {
+/// What a batch of seeds did: per seed (seed, failovers, violations, plan), and how many
+/// leaders resigned for deafness in all.
+type Results = (Vec<(u64, usize, Vec<String>, String)>, u64);
+
+/// Runs `seeds` over the machine's cores.
+fn run_all(seeds: Vec<u64>, knobs: Knobs) -> Results {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let queue = Arc::new(Mutex::new(seeds.clone()));
     let results = Arc::new(Mutex::new(Vec::new()));
+    let deaf = Arc::new(Mutex::new(Vec::new()));
     std::thread::scope(|scope| {
         for _ in 0..cores.min(seeds.len()) {
-            let (queue, results) = (queue.clone(), results.clone());
+            let (queue, results, deaf) = (queue.clone(), results.clone(), deaf.clone());
             scope.spawn(move || {
                 loop {
                     let next = lock(&queue).pop();
@@ -774,13 +860,15 @@ fn run_all(seeds: Vec<u64>, knobs: Knobs) -> Vec<(u64, usize, Vec<String>, Strin
                         outcome.violations,
                         outcome.plan.to_string(),
                     ));
+                    lock(&deaf).push(outcome.deaf);
                 }
             });
         }
     });
     let mut results = lock(&results).clone();
     results.sort_by_key(|r| r.0);
-    results
+    let deaf = lock(&deaf).iter().sum();
+    (results, deaf)
 }
 
 #[test]
@@ -789,9 +877,12 @@ fn failovers_fence_the_deposed_and_hurt_no_proxy() {
     if seeds.len() == 1 {
         println!("{}", Plan::generate(seeds[0]));
     }
-    let results = run_all(seeds, Knobs::default());
+    let (results, deaf) = run_all(seeds, Knobs::default());
     let failovers: usize = results.iter().map(|r| r.1).sum();
-    println!("{} seeds, {failovers} failovers in all", results.len());
+    println!(
+        "{} seeds, {failovers} failovers in all, {deaf} of them by deaf leaders stepping down",
+        results.len()
+    );
     let failed: Vec<_> = results.iter().filter(|r| !r.2.is_empty()).collect();
     for (seed, _, violations, plan) in &failed {
         eprintln!(
@@ -812,6 +903,9 @@ fn failovers_fence_the_deposed_and_hurt_no_proxy() {
     // The schedules do make the keepers fail over (a suite without failovers proves
     // nothing).
     assert!(failovers >= results.len(), "{failovers} failovers");
+    if results.len() >= 20 {
+        assert!(deaf > 0, "no deaf leader stepped down");
+    }
 }
 
 #[test]
@@ -823,7 +917,7 @@ fn the_checker_catches_a_leader_that_acts_past_its_lease() {
         gate: false,
         protocol: Version::V1,
     };
-    let results = run_all((1..=12).collect(), knobs);
+    let (results, _) = run_all((1..=12).collect(), knobs);
     let caught = results
         .iter()
         .flat_map(|r| r.2.iter())

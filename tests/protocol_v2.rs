@@ -337,3 +337,79 @@ fn a_running_agent_pulls_a_config_whose_number_is_lower_when_its_id_differs() {
     }
     assert_eq!(pulls.first(), Some(&(2, restored)), "{pulls:?}");
 }
+
+/// Advances only the keeper, which reads nothing, for `length` in steps of 10 ms.
+fn silence(rig: &mut Rig, length: Duration) {
+    let end = rig.now + length;
+    while rig.now < end {
+        rig.now = rig.now + Duration::from_millis(10);
+        rig.keeper.handle_timeout(rig.now);
+        while rig.keeper.poll_change().is_some() {}
+    }
+}
+
+#[test]
+fn a_leader_that_reads_nothing_from_a_talking_fleet_thinks_itself_deaf_before_lost_after() {
+    let proxies = [
+        "10.25.0.11:3000",
+        "10.25.0.12:3000",
+        "10.25.0.13:3000",
+        "10.25.0.14:3000",
+    ];
+    let mut leader = keeper();
+    leader.lead(1);
+    let mut rig = Rig::new(
+        leader,
+        proxies.iter().map(|p| agent(p, Version::V2)).collect(),
+    );
+    assert!(rig.run_until(Duration::from_secs(3), |r| {
+        proxies.iter().all(|p| r.status(p) == Some(Status::Up))
+    }));
+    assert_eq!(rig.keeper.deafness(), None);
+    // lost_after is 1.5 s and the interval 100 ms: after 750 ms of silence, 4 up proxies
+    // should have sent 30 heartbeats.
+    silence(&mut rig, Duration::from_millis(700));
+    assert_eq!(rig.keeper.deafness(), None, "too early");
+    silence(&mut rig, Duration::from_millis(60));
+    let deaf = rig.keeper.deafness().expect("deaf");
+    assert_eq!(deaf.up, 4);
+    assert!(deaf.silent_for >= Duration::from_millis(750));
+    assert!(
+        proxies.iter().all(|p| rig.status(p) == Some(Status::Up)),
+        "nobody is lost yet"
+    );
+}
+
+#[test]
+fn a_lone_keeper_a_new_leader_and_a_small_fleet_are_never_deaf() {
+    // A lone keeper has nobody to hand over to.
+    let mut rig = Rig::new(
+        keeper(),
+        [
+            "10.25.0.11:3000",
+            "10.25.0.12:3000",
+            "10.25.0.13:3000",
+            "10.25.0.14:3000",
+        ]
+        .iter()
+        .map(|p| agent(p, Version::V2))
+        .collect(),
+    );
+    assert!(rig.run_until(Duration::from_secs(3), |r| r.status(P11)
+        == Some(Status::Up)));
+    silence(&mut rig, Duration::from_secs(1));
+    assert_eq!(rig.keeper.deafness(), None);
+    // A leader that has read nothing yet cannot tell deafness from a silent fleet.
+    let mut fresh = keeper();
+    fresh.lead(2);
+    fresh.handle_timeout(Instant::from_millis(5_000));
+    assert_eq!(fresh.deafness(), None);
+    // One proxy's missing heartbeats are no evidence.
+    let mut leader = keeper();
+    leader.lead(3);
+    let mut rig = Rig::new(leader, vec![agent(P11, Version::V2)]);
+    assert!(rig.run_until(Duration::from_secs(3), |r| r.status(P11)
+        == Some(Status::Up)));
+    silence(&mut rig, Duration::from_secs(1));
+    assert_eq!(rig.keeper.deafness(), None);
+}

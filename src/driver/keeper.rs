@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::driver::{DatagramSocket, DriverClock, RecvBatch};
-use crate::ha::{LeaseGate, LeaseLost, TermBehind};
+use crate::ha::{Deaf, LeaseGate, LeaseLost, TermBehind};
 use crate::keeper::{
     AdminError, Change, ChangeKind, ClusterInfo, ConfigBlob, DropReason, Keeper, Stats, Status,
     WallChange,
@@ -429,6 +429,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             // with whatever it read queued.
             self.check_lease()?;
             self.check_term()?;
+            self.check_deaf()?;
             self.drain(&mut changes, &mut blobs)?;
             self.flush(&mut out).await;
             // One comparison per turn; the rest only when registrations were refused.
@@ -451,6 +452,24 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 Err(io::Error::other(behind))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// `Err(Deaf)` if a leader reads nothing from a fleet that should be talking to it.
+    fn check_deaf(&self) -> io::Result<()> {
+        if self.lease.is_none() {
+            return Ok(());
+        }
+        match self.core.deafness() {
+            Some(d) => {
+                let deaf = Deaf {
+                    silent_for: d.silent_for,
+                    up: d.up,
+                };
+                error!("{deaf}");
+                Err(io::Error::other(deaf))
+            }
+            None => Ok(()),
         }
     }
 

@@ -282,6 +282,29 @@ impl LeaseLost {
     }
 }
 
+/// A leader that reads nothing from a fleet that should be talking to it
+/// ([`crate::keeper::Keeper::deafness`]): it steps down before anybody could be marked
+/// `lost` for its own deafness, and waits before it campaigns again.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "read nothing for {silent_for:?} from {up} up proxies: this leader's network seems deaf; stepping down so that a keeper that hears them leads"
+)]
+pub struct Deaf {
+    /// How long it read nothing.
+    pub silent_for: std::time::Duration,
+    /// Its `up` proxies.
+    pub up: usize,
+}
+
+impl Deaf {
+    /// Whether `error` is (or wraps) a [`Deaf`].
+    pub fn is(error: &std::io::Error) -> bool {
+        error
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<Deaf>().is_some())
+    }
+}
+
 /// A leader read a request that echoed a newer leadership term than its own: the fleet
 /// has obeyed a newer leader (another keeper leads, or this one's store was restored
 /// from an older backup). It acted on nothing of it, and steps down.

@@ -5,7 +5,8 @@
 //!  start ─► connect (retried while etcd is down) ─► STANDBY ─elected─► LEADER ─┬─ shutdown ─► resign, exit 0
 //!            reads: the committed state, followed       boot the store     ├─ lease lost ─► exit 75
 //!            changes: 503 not-leader                    fenced, act        ├─ store fails ─► exit 1
-//!                                                                           └─ newer term echoed ─► raise the stored term, resign, exit 75
+//!                                                                           ├─ newer term echoed ─► raise the stored term, resign, exit 75
+//!                                                                           └─ deaf (reads nothing from its fleet) ─► resign, wait 2 × lost_after, exit 75
 //! ```
 //!
 //! A standby serves its admin API from the store (see [`standby`](super::standby)) and
@@ -35,7 +36,7 @@ use crate::driver::keeper::KeeperHandle;
 use crate::driver::udp::Udp;
 use crate::ha::etcd::EtcdElection;
 use crate::ha::standby::{follow, seed_of};
-use crate::ha::{EtcdHealth, HaView, KeeperInfo, LeaseGate, LeaseLost, Role, TermBehind};
+use crate::ha::{Deaf, EtcdHealth, HaView, KeeperInfo, LeaseGate, LeaseLost, Role, TermBehind};
 use crate::http::view::View;
 use crate::http::{Listings, router_for, serve_with, switchable};
 use crate::hub::ChangeHub;
@@ -80,6 +81,7 @@ pub async fn run(
     let socket = Arc::new(socket);
     let retention = setup.retention;
     let clock = setup.clock;
+    let lost_after = setup.config.lost_after;
     let health = Arc::new(EtcdHealth::default());
 
     // Connect (etcd may be down: retried until it answers, or until told to stop).
@@ -248,6 +250,16 @@ pub async fn run(
         result = &mut keeper_task => match result {
             Ok(Ok(())) => Ok(Ended::Shutdown),
             Ok(Err(e)) if LeaseLost::is(&e) => Ok(Ended::LeaseLost),
+            Ok(Err(e)) if Deaf::is(&e) => {
+                election.resign(&elected).await;
+                // Resigned: a keeper that hears the proxies leads. Waiting before this one
+                // may campaign again (it starts as a standby once it exits) keeps a keeper
+                // that is still deaf from winning the leadership straight back.
+                let cool_down = lost_after * 2;
+                warn!(?cool_down, "resigned for deafness; waiting before exiting to campaign again");
+                tokio::time::sleep(cool_down).await;
+                Ok(Ended::LeaseLost)
+            }
             Ok(Err(e)) if TermBehind::of(&e).is_some() => {
                 let seen = TermBehind::of(&e).map_or(0, |b| b.seen);
                 if let Err(why) = election.raise_term(&elected, seen).await {

@@ -329,9 +329,29 @@ pub struct Keeper {
     /// after a boot that did not know the fleet.
     adopt_until: Option<Instant>,
     terms: Terms,
+    /// When (keeper time) the latest datagram was read, of any kind or validity.
+    heard: Option<Instant>,
     stats: Stats,
     #[cfg(feature = "test-hooks")]
     broken: Option<BrokenRule>,
+}
+
+/// Heartbeats a leader must have missed, all of them, to think itself deaf
+/// ([`Keeper::deafness`]): so many lost together from independent proxies is far less
+/// likely than a fault of the leader's own network.
+pub const DEAF_MIN_EXPECTED: u64 = 8;
+
+/// `up` proxies a leader must hold to think itself deaf ([`Keeper::deafness`]): the
+/// silence of fewer is as likely their death as the leader's deafness.
+pub const DEAF_MIN_PROXIES: usize = 3;
+
+/// A leader that reads nothing from a fleet that should be talking to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deafness {
+    /// How long it has read nothing (keeper time).
+    pub silent_for: Duration,
+    /// Its `up` proxies.
+    pub up: usize,
 }
 
 /// The leadership term the keeper answers under (protocol version 2, `docs/PROTOCOL.md`
@@ -378,6 +398,7 @@ impl Keeper {
             stream: persist::Stream::default(),
             adopt_until: None,
             terms: Terms::default(),
+            heard: None,
             stats: Stats::default(),
             #[cfg(feature = "test-hooks")]
             broken: None,
@@ -399,6 +420,34 @@ impl Keeper {
             fenced: true,
             newer: 0,
         };
+    }
+
+    /// Whether this leader seems deaf: it has read datagrams in its term, but none for
+    /// half of `lost_after`, while its `up` proxies (at least [`DEAF_MIN_PROXIES`])
+    /// should have sent it at least [`DEAF_MIN_EXPECTED`] heartbeats in that time. Its inbound path is then the likely
+    /// fault, not the proxies, and a standby may well hear them: the driver steps down
+    /// before the silence reaches `lost_after`, so that nobody is marked `lost` for
+    /// the leader's deafness. Only a leader ([`Keeper::lead`]) is ever deaf: a lone
+    /// keeper has nobody to hand over to.
+    ///
+    /// A new leader that has read nothing yet is never deaf (a fleet that really went
+    /// silent costs one handover at most, not a leadership that moves for ever), and a
+    /// small fleet never is (one or two proxies falling silent is no evidence, and a
+    /// lost heartbeat must not move the leadership).
+    pub fn deafness(&self) -> Option<Deafness> {
+        if !self.terms.fenced {
+            return None;
+        }
+        let heard = self.heard?;
+        let silent_for = self.clock.now() - heard;
+        if silent_for < self.config.lost_after / 2 {
+            return None;
+        }
+        let up = self.registry.up_count();
+        let interval = self.config.heartbeat_interval.as_nanos().max(1);
+        let expected = up as u128 * silent_for.as_nanos() / interval;
+        (up >= DEAF_MIN_PROXIES && expected >= u128::from(DEAF_MIN_EXPECTED))
+            .then_some(Deafness { silent_for, up })
     }
 
     /// The term this keeper answers under.
@@ -473,6 +522,7 @@ impl Keeper {
     /// Handles one datagram received from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let now = self.enter(now);
+        self.heard = Some(now);
         self.stats.received += 1;
         match self.accept(now, from, datagram) {
             Ok(outcome) => self.stats.outcomes[outcome as usize] += 1,

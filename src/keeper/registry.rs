@@ -315,6 +315,15 @@ impl Registry {
         self.live
     }
 
+    /// Number of `up` records across all clusters (O(clusters)).
+    pub(crate) fn up_count(&self) -> usize {
+        self.clusters
+            .iter()
+            .flatten()
+            .map(|c| c.index.len().saturating_sub(c.not_up))
+            .sum()
+    }
+
     /// Number of tombstones across all clusters.
     pub(crate) fn tombstones(&self) -> usize {
         self.buried
