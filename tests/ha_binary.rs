@@ -107,6 +107,27 @@ fn keeper_with(endpoint: &str, id: &str, ttl: &str) -> Keeper {
     )
 }
 
+/// A keeper of the etcd at `endpoint`, named `id`, on the UDP and HTTP addresses given
+/// (those of a keeper that ran before: its proxies know them).
+fn keeper_on(endpoint: &str, id: &str, udp: &str, http: &str) -> Keeper {
+    let http = http.trim_start_matches("http://");
+    Keeper::start_with(
+        &fresh_dir("ha-unused"),
+        udp,
+        http,
+        &[
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            endpoint,
+            "--lease-ttl",
+            LEASE_TTL,
+            "--keeper-id",
+            id,
+        ],
+    )
+}
+
 /// The index of the one keeper (of those alive) that leads, once exactly one does.
 fn leader(keepers: &[Option<Keeper>]) -> usize {
     let deadline = Instant::now() + PATIENCE;
@@ -577,5 +598,56 @@ fn while_etcd_is_down_past_the_lease_nobody_acts_and_nobody_is_hurt() {
     lead.wait_keys(&want);
     let log = lead.process.log();
     unhurt(&log, "an etcd outage");
+    no_restart(&proxies);
+}
+
+#[test]
+fn a_term_counter_restored_from_an_older_backup_is_caught_up_from_the_fleet() {
+    let _alone = alone();
+    let etcd = Etcd::start("ha-term-back");
+    let endpoint = etcd.endpoint();
+    let term_key = "/zerokeeper/zerodb/proxy/.zk/election/term";
+    // The deployment has had 41 leaderships already.
+    etcd.etcdctl(&["put", term_key, "41"]);
+    let first = keeper(&endpoint, "k1");
+    let (udp, http) = (first.udp.clone(), first.http.clone());
+    let keepers = vec![Some(first)];
+    assert_eq!(leader(&keepers), 0);
+    let proxies = proxies_of(&keepers, &PROXIES[..3]);
+    let want: Vec<(&str, &str)> = PROXIES[..3].iter().map(|p| (*p, "up")).collect();
+    let first = keepers.into_iter().flatten().next().expect("alive");
+    first.wait_keys(&want);
+    assert_eq!(term(&first), 42);
+    // The keeper stops, and etcd comes back from a backup taken before any election.
+    let mut first = first;
+    first.process.signal(Signal::SIGTERM);
+    assert_eq!(first.process.wait_exit(), 0, "{}", first.process.log());
+    etcd.etcdctl(&["put", term_key, "0"]);
+    drop(first);
+
+    // Elected under term 1, the keeper hears a fleet that obeys term 42: it acts on
+    // nothing, raises the stored term, resigns and exits 75.
+    let mut behind = keeper_on(&endpoint, "k1", &udp, &http);
+    assert_eq!(behind.process.wait_exit(), 75, "{}", behind.process.log());
+    let log = behind.process.log();
+    assert!(log.contains("newer than this leader's 1"), "{log}");
+    unhurt(&log, "a keeper behind the fleet's term");
+    let stored: u64 = etcd
+        .etcdctl(&["get", "--print-value-only", term_key])
+        .trim()
+        .parse()
+        .expect("a decimal term");
+    assert_eq!(stored, 42);
+    drop(behind);
+
+    // Started again (as its supervisor does), it leads under a term above every term
+    // the fleet has obeyed, and the fleet follows it, unhurt.
+    let again = keeper_on(&endpoint, "k1", &udp, &http);
+    let keepers = vec![Some(again)];
+    assert_eq!(leader(&keepers), 0);
+    let again = keepers[0].as_ref().expect("alive");
+    assert_eq!(term(again), 43);
+    again.wait_keys(&want);
+    unhurt(&again.process.log(), "the leader of term 43");
     no_restart(&proxies);
 }
