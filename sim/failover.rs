@@ -19,7 +19,10 @@
 //! 4. **no failover alone changes a proxy's status**: a proxy that no fault touched is
 //!    never marked `lost`, deleted or restarted, whatever happens to the keepers: their
 //!    crashes, their pauses, and a leader deaf to the whole fleet (it steps down first);
-//! 5. liveness: after the faults end, a keeper leads and every untouched proxy is `up`.
+//! 5. liveness: after the faults end, a keeper leads and every untouched proxy is `up`;
+//! 6. forward only, across leaderships: every status change starts from the status the
+//!    log of whichever leader last gave the proxy (a new leader's store holds exactly what
+//!    the old one changed), and within an incarnation no proxy goes back to `ready`.
 //!
 //! `SIM_SEEDS=N` runs seeds 1..=N (default 100); `SIM_SEED=N` runs one and prints its plan.
 
@@ -776,6 +779,35 @@ fn run(seed: u64, knobs: Knobs) -> Outcome {
     }
     // 4. Untouched proxies: never lost, deleted or restarted.
     let changes = lock(&shared.changes).clone();
+    // 6. Forward only, across leaderships: every change starts from the status the log
+    //    (of whichever leader) last gave the proxy, and within one incarnation a proxy
+    //    never goes back to `ready`.
+    let mut held: BTreeMap<String, (u64, Status)> = BTreeMap::new();
+    for (at, term, change) in &changes {
+        let ChangeKind::Status(s) = &change.kind else {
+            continue;
+        };
+        let before = held.get(&*s.proxy).copied();
+        if s.from != before.map(|(_, status)| status) {
+            violations.push(format!(
+                "{} changed from {:?} at {at:?} by term {term}, but the log last gave it {before:?}",
+                s.proxy, s.from
+            ));
+        }
+        if let (Some((incarnation, Status::Up | Status::Lost)), Some(Status::Ready)) =
+            (before, s.to)
+            && incarnation == s.incarnation
+        {
+            violations.push(format!(
+                "{} went back to ready within incarnation {incarnation} at {at:?}",
+                s.proxy
+            ));
+        }
+        match s.to {
+            Some(status) => held.insert(s.proxy.to_string(), (s.incarnation, status)),
+            None => held.remove(&*s.proxy),
+        };
+    }
     let mut last: BTreeMap<String, Option<Status>> = BTreeMap::new();
     for (at, term, change) in &changes {
         if let ChangeKind::Status(s) = &change.kind {
