@@ -393,14 +393,7 @@ fn counters(
 }
 
 fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        return vec![seed];
-    }
-    let n = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    (1..=n).collect()
+    support::seeds(200)
 }
 
 /// Runs `seeds` over the machine's cores; returns the failed runs' reports.

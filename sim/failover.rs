@@ -858,14 +858,7 @@ fn run(seed: u64, knobs: Knobs) -> Outcome {
 }
 
 fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        return vec![seed];
-    }
-    let n = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
-    (1..=n).collect()
+    support::seeds(100)
 }
 
 /// What a batch of seeds did: per seed (seed, failovers, violations, plan), and how many

@@ -40,6 +40,18 @@ pub const HTTP_PORT: u16 = 7947;
 /// timestamps are the same from run to run.
 pub const EPOCH_SECS: u64 = 1_767_225_600;
 
+/// The seeds to run: `SIM_SEED=N` alone, or `1..=SIM_SEEDS` (`default` without it).
+pub fn seeds(default: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (1..=n).collect()
+}
+
 /// The secret every simulated cluster uses.
 pub fn key() -> Key {
     Key::new(b"zerokeeper-simulation-secret-key").expect("a 32-byte secret")
