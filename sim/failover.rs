@@ -571,6 +571,8 @@ fn identity(p: usize) -> String {
 
 struct Outcome {
     deaf: u64,
+    /// Every change every leader made, in order: the run's fingerprint.
+    digest: String,
     plan: Plan,
     violations: Vec<String>,
     failovers: usize,
@@ -849,7 +851,12 @@ fn run(seed: u64, knobs: Knobs) -> Outcome {
     if Election::current(&tenures, sim.elapsed()).is_none() {
         violations.push("nobody leads at the end".to_owned());
     }
+    let digest = changes
+        .iter()
+        .map(|(at, term, change)| format!("{at:?} {term} {:?}\n", change.kind))
+        .collect();
     Outcome {
+        digest,
         deaf: *lock(&shared.deaf_resignations),
         failovers: tenures.len().saturating_sub(1),
         plan,
@@ -952,4 +959,16 @@ fn the_checker_catches_a_leader_that_acts_past_its_lease() {
         caught.is_some(),
         "no seed caught the leader acting past its lease"
     );
+}
+
+#[test]
+fn a_seed_gives_the_same_run_twice() {
+    let first = run(7, Knobs::default());
+    assert!(!first.digest.is_empty());
+    assert_eq!(
+        first.digest,
+        run(7, Knobs::default()).digest,
+        "seed 7 ran differently twice"
+    );
+    assert_ne!(first.digest, run(8, Knobs::default()).digest);
 }
