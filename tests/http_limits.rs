@@ -507,13 +507,17 @@ fn history(n: u64) -> Vec<WallChange> {
 /// `GET /v1/watch` from revision 0.
 const WATCH: &[u8] = b"GET /v1/watch?after=7-0 HTTP/1.1\r\nhost: keeper\r\n\r\n";
 
-/// A client that asks to watch from revision 0 and never reads, with a small receive
+/// A client that asks to watch from revision 0 and reads nothing past the answer's head, with a small receive
 /// buffer, so that what the server sends soon fills every buffer on the way.
 async fn never_reading_watcher(addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("a socket");
     socket.set_recv_buffer_size(4096).expect("a receive buffer");
     let mut stream = socket.connect(addr).await.expect("connect");
     stream.write_all(WATCH).await.expect("send");
+    // Its answer's head has come, so it holds its watcher slot (a watch sent after it
+    // could otherwise be served first); from now on it reads nothing.
+    let head = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     stream
 }
 
