@@ -1487,3 +1487,18 @@ fn a_store_killed_with_sigkill_reopens_with_every_revision_it_reported_durable()
         last_found = snapshot.revision;
     }
 }
+
+#[test]
+fn a_new_store_is_private_to_its_owner_and_an_open_one_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    let dir = TempDir::new("private");
+    drop(open(&dir));
+    assert_eq!(mode(dir.path()), 0o700, "the data directory");
+    assert_eq!(mode(&dir.file()), 0o600, "the store file");
+    // A store file left readable by others (an older release made it 0644).
+    fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o644)).expect("chmod");
+    let store = open(&dir);
+    assert_eq!(mode(&dir.file()), 0o600);
+    assert_eq!(store.revision(), 0, "nothing stored was lost");
+}

@@ -58,6 +58,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -144,6 +145,10 @@ impl RedbStore {
     /// and with [`StoreError::Io`] if `dir` is not a directory or cannot be read or
     /// written. A file that is refused is left as it was, byte for byte; an existing file
     /// is never truncated or overwritten.
+    ///
+    /// A directory it creates is `0700` and a store file it creates `0600`: configs are
+    /// credentials. An existing store file that others may read is made `0600` (with a
+    /// warning); an existing directory that others may enter is only warned about.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
         match fs::metadata(dir) {
             Ok(meta) if !meta.is_dir() => {
@@ -152,14 +157,27 @@ impl RedbStore {
                     dir.display()
                 )));
             }
-            Ok(_) => {}
+            Ok(meta) => {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                        "the data directory is open to other users; the store holds configs, which are credentials: chmod 700 it"
+                    );
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Io(format!(
-                        "cannot create the data directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
+                // Configs are credentials: the directory is its owner's alone.
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| {
+                        StoreError::Io(format!(
+                            "cannot create the data directory {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
             }
             Err(e) => {
                 return Err(StoreError::Io(format!(
@@ -215,6 +233,11 @@ impl RedbStore {
             builder.create(&path)
         }
         .map_err(fail(&path, "cannot open the store"))?;
+        // Private before anything but redb's header is in it. (Created private up front,
+        // a crash before redb initialized it would leave an empty file, which is refused
+        // as a truncated store; the directory, 0700 when the keeper makes it, keeps others
+        // from opening the file in between.)
+        make_private(&path, exists)?;
 
         let txn = begin(&db, &path)?;
         let tables = table_names(&txn, &path)?;
@@ -1153,4 +1176,31 @@ fn read_changes(
         changes.push(change);
     }
     Ok(changes)
+}
+
+/// Makes the store file at `path` its owner's alone; says so if one that `existed`
+/// before was not.
+fn make_private(path: &Path, existed: bool) -> Result<(), StoreError> {
+    let meta = fs::metadata(path)
+        .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700)).map_err(|e| {
+        StoreError::Io(format!(
+            "{} is readable by other users (mode {mode:o}) and cannot be made private: {e}",
+            path.display()
+        ))
+    })?;
+    if !existed {
+        return Ok(());
+    }
+    tracing::warn!(
+        path = %path.display(),
+        was = format!("{mode:o}"),
+        now = format!("{:o}", mode & 0o700),
+        "the store file was open to other users; it holds configs, which are credentials: made it private"
+    );
+    Ok(())
 }
