@@ -791,6 +791,7 @@ impl Agent {
     fn request_chunks(&mut self, now: Instant) {
         let retry = self.pull_retry();
         let window = self.cfg.config_window.max(1);
+        let to = self.destination();
         let Some(pull) = self.pull.as_mut() else {
             return;
         };
@@ -829,11 +830,6 @@ impl Agent {
                 pad -= 1;
             }
             request.padding = &PADDING[..pad];
-            let to = if self.searching {
-                Destination::Every
-            } else {
-                Destination::Keeper(self.current)
-            };
             push(
                 &self.cfg,
                 trailer,
