@@ -507,8 +507,9 @@ fn history(n: u64) -> Vec<WallChange> {
 /// `GET /v1/watch` from revision 0.
 const WATCH: &[u8] = b"GET /v1/watch?after=7-0 HTTP/1.1\r\nhost: keeper\r\n\r\n";
 
-/// A client that asks to watch from revision 0 and reads nothing past the answer's head, with a small receive
-/// buffer, so that what the server sends soon fills every buffer on the way.
+/// A client that asks to watch from revision 0 and reads nothing past the answer's head,
+/// with a small receive buffer, so that what the server sends soon fills every buffer on
+/// the way.
 async fn never_reading_watcher(addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("a socket");
     socket.set_recv_buffer_size(4096).expect("a receive buffer");
