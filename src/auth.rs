@@ -30,6 +30,13 @@ pub const MAX_SECRET_LEN: usize = 64;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct KeyId(pub u32);
 
+impl std::fmt::Display for KeyId {
+    /// Eight lowercase hex digits, as listings, logs and `keygen` show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
 /// A secret key with its HMAC states precomputed: the secret's own (version 1's tag)
 /// and `K("mac")`'s (version 2's).
 #[derive(Clone)]
@@ -96,6 +103,11 @@ impl Key {
         }
     }
 
+    /// Whether `other` has the same secret (the same id and the same tags).
+    fn same_secret(&self, other: &Key) -> bool {
+        self.id == other.id && self.tag(b"probe") == other.tag(b"probe")
+    }
+
     /// The key's id, as carried in datagram headers.
     pub fn id(&self) -> KeyId {
         self.id
@@ -157,12 +169,29 @@ pub struct KeyIndex(pub(crate) u32);
 /// The keeper's keys: a default key for most clusters, and keys of their own for some.
 ///
 /// A cluster may have several keys at once, which is how a key is rotated: add the new
-/// key, move the proxies over, remove the old one.
+/// key, move the proxies over, remove the old one. A running keeper takes a new set of
+/// keys with [`Keyring::replace`]: a key removed is *retired* (it verifies nothing
+/// more, but answers already queued under it can still be signed), so every
+/// [`KeyIndex`] stays valid for the keyring's life.
 #[derive(Clone, Debug, Default)]
 pub struct Keyring {
-    keys: Vec<(Key, KeyScope)>,
+    /// Every key ever held, with its scope and whether it is in force.
+    keys: Vec<(Key, KeyScope, bool)>,
+    /// The keys in force, by id.
     by_id: HashMap<KeyId, KeyIndex, FixedState>,
+    /// Clusters with keys of their own in force, and how many.
     own_keys: HashMap<Box<str>, usize, FixedState>,
+}
+
+/// What [`Keyring::replace`] changed, for the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyringChange {
+    /// Keys now in force that were not.
+    pub added: Vec<KeyId>,
+    /// Keys no longer in force.
+    pub retired: Vec<KeyId>,
+    /// Keys in force before and after whose scope changed.
+    pub rescoped: Vec<KeyId>,
 }
 
 impl Keyring {
@@ -186,9 +215,9 @@ impl Keyring {
             validate_cluster(name)?;
         }
         if let Some(&index) = self.by_id.get(&key.id()) {
-            let (existing, existing_scope) = &self.keys[index.0 as usize];
+            let (existing, existing_scope, _) = &self.keys[index.0 as usize];
             // Same id: either the same secret (tags agree) or a collision.
-            if existing.tag(b"probe") == key.tag(b"probe") && *existing_scope == scope {
+            if existing.same_secret(&key) && *existing_scope == scope {
                 return Ok(());
             }
             return Err(KeyError::IdCollision(key.id().0));
@@ -198,11 +227,72 @@ impl Keyring {
             *self.own_keys.entry(name.clone()).or_default() += 1;
         }
         self.by_id.insert(key.id(), index);
-        self.keys.push((key, scope));
+        self.keys.push((key, scope, true));
         Ok(())
     }
 
-    /// The key with this id, if the keyring holds it.
+    /// Puts the keys of `next` in force instead of these, keeping the index of every key
+    /// both hold (an answer queued under it is still signed with it) and retiring the
+    /// others: a retired key verifies nothing more. `next` was checked when it was built,
+    /// so this cannot fail.
+    pub fn replace(&mut self, next: Keyring) -> KeyringChange {
+        let mut change = KeyringChange::default();
+        let before: Vec<(KeyId, KeyScope)> = self
+            .keys
+            .iter()
+            .filter(|(_, _, active)| *active)
+            .map(|(key, scope, _)| (key.id(), scope.clone()))
+            .collect();
+        for slot in &mut self.keys {
+            slot.2 = false;
+        }
+        for (key, scope, active) in next.keys {
+            if !active {
+                continue;
+            }
+            let id = key.id();
+            match self.keys.iter_mut().find(|(k, _, _)| k.same_secret(&key)) {
+                Some(slot) => {
+                    slot.1 = scope.clone();
+                    slot.2 = true;
+                }
+                None => self.keys.push((key, scope.clone(), true)),
+            }
+            match before.iter().find(|(old, _)| *old == id) {
+                None => change.added.push(id),
+                Some((_, old_scope)) if *old_scope != scope => change.rescoped.push(id),
+                Some(_) => {}
+            }
+        }
+        self.by_id.clear();
+        self.own_keys.clear();
+        for (index, (key, scope, active)) in self.keys.iter().enumerate() {
+            if !active {
+                continue;
+            }
+            let index = KeyIndex(u32::try_from(index).unwrap_or(u32::MAX));
+            self.by_id.insert(key.id(), index);
+            if let KeyScope::Cluster(name) = scope {
+                *self.own_keys.entry(name.clone()).or_default() += 1;
+            }
+        }
+        change.retired = before
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !self.by_id.contains_key(id))
+            .collect();
+        change
+    }
+
+    /// The ids of the keys in force, with their scopes, in the order they were added.
+    pub fn in_force(&self) -> impl Iterator<Item = (KeyId, &KeyScope)> {
+        self.keys
+            .iter()
+            .filter(|(_, _, active)| *active)
+            .map(|(key, scope, _)| (key.id(), scope))
+    }
+
+    /// The key in force with this id, if the keyring holds one.
     pub fn lookup(&self, id: KeyId) -> Option<(KeyIndex, &Key)> {
         let index = *self.by_id.get(&id)?;
         Some((index, &self.keys[index.0 as usize].0))
@@ -210,14 +300,20 @@ impl Keyring {
 
     /// The key at `index`.
     ///
-    /// Indexes only come from [`Keyring::lookup`] on this keyring, which never shrinks.
+    /// Indexes only come from [`Keyring::lookup`] on this keyring, which never shrinks
+    /// (a retired key keeps its index).
     pub fn get(&self, index: KeyIndex) -> &Key {
         &self.keys[index.0 as usize].0
     }
 
-    /// Whether the key at `index` may speak for `cluster`.
+    /// Whether the key at `index` may speak for `cluster` (a retired key speaks for
+    /// none).
     pub fn authorizes(&self, index: KeyIndex, cluster: &str) -> bool {
-        match &self.keys[index.0 as usize].1 {
+        let (_, scope, active) = &self.keys[index.0 as usize];
+        if !active {
+            return false;
+        }
+        match scope {
             KeyScope::Cluster(name) => **name == *cluster,
             // Most keepers give no cluster a key of its own: no lookup then.
             KeyScope::Default => self.own_keys.is_empty() || !self.own_keys.contains_key(cluster),
@@ -229,14 +325,14 @@ impl Keyring {
         self.own_keys.contains_key(cluster)
     }
 
-    /// Number of keys held.
+    /// Number of keys in force.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.by_id.len()
     }
 
-    /// Whether the keyring holds no key.
+    /// Whether no key is in force.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.by_id.is_empty()
     }
 }
 
@@ -275,5 +371,52 @@ mod tests {
         assert!(!ring.authorizes(default, "payments"));
         assert!(ring.authorizes(own, "payments"));
         assert!(!ring.authorizes(own, "test_cluster"));
+    }
+
+    #[test]
+    fn a_replaced_keyring_retires_what_it_lost_and_keeps_every_index() {
+        let mut ring = Keyring::with_default(key(1));
+        ring.insert(key(2), KeyScope::Cluster("payments".into()))
+            .expect("distinct ids");
+        let (old, _) = ring.lookup(key(2).id()).expect("present");
+        // Rotation: payments gets key 3 beside key 2, then loses key 2.
+        let mut next = Keyring::with_default(key(1));
+        next.insert(key(2), KeyScope::Cluster("payments".into()))
+            .expect("distinct ids");
+        next.insert(key(3), KeyScope::Cluster("payments".into()))
+            .expect("distinct ids");
+        let change = ring.replace(next);
+        assert_eq!(change.added, [key(3).id()]);
+        assert!(change.retired.is_empty() && change.rescoped.is_empty());
+        assert_eq!(ring.lookup(key(2).id()).map(|(i, _)| i), Some(old));
+        let (new, _) = ring.lookup(key(3).id()).expect("added");
+        assert!(ring.authorizes(new, "payments") && ring.authorizes(old, "payments"));
+        assert_eq!(ring.len(), 3);
+
+        let mut last = Keyring::with_default(key(1));
+        last.insert(key(3), KeyScope::Cluster("payments".into()))
+            .expect("distinct ids");
+        let change = ring.replace(last);
+        assert_eq!(change.retired, [key(2).id()]);
+        assert!(
+            ring.lookup(key(2).id()).is_none(),
+            "a retired key verifies nothing"
+        );
+        assert!(!ring.authorizes(old, "payments"));
+        // An answer queued under the retired key can still be signed with it.
+        assert_eq!(ring.get(old).id(), key(2).id());
+        assert_eq!(ring.lookup(key(3).id()).map(|(i, _)| i), Some(new));
+        assert_eq!(ring.len(), 2);
+
+        // The default key given to payments alone is rescoped, not added.
+        let mut moved = Keyring::new();
+        moved
+            .insert(key(1), KeyScope::Cluster("payments".into()))
+            .expect("one key");
+        let change = ring.replace(moved);
+        assert_eq!(change.rescoped, [key(1).id()]);
+        assert_eq!(change.retired, [key(3).id()]);
+        let (one, _) = ring.lookup(key(1).id()).expect("kept");
+        assert!(ring.authorizes(one, "payments") && !ring.authorizes(one, "other"));
     }
 }

@@ -213,6 +213,40 @@ pub struct ServeArgs {
     /// The heartbeat address as proxies reach it [default: UDP_ADDR].
     #[arg(long, env = "ZEROKEEPER_ADVERTISE_UDP", value_name = "HOST:PORT")]
     pub advertise_udp: Option<String>,
+    /// Admin bearer tokens, one a line as `NAME ROLE TOKEN [CLUSTER,...]` (ROLE `read` or
+    /// `admin`); with any, changes and config contents need an admin token. Re-read on
+    /// SIGHUP.
+    #[arg(long, env = "ZEROKEEPER_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Reads (listings, the watch, /metrics) need a token too (needs --admin-token-file).
+    #[arg(long, env = "ZEROKEEPER_AUTH_READS")]
+    pub auth_reads: bool,
+    /// The admin API's TLS certificate chain (PEM); with --tls-key it serves https only.
+    #[arg(long, env = "ZEROKEEPER_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "ZEROKEEPER_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Who may call the admin API, as configured.
+#[derive(Clone, Debug, Default)]
+pub struct AdminSettings {
+    /// Where the tokens come from (re-read on SIGHUP); `None`: no tokens.
+    pub token_file: Option<PathBuf>,
+    /// The tokens it held at start.
+    pub tokens: crate::http::tokens::Tokens,
+    /// Whether reads need a token too.
+    pub auth_reads: bool,
+}
+
+/// The admin API's certificate and key files (`--tls-cert`, `--tls-key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
 }
 
 /// How to reach etcd and take part in the election, as configured (`--store etcd`).
@@ -304,6 +338,10 @@ struct FileConfig {
     keeper_id: Option<String>,
     advertise_http: Option<String>,
     advertise_udp: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    auth_reads: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     clusters: BTreeMap<String, ClusterFileConfig>,
 }
@@ -354,6 +392,10 @@ pub struct ServeConfig {
     /// `Some`: the state lives in etcd, shared by several keepers (`--store etcd`);
     /// `None`: in `data_dir`.
     pub etcd: Option<EtcdSettings>,
+    /// Who may call the admin API.
+    pub admin: AdminSettings,
+    /// `Some`: the admin API serves https only, with these files.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The default [`ServeConfig::http_send_buffer`]: 64 KiB (128 KiB once Linux doubles
@@ -392,6 +434,20 @@ pub enum ConfigFileError {
         /// What is wrong.
         message: String,
     },
+    /// The admin token file is not valid (see [`crate::http::tokens`]).
+    #[error("invalid admin token file {path}: {message}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// `--auth-reads` without tokens: nobody could read.
+    #[error("--auth-reads needs --admin-token-file (or admin_token_file in the config file)")]
+    AuthReads,
+    /// One of `--tls-cert` and `--tls-key` without the other.
+    #[error("--tls-cert and --tls-key go together: give both, or neither")]
+    Tls,
     /// A key file can be read by its group or by others (any of the mode bits `0o077`),
     /// so the secret may already be known beyond its owner. Refused, as ssh refuses such
     /// a private key.
@@ -604,6 +660,42 @@ impl ServeArgs {
             http_limits,
             http_send_buffer,
             etcd: self.etcd_settings(&file, &in_file)?,
+            admin: self.admin_settings(&file, &in_file)?,
+            tls: match (
+                self.tls_cert
+                    .clone()
+                    .or_else(|| file.tls_cert.as_ref().map(in_file)),
+                self.tls_key
+                    .clone()
+                    .or_else(|| file.tls_key.as_ref().map(in_file)),
+            ) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => return Err(ConfigFileError::Tls),
+            },
+        })
+    }
+
+    /// The admin API's tokens and whether reads need one.
+    fn admin_settings(
+        &self,
+        file: &FileConfig,
+        in_file: &dyn Fn(&PathBuf) -> PathBuf,
+    ) -> Result<AdminSettings, ConfigFileError> {
+        let token_file = self
+            .admin_token_file
+            .clone()
+            .or_else(|| file.admin_token_file.as_ref().map(in_file));
+        let auth_reads = self.auth_reads || file.auth_reads.unwrap_or(false);
+        let tokens = match &token_file {
+            Some(path) => crate::http::tokens::Tokens::read(path)?,
+            None if auth_reads => return Err(ConfigFileError::AuthReads),
+            None => crate::http::tokens::Tokens::none(),
+        };
+        Ok(AdminSettings {
+            token_file,
+            tokens,
+            auth_reads,
         })
     }
 

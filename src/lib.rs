@@ -43,6 +43,7 @@ pub mod identity;
 pub mod keeper;
 pub mod loadgen;
 pub mod procstat;
+pub mod reload;
 pub mod scenario;
 pub mod server;
 pub mod store;

@@ -55,6 +55,9 @@ enum Command {
     PushConfig(zerokeeper::cli::admin::PushConfigArgs),
     /// Switches a hostgroup's datasource (gated).
     Switch(zerokeeper::cli::admin::SwitchArgs),
+    /// Makes the keeper re-read its key files, admin tokens and TLS certificate (as
+    /// SIGHUP does) and prints the keys in force.
+    Reload(zerokeeper::cli::admin::ReloadArgs),
     /// Plays the seed scenario live: a keeper and four proxies on loopback, real time.
     Demo(DemoArgs),
     /// Replays the seed scenario on the keeper and agent cores in virtual time and
@@ -186,6 +189,7 @@ fn main() -> ExitCode {
         Command::Remove(args) => return args.run(),
         Command::PushConfig(args) => return args.run(),
         Command::Switch(args) => return args.run(),
+        Command::Reload(args) => return args.run(),
         Command::Demo(args) => return demo(args),
         Command::Scenario(args) => return run_scenario(args),
         Command::Keygen(args) => keygen(args),
@@ -250,6 +254,53 @@ async fn termination() {
     }
 }
 
+/// The parts of a keeper's [`Setup`] that `serve` takes from its configuration, the same
+/// for a keeper alone and one of several, with the reloader of its files (SIGHUP and
+/// `POST /v1/reload`).
+fn serve_setup(
+    args: &ServeArgs,
+    config: &ServeConfig,
+) -> anyhow::Result<(Setup, std::sync::Arc<zerokeeper::reload::Reloader>)> {
+    use zerokeeper::http::tokens::TokenStore;
+    let mut setup = Setup::new(config.keeper.clone(), config.keyring.clone());
+    setup.retention = config.watch_retention;
+    setup.limits = config.http_limits.clone();
+    // A fresh token secret: tokens of an earlier run never count.
+    setup.token_secret = rand::random();
+    let admin = &config.admin;
+    setup.access =
+        zerokeeper::http::Access::new(TokenStore::new(admin.tokens.clone()), admin.auth_reads);
+    if let Some(files) = &config.tls {
+        setup.tls = Some(zerokeeper::http::tls::Tls::load(&files.cert, &files.key)?);
+    }
+    if admin.tokens.enabled() {
+        info!(
+            tokens = admin.tokens.len(),
+            auth_reads = admin.auth_reads,
+            "admin API: changes and config contents need an admin token"
+        );
+    } else if !config.http.ip().is_loopback() {
+        tracing::warn!(http = %config.http,
+            "admin API: no --admin-token-file, so anyone who reaches it may change the fleet");
+    }
+    let keys: Vec<String> = config
+        .keyring
+        .in_force()
+        .map(|(id, _)| id.to_string())
+        .collect();
+    info!(keys = %keys.join(","), "keys in force");
+    let (reloader, updates) = zerokeeper::reload::Reloader::new(
+        args.clone(),
+        config.keyring.clone(),
+        setup.access.clone(),
+        setup.tls.clone(),
+    );
+    let reloader = std::sync::Arc::new(reloader);
+    setup.key_updates = Some(updates);
+    setup.reload = Some(reloader.clone());
+    Ok((setup, reloader))
+}
+
 /// Binds the keeper's sockets (before anything else is touched: a port in use must not
 /// leave a data directory behind).
 ///
@@ -288,14 +339,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<Served> {
     let config = args.resolve()?;
     init_logging(config.log_format, "info");
     if let Some(etcd) = config.etcd.clone() {
-        return serve_ha(config, etcd);
+        return serve_ha(&args, config, etcd);
     }
-    serve_alone(config).map(|()| Served::Stopped)
+    serve_alone(&args, config).map(|()| Served::Stopped)
 }
 
 /// `serve --store etcd` in a build without the `etcd` feature.
 #[cfg(not(feature = "etcd"))]
-fn serve_ha(_config: ServeConfig, _etcd: EtcdSettings) -> anyhow::Result<Served> {
+fn serve_ha(
+    _args: &ServeArgs,
+    _config: ServeConfig,
+    _etcd: EtcdSettings,
+) -> anyhow::Result<Served> {
     bail!(
         "this zerokeeper was built without etcd support: build it with `cargo build --features etcd` (needs protoc, Debian's protobuf-compiler)"
     )
@@ -303,7 +358,7 @@ fn serve_ha(_config: ServeConfig, _etcd: EtcdSettings) -> anyhow::Result<Served>
 
 /// `serve --store etcd`: one keeper of several on one etcd (see `zerokeeper::ha::run`).
 #[cfg(feature = "etcd")]
-fn serve_ha(config: ServeConfig, etcd: EtcdSettings) -> anyhow::Result<Served> {
+fn serve_ha(args: &ServeArgs, config: ServeConfig, etcd: EtcdSettings) -> anyhow::Result<Served> {
     use zerokeeper::ha::run::{Ended, HaOptions};
     use zerokeeper::ha::{KeeperInfo, etcd::DEFAULT_MARGIN};
     use zerokeeper::store::etcd::{EtcdOptions, EtcdTls};
@@ -339,10 +394,8 @@ fn serve_ha(config: ServeConfig, etcd: EtcdSettings) -> anyhow::Result<Served> {
         info!(id = %me.id, %udp, %http, endpoints = ?etcd.endpoints, prefix = %etcd.prefix,
               lease_ttl = ?etcd.lease_ttl, interval = ?config.keeper.heartbeat_interval,
               lost_after = ?config.keeper.lost_after, "keeper started (etcd store, leader election)");
-        let mut setup = Setup::new(config.keeper.clone(), config.keyring.clone());
-        setup.retention = config.watch_retention;
-        setup.limits = config.http_limits.clone();
-        setup.token_secret = rand::random();
+        let (setup, reloader) = serve_setup(args, &config)?;
+        tokio::spawn(reloader.on_hangup());
         let ha = HaOptions {
             etcd: options,
             me,
@@ -363,7 +416,7 @@ fn serve_ha(config: ServeConfig, etcd: EtcdSettings) -> anyhow::Result<Served> {
 }
 
 /// `serve` with the data directory: the only keeper.
-fn serve_alone(config: ServeConfig) -> anyhow::Result<()> {
+fn serve_alone(args: &ServeArgs, config: ServeConfig) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let (socket, listener) = bind(config.udp, config.http, config.http_send_buffer).await?;
         let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
@@ -371,12 +424,9 @@ fn serve_alone(config: ServeConfig) -> anyhow::Result<()> {
         let store = RedbStore::open(dir)
             .with_context(|| format!("cannot use the data directory {}", dir.display()))?;
         let began = std::time::Instant::now();
-        let mut setup = Setup::new(config.keeper.clone(), config.keyring.clone());
+        let (mut setup, reloader) = serve_setup(args, &config)?;
         setup.store = Some(Box::new(store));
-        setup.retention = config.watch_retention;
-        setup.limits = config.http_limits.clone();
-        // A fresh token secret: tokens of an earlier run never count.
-        setup.token_secret = rand::random();
+        tokio::spawn(reloader.on_hangup());
         let (stop, stopping) = watch::channel(false);
         let keeper = server::start(setup, socket, listener, server::stopped(stopping))
             .await
@@ -437,6 +487,34 @@ fn serve_alone(config: ServeConfig) -> anyhow::Result<()> {
     })
 }
 
+/// `proxy`: re-reads the key file on every SIGHUP and signs with what it holds from then
+/// on (a key rotation without a restart); a file that does not load changes nothing.
+async fn reread_key_on_hangup(
+    path: PathBuf,
+    commands: tokio::sync::mpsc::Sender<zerokeeper::driver::proxy::ProxyCommand>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match read_key_file(&path) {
+                Ok(key) => {
+                    let command = zerokeeper::driver::proxy::ProxyCommand::SetKey(Box::new(key));
+                    if commands.send(command).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "key not reloaded: signing with the key in use")
+                }
+            }
+        }
+    }
+}
+
 fn proxy(args: ProxyArgs) -> ExitCode {
     init_logging(args.log_format, "info");
     let run = async {
@@ -461,6 +539,10 @@ fn proxy(args: ProxyArgs) -> ExitCode {
             _ => InitPolicy::After(args.init_delay),
         };
         let (driver, control) = ProxyDriver::with_keepers(agent, socket, keepers_rx, init, clock);
+        tokio::spawn(reread_key_on_hangup(
+            args.key_file.clone(),
+            control.commands.clone(),
+        ));
         tokio::spawn(resolve::keep_resolving(
             args.keeper.clone(),
             v4,
@@ -575,8 +657,12 @@ fn run_scenario(args: ScenarioArgs) -> ExitCode {
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let secret: [u8; 32] = rand::random();
     let text = format!("{}\n", encode_hex(&secret));
+    let id = Key::new(&secret)?.id();
     match args.out {
-        None => print!("{text}"),
+        None => {
+            print!("{text}");
+            eprintln!("key id {id}");
+        }
         Some(path) => {
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
@@ -592,7 +678,7 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
                 }
             };
             file.write_all(text.as_bytes())?;
-            eprintln!("wrote a new key to {}", path.display());
+            eprintln!("wrote a new key to {} (key id {id})", path.display());
         }
     }
     Ok(())

@@ -63,6 +63,15 @@ pub struct Setup {
     pub listings: Listings,
     /// The admin API's server limits (connections, timeouts, watchers, shutdown).
     pub limits: ServeLimits,
+    /// Who may call what on the admin API (default: everyone, no tokens).
+    pub access: crate::http::Access,
+    /// The admin API's TLS (`None`: plain HTTP).
+    pub tls: Option<crate::http::tls::Tls>,
+    /// New keyrings to put in force while the keeper runs (a reload of the key files);
+    /// the latest one it holds when the core starts replaces `keys`.
+    pub key_updates: Option<watch::Receiver<Keyring>>,
+    /// What `POST /v1/reload` does (`None`: the endpoint answers that nothing reloads).
+    pub reload: Option<Arc<dyn crate::http::Reload>>,
     /// Changes retained for watchers, in memory and in the store.
     pub retention: usize,
     /// The epoch of a keeper without a store (one with a store takes the store's).
@@ -104,6 +113,10 @@ impl Setup {
             commit_mode: CommitMode::Thread,
             listings: Listings::OffRuntime,
             limits: ServeLimits::default(),
+            access: crate::http::Access::open(),
+            tls: None,
+            key_updates: None,
+            reload: None,
             retention: crate::config::DEFAULT_WATCH_RETENTION,
             epoch: 1,
             token_secret: [0; 32],
@@ -195,6 +208,10 @@ where
     S: DatagramSocket,
 {
     let now = setup.clock.now();
+    // Keys reloaded before the core starts (a standby's, while it waited) count.
+    if let Some(updates) = setup.key_updates.as_mut() {
+        setup.keys = updates.borrow_and_update().clone();
+    }
     let (mut core, hub, seed) = match setup.store.as_mut() {
         Some(store) => {
             store.set_retention(setup.retention);
@@ -283,6 +300,9 @@ where
     if let Some(lease) = setup.lease.take() {
         driver = driver.with_lease(lease);
     }
+    if let Some(updates) = setup.key_updates.take() {
+        driver = driver.with_key_updates(updates);
+    }
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -306,6 +326,8 @@ where
         view.clone(),
         setup.listings,
         role,
+        setup.access.clone(),
+        setup.reload.clone(),
     );
     Ok(Core {
         handle,
@@ -351,13 +373,15 @@ where
     L::Addr: Debug,
 {
     let limits = setup.limits.clone();
+    let tls = setup.tls.clone();
     let stop_http = setup.stop_http.take();
     let core = start_core(setup, socket, shutdown).await?;
-    let http_task = tokio::spawn(crate::http::serve_with(
+    let http_task = tokio::spawn(crate::http::serve_tls(
         listener,
         core.router,
         either(stopped(core.stopping), stop_http),
         limits,
+        tls,
     ));
     Ok(Running {
         handle: core.handle,

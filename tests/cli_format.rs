@@ -358,9 +358,10 @@ fn every_problem_type_of_the_contract_maps_to_its_exit_code() {
         ("uri-too-long", 414, 1),
         ("headers-too-large", 431, 1),
         ("too-many-watchers", 503, 1),
-        // Defined for this wave's work; mapped already.
         ("unauthorized", 401, 7),
         ("forbidden", 403, 7),
+        ("reload-failed", 500, 1),
+        // Defined for this wave's work; mapped already.
         ("not-leader", 503, 9),
         ("precondition-failed", 412, 11),
         ("unknown-hostgroup", 409, 5),

@@ -268,6 +268,9 @@ pub struct Agent {
     out: VecDeque<(Destination, Vec<u8>)>,
     events: VecDeque<AgentEvent>,
     stats: AgentStats,
+    /// The key signed with before [`Agent::set_key`]: answers to what it signed may still
+    /// arrive, until the keeper answers under the new key.
+    previous_key: Option<Key>,
 }
 
 impl Agent {
@@ -305,6 +308,7 @@ impl Agent {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: AgentStats::default(),
+            previous_key: None,
         };
         // With several keepers, which one leads is not known yet.
         agent.searching = agent.cfg.keepers > 1;
@@ -351,6 +355,22 @@ impl Agent {
     /// or version 1).
     pub fn config_id(&self) -> ConfigId {
         self.running_id
+    }
+
+    /// Signs everything from now on with `key` (a key rotation, without a restart: the
+    /// keeper holds both keys meanwhile). Answers under the old key are still accepted
+    /// until one under the new key is, since answers to datagrams it signed may be on
+    /// their way. Nothing else changes: the lifecycle goes on.
+    pub fn set_key(&mut self, key: Key) {
+        if key.id() == self.cfg.key.id() {
+            return;
+        }
+        self.previous_key = Some(std::mem::replace(&mut self.cfg.key, key));
+    }
+
+    /// The id of the key the agent signs with.
+    pub fn key_id(&self) -> crate::auth::KeyId {
+        self.cfg.key.id()
     }
 
     /// The largest leadership term accepted (0: none, or version 1).
@@ -450,8 +470,20 @@ impl Agent {
     }
 
     fn accept(&mut self, now: Instant, datagram: &[u8]) -> bool {
-        let Ok(framed) = wire::open_framed(datagram, &self.cfg.key) else {
-            return false;
+        let framed = match wire::open_framed(datagram, &self.cfg.key) {
+            Ok(framed) => {
+                // The keeper answers under the new key: the old one is done with.
+                self.previous_key = None;
+                framed
+            }
+            Err(_) => match self
+                .previous_key
+                .as_ref()
+                .map(|old| wire::open_framed(datagram, old))
+            {
+                Some(Ok(framed)) => framed,
+                _ => return false,
+            },
         };
         // The keeper answers in the version it was asked in: an answer in another is not
         // one (and a version 1 answer would carry no term to fence it).

@@ -60,6 +60,10 @@ pub struct ProxyView {
     pub source: Option<String>,
     /// The config version it reports running.
     pub config_version: u64,
+    /// The id of the key that authenticated its latest datagram, as 8 hex digits
+    /// (`null`: not heard since this keeper started, or a standby, which hears nothing).
+    #[serde(default)]
+    pub key_id: Option<String>,
     /// Mass-loss protection holds for its cluster: lost proxies are not being deleted.
     #[serde(default)]
     pub deletion_paused: bool,
@@ -253,6 +257,33 @@ pub struct LeaderView {
     /// Since when it leads (RFC 3339).
     pub since: String,
 }
+/// A key in force, as `POST /v1/reload` lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    /// Its id, 8 hex digits (as datagram headers and proxy listings carry it).
+    pub id: String,
+    /// The cluster it belongs to (`null`: the default key of every cluster without keys
+    /// of its own).
+    pub cluster: Option<String>,
+}
+
+/// The answer to `POST /v1/reload`: what is in force now, and what changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// Every key in force.
+    pub keys: Vec<KeyView>,
+    /// Ids of keys that were not in force before.
+    pub added: Vec<String>,
+    /// Ids of keys no longer in force: they verify nothing more.
+    pub retired: Vec<String>,
+    /// Ids of keys kept whose cluster changed.
+    pub rescoped: Vec<String>,
+    /// Admin tokens in force.
+    pub tokens: usize,
+    /// Whether the TLS certificate was read again.
+    pub tls: bool,
+}
+
 /// The seed's status lines, `/zerodb/proxy/C/status/ADDR->STATUS\n`, sorted (as
 /// `GET /v1/keys` sends them and `status -o keys` prints them).
 pub fn key_lines(proxies: &[ProxyView]) -> String {
@@ -320,6 +351,7 @@ mod tests {
             since_age_ms: None,
             source: None,
             config_version: 2,
+            key_id: Some("0a1b2c3d".into()),
             deletion_paused: true,
             extra: Extra::new(),
         }
@@ -421,8 +453,9 @@ mod tests {
         assert_eq!(json["since_age_ms"], Value::Null);
         assert_eq!(json["source"], Value::Null);
         assert_eq!(json["last_heartbeat"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(json["key_id"], "0a1b2c3d");
         // No member of `extra` leaks in.
-        assert_eq!(json.as_object().map(|o| o.len()), Some(11));
+        assert_eq!(json.as_object().map(|o| o.len()), Some(12));
     }
 
     #[test]

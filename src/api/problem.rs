@@ -162,10 +162,12 @@ pub enum ProblemKind {
     KeeperStopped,
     /// 503 (`/readyz`): mass-loss protection holds for the clusters named in `clusters`.
     MassLoss,
-    /// 401 (to come): no admin token, or not a valid one.
+    /// 401: no admin token where one is needed, or one the keeper does not hold.
     Unauthorized,
-    /// 403 (to come): the token does not allow this operation.
+    /// 403: the token's role or clusters do not allow the request.
     Forbidden,
+    /// 500: `POST /v1/reload` found a file that does not load; what was in force stays.
+    ReloadFailed,
     /// 503: this keeper is a standby; `leader` names the leader's admin URL.
     NotLeader,
     /// 507: the keeper holds `max_proxies` or `max_clusters` already (today: a push
@@ -209,6 +211,7 @@ impl ProblemKind {
         ProblemKind::NotLeader,
         ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
+        ProblemKind::ReloadFailed,
         ProblemKind::PreconditionFailed,
         ProblemKind::UnknownHostgroup,
         ProblemKind::ClusterNotEmpty,
@@ -239,6 +242,7 @@ impl ProblemKind {
             ProblemKind::MassLoss => "mass-loss",
             ProblemKind::Unauthorized => "unauthorized",
             ProblemKind::Forbidden => "forbidden",
+            ProblemKind::ReloadFailed => "reload-failed",
             ProblemKind::NotLeader => "not-leader",
             ProblemKind::RegistryFull => "registry-full",
             ProblemKind::PreconditionFailed => "precondition-failed",
@@ -271,7 +275,7 @@ impl ProblemKind {
             ProblemKind::ConfigTooLarge => 413,
             ProblemKind::UriTooLong => 414,
             ProblemKind::HeadersTooLarge => 431,
-            ProblemKind::Internal => 500,
+            ProblemKind::Internal | ProblemKind::ReloadFailed => 500,
             ProblemKind::KeeperStopped
             | ProblemKind::MassLoss
             | ProblemKind::NotLeader
@@ -303,6 +307,7 @@ impl ProblemKind {
             ProblemKind::MassLoss => "Mass loss",
             ProblemKind::Unauthorized => "Unauthorized",
             ProblemKind::Forbidden => "Forbidden",
+            ProblemKind::ReloadFailed => "Reload failed",
             ProblemKind::NotLeader => "Not leader",
             ProblemKind::RegistryFull => "Registry full",
             ProblemKind::PreconditionFailed => "Precondition failed",
@@ -317,9 +322,7 @@ impl ProblemKind {
     pub fn served(self) -> bool {
         !matches!(
             self,
-            ProblemKind::Unauthorized
-                | ProblemKind::Forbidden
-                | ProblemKind::PreconditionFailed
+            ProblemKind::PreconditionFailed
                 | ProblemKind::UnknownHostgroup
                 | ProblemKind::ClusterNotEmpty
                 | ProblemKind::RolloutFailed

@@ -200,7 +200,7 @@ impl WatchEvent {
                     }
                 }
             }
-            ChangeKind::Admin(action) => match action {
+            ChangeKind::Admin { action, .. } => match action {
                 AdminAction::Remove { proxy, status, .. } => {
                     e.action = Some("remove".to_owned());
                     e.proxy = Some(proxy.clone());

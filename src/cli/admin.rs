@@ -10,17 +10,21 @@ use std::process::ExitCode;
 
 use clap::builder::NonEmptyStringValueParser;
 
-use crate::cli::client::{Client, ClientError, DEFAULT_URL, Exit};
+use crate::cli::client::{Client, ClientError, ClientOptions, DEFAULT_URL, Exit};
 use crate::cli::format::{self, Output};
 use crate::cli::watch::{StatusWatch, WatchError};
 /// Largest config file `push-config` reads (the keeper's own limit is lower, 4 MiB; it
 /// answers 413 above that).
 const CONFIG_FILE_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// The keeper's admin API address, as every command takes it.
-#[derive(clap::Args, Debug, Clone)]
+/// The keeper's admin API address, and how to authenticate to it, as every command
+/// takes them.
+#[derive(clap::Args, Clone)]
+#[command(
+    after_help = "The admin token, if the keeper asks for one: --token-file, or ZEROKEEPER_TOKEN holding the token itself."
+)]
 pub struct HttpArg {
-    /// Base URL of the keeper's admin HTTP API.
+    /// Base URL of the keeper's admin HTTP API (http:// or https://).
     #[arg(
         long = "http",
         env = "ZEROKEEPER_HTTP",
@@ -29,13 +33,72 @@ pub struct HttpArg {
         value_parser = parse_base_url,
     )]
     pub url: String,
+    /// A file holding the admin token alone, sent as `Authorization: Bearer`. Without
+    /// it, the token is ZEROKEEPER_TOKEN's value, if set (never a flag: `ps` would show
+    /// it).
+    #[arg(long, env = "ZEROKEEPER_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// The CA certificates (PEM) an https:// keeper's certificate must chain to [default:
+    /// the Mozilla roots].
+    #[arg(long, env = "ZEROKEEPER_CACERT", value_name = "PATH")]
+    pub cacert: Option<PathBuf>,
 }
 
-/// Accepts `http://host[:port][/prefix]`; the client has no TLS (the admin API is local).
+impl std::fmt::Debug for HttpArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("HttpArg")
+            .field("url", &self.url)
+            .field("token_file", &self.token_file)
+            .field("cacert", &self.cacert)
+            .finish()
+    }
+}
+
+/// The environment variable that holds an admin token itself.
+pub const TOKEN_ENV: &str = "ZEROKEEPER_TOKEN";
+
+impl HttpArg {
+    /// The client these settings make: its token read from `--token-file` (or
+    /// `ZEROKEEPER_TOKEN`), its roots from `--cacert`.
+    fn client(&self) -> Result<Client, Failure> {
+        let token = match &self.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => std::env::var(TOKEN_ENV)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
+        };
+        let ca = match &self.cacert {
+            Some(path) => Some(ClientOptions::read_ca(path).map_err(Failure::Input)?),
+            None => None,
+        };
+        Ok(Client::with_options(&self.url, ClientOptions { token, ca }))
+    }
+}
+
+/// Reads a token file: the token alone, surrounding whitespace ignored.
+fn read_token(path: &Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Input(format!("cannot read token file {}: {e}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(Failure::Input(format!(
+            "token file {} must hold the token alone, on one line",
+            path.display()
+        )));
+    }
+    Ok(token.to_owned())
+}
+
+/// Accepts `http://host[:port][/prefix]` and `https://host[:port][/prefix]`.
 fn parse_base_url(s: &str) -> Result<String, String> {
     let rest = s
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{s:?} is not an http:// URL (such as {DEFAULT_URL})"))?;
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| {
+            format!("{s:?} is not an http:// or https:// URL (such as {DEFAULT_URL})")
+        })?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(format!("{s:?} has no host"));
     }
@@ -75,7 +138,10 @@ pub struct StatusArgs {
 impl StatusArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
-        let client = Client::new(&self.http.url);
+        let client = match self.http.client() {
+            Ok(client) => client,
+            Err(failure) => return finish(Err(failure)),
+        };
         let cluster = self.cluster.as_deref();
         let result = if self.watch {
             let mut watch = StatusWatch::new(client, self.cluster.clone(), self.output);
@@ -109,14 +175,14 @@ pub struct RemoveArgs {
 impl RemoveArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
-        let client = Client::new(&self.http.url);
-        let result = client.remove(&self.cluster, &self.addr).map(|r| {
-            Some(format!(
+        let result = self.http.client().and_then(|client| {
+            let r = client.remove(&self.cluster, &self.addr)?;
+            Ok(Some(format!(
                 "removed {} from {} (it was {})",
                 r.proxy, r.cluster, r.status
-            ))
+            )))
         });
-        finish(result.map_err(Failure::from))
+        finish(result)
     }
 }
 
@@ -138,7 +204,7 @@ impl PushConfigArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
         let result = read_config(&self.file).and_then(|bytes| {
-            let client = Client::new(&self.http.url);
+            let client = self.http.client()?;
             let pushed = client.push_config(&self.cluster, &bytes)?;
             Ok(Some(if pushed.changed {
                 format!(
@@ -179,16 +245,55 @@ pub struct SwitchArgs {
 impl SwitchArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
-        let client = Client::new(&self.http.url);
-        let result = client
-            .switch(&self.cluster, &self.hostgroup, &self.from, &self.to)
-            .map(|s| {
-                Some(format!(
-                    "switched hostgroup {} of {} from {} to {} (config version {})",
-                    s.hostgroup, s.cluster, s.from, s.to, s.version
-                ))
-            });
-        finish(result.map_err(Failure::from))
+        let result = self.http.client().and_then(|client| {
+            let s = client.switch(&self.cluster, &self.hostgroup, &self.from, &self.to)?;
+            Ok(Some(format!(
+                "switched hostgroup {} of {} from {} to {} (config version {})",
+                s.hostgroup, s.cluster, s.from, s.to, s.version
+            )))
+        });
+        finish(result)
+    }
+}
+
+/// `zerokeeper reload`: the keeper re-reads its key files, admin tokens and TLS
+/// certificate, all or nothing.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReloadArgs {
+    /// The keeper's admin API.
+    #[command(flatten)]
+    pub http: HttpArg,
+}
+
+impl ReloadArgs {
+    /// Runs the command; returns its exit code.
+    pub fn run(self) -> ExitCode {
+        let result = self.http.client().and_then(|client| {
+            let done = client.reload()?;
+            let mut text = String::from("reloaded: keys in force:");
+            for key in &done.keys {
+                let scope = key
+                    .cluster
+                    .as_deref()
+                    .unwrap_or("every cluster without keys of its own");
+                text.push_str(&format!("\n  {} ({})", key.id, format::printable(scope)));
+            }
+            for (what, ids) in [
+                ("added", &done.added),
+                ("retired", &done.retired),
+                ("moved to another cluster", &done.rescoped),
+            ] {
+                if !ids.is_empty() {
+                    text.push_str(&format!("\n{what}: {}", ids.join(", ")));
+                }
+            }
+            text.push_str(&format!("\nadmin tokens: {}", done.tokens));
+            if done.tls {
+                text.push_str("\nTLS certificate: read again");
+            }
+            Ok(Some(text))
+        });
+        finish(result)
     }
 }
 

@@ -329,10 +329,61 @@ impl ClientError {
 }
 
 /// A blocking client for one keeper's admin API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     agent: Agent,
+    /// `Bearer TOKEN`, sent with every request, if a token was given.
+    authorization: Option<String>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token.
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.authorization.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a [`Client`] authenticates itself and checks the keeper.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    /// An admin token, sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// The certificates an `https://` keeper's certificate must chain to (`None`: the
+    /// Mozilla roots every browser trusts).
+    pub ca: Option<Vec<ureq::tls::Certificate<'static>>>,
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// Reads the certificates of a PEM file for [`ClientOptions::ca`].
+    pub fn read_ca(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+                Ok(_) => {}
+                Err(e) => return Err(format!("{} is not PEM: {e}", path.display())),
+            }
+        }
+        if certs.is_empty() {
+            return Err(format!("{} holds no CERTIFICATE", path.display()));
+        }
+        Ok(certs)
+    }
 }
 
 impl Client {
@@ -340,6 +391,15 @@ impl Client {
     /// `/` is ignored). Connecting times out after 2 s, a request after 10 s; redirects
     /// are not followed.
     pub fn new(base_url: &str) -> Client {
+        Client::with_options(base_url, ClientOptions::default())
+    }
+
+    /// [`Client::new`], authenticating and checking the keeper as `options` say.
+    pub fn with_options(base_url: &str, options: ClientOptions) -> Client {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = options.ca {
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(ca)));
+        }
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -347,11 +407,21 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
             .user_agent(concat!("zerokeeper/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
             .build()
             .into();
         Client {
             base: base_url.trim_end_matches('/').to_owned(),
             agent,
+            authorization: options.token.map(|t| format!("Bearer {t}")),
+        }
+    }
+
+    /// A request of `method` to `url`, with the token if there is one.
+    fn request<B>(&self, builder: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => builder.header("authorization", value),
+            None => builder,
         }
     }
 
@@ -406,7 +476,7 @@ impl Client {
             None => "/v1/keys".to_owned(),
         };
         let url = self.url(&path);
-        let answer = self.agent.get(&url).call();
+        let answer = self.request(self.agent.get(&url)).call();
         let body = self.success_body("GET", &url, answer)?;
         String::from_utf8(body).map_err(|_| ClientError::Unexpected {
             method: "GET",
@@ -437,7 +507,7 @@ impl Client {
             segment(cluster),
             segment(proxy)
         ));
-        let answer = self.agent.delete(&url).call();
+        let answer = self.request(self.agent.delete(&url)).call();
         self.json_answer("DELETE", url, answer)
     }
 
@@ -446,8 +516,7 @@ impl Client {
     pub fn push_config(&self, cluster: &str, config: &[u8]) -> Result<Pushed, ClientError> {
         let url = self.url(&format!("/v1/clusters/{}/config", segment(cluster)));
         let answer = self
-            .agent
-            .put(&url)
+            .request(self.agent.put(&url))
             .header("content-type", "application/octet-stream")
             .send(config);
         self.json_answer("PUT", url, answer)
@@ -468,7 +537,15 @@ impl Client {
             from: from.to_owned(),
             to: to.to_owned(),
         };
-        let answer = self.agent.post(&url).send_json(&body);
+        let answer = self.request(self.agent.post(&url)).send_json(&body);
+        self.json_answer("POST", url, answer)
+    }
+
+    /// Makes the keeper re-read its key files, tokens and certificate
+    /// (`POST /v1/reload`).
+    pub fn reload(&self) -> Result<crate::api::Reloaded, ClientError> {
+        let url = self.url("/v1/reload");
+        let answer = self.request(self.agent.post(&url)).send_empty();
         self.json_answer("POST", url, answer)
     }
 
@@ -487,8 +564,7 @@ impl Client {
             url = format!("{url}?cluster={}", component(c));
         }
         let mut request = self
-            .agent
-            .get(&url)
+            .request(self.agent.get(&url))
             .header("accept", "text/event-stream")
             .config()
             .timeout_global(None)
@@ -527,7 +603,7 @@ impl Client {
 
     fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
-        let answer = self.agent.get(&url).call();
+        let answer = self.request(self.agent.get(&url)).call();
         self.json_answer("GET", url, answer)
     }
 
@@ -622,6 +698,9 @@ impl Client {
 fn describe(error: &ureq::Error) -> (String, bool) {
     use ureq::Error as E;
     match error {
+        E::Io(e) if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) => {
+            (tls_words(tls), true)
+        }
         E::Io(e) => {
             let words = match e.kind() {
                 io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
@@ -653,7 +732,33 @@ fn describe(error: &ureq::Error) -> (String, bool) {
         E::ConnectionFailed => ("connection failed".to_owned(), true),
         E::BadUri(uri) => (format!("not a usable URL: {uri}"), true),
         E::BodyExceedsLimit(n) => (format!("the answer is larger than {n} bytes"), false),
+        // Nothing was sent before the handshake completed.
+        E::Rustls(e) => (tls_words(e), true),
         other => (other.to_string(), false),
+    }
+}
+
+/// Words for a failed TLS handshake, saying what to do.
+fn tls_words(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(why) => {
+            let what = match why {
+                C::UnknownIssuer => "is signed by a CA this client does not trust",
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "is not valid for this host name"
+                }
+                C::Expired | C::ExpiredContext { .. } => "has expired",
+                _ => "is refused",
+            };
+            format!(
+                "the keeper's TLS certificate {what} ({error}): give --cacert with the CA that signed it"
+            )
+        }
+        rustls::Error::InvalidMessage(_) => {
+            "the keeper did not answer in TLS: is its admin API plain http://?".to_owned()
+        }
+        other => format!("TLS: {other}"),
     }
 }
 

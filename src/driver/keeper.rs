@@ -22,6 +22,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::auth::Keyring;
 use crate::driver::{DatagramSocket, DriverClock, RecvBatch};
 use crate::ha::{Deaf, LeaseGate, LeaseLost, TermBehind};
 use crate::keeper::{
@@ -174,7 +175,17 @@ impl KeeperHandle {
         cluster: String,
         proxy: String,
     ) -> Result<Applied<Status>, CallError> {
-        self.apply(move |k, c| k.remove_proxy(c.now(), &cluster, &proxy))
+        self.remove_by(None, cluster, proxy).await
+    }
+
+    /// [`remove`](KeeperHandle::remove), on behalf of the admin token named `by`.
+    pub async fn remove_by(
+        &self,
+        by: Option<Arc<str>>,
+        cluster: String,
+        proxy: String,
+    ) -> Result<Applied<Status>, CallError> {
+        self.apply(move |k, c| k.remove_proxy_by(c.now(), by, &cluster, &proxy))
             .await
     }
 
@@ -184,7 +195,18 @@ impl KeeperHandle {
         cluster: String,
         config: Arc<[u8]>,
     ) -> Result<Applied<u64>, CallError> {
-        self.apply(move |k, c| k.push_config(c.now(), &cluster, config))
+        self.push_config_by(None, cluster, config).await
+    }
+
+    /// [`push_config`](KeeperHandle::push_config), on behalf of the admin token named
+    /// `by`.
+    pub async fn push_config_by(
+        &self,
+        by: Option<Arc<str>>,
+        cluster: String,
+        config: Arc<[u8]>,
+    ) -> Result<Applied<u64>, CallError> {
+        self.apply(move |k, c| k.push_config_by(c.now(), by, &cluster, config))
             .await
     }
 
@@ -196,8 +218,24 @@ impl KeeperHandle {
         from: String,
         to: String,
     ) -> Result<Applied<u64>, CallError> {
-        self.apply(move |k, c| k.switch_datasource(c.now(), &cluster, &hostgroup, &from, &to))
+        self.switch_datasource_by(None, cluster, hostgroup, from, to)
             .await
+    }
+
+    /// [`switch_datasource`](KeeperHandle::switch_datasource), on behalf of the admin
+    /// token named `by`.
+    pub async fn switch_datasource_by(
+        &self,
+        by: Option<Arc<str>>,
+        cluster: String,
+        hostgroup: String,
+        from: String,
+        to: String,
+    ) -> Result<Applied<u64>, CallError> {
+        self.apply(move |k, c| {
+            k.switch_datasource_by(c.now(), by, &cluster, &hostgroup, &from, &to)
+        })
+        .await
     }
 
     /// The gate of a cluster: `Ok` when open, the blockers when closed.
@@ -262,6 +300,18 @@ pub struct KeeperDriver<S> {
     full_warned: u64,
     /// When it last warned of them (at most once a second).
     full_warned_at: Option<tokio::time::Instant>,
+    /// New keyrings to put in force, if keys can be reloaded.
+    key_updates: Option<tokio::sync::watch::Receiver<Keyring>>,
+}
+
+/// The next keyring `updates` receives; never, without one (or once its sender is gone).
+async fn next_keys(updates: Option<&mut tokio::sync::watch::Receiver<Keyring>>) -> Keyring {
+    if let Some(updates) = updates
+        && updates.changed().await.is_ok()
+    {
+        return updates.borrow_and_update().clone();
+    }
+    std::future::pending().await
 }
 
 /// The least time between two warnings that the registry is full.
@@ -299,6 +349,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 durable,
                 stalls: None,
                 lease: None,
+                key_updates: None,
                 full_warned: 0,
                 full_warned_at: None,
             },
@@ -336,6 +387,14 @@ impl<S: DatagramSocket> KeeperDriver<S> {
     #[cfg(feature = "test-hooks")]
     pub fn with_stalls(mut self, stalls: mpsc::UnboundedReceiver<std::time::Duration>) -> Self {
         self.stalls = Some(stalls);
+        self
+    }
+
+    /// Puts every keyring `updates` receives in force in the core
+    /// ([`Keeper::set_keys`]), in order with the datagrams: a reload of the key files
+    /// while the keeper runs.
+    pub fn with_key_updates(mut self, updates: tokio::sync::watch::Receiver<Keyring>) -> Self {
+        self.key_updates = Some(updates);
         self
     }
 
@@ -396,6 +455,14 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                     }
                     None => jobs_open = false,
                 },
+                keys = next_keys(self.key_updates.as_mut()) => {
+                    let change = self.core.set_keys(keys);
+                    let ids = |ids: &[crate::auth::KeyId]| {
+                        ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+                    };
+                    info!(added = %ids(&change.added), retired = %ids(&change.retired),
+                          rescoped = %ids(&change.rescoped), "keys in force replaced");
+                }
                 received = self.socket.recv_batch(&mut batch) => match received {
                     Ok(()) => {
                         let mut handled = self.handle_batch(&batch);
@@ -722,8 +789,9 @@ fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
             info!(%cluster, version = config.version, cause, revision, "config version stored");
             counters.config_changes += 1;
         }
-        ChangeKind::Admin(action) => {
-            info!(cluster = action.cluster(), action = ?action, revision, "operator action");
+        ChangeKind::Admin { action, by } => {
+            info!(cluster = action.cluster(), action = %crate::store::audit_json(action, by.as_deref()),
+                  by = by.as_deref().unwrap_or("-"), revision, "operator action");
         }
         ChangeKind::Stall { length, shifted } => {
             warn!(stall_ms = length.as_millis() as u64, shifted, revision,

@@ -33,7 +33,7 @@ pub enum InitPolicy {
 }
 
 /// What a proxy driver is told from outside, besides shutdown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum ProxyCommand {
     /// A held host finishes initialising.
     Release,
@@ -41,6 +41,8 @@ pub enum ProxyCommand {
     Unregister,
     /// Report a known start failure: send `down`.
     FailStart,
+    /// Sign with this key from now on (a key rotation; see [`Agent::set_key`]).
+    SetKey(Box<crate::auth::Key>),
 }
 
 /// What can be seen of a running proxy.
@@ -254,6 +256,11 @@ impl<S: DatagramSocket> ProxyDriver<S> {
                 warn!("start failed: sending down");
                 self.init_at = None;
                 self.agent.fail_start(now);
+            }
+            ProxyCommand::SetKey(key) => {
+                let (from, to) = (self.agent.key_id(), key.id());
+                self.agent.set_key(*key);
+                info!(from = %from, to = %to, "signing with a new key");
             }
         }
     }

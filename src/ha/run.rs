@@ -38,7 +38,7 @@ use crate::ha::etcd::EtcdElection;
 use crate::ha::standby::{follow, seed_of};
 use crate::ha::{Deaf, EtcdHealth, HaView, KeeperInfo, LeaseGate, LeaseLost, Role, TermBehind};
 use crate::http::view::View;
-use crate::http::{Listings, router_for, serve_with, switchable};
+use crate::http::{Listings, router_for, serve_tls, switchable};
 use crate::hub::ChangeHub;
 use crate::keeper::seen::LastSeen;
 use crate::server::{self, Setup, stopped};
@@ -152,14 +152,17 @@ pub async fn run(
         view.clone(),
         Listings::OffRuntime,
         ha_view.clone(),
+        setup.access.clone(),
+        setup.reload.clone(),
     );
     let current = Arc::new(RwLock::new(standby));
     let (stop_http, http_stopping) = watch::channel(false);
-    let http_task = tokio::spawn(serve_with(
+    let http_task = tokio::spawn(serve_tls(
         listener,
         switchable(current.clone()),
         stopped(http_stopping),
         setup.limits.clone(),
+        setup.tls.clone(),
     ));
     info!(id = %ha.me.id, "standby: serving reads of the committed state, campaigning");
 

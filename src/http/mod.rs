@@ -33,16 +33,22 @@
 //! | `GET /v1/watch` | server-sent events: the committed changes |
 //! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
 
+mod access;
 mod body;
 mod io;
 mod metrics;
 mod parse_errors;
 mod problem;
 mod server;
+pub mod tls;
+pub mod tokens;
 pub mod view;
 mod watch;
 
-pub use server::{LimitsError, MAX_HEADER_BYTES, MIN_HEADER_BYTES, ServeLimits, serve, serve_with};
+pub use access::Access;
+pub use server::{
+    LimitsError, MAX_HEADER_BYTES, MIN_HEADER_BYTES, ServeLimits, serve, serve_tls, serve_with,
+};
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -50,7 +56,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{Extension, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -67,6 +73,7 @@ use crate::configdoc::MAX_CONFIG_BYTES;
 use crate::driver::keeper::KeeperHandle;
 use crate::ha::{HaView, Role};
 use crate::hub::ChangeHub;
+use access::Caller;
 use problem::Problem;
 use view::View;
 
@@ -80,6 +87,13 @@ pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// answer is sent anyway (the change is made and durable); the view is late, and says so
 /// in the log.
 const SETTLE: Duration = Duration::from_secs(5);
+
+/// What `POST /v1/reload` runs: re-reads the keeper's keys, tokens and certificate
+/// (see [`crate::reload`]). Called on tokio's blocking pool: it reads files.
+pub trait Reload: Send + Sync + Debug {
+    /// Reloads, all or nothing; `Err` says which file did not load.
+    fn reload(&self) -> Result<crate::api::Reloaded, String>;
+}
 
 /// What every handler shares: the way to the keeper task, the change history and the
 /// read view.
@@ -96,6 +110,8 @@ struct Api {
     role: tokio::sync::watch::Receiver<Role>,
     /// How a keeper of several fares with etcd (`None`: a keeper alone).
     etcd: Option<Arc<crate::ha::EtcdHealth>>,
+    /// What `POST /v1/reload` does (`None`: nothing reloads).
+    reload: Option<Arc<dyn Reload>>,
 }
 
 impl Api {
@@ -184,18 +200,29 @@ pub fn router_with(
     view: View,
     mode: Listings,
 ) -> Router {
-    router_for(handle, hub, view, mode, HaView::single())
+    router_for(
+        handle,
+        hub,
+        view,
+        mode,
+        HaView::single(),
+        Access::open(),
+        None,
+    )
 }
 
 /// [`router_with`], for a keeper whose role is `role` (one of several keepers): a
 /// standby answers reads from `view` (the committed state) and refuses changes with
-/// `503 not-leader`, naming the leader.
+/// `503 not-leader`, naming the leader; who may call what is `access`'s (see
+/// `access.rs`).
 pub fn router_for(
     handle: KeeperHandle,
     hub: Arc<ChangeHub>,
     view: View,
     mode: Listings,
     ha: HaView,
+    access: Access,
+    reload: Option<Arc<dyn Reload>>,
 ) -> Router {
     let role = ha.role.clone();
     Router::new()
@@ -220,7 +247,10 @@ pub fn router_for(
         .route("/v1/clusters/{cluster}/switch", post(switch))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/store", get(store))
-        // After the routes: it is set on each route registered so far.
+        .route("/v1/reload", post(reload_files))
+        // After the routes, as the fallbacks: each is set on the routes registered so
+        // far. The guard runs after routing, so it sees the route and its parameters.
+        .route_layer(axum::middleware::from_fn_with_state(access, access::guard))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(Api {
@@ -231,6 +261,7 @@ pub fn router_for(
             mode,
             role: ha.role,
             etcd: ha.etcd,
+            reload,
         })
         // Every answer of a keeper of several says what the keeper is, so a client
         // reading a standby knows it reads the committed state, not the leader's memory.
@@ -344,6 +375,24 @@ async fn store(State(api): State<Api>) -> Result<Json<StoreView>, Problem> {
     }))
 }
 
+/// `POST /v1/reload`: re-reads the keys, tokens and certificate (all or nothing). A
+/// standby reloads too: its keys are those it will lead with.
+async fn reload_files(
+    State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
+) -> Result<Json<crate::api::Reloaded>, Problem> {
+    let Some(reload) = api.reload.clone() else {
+        return Err(Problem::reload_failed(
+            "this keeper has no files to reload (it was not started by serve)",
+        ));
+    };
+    tracing::info!(by = by.as_deref().unwrap_or("-"), "reload asked for");
+    let done = tokio::task::spawn_blocking(move || reload.reload())
+        .await
+        .map_err(|_| Problem::internal("the reload failed"))?;
+    done.map(Json).map_err(Problem::reload_failed)
+}
+
 /// Waits until the view reflects `revision`, for at most [`SETTLE`].
 async fn settle(view: &View, revision: u64) {
     match tokio::time::timeout(SETTLE, view.wait_for(revision)).await {
@@ -393,12 +442,16 @@ async fn proxy(
 /// `DELETE /v1/clusters/{cluster}/proxies/{proxy}`.
 async fn remove(
     State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
     Segments((cluster, proxy)): Segments<(String, String)>,
 ) -> Result<Json<Removed>, Problem> {
     if let Some(refused) = api.refusal() {
         return Err(refused);
     }
-    let applied = api.handle.remove(cluster.clone(), proxy.clone()).await?;
+    let applied = api
+        .handle
+        .remove_by(by, cluster.clone(), proxy.clone())
+        .await?;
     settle(&api.view, applied.revision).await;
     Ok(Json(Removed {
         cluster,
@@ -446,6 +499,7 @@ async fn config(
 /// `PUT /v1/clusters/{cluster}/config`: the body, byte for byte, is the config file.
 async fn push_config(
     State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
     Segments(cluster): Segments<String>,
     Limited(body): Limited<MAX_CONFIG_BODY>,
 ) -> Result<Json<Pushed>, Problem> {
@@ -454,7 +508,7 @@ async fn push_config(
     }
     let applied = api
         .handle
-        .push_config(cluster.clone(), Arc::from(body.as_ref()))
+        .push_config_by(by, cluster.clone(), Arc::from(body.as_ref()))
         .await?;
     settle(&api.view, applied.revision).await;
     Ok(Json(Pushed {
@@ -470,6 +524,7 @@ async fn push_config(
 /// `POST /v1/clusters/{cluster}/switch`.
 async fn switch(
     State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
     Segments(cluster): Segments<String>,
     JsonBody(request): JsonBody<SwitchRequest>,
 ) -> Result<Json<Switched>, Problem> {
@@ -483,7 +538,13 @@ async fn switch(
     } = request;
     let applied = api
         .handle
-        .switch_datasource(cluster.clone(), hostgroup.clone(), from.clone(), to.clone())
+        .switch_datasource_by(
+            by,
+            cluster.clone(),
+            hostgroup.clone(),
+            from.clone(),
+            to.clone(),
+        )
         .await?;
     settle(&api.view, applied.revision).await;
     Ok(Json(Switched {

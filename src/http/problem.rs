@@ -30,6 +30,8 @@ pub(crate) struct Problem {
     /// Seconds after which asking again may succeed (`Retry-After`), for refusals that
     /// pass.
     retry_after: Option<u32>,
+    /// The `WWW-Authenticate` challenge of a `401`.
+    challenge: Option<&'static str>,
 }
 
 impl Problem {
@@ -40,6 +42,7 @@ impl Problem {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body: ProblemBody::new(kind, detail),
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -173,6 +176,34 @@ impl Problem {
         problem
     }
 
+    /// The request has no admin token (`invalid: false`) or one the keeper does not hold
+    /// (`true`). Sent with a `WWW-Authenticate: Bearer` challenge (RFC 6750).
+    pub(crate) fn unauthorized(detail: impl Into<String>, invalid: bool) -> Problem {
+        let mut problem = Problem::new(ProblemKind::Unauthorized, detail);
+        problem.challenge = Some(if invalid {
+            "Bearer realm=\"zerokeeper\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"zerokeeper\""
+        });
+        problem
+    }
+
+    /// The token is valid but does not allow this.
+    pub(crate) fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(ProblemKind::Forbidden, detail)
+    }
+
+    /// A reload found a file that does not load.
+    pub(crate) fn reload_failed(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            ProblemKind::ReloadFailed,
+            format!(
+                "nothing was reloaded: {}; the keys, tokens and certificate in force stay",
+                detail.into()
+            ),
+        )
+    }
+
     /// Something that cannot happen did; the client is not at fault.
     pub(crate) fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(ProblemKind::Internal, detail)
@@ -218,6 +249,12 @@ impl IntoResponse for Problem {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

@@ -209,10 +209,30 @@ where
 
 /// [`serve`], with the limits `limits` (see the module's documentation).
 pub async fn serve_with<L>(
+    listener: L,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: Debug,
+{
+    serve_tls(listener, router, shutdown, limits, None).await
+}
+
+/// [`serve_with`], over TLS when `tls` is `Some` (https only: a client speaking plain
+/// HTTP fails its handshake and is closed).
+///
+/// The handshake runs on the connection's own task, within the header read timeout, and
+/// a connection still in its handshake counts as having no request in flight: a flood of
+/// clients that never finish theirs is closed to make room, as slow plain ones are.
+pub async fn serve_tls<L>(
     mut listener: L,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServeLimits,
+    tls: Option<super::tls::Tls>,
 ) -> io::Result<()>
 where
     L: axum::serve::Listener,
@@ -260,15 +280,41 @@ where
                     body_read_timeout: bounded(limits.body_read_timeout),
                     max_requests: limits.max_requests_per_connection.max(1),
                 };
-                let io = ConnIo::new(io, head_limits, bounded(limits.write_timeout));
-                let connection = builder.serve_connection(TokioIo::new(io), service);
-                tasks.spawn(run_connection(
-                    connection,
-                    slot,
-                    table.clone(),
-                    closing_rx.clone(),
-                    bounded(limits.idle_timeout),
-                ));
+                let write_timeout = bounded(limits.write_timeout);
+                let idle_timeout = bounded(limits.idle_timeout);
+                let (table, closing) = (table.clone(), closing_rx.clone());
+                let Some(tls) = &tls else {
+                    let io = ConnIo::new(io, head_limits, write_timeout);
+                    let connection = builder.serve_connection(TokioIo::new(io), service);
+                    tasks.spawn(run_connection(connection, slot, table, closing, idle_timeout));
+                    continue;
+                };
+                let (acceptor, builder) = (tls.acceptor().clone(), builder.clone());
+                let handshake_timeout = bounded(limits.header_read_timeout);
+                tasks.spawn(async move {
+                    let handshake = tokio::select! {
+                        biased;
+                        () = slot.evict.notified() => None,
+                        handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(io)) => match handshake {
+                            Ok(Ok(io)) => Some(io),
+                            Ok(Err(e)) => {
+                                debug!(id = slot.id, error = %e, "admin TLS handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                debug!(id = slot.id, ?handshake_timeout, "admin TLS handshake timed out");
+                                None
+                            }
+                        },
+                    };
+                    let Some(io) = handshake else {
+                        table.remove(slot.id);
+                        return;
+                    };
+                    let io = ConnIo::new(io, head_limits, write_timeout);
+                    let connection = builder.serve_connection(TokioIo::new(io), service);
+                    run_connection(connection, slot, table, closing, idle_timeout).await;
+                });
             }
         }
     }

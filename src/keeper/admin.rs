@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::auth::{Keyring, KeyringChange};
 use crate::configdoc::{ConfigError, ConfigVersion, validate_datasource_name};
 use crate::identity::{IdentityError, status_key, validate_cluster, validate_proxy};
 use crate::keeper::{
@@ -184,6 +185,18 @@ impl Keeper {
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
+        self.remove_proxy_by(now, None, cluster, proxy)
+    }
+
+    /// [`remove_proxy`](Keeper::remove_proxy), on behalf of the admin token named `by`
+    /// (for the audit record).
+    pub fn remove_proxy_by(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        proxy: &str,
+    ) -> Result<Status, AdminError> {
         let now = self.enter(now);
         validate_proxy(proxy)?;
         let id = self.cluster_named(cluster)?;
@@ -200,11 +213,14 @@ impl Keeper {
             .map(|r| r.status)
             .unwrap_or(Status::Ready);
         self.delete(slot, Reason::Removed, now);
-        self.record(ChangeKind::Admin(AdminAction::Remove {
-            cluster: cluster.to_owned(),
-            proxy: proxy.to_owned(),
-            status,
-        }));
+        self.record(ChangeKind::Admin {
+            action: AdminAction::Remove {
+                cluster: cluster.to_owned(),
+                proxy: proxy.to_owned(),
+                status,
+            },
+            by,
+        });
         Ok(status)
     }
 
@@ -216,6 +232,17 @@ impl Keeper {
     pub fn push_config(
         &mut self,
         now: Instant,
+        cluster: &str,
+        config: Arc<[u8]>,
+    ) -> Result<u64, AdminError> {
+        self.push_config_by(now, None, cluster, config)
+    }
+
+    /// [`push_config`](Keeper::push_config), on behalf of the admin token named `by`.
+    pub fn push_config_by(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
         cluster: &str,
         config: Arc<[u8]>,
     ) -> Result<u64, AdminError> {
@@ -235,7 +262,7 @@ impl Keeper {
                 clusters: self.registry.cluster_count(),
                 max_clusters: self.config.max_clusters,
             })?;
-        Ok(self.install(id, next, ConfigCause::Push))
+        Ok(self.install(id, next, ConfigCause::Push, by))
     }
 
     /// Makes `to` the datasource of `hostgroup`, if the gate is open and the hostgroup is
@@ -243,6 +270,20 @@ impl Keeper {
     pub fn switch_datasource(
         &mut self,
         now: Instant,
+        cluster: &str,
+        hostgroup: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<u64, AdminError> {
+        self.switch_datasource_by(now, None, cluster, hostgroup, from, to)
+    }
+
+    /// [`switch_datasource`](Keeper::switch_datasource), on behalf of the admin token
+    /// named `by`.
+    pub fn switch_datasource_by(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
         cluster: &str,
         hostgroup: &str,
         from: &str,
@@ -271,7 +312,7 @@ impl Keeper {
             from: from.to_owned(),
             to: to.to_owned(),
         };
-        Ok(self.install(id, next, cause))
+        Ok(self.install(id, next, cause, by))
     }
 
     fn install(
@@ -279,6 +320,7 @@ impl Keeper {
         id: super::registry::ClusterId,
         next: ConfigVersion,
         cause: ConfigCause,
+        by: Option<Arc<str>>,
     ) -> u64 {
         let version = next.version;
         let config = Arc::new(next);
@@ -312,7 +354,7 @@ impl Keeper {
             cluster: name,
             config,
         });
-        self.record(ChangeKind::Admin(action));
+        self.record(ChangeKind::Admin { action, by });
         version
     }
 
@@ -410,6 +452,15 @@ impl Keeper {
         self.registry
             .cluster_id(cluster)
             .is_some_and(|id| self.registry.cluster(id).deletion_paused)
+    }
+
+    /// Puts `keys` in force instead of the keys it holds (a key rotation without a
+    /// restart): every key of `keys` verifies from the next datagram on, a key it lacks
+    /// verifies nothing more, and an answer already queued is still signed with the key
+    /// that verified its request. Nothing else changes: proxies under a key kept are not
+    /// disturbed, and one whose key was retired is simply no longer heard.
+    pub fn set_keys(&mut self, keys: Keyring) -> KeyringChange {
+        self.keys.replace(keys)
     }
 
     /// The keeper's epoch: its boot counter, in every freshness token.

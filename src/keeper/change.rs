@@ -74,7 +74,15 @@ pub enum ChangeKind<T = Instant> {
         cause: ConfigCause,
     },
     /// An operator acted (the audit record).
-    Admin(AdminAction),
+    Admin {
+        /// What they did.
+        action: AdminAction,
+        /// The name of the admin token that authenticated the call (`None`: the admin
+        /// API asks for no token, or the call came from inside the process). Kept in the
+        /// audit record, not in the change log: a stored change has `None`.
+        #[serde(skip)]
+        by: Option<Arc<str>>,
+    },
     /// A `Restart` was sent to a process the registry does not hold.
     RestartSent {
         /// The cluster.
@@ -241,7 +249,7 @@ impl<T> ChangeKind<T> {
             | ChangeKind::RestartSent { cluster, .. }
             | ChangeKind::Superseded { cluster, .. }
             | ChangeKind::DeletionPaused { cluster, .. } => Some(cluster),
-            ChangeKind::Admin(action) => Some(action.cluster()),
+            ChangeKind::Admin { action, .. } => Some(action.cluster()),
             ChangeKind::Stall { .. } | ChangeKind::Rewound { .. } => None,
         }
     }
@@ -252,7 +260,7 @@ impl<T> ChangeKind<T> {
             ChangeKind::Status(_) => "status",
             ChangeKind::Observed { .. } => "observed",
             ChangeKind::Config { .. } => "config",
-            ChangeKind::Admin(_) => "admin",
+            ChangeKind::Admin { .. } => "admin",
             ChangeKind::RestartSent { .. } => "restart",
             ChangeKind::Superseded { .. } => "superseded",
             ChangeKind::DeletionPaused { paused: true, .. } => "deletion_paused",
@@ -302,7 +310,7 @@ impl<T> Change<T> {
                 config,
                 cause,
             },
-            ChangeKind::Admin(action) => ChangeKind::Admin(action),
+            ChangeKind::Admin { action, by } => ChangeKind::Admin { action, by },
             ChangeKind::RestartSent {
                 cluster,
                 proxy,

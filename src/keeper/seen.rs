@@ -12,16 +12,30 @@
 //!
 //! A value of 0 means "not heard in this run" (a proxy restored from the store and not
 //! heard since): the view then shows what the store recorded, or that it is unknown.
+//!
+//! Beside each time sits the id of the key that authenticated that datagram, so that
+//! listings show which key every proxy uses (an operator rotating a key checks that every
+//! proxy moved before retiring the old one). It is not stored: after a restart a proxy's
+//! key is unknown until it is heard.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::auth::KeyId;
 use crate::time::Instant;
 
 /// Slots per segment.
 pub const SEGMENT: usize = 4096;
 
-type Segment = Arc<[AtomicU64]>;
+/// One slot: when it was last heard (nanoseconds + 1; 0: not in this run) and the key
+/// that authenticated it then (id + 1; 0: unknown).
+#[derive(Debug, Default)]
+struct Cell {
+    heard: AtomicU64,
+    key: AtomicU64,
+}
+
+type Segment = Arc<[Cell]>;
 
 /// The last-heard times of every slot, shared between the core and the view.
 ///
@@ -45,8 +59,23 @@ impl LastSeen {
         let nanos = segments
             .get(index / SEGMENT)?
             .get(index % SEGMENT)?
+            .heard
             .load(Ordering::Relaxed);
         (nanos != 0).then(|| Instant::from_nanos(nanos - 1))
+    }
+
+    /// The key that authenticated the latest datagram of the proxy in `slot`, if it was
+    /// heard in this run.
+    pub fn key(&self, slot: u32) -> Option<KeyId> {
+        let index = (slot as usize).checked_sub(1)?;
+        let segments = self.shared.read().unwrap_or_else(|e| e.into_inner());
+        let key = segments
+            .get(index / SEGMENT)?
+            .get(index % SEGMENT)?
+            .key
+            .load(Ordering::Relaxed);
+        let id = key.checked_sub(1)?;
+        u32::try_from(id).ok().map(KeyId)
     }
 }
 
@@ -74,14 +103,14 @@ impl SeenWriter {
         &self.table
     }
 
-    /// Records that the proxy in `slot` was heard at `at`.
-    pub(crate) fn set(&mut self, slot: u32, at: Instant) {
-        self.store(slot, at.as_nanos().saturating_add(1));
+    /// Records that the proxy in `slot` was heard at `at`, authenticated by `key`.
+    pub(crate) fn set(&mut self, slot: u32, at: Instant, key: KeyId) {
+        self.store(slot, at.as_nanos().saturating_add(1), u64::from(key.0) + 1);
     }
 
     /// Forgets the slot (its proxy left the registry; the next one to take it writes anew).
     pub(crate) fn clear(&mut self, slot: u32) {
-        self.store(slot, 0);
+        self.store(slot, 0, 0);
     }
 
     /// When the proxy in `slot` was last heard in this run.
@@ -91,11 +120,12 @@ impl SeenWriter {
             .segments
             .get(index / SEGMENT)?
             .get(index % SEGMENT)?
+            .heard
             .load(Ordering::Relaxed);
         (nanos != 0).then(|| Instant::from_nanos(nanos - 1))
     }
 
-    fn store(&mut self, slot: u32, value: u64) {
+    fn store(&mut self, slot: u32, heard: u64, key: u64) {
         let Some(index) = (slot as usize).checked_sub(1) else {
             return;
         };
@@ -103,11 +133,16 @@ impl SeenWriter {
         if segment >= self.segments.len() {
             let mut shared = self.table.shared.write().unwrap_or_else(|e| e.into_inner());
             while shared.len() <= segment {
-                shared.push((0..SEGMENT).map(|_| AtomicU64::new(0)).collect());
+                shared.push((0..SEGMENT).map(|_| Cell::default()).collect());
             }
             self.segments = shared.clone();
         }
-        self.segments[segment][index % SEGMENT].store(value, Ordering::Relaxed);
+        let cell = &self.segments[segment][index % SEGMENT];
+        cell.heard.store(heard, Ordering::Relaxed);
+        // The key seldom changes: a load saves the store's cache-line write.
+        if cell.key.load(Ordering::Relaxed) != key {
+            cell.key.store(key, Ordering::Relaxed);
+        }
     }
 }
 
@@ -120,13 +155,15 @@ mod tests {
         let table = LastSeen::new();
         let mut writer = SeenWriter::new(table.clone());
         assert_eq!(table.get(1), None);
-        writer.set(1, Instant::ZERO);
-        writer.set(SEGMENT as u32 + 3, Instant::from_millis(7));
+        writer.set(1, Instant::ZERO, KeyId(0));
+        writer.set(SEGMENT as u32 + 3, Instant::from_millis(7), KeyId(u32::MAX));
         assert_eq!(table.get(1), Some(Instant::ZERO));
+        assert_eq!(table.key(1), Some(KeyId(0)));
         assert_eq!(table.get(SEGMENT as u32 + 3), Some(Instant::from_millis(7)));
-        assert_eq!(table.get(2), None);
+        assert_eq!(table.key(SEGMENT as u32 + 3), Some(KeyId(u32::MAX)));
+        assert_eq!((table.get(2), table.key(2)), (None, None));
         assert_eq!(table.get(0), None);
         writer.clear(1);
-        assert_eq!(table.get(1), None);
+        assert_eq!((table.get(1), table.key(1)), (None, None));
     }
 }

@@ -340,7 +340,8 @@ impl Keeper {
             deadline: now,
             config_version: hb.config_version,
         });
-        self.seen.set(slot, self.clock.real());
+        self.seen
+            .set(slot, self.clock.real(), self.keys.get(reply.key).id());
         if status == Status::Up {
             self.status_changed(slot, None, Reason::Adopted, now);
             let ack = self.ack_for(reply, slot, crate::wire::AckStatus::Up, now);
@@ -411,7 +412,8 @@ impl Keeper {
     /// Records that the proxy in `slot` was heard; returns whether what it reports about
     /// itself (its source, its config version) changed.
     fn touch(&mut self, slot: u32, now: Instant, reply: Reply, config_version: u64) -> bool {
-        self.seen.set(slot, self.clock.real());
+        self.seen
+            .set(slot, self.clock.real(), self.keys.get(reply.key).id());
         let Some(record) = self.registry.get_mut(slot) else {
             return false;
         };

@@ -161,9 +161,10 @@ pub trait Store: Send {
 /// `{"action":"remove","cluster":"c","proxy":"10.0.0.1:3307","status":"up"}`,
 /// `{"action":"push_config","cluster":"c","size":70,"version":3}` or
 /// `{"action":"switch","cluster":"c","from":"a","hostgroup":"hg0","to":"b","version":4}`
-/// (keys sorted).
-pub fn audit_json(action: &AdminAction) -> String {
-    let value = match action {
+/// (keys sorted). An action authenticated by an admin token names it as `by`
+/// (`{"action":"remove","by":"alice",...}`); one made with no token asked has no `by`.
+pub fn audit_json(action: &AdminAction, by: Option<&str>) -> String {
+    let mut value = match action {
         AdminAction::Remove {
             cluster,
             proxy,
@@ -189,6 +190,9 @@ pub fn audit_json(action: &AdminAction) -> String {
             "version": version,
         }),
     };
+    if let (Some(by), Some(object)) = (by, value.as_object_mut()) {
+        object.insert("by".to_owned(), serde_json::Value::from(by));
+    }
     value.to_string()
 }
 
@@ -317,9 +321,9 @@ fn apply(
                 })?;
                 tables.put_config(cluster, &blob.config)?;
             }
-            ChangeKind::Admin(action) => tables.push_audit(AuditEntry {
+            ChangeKind::Admin { action, by } => tables.push_audit(AuditEntry {
                 at_unix_ms: change.at,
-                action: audit_json(action),
+                action: audit_json(action, by.as_deref()),
             })?,
             ChangeKind::Rewound { seen_epoch } => tables.rewound(*seen_epoch)?,
             ChangeKind::RestartSent { .. }

@@ -159,7 +159,7 @@ pub fn put_config(cluster: &str, version: u64) -> Entry {
 }
 
 pub fn admin(action: AdminAction) -> Entry {
-    ChangeKind::Admin(action).into()
+    ChangeKind::Admin { action, by: None }.into()
 }
 
 pub fn push_action(cluster: &str, version: u64) -> AdminAction {

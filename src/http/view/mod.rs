@@ -430,6 +430,7 @@ impl View {
             since_age_ms: row.since.map(|t| now.saturating_sub(t)),
             source: row.source.map(|s| s.to_string()),
             config_version: row.config_version,
+            key_id: self.inner.seen.key(row.slot).map(|k| k.to_string()),
             deletion_paused: names.paused.get(cluster).copied().unwrap_or(false),
             extra: Extra::new(),
         }

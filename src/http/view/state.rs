@@ -414,7 +414,7 @@ impl State {
                     c.deletion_paused = *paused;
                 }
             }
-            ChangeKind::Admin(_)
+            ChangeKind::Admin { .. }
             | ChangeKind::RestartSent { .. }
             | ChangeKind::Superseded { .. }
             | ChangeKind::Stall { .. }
