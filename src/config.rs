@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// which shifts every deadline instead of counting against the proxies [default: 250ms].
     #[arg(long, env = "ZEROKEEPER_STALL_SLOP", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub stall_slop: Option<Duration>,
+    /// Challenges one source address (IP and port) may get per heartbeat interval; a
+    /// replay flood from spoofed sources gets no more (0: no limit) [default: 4].
+    #[arg(long, env = "ZEROKEEPER_CHALLENGE_LIMIT", value_name = "N")]
+    pub challenge_limit: Option<u32>,
     /// After a boot on an empty store (or one found older than the fleet), an unknown
     /// proxy's `up` is adopted as `up` for this long, not restarted [default: 3 × lost_after].
     #[arg(long, env = "ZEROKEEPER_ADOPT_WINDOW", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -302,6 +306,7 @@ struct FileConfig {
     mass_loss_min_proxies: Option<usize>,
     #[serde(default, with = "opt_duration")]
     stall_slop: Option<Duration>,
+    challenge_limit: Option<u32>,
     #[serde(default, with = "opt_duration")]
     adopt_window: Option<Duration>,
     restart_share: Option<f64>,
@@ -580,6 +585,10 @@ impl ServeArgs {
                 None => defaults.restart_permille,
             },
             restart_round: self.restart_round.or(file.restart_round),
+            challenge_limit: self
+                .challenge_limit
+                .or(file.challenge_limit)
+                .unwrap_or(defaults.challenge_limit),
         };
         keeper.validate()?;
 

@@ -468,3 +468,154 @@ fn after_a_fast_dead_life_was_deleted_a_new_process_registers_at_once_but_a_dela
     assert_eq!(rig.status(P11), Some(Status::Up));
     assert!(rig.keeper.tombstone_count() <= 1);
 }
+
+/// A `ConfigRequest` of `p` for the cluster's config, padded to `padding` bytes.
+fn config_request(p: &mut FakeProxy, padding: usize) -> Vec<u8> {
+    p.seq += 1;
+    let pad = vec![0u8; padding];
+    let request = wire::ConfigRequest {
+        cluster: &p.cluster,
+        proxy: &p.proxy,
+        incarnation: p.incarnation,
+        seq: p.seq,
+        slot: p.slot,
+        token: p.token,
+        version: 1,
+        first_index: 0,
+        count: 64,
+        padding: &pad,
+    };
+    wire::encode_to_vec(&Message::ConfigRequest(request), &p.key).expect("fits")
+}
+
+/// Delivers `bytes` as if from `from` and returns the answers as (destination, size,
+/// kind), and how many requests the keeper has challenged in all.
+fn from_source(
+    rig: &mut Rig,
+    from: &str,
+    bytes: &[u8],
+) -> (Vec<(std::net::SocketAddr, usize, wire::Kind)>, u64) {
+    let from: std::net::SocketAddr = from.parse().expect("an address");
+    rig.keeper.handle_datagram(rig.now, from, bytes);
+    let challenged = rig.keeper.stats().outcome(Outcome::Challenged);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut answers = Vec::new();
+    while let Some(t) = rig.keeper.poll_transmit(&mut buf) {
+        let kind = wire::parse_header(&buf[..t.len]).expect("a header").kind;
+        answers.push((t.destination, t.len, kind));
+    }
+    (answers, challenged)
+}
+
+#[test]
+fn a_config_request_replayed_from_another_source_gets_only_a_challenge_no_larger_than_itself() {
+    let mut rig = Rig::new();
+    rig.keeper
+        .push_config(rig.now, CLUSTER, std::sync::Arc::from(&b"x = 1\n"[..]))
+        .expect("pushed");
+    let mut p = proxy();
+    rig.bring_up(&mut p);
+    // The genuine request, from the proxy's address, is answered with chunks.
+    let request = config_request(&mut p, 1000);
+    let (answers, _) = from_source(&mut rig, "127.0.0.1:40011", &request);
+    assert!(
+        answers
+            .iter()
+            .any(|(_, _, k)| *k == wire::Kind::ConfigChunk),
+        "{answers:?}"
+    );
+    // The same bytes replayed from a victim's address: a challenge, no larger, nothing
+    // else, and nothing changes.
+    let before = rig.keeper.proxy(CLUSTER, P11).expect("listed");
+    let challenged = rig.keeper.stats().outcome(Outcome::Challenged);
+    let (answers, now_challenged) = from_source(&mut rig, "192.0.2.7:53", &request);
+    assert_eq!(now_challenged, challenged + 1);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let (to, len, kind) = answers[0];
+    assert_eq!(
+        (to, kind),
+        ("192.0.2.7:53".parse().expect("addr"), wire::Kind::Challenge)
+    );
+    assert!(len <= request.len(), "{len} > {}", request.len());
+    assert_eq!(rig.keeper.proxy(CLUSTER, P11).expect("listed"), before);
+}
+
+#[test]
+fn a_heartbeat_replayed_from_another_source_changes_nothing() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    rig.bring_up(&mut p);
+    rig.advance(Duration::from_millis(50));
+    // A fresh heartbeat captured on its way and delivered first from a spoofed source.
+    let captured = p.heartbeat(ProxyStatus::Up);
+    let before = rig.keeper.proxy(CLUSTER, P11).expect("listed");
+    let challenged = rig.keeper.stats().outcome(Outcome::Challenged);
+    let (answers, now_challenged) = from_source(&mut rig, "192.0.2.7:53", &captured);
+    assert_eq!(now_challenged, challenged + 1);
+    assert!(
+        answers
+            .iter()
+            .all(|(_, len, k)| *k == wire::Kind::Challenge && *len <= captured.len())
+    );
+    let after = rig.keeper.proxy(CLUSTER, P11).expect("listed");
+    assert_eq!(after.source, before.source, "answers still go to the proxy");
+    assert_eq!((after.status, after.since), (before.status, before.since));
+}
+
+#[test]
+fn a_proxy_whose_address_changes_is_challenged_once_and_stays_up() {
+    let mut rig = Rig::new();
+    let mut p = proxy();
+    rig.bring_up(&mut p);
+    let since = rig.keeper.proxy(CLUSTER, P11).expect("listed").since;
+    // A NAT rebinding: the same proxy, from a new port.
+    p.source = "127.0.0.1:50000".parse().expect("valid address");
+    rig.advance(Duration::from_millis(100));
+    let bytes = p.heartbeat(ProxyStatus::Up);
+    let replies = rig.deliver(&mut p, &bytes);
+    assert_eq!(replies, [Reply::Challenge { seq: p.seq }]);
+    let bytes = p.heartbeat(ProxyStatus::Up);
+    rig.deliver(&mut p, &bytes);
+    let listed = rig.keeper.proxy(CLUSTER, P11).expect("listed");
+    assert_eq!(
+        (listed.status, listed.since, listed.source),
+        (Status::Up, since, p.source)
+    );
+    // It keeps counting from there.
+    for _ in 0..10 {
+        rig.advance(Duration::from_millis(100));
+        let bytes = p.heartbeat(ProxyStatus::Up);
+        let replies = rig.deliver(&mut p, &bytes);
+        assert!(
+            !replies.iter().any(|r| matches!(r, Reply::Challenge { .. })),
+            "{replies:?}"
+        );
+    }
+    assert_eq!(rig.status(P11), Some(Status::Up));
+}
+
+#[test]
+fn a_replay_flood_from_one_spoofed_source_gets_a_few_challenges_and_other_proxies_theirs() {
+    let mut rig = Rig::with_config(zerokeeper::keeper::KeeperConfig {
+        challenge_limit: 4,
+        ..common::config()
+    });
+    let mut p = proxy();
+    rig.bring_up(&mut p);
+    let captured = p.heartbeat(ProxyStatus::Up);
+    let mut challenges = 0;
+    for _ in 0..1000 {
+        let (answers, _) = from_source(&mut rig, "192.0.2.7:53", &captured);
+        challenges += answers.len();
+    }
+    assert_eq!(challenges, 4, "one interval's budget");
+    assert!(rig.keeper.stats().dropped(DropReason::ChallengeLimited) >= 996);
+    // Another proxy, from its own address, registers as ever meanwhile.
+    let mut q = FakeProxy::new("10.25.0.12:3000", 7, "127.0.0.1:40012");
+    rig.bring_up(&mut q);
+    // The next interval, the budget is back.
+    rig.advance(Duration::from_millis(100));
+    let (answers, _) = from_source(&mut rig, "192.0.2.7:53", &captured);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(rig.status(P11), Some(Status::Up));
+}

@@ -117,7 +117,7 @@ impl Keeper {
                 (c.version, c.id)
             })
             .unwrap_or((0, ConfigId::NONE));
-        let token = self.tokens.mint(now);
+        let token = self.tokens.mint(now, reply.to);
         reply.with(Answer::Ack {
             stamp: reply.stamp,
             status,
@@ -129,10 +129,10 @@ impl Keeper {
     }
 
     /// An `Ack(gone)`: the sender is not (or no longer) registered.
-    pub(crate) fn gone(&mut self, stamp: Stamp, now: Instant) -> Answer {
-        let token = self.tokens.mint(now);
+    pub(crate) fn gone(&mut self, reply: Reply, now: Instant) -> Answer {
+        let token = self.tokens.mint(now, reply.to);
         Answer::Ack {
-            stamp,
+            stamp: reply.stamp,
             status: AckStatus::Gone,
             config_version: 0,
             config: ConfigId::NONE,
@@ -141,10 +141,26 @@ impl Keeper {
         }
     }
 
-    /// A `Challenge` with a fresh token.
-    pub(crate) fn challenge(&mut self, stamp: Stamp, now: Instant) -> Answer {
-        let token = self.tokens.mint(now);
-        Answer::Challenge { stamp, token }
+    /// Answers `reply`'s request with a `Challenge` carrying a fresh token for its
+    /// source, unless that source has had its challenges for this interval
+    /// ([`DropReason::ChallengeLimited`](crate::keeper::DropReason::ChallengeLimited)).
+    pub(crate) fn challenge(
+        &mut self,
+        reply: Reply,
+        now: Instant,
+    ) -> Result<crate::keeper::Outcome, crate::keeper::DropReason> {
+        if !self.challenges.allow(reply.to, now) {
+            return Err(crate::keeper::DropReason::ChallengeLimited);
+        }
+        let token = self.tokens.mint(now, reply.to);
+        self.answer(
+            reply,
+            Answer::Challenge {
+                stamp: reply.stamp,
+                token,
+            },
+        );
+        Ok(crate::keeper::Outcome::Challenged)
     }
 
     /// Encodes the next datagram to send into `buf` (at least

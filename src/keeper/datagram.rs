@@ -160,7 +160,7 @@ impl Keeper {
 
     /// Whether the heartbeat's token counts; notices a token from a newer keeper epoch
     /// than this one (the store went back in time) once per newer epoch.
-    fn freshness(&mut self, hb: &Heartbeat<'_>, now: Instant) -> Freshness {
+    fn freshness(&mut self, hb: &Heartbeat<'_>, now: Instant, from: SocketAddr) -> Freshness {
         let epoch = TokenMinter::epoch_of(&hb.token);
         if epoch > self.tokens.epoch() && epoch > self.stream.seen_epoch {
             self.stream.seen_epoch = epoch;
@@ -169,7 +169,7 @@ impl Keeper {
             // ones, to adopt, not to restart.
             self.adopt_from(now);
         }
-        self.tokens.check(&hb.token, now)
+        self.tokens.check(&hb.token, now, from)
     }
 
     /// A heartbeat or an unregister.
@@ -190,7 +190,7 @@ impl Keeper {
         {
             lookup.known = Known::Live(status, last, self.silence(slot, stamp.incarnation, now));
         }
-        let freshness = self.freshness(hb, now);
+        let freshness = self.freshness(hb, now, to.from);
         let decision = transition::decide(lookup.known, said, stamp, freshness != Freshness::Stale);
         #[cfg(feature = "test-hooks")]
         let decision = self.break_rule(decision, lookup.known, said);
@@ -199,11 +199,7 @@ impl Keeper {
         match decision {
             Decision::Stale => Err(DropReason::Stale),
             Decision::Regression => Err(DropReason::Regression),
-            Decision::Challenge => {
-                let challenge = self.challenge(stamp, now);
-                self.answer(reply, challenge);
-                Ok(Outcome::Challenged)
-            }
+            Decision::Challenge => self.challenge(reply, now),
             Decision::Superseded { winner } => {
                 self.answer(reply, Answer::Superseded { stamp, winner });
                 self.record(ChangeKind::Superseded {
@@ -352,10 +348,8 @@ impl Keeper {
             seq: req.seq,
         };
         let reply = to.reply(stamp);
-        if self.tokens.check(&req.token, now) == Freshness::Stale {
-            let challenge = self.challenge(stamp, now);
-            self.answer(reply, challenge);
-            return Ok(Outcome::Challenged);
+        if self.tokens.check(&req.token, now, to.from) == Freshness::Stale {
+            return self.challenge(reply, now);
         }
         // Config requests are idempotent reads: they are not ordered against heartbeats
         // (a window of them is in flight at once), and each is answered within its own

@@ -70,6 +70,10 @@ counted_enum! {
         /// A request echoing a newer leadership term than this leader's: another keeper
         /// leads, or this one's store was restored from an older backup.
         NewerTerm => "newer_term",
+        /// A request whose token is stale (or minted for another address), from a
+        /// source sent as many challenges this interval as one may get: a replay flood
+        /// from spoofed sources, not a proxy.
+        ChallengeLimited => "challenge_limited",
     }
 }
 

@@ -46,6 +46,7 @@ pub mod change;
 mod clock;
 mod datagram;
 mod event;
+pub mod limit;
 mod mass_loss;
 mod persist;
 mod registry;
@@ -62,7 +63,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tracing::{debug, info};
 
-use crate::auth::{Key, Keyring};
+use crate::auth::Keyring;
 use crate::time::Instant;
 use crate::wire::MAX_TIMING_MS;
 
@@ -172,6 +173,10 @@ pub struct KeeperConfig {
     /// a stall of the keeper itself, which shifts every deadline instead of counting
     /// against the proxies (see `clock`).
     pub stall_slop: Duration,
+    /// Challenges one source address (IP and port) may get per heartbeat interval
+    /// (0: no limit); see `limit`. A proxy needs at most two; a load generator that
+    /// sends as a whole fleet from one socket needs 0.
+    pub challenge_limit: u32,
 }
 
 impl Default for KeeperConfig {
@@ -191,6 +196,7 @@ impl Default for KeeperConfig {
             restart_permille: 250,
             restart_round: None,
             stall_slop: DEFAULT_STALL_SLOP,
+            challenge_limit: limit::CHALLENGES_PER_INTERVAL,
         }
     }
 }
@@ -319,6 +325,8 @@ pub struct Keeper {
     config: KeeperConfig,
     keys: Keyring,
     tokens: TokenMinter,
+    /// How many challenges each source has had this interval.
+    challenges: limit::ChallengeLimit,
     clock: KeeperClock,
     registry: Registry,
     timers: Timers,
@@ -381,15 +389,16 @@ impl Keeper {
         now: Instant,
     ) -> Result<Keeper, KeeperConfigError> {
         config.validate()?;
-        // 32 bytes is always a valid key length.
-        let secret = Key::new(&token_secret).expect("a 32-byte secret is a valid key");
         let granularity = (config.heartbeat_interval / 2).max(Duration::from_millis(1));
-        let tokens = TokenMinter::new(epoch, secret, granularity, config.lost_after);
+        let tokens = TokenMinter::new(epoch, &token_secret, granularity, config.lost_after);
+        let challenges =
+            limit::ChallengeLimit::new(config.heartbeat_interval, config.challenge_limit);
         let clock = KeeperClock::new(now, config.stall_slop);
         Ok(Keeper {
             config,
             keys,
             tokens,
+            challenges,
             clock,
             registry: Registry::default(),
             timers: Timers::default(),

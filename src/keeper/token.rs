@@ -8,12 +8,25 @@
 //! (the epoch changes) and after a tombstone expires (the token is older than the
 //! tombstone's lifetime).
 //!
-//! Layout (16 bytes, opaque to proxies): epoch (u32 BE), time bucket (u32 BE), the first
-//! 8 bytes of `HMAC-SHA256(secret, "zk token" || epoch || bucket)`.
+//! A token is bound to the address it was sent to: a request counts only if its token
+//! was minted for the address it comes from. A datagram captured and replayed from a
+//! spoofed source is stale there, and gets only a `Challenge` no larger than itself, so
+//! the keeper reflects nothing to a third party (as DTLS cookies and QUIC's address
+//! validation). A proxy whose address changes (a NAT rebinding) is challenged once.
+//!
+//! Layout (16 bytes, opaque to proxies): epoch (u32 BE), time bucket (u32 BE), then
+//! `SipHash-2-4(k, epoch || bucket || address)` (u64 BE), where `k` is 16 bytes of this
+//! run's random token secret and the address is its family byte (4 or 6), the IP's
+//! bytes and the port (BE). SipHash is a keyed PRF made for short inputs: minting and
+//! checking cost about 20 ns each, so every answer's token is bound to its address and
+//! every request's checked against its source, with no cache.
 
+use std::hash::Hasher;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::auth::Key;
+use siphasher::sip::SipHasher24;
+
 use crate::time::Instant;
 use crate::wire::Token;
 
@@ -21,27 +34,26 @@ use crate::wire::Token;
 #[derive(Debug)]
 pub(crate) struct TokenMinter {
     epoch: u32,
-    secret: Key,
+    key: [u8; 16],
     granularity_nanos: u64,
     max_age_buckets: u32,
-    /// The MAC of each recent bucket, so checking a token costs a comparison, not a MAC.
-    cache: Vec<Option<(u32, [u8; 8])>>,
 }
 
 /// Whether a token may count.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Freshness {
-    /// Minted in this epoch at most `validity` ago; `age` in buckets.
+    /// Minted in this epoch at most `validity` ago, for this address; `age` in buckets.
     Fresh { age_buckets: u32 },
-    /// Missing, from another epoch, too old, or forged.
+    /// Missing, from another epoch, too old, minted for another address, or forged.
     Stale,
 }
 
 impl TokenMinter {
-    /// A minter whose tokens are valid for `validity`, measured in buckets of `granularity`.
+    /// A minter keyed by `secret` (this run's random bytes) whose tokens are valid for
+    /// `validity`, measured in buckets of `granularity`.
     pub(crate) fn new(
         epoch: u32,
-        secret: Key,
+        secret: &[u8; 32],
         granularity: Duration,
         validity: Duration,
     ) -> TokenMinter {
@@ -51,13 +63,16 @@ impl TokenMinter {
         let validity_nanos = u64::try_from(validity.as_nanos()).unwrap_or(u64::MAX);
         let max_age_buckets =
             u32::try_from(validity_nanos.div_ceil(granularity_nanos)).unwrap_or(u32::MAX);
-        let slots = (max_age_buckets as usize + 1).min(4096);
+        // The token key is its own purpose's: derived, so no other use of the secret
+        // shares it.
+        let derived = crate::auth::derive(secret, "token");
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&derived[..16]);
         TokenMinter {
             epoch,
-            secret,
+            key,
             granularity_nanos,
             max_age_buckets,
-            cache: vec![None; slots],
         }
     }
 
@@ -87,19 +102,18 @@ impl TokenMinter {
         self.max_age_buckets
     }
 
-    /// A token minted now.
-    pub(crate) fn mint(&mut self, now: Instant) -> Token {
+    /// A token minted now, for an answer to `to`.
+    pub(crate) fn mint(&self, now: Instant, to: SocketAddr) -> Token {
         let bucket = self.bucket(now);
-        let mac = self.mac(bucket);
         let mut bytes = [0u8; 16];
         bytes[0..4].copy_from_slice(&self.epoch.to_be_bytes());
         bytes[4..8].copy_from_slice(&bucket.to_be_bytes());
-        bytes[8..16].copy_from_slice(&mac);
+        bytes[8..16].copy_from_slice(&self.mac(bucket, to).to_be_bytes());
         Token(bytes)
     }
 
-    /// Whether `token` counts at `now`.
-    pub(crate) fn check(&mut self, token: &Token, now: Instant) -> Freshness {
+    /// Whether `token`, in a request from `from`, counts at `now`.
+    pub(crate) fn check(&self, token: &Token, now: Instant, from: SocketAddr) -> Freshness {
         let t = &token.0;
         let epoch = Self::epoch_of(token);
         let bucket = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
@@ -112,7 +126,7 @@ impl TokenMinter {
         if age > self.max_age_buckets {
             return Freshness::Stale;
         }
-        let expected = self.mac(bucket);
+        let expected = self.mac(bucket, from).to_be_bytes();
         // Constant-time comparison: the tag is a secret-derived value.
         let diff = expected
             .iter()
@@ -130,22 +144,22 @@ impl TokenMinter {
         (now.as_nanos() / self.granularity_nanos) as u32
     }
 
-    fn mac(&mut self, bucket: u32) -> [u8; 8] {
-        let slot = bucket as usize % self.cache.len();
-        if let Some((cached, mac)) = self.cache[slot]
-            && cached == bucket
-        {
-            return mac;
+    fn mac(&self, bucket: u32, address: SocketAddr) -> u64 {
+        let mut hasher = SipHasher24::new_with_key(&self.key);
+        hasher.write(&self.epoch.to_be_bytes());
+        hasher.write(&bucket.to_be_bytes());
+        match address {
+            SocketAddr::V4(a) => {
+                hasher.write(&[4]);
+                hasher.write(&a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                hasher.write(&[6]);
+                hasher.write(&a.ip().octets());
+            }
         }
-        let mut input = [0u8; 16];
-        input[0..8].copy_from_slice(b"zk token");
-        input[8..12].copy_from_slice(&self.epoch.to_be_bytes());
-        input[12..16].copy_from_slice(&bucket.to_be_bytes());
-        let tag = self.secret.tag(&input);
-        let mut mac = [0u8; 8];
-        mac.copy_from_slice(&tag[..8]);
-        self.cache[slot] = Some((bucket, mac));
-        mac
+        hasher.write(&address.port().to_be_bytes());
+        hasher.finish()
     }
 }
 
@@ -154,43 +168,87 @@ mod tests {
     use super::*;
 
     fn minter(epoch: u32) -> TokenMinter {
-        let secret = Key::new(&[3; 32]).expect("valid length");
         TokenMinter::new(
             epoch,
-            secret,
+            &[3; 32],
             Duration::from_millis(500),
             Duration::from_secs(3),
         )
     }
 
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("an address")
+    }
+
+    const A: &str = "127.0.0.1:4000";
+
     #[test]
     fn a_token_is_fresh_until_its_validity_runs_out() {
-        let mut m = minter(1);
-        let t = m.mint(Instant::from_millis(1_000));
+        let m = minter(1);
+        let t = m.mint(Instant::from_millis(1_000), addr(A));
         assert_eq!(
-            m.check(&t, Instant::from_millis(1_000)),
+            m.check(&t, Instant::from_millis(1_000), addr(A)),
             Freshness::Fresh { age_buckets: 0 }
         );
         assert_eq!(
-            m.check(&t, Instant::from_millis(3_999)),
+            m.check(&t, Instant::from_millis(3_999), addr(A)),
             Freshness::Fresh { age_buckets: 5 }
         );
         assert_eq!(
-            m.check(&t, Instant::from_millis(4_000)),
+            m.check(&t, Instant::from_millis(4_000), addr(A)),
             Freshness::Fresh { age_buckets: 6 }
         );
-        assert_eq!(m.check(&t, Instant::from_millis(4_500)), Freshness::Stale);
+        assert_eq!(
+            m.check(&t, Instant::from_millis(4_500), addr(A)),
+            Freshness::Stale
+        );
     }
 
     #[test]
     fn tokens_of_another_epoch_or_forged_are_stale() {
-        let mut old = minter(1);
-        let mut new = minter(2);
-        let t = old.mint(Instant::ZERO);
-        assert_eq!(new.check(&t, Instant::ZERO), Freshness::Stale);
-        let mut forged = new.mint(Instant::ZERO);
+        let old = minter(1);
+        let new = minter(2);
+        let t = old.mint(Instant::ZERO, addr(A));
+        assert_eq!(new.check(&t, Instant::ZERO, addr(A)), Freshness::Stale);
+        let mut forged = new.mint(Instant::ZERO, addr(A));
         forged.0[15] ^= 1;
-        assert_eq!(new.check(&forged, Instant::ZERO), Freshness::Stale);
-        assert_eq!(new.check(&Token::NONE, Instant::ZERO), Freshness::Stale);
+        assert_eq!(new.check(&forged, Instant::ZERO, addr(A)), Freshness::Stale);
+        assert_eq!(
+            new.check(&Token::NONE, Instant::ZERO, addr(A)),
+            Freshness::Stale
+        );
+    }
+
+    #[test]
+    fn a_token_counts_only_from_the_address_it_was_sent_to() {
+        let m = minter(1);
+        let t = m.mint(Instant::ZERO, addr(A));
+        assert_eq!(
+            m.check(&t, Instant::ZERO, addr(A)),
+            Freshness::Fresh { age_buckets: 0 }
+        );
+        for other in [
+            "127.0.0.1:4001",
+            "127.0.0.2:4000",
+            "[::1]:4000",
+            "[::ffff:127.0.0.1]:4000",
+        ] {
+            assert_eq!(
+                m.check(&t, Instant::ZERO, addr(other)),
+                Freshness::Stale,
+                "{other}"
+            );
+        }
+        // Another run's secret makes other tokens for the same address.
+        let other_run = TokenMinter::new(
+            1,
+            &[4; 32],
+            Duration::from_millis(500),
+            Duration::from_secs(3),
+        );
+        assert_eq!(
+            other_run.check(&t, Instant::ZERO, addr(A)),
+            Freshness::Stale
+        );
     }
 }

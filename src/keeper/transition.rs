@@ -294,7 +294,7 @@ impl Keeper {
                     record.stamp = reply.stamp;
                 }
                 self.delete(slot, reason, now);
-                let gone = self.gone(reply.stamp, now);
+                let gone = self.gone(reply, now);
                 self.answer(reply, gone);
                 Ok(Outcome::Deleted)
             }
@@ -304,7 +304,7 @@ impl Keeper {
                 {
                     t.stamp = t.stamp.max(reply.stamp);
                 }
-                let gone = self.gone(reply.stamp, now);
+                let gone = self.gone(reply, now);
                 self.answer(reply, gone);
                 Ok(Outcome::AlreadyGone)
             }
