@@ -156,10 +156,7 @@ fn a_million_hostile_datagrams_change_nothing_and_hurt_no_proxy() {
         &["--config", config.to_str().expect("utf-8")],
         None,
     );
-    let _proxies: Vec<Process> = PROXIES
-        .iter()
-        .map(|p| keeper.proxy(p, &[]))
-        .collect();
+    let _proxies: Vec<Process> = PROXIES.iter().map(|p| keeper.proxy(p, &[])).collect();
     let deadline = Instant::now() + PATIENCE;
     let first = loop {
         let lives = lives(&keeper.http);
