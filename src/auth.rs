@@ -44,7 +44,14 @@ pub struct Key {
     id: KeyId,
     keyed: Hmac<Sha256>,
     keyed_v2: Hmac<Sha256>,
+    /// `K("digest")`'s state: configs' keyed digests (`docs/PROTOCOL.md` §17.6).
+    digest: Hmac<Sha256>,
+    /// The HKDF pseudorandom key of sealed configs: `HMAC(CONFIG_SALT, secret)`'s state.
+    config_prk: Hmac<Sha256>,
 }
+
+/// The HKDF salt of the keys that seal config chunks.
+pub const CONFIG_SALT: &[u8] = b"zerokeeper v2 config";
 
 /// `K(label) = HMAC-SHA256(secret, "zerokeeper v2 " || label)`: the keys version 2 derives
 /// from a secret, one per purpose (`docs/PROTOCOL.md` §17.1).
@@ -89,10 +96,21 @@ impl Key {
             .map_err(|_| KeyError::Length(secret.len()))?;
         let keyed_v2 = <Hmac<Sha256> as KeyInit>::new_from_slice(&derive(secret, "mac"))
             .map_err(|_| KeyError::Length(secret.len()))?;
+        let digest = <Hmac<Sha256> as KeyInit>::new_from_slice(&derive(secret, "digest"))
+            .map_err(|_| KeyError::Length(secret.len()))?;
+        // HKDF-Extract (RFC 5869): PRK = HMAC(salt, IKM).
+        let mut extract = <Hmac<Sha256> as KeyInit>::new_from_slice(CONFIG_SALT)
+            .map_err(|_| KeyError::Length(secret.len()))?;
+        extract.update(secret);
+        let prk: [u8; 32] = extract.finalize().into_bytes().into();
+        let config_prk = <Hmac<Sha256> as KeyInit>::new_from_slice(&prk)
+            .map_err(|_| KeyError::Length(secret.len()))?;
         Ok(Key {
             id,
             keyed,
             keyed_v2,
+            digest,
+            config_prk,
         })
     }
 
@@ -101,6 +119,38 @@ impl Key {
             Version::V1 => &self.keyed,
             Version::V2 => &self.keyed_v2,
         }
+    }
+
+    /// A config's keyed digest: `HMAC-SHA256(K("digest"), config)`, which travels in
+    /// sealed chunks instead of the bare SHA-256 (that would let anyone who captured a
+    /// chunk test guesses of the credentials inside offline).
+    pub fn keyed_digest(&self, config: &[u8]) -> [u8; 32] {
+        let mut mac = self.digest.clone();
+        mac.update(config);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The AES-256-GCM key that seals the chunks of one config version for one cluster:
+    /// `HKDF-SHA256(salt = "zerokeeper v2 config", IKM = secret, info, 32)`, where `info`
+    /// is the cluster's length (one byte) and name, the config id, the keyed digest and
+    /// the chunk size (u32 BE). HKDF-Expand of 32 bytes is one HMAC: `T(1) = HMAC(PRK,
+    /// info || 0x01)`.
+    pub fn config_key(
+        &self,
+        cluster: &str,
+        id: &[u8; 8],
+        keyed_digest: &[u8; 32],
+        chunk_size: u32,
+    ) -> [u8; 32] {
+        let mut mac = self.config_prk.clone();
+        // Cluster names are at most 128 bytes (validated), so the length fits one byte.
+        mac.update(&[u8::try_from(cluster.len()).unwrap_or(u8::MAX)]);
+        mac.update(cluster.as_bytes());
+        mac.update(id);
+        mac.update(keyed_digest);
+        mac.update(&chunk_size.to_be_bytes());
+        mac.update(&[1]);
+        mac.finalize().into_bytes().into()
     }
 
     /// Whether `other` has the same secret (the same id and the same tags).
@@ -163,7 +213,7 @@ pub enum KeyScope {
 }
 
 /// Index of a key inside a [`Keyring`]; stable for the keyring's life.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub struct KeyIndex(pub(crate) u32);
 
 /// The keeper's keys: a default key for most clusters, and keys of their own for some.

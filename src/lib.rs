@@ -45,6 +45,7 @@ pub mod loadgen;
 pub mod procstat;
 pub mod reload;
 pub mod scenario;
+pub mod seal;
 pub mod server;
 pub mod store;
 pub mod time;

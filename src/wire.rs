@@ -194,6 +194,9 @@ pub enum Kind {
     Superseded = 0x84,
     /// Keeper → proxy: one chunk of a config version.
     ConfigChunk = 0x85,
+    /// Keeper → proxy (version 2 only): a config chunk sealed with AES-256-GCM under a
+    /// key of its config's own, its digest keyed (`docs/PROTOCOL.md` §17.6).
+    SealedChunk = 0x89,
 }
 
 impl Kind {
@@ -208,6 +211,7 @@ impl Kind {
             0x83 => Kind::Restart,
             0x84 => Kind::Superseded,
             0x85 => Kind::ConfigChunk,
+            0x89 => Kind::SealedChunk,
             _ => return None,
         })
     }
@@ -226,6 +230,7 @@ impl Kind {
                 | Kind::ConfigRequest
                 | Kind::Ack
                 | Kind::ConfigChunk
+                | Kind::SealedChunk
         )
     }
 }
@@ -439,6 +444,9 @@ pub enum Message<'a> {
     Superseded(Superseded),
     /// A config chunk.
     ConfigChunk(ConfigChunk<'a>),
+    /// A sealed config chunk: a chunk's body whose `digest` is the keyed digest and whose
+    /// `bytes` are the sealed bytes (ciphertext and GCM tag; version 2 only).
+    SealedChunk(ConfigChunk<'a>),
 }
 
 impl Message<'_> {
@@ -453,6 +461,7 @@ impl Message<'_> {
             Message::Restart(_) => Kind::Restart,
             Message::Superseded(_) => Kind::Superseded,
             Message::ConfigChunk(_) => Kind::ConfigChunk,
+            Message::SealedChunk(_) => Kind::SealedChunk,
         }
     }
 }
@@ -590,6 +599,7 @@ pub fn decode_body<'a>(header: Header, datagram: &'a [u8]) -> Result<Message<'a>
         Kind::Restart => Message::Restart(take_all(body)?),
         Kind::Superseded => Message::Superseded(take_all(body)?),
         Kind::ConfigChunk => Message::ConfigChunk(take_all(body)?),
+        Kind::SealedChunk => Message::SealedChunk(take_all(body)?),
     })
 }
 
@@ -670,7 +680,7 @@ pub fn encode_framed(
         Message::Challenge(m) => put(m, body_room),
         Message::Restart(m) => put(m, body_room),
         Message::Superseded(m) => put(m, body_room),
-        Message::ConfigChunk(m) => put(m, body_room),
+        Message::ConfigChunk(m) | Message::SealedChunk(m) => put(m, body_room),
     }
     .map_err(|_| EncodeError::TooLarge(limit))?;
     let body_end = HEADER_LEN + body_len;
@@ -719,9 +729,10 @@ pub fn config_chunk_len(
     bytes_len: usize,
 ) -> usize {
     let c = chunk_without_bytes;
+    // Version 2's chunks are sealed: the GCM tag comes on top.
     let trailer = match version {
         Version::V1 => 0,
-        Version::V2 => Trailer::len(Kind::ConfigChunk),
+        Version::V2 => Trailer::len(Kind::SealedChunk) + crate::seal::SEAL_OVERHEAD,
     };
     HEADER_LEN
         + trailer
@@ -883,7 +894,13 @@ mod tests {
             term: u64::MAX,
             config: ConfigId([3; 8]),
         };
-        let v2 = encode_framed_to_vec(Version::V2, &Message::ConfigChunk(chunk), trailer, &key())
+        // Version 2's chunks are sealed: 16 bytes more of the same plaintext.
+        let sealed = [1; 1024 + crate::seal::SEAL_OVERHEAD];
+        let chunk = ConfigChunk {
+            bytes: &sealed,
+            ..chunk
+        };
+        let v2 = encode_framed_to_vec(Version::V2, &Message::SealedChunk(chunk), trailer, &key())
             .expect("fits");
         assert_eq!(config_chunk_len(Version::V2, &chunk, 1024), v2.len());
         assert!(v2.len() <= MAX_DATAGRAM);

@@ -438,6 +438,13 @@ async fn a_client_sending_a_body_over_the_limit_whole_reads_the_413_not_a_reset(
         sent.unwrap_or_else(|e| panic!("{framing}: the body was not sent whole: {e}"));
         let answer = answer.unwrap_or_else(|e| panic!("{framing}: no clean answer: {e}"));
         problem(&answer, 413, "config-too-large");
+        // The body was not read to its end: the answer says the connection closes, so
+        // no client reuses it.
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(
+            text.contains("\r\nconnection: close\r\n"),
+            "{framing}: {text}"
+        );
     }
     // Nothing was stored.
     let mut stream = served

@@ -509,3 +509,75 @@ fn the_size_table_in_protocol_md_matches_the_encoder() {
         assert_eq!(row[2], largest.to_string(), "largest {name}");
     }
 }
+
+/// The sealed chunk of section 17.6's worked example: chunk 0 of the cluster's initial
+/// config to the example heartbeat's process (seq 2), under term 7.
+fn sealed_example() -> (Vec<u8>, [u8; 32], [u8; 32]) {
+    let key = Key::new(&SECRET).expect("valid");
+    let initial = ConfigVersion::initial();
+    let keyed = key.keyed_digest(&initial.bytes);
+    let k_cfg = key.config_key("test_cluster", &initial.id.0, &keyed, CHUNK_SIZE as u32);
+    let sealed = zerokeeper::seal::ChunkSealer::new(&k_cfg).seal(0, &initial.bytes);
+    let chunk = wire::ConfigChunk {
+        incarnation: example().incarnation,
+        seq: 2,
+        version: 1,
+        index: 0,
+        total: 1,
+        size: u32::try_from(initial.bytes.len()).expect("small"),
+        digest: keyed,
+        bytes: &sealed,
+    };
+    let datagram = wire::encode_framed_to_vec(
+        Version::V2,
+        &Message::SealedChunk(chunk),
+        Trailer {
+            term: 7,
+            config: initial.id,
+        },
+        &key,
+    )
+    .expect("fits");
+    (datagram, keyed, k_cfg)
+}
+
+#[test]
+fn the_sealed_chunk_example_in_protocol_md_is_what_the_keeper_sends_and_the_agent_opens() {
+    let key = Key::new(&SECRET).expect("valid");
+    let (datagram, keyed, k_cfg) = sealed_example();
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&zerokeeper::auth::derive(&SECRET, "digest"))
+            .expect("any key length");
+    mac.update(&ConfigVersion::initial().bytes);
+    assert_eq!(&mac.finalize().into_bytes()[..], &keyed[..]);
+    // HKDF-SHA256 written out: extract with the salt, expand one block.
+    let mut extract =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(b"zerokeeper v2 config").expect("any key length");
+    extract.update(&SECRET);
+    let prk = extract.finalize().into_bytes();
+    let mut expand = <Hmac<Sha256> as KeyInit>::new_from_slice(&prk).expect("any key length");
+    expand.update(&[12]);
+    expand.update(b"test_cluster");
+    expand.update(&ConfigVersion::initial().id.0);
+    expand.update(&keyed);
+    expand.update(&(CHUNK_SIZE as u32).to_be_bytes());
+    expand.update(&[1]);
+    assert_eq!(&expand.finalize().into_bytes()[..], &k_cfg[..]);
+    assert_eq!(quoted_after("**keyed digest:** `"), hex(&keyed));
+    assert_eq!(quoted_after("**K_cfg:** `"), hex(&k_cfg));
+    let blocks: Vec<String> = fenced_blocks("hex-sealed")
+        .into_iter()
+        .map(|b| b.split_whitespace().collect())
+        .collect();
+    assert_eq!(blocks, [hex(&datagram)]);
+    assert!(DOC.contains(&format!("{} bytes", datagram.len())));
+    // It opens as documented.
+    let framed = wire::open_framed(&datagram, &key).expect("valid");
+    let Message::SealedChunk(chunk) = framed.message else {
+        panic!("a sealed chunk");
+    };
+    let opened = zerokeeper::seal::ChunkSealer::new(&k_cfg)
+        .open(0, chunk.bytes)
+        .expect("opens");
+    assert_eq!(opened, ConfigVersion::initial().bytes.to_vec());
+}

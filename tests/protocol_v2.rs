@@ -54,6 +54,8 @@ struct Rig {
     agents: Vec<(SocketAddr, Agent)>,
     /// The protocol version of every datagram each agent received.
     received: Vec<Vec<Version>>,
+    /// Every datagram each agent received, as captured on the wire.
+    captured: Vec<Vec<Vec<u8>>>,
     events: Vec<Vec<AgentEvent>>,
     buf: Vec<u8>,
 }
@@ -73,6 +75,7 @@ impl Rig {
                 })
                 .collect(),
             received: vec![Vec::new(); n],
+            captured: vec![Vec::new(); n],
             events: vec![Vec::new(); n],
             buf: vec![0; MAX_DATAGRAM],
         }
@@ -97,6 +100,7 @@ impl Rig {
                     .expect("an answer goes to an agent");
                 let version = wire::parse_header(bytes).expect("a valid header").version;
                 self.received[i].push(version);
+                self.captured[i].push(bytes.to_vec());
                 self.agents[i].1.handle_datagram(self.now, bytes);
             }
             while self.keeper.poll_change().is_some() {}
@@ -412,4 +416,69 @@ fn a_lone_keeper_a_new_leader_and_a_small_fleet_are_never_deaf() {
         == Some(Status::Up)));
     silence(&mut rig, Duration::from_secs(1));
     assert_eq!(rig.keeper.deafness(), None);
+}
+
+#[test]
+fn a_captured_version_2_config_chunk_does_not_contain_the_configs_plaintext() {
+    const SECRET: &[u8] = b"db_password = \"k7-Vq9x-credential\"";
+    let mut keeper = keeper();
+    let mut config = b"[mysql]\nuser = \"app\"\n".to_vec();
+    config.extend_from_slice(SECRET);
+    // Several chunks' worth, so every chunk of a long config is sealed, not only one.
+    config.extend(std::iter::repeat_n(
+        b'#',
+        3 * zerokeeper::configdoc::CHUNK_SIZE,
+    ));
+    config.extend_from_slice(b"\n");
+    config.extend_from_slice(SECRET);
+    keeper
+        .push_config(Instant::ZERO, CLUSTER, config.clone().into())
+        .expect("a new cluster");
+    let mut rig = Rig::new(
+        keeper,
+        vec![agent(P11, Version::V1), agent(P12, Version::V2)],
+    );
+    assert!(rig.run_until(Duration::from_secs(3), |r| {
+        r.status(P11) == Some(Status::Up) && r.status(P12) == Some(Status::Up)
+    }));
+    let contains = |datagrams: &[Vec<u8>]| {
+        datagrams
+            .iter()
+            .any(|d| d.windows(SECRET.len()).any(|w| w == SECRET))
+    };
+    let kinds = |i: usize| -> Vec<wire::Kind> {
+        rig.captured[i]
+            .iter()
+            .map(|d| wire::parse_header(d).expect("a header").kind)
+            .collect()
+    };
+    // Version 2: the chunks travel sealed, and the agent still got the config whole.
+    assert!(kinds(1).contains(&wire::Kind::SealedChunk));
+    assert!(!kinds(1).contains(&wire::Kind::ConfigChunk));
+    assert!(
+        !contains(&rig.captured[1]),
+        "a version 2 chunk carries the plaintext"
+    );
+    let pulled = rig.events[1]
+        .iter()
+        .find_map(|e| match e {
+            AgentEvent::ConfigReady { config, .. } => Some(config.clone()),
+            _ => None,
+        })
+        .expect("the version 2 agent got its config");
+    assert!(pulled.windows(SECRET.len()).any(|w| w == SECRET));
+    assert_eq!(
+        pulled.as_ref(),
+        rig.keeper
+            .config_of(CLUSTER)
+            .expect("a config")
+            .bytes
+            .as_ref()
+    );
+    // Version 1 has no sealing: its chunks carry the plaintext (docs/SECURITY.md).
+    assert!(kinds(0).contains(&wire::Kind::ConfigChunk));
+    assert!(
+        contains(&rig.captured[0]),
+        "the check sees plaintext where there is some"
+    );
 }

@@ -215,6 +215,10 @@ pub struct AgentStats {
     /// Answers ignored because they came under an older leadership term than one the
     /// agent had accepted: a deposed keeper that still sends.
     pub old_term: u64,
+    /// Plain config chunks refused in protocol version 2 (where configs travel sealed).
+    pub plain_chunks: u64,
+    /// Sealed chunks that did not open (authenticated, yet not sealed for this config).
+    pub unsealable: u64,
 }
 
 /// Where a datagram goes.
@@ -271,6 +275,13 @@ pub struct Agent {
     /// The key signed with before [`Agent::set_key`]: answers to what it signed may still
     /// arrive, until the keeper answers under the new key.
     previous_key: Option<Key>,
+    /// The sealer of the config whose sealed chunks arrive: (id, keyed digest, key id).
+    sealer: Option<(
+        ConfigId,
+        [u8; 32],
+        crate::auth::KeyId,
+        crate::seal::ChunkSealer,
+    )>,
 }
 
 impl Agent {
@@ -309,6 +320,7 @@ impl Agent {
             events: VecDeque::new(),
             stats: AgentStats::default(),
             previous_key: None,
+            sealer: None,
         };
         // With several keepers, which one leads is not known yet.
         agent.searching = agent.cfg.keepers > 1;
@@ -470,18 +482,18 @@ impl Agent {
     }
 
     fn accept(&mut self, now: Instant, datagram: &[u8]) -> bool {
-        let framed = match wire::open_framed(datagram, &self.cfg.key) {
+        let (framed, under_previous) = match wire::open_framed(datagram, &self.cfg.key) {
             Ok(framed) => {
                 // The keeper answers under the new key: the old one is done with.
                 self.previous_key = None;
-                framed
+                (framed, false)
             }
             Err(_) => match self
                 .previous_key
                 .as_ref()
                 .map(|old| wire::open_framed(datagram, old))
             {
-                Some(Ok(framed)) => framed,
+                Some(Ok(framed)) => (framed, true),
                 _ => return false,
             },
         };
@@ -497,7 +509,7 @@ impl Agent {
             Message::Challenge(m) => (m.incarnation, m.seq),
             Message::Restart(m) => (m.incarnation, m.seq),
             Message::Superseded(m) => (m.incarnation, m.seq),
-            Message::ConfigChunk(m) => (m.incarnation, m.seq),
+            Message::ConfigChunk(m) | Message::SealedChunk(m) => (m.incarnation, m.seq),
             Message::Heartbeat(_) | Message::Unregister(_) | Message::ConfigRequest(_) => {
                 return false;
             }
@@ -540,8 +552,37 @@ impl Agent {
                 self.set_phase(Phase::Stopped(StopReason::Superseded));
                 true
             }
-            Message::ConfigChunk(chunk) => self.on_chunk(now, &chunk, id),
-            Message::Heartbeat(_) | Message::Unregister(_) | Message::ConfigRequest(_) => false,
+            // Version 1 only: a version 2 config travels sealed, always.
+            Message::ConfigChunk(chunk) if framed.version == Version::V1 => {
+                self.on_chunk(now, &chunk, id, None)
+            }
+            Message::ConfigChunk(_) => {
+                self.stats.plain_chunks += 1;
+                false
+            }
+            Message::SealedChunk(sealed) if framed.version == Version::V2 => {
+                let key = if under_previous {
+                    self.previous_key.clone()
+                } else {
+                    Some(self.cfg.key.clone())
+                };
+                let Some(key) = key else {
+                    return false;
+                };
+                let Some(plain) = self.open_chunk(&key, &sealed, framed.trailer.config) else {
+                    self.stats.unsealable += 1;
+                    return false;
+                };
+                let chunk = wire::ConfigChunk {
+                    bytes: &plain,
+                    ..sealed
+                };
+                self.on_chunk(now, &chunk, id, Some(&key))
+            }
+            Message::SealedChunk(_)
+            | Message::Heartbeat(_)
+            | Message::Unregister(_)
+            | Message::ConfigRequest(_) => false,
         }
     }
 
@@ -607,18 +648,43 @@ impl Agent {
         true
     }
 
-    /// A config chunk; `id` is the config id its trailer named (version 2).
+    /// The plaintext of a sealed chunk of config `id`, opened under `key`
+    /// (`docs/PROTOCOL.md` §17.6); `None` if it does not open. The sealer of a config is
+    /// derived once, on its first chunk.
+    fn open_chunk(
+        &mut self,
+        key: &Key,
+        sealed: &wire::ConfigChunk<'_>,
+        id: ConfigId,
+    ) -> Option<Vec<u8>> {
+        let fresh = !matches!(&self.sealer, Some((i, d, k, _)) if *i == id && *d == sealed.digest && *k == key.id());
+        if fresh {
+            let sealer = crate::seal::ChunkSealer::new(&key.config_key(
+                &self.cfg.cluster,
+                &id.0,
+                &sealed.digest,
+                crate::configdoc::CHUNK_SIZE as u32,
+            ));
+            self.sealer = Some((id, sealed.digest, key.id(), sealer));
+        }
+        let (_, _, _, sealer) = self.sealer.as_ref()?;
+        sealer.open(sealed.index, sealed.bytes)
+    }
+
+    /// A config chunk (opened already, if it came sealed, with `key`); `id` is the config
+    /// id its trailer named (version 2).
     fn on_chunk(
         &mut self,
         now: Instant,
         chunk: &wire::ConfigChunk<'_>,
         id: Option<ConfigId>,
+        key: Option<&Key>,
     ) -> bool {
         let Some(pull) = self.pull.as_mut() else {
             return false;
         };
         let pulled = pull.id();
-        match pull.accept(chunk, id) {
+        match pull.accept(chunk, id, key) {
             Progress::Ignored => return false,
             Progress::Stored => {}
             Progress::Newer { version, id: other } if pulled.is_some() => {

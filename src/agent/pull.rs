@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Key;
 use crate::configdoc::{MAX_CONFIG_BYTES, chunk_range, digest, total_chunks};
 use crate::time::Instant;
 use crate::wire::{ConfigChunk, ConfigId};
@@ -110,13 +111,20 @@ impl Pull {
     }
 
     /// Takes `chunk`, whose trailer named config `id` (version 2; `None` in version 1).
-    pub(crate) fn accept(&mut self, chunk: &ConfigChunk<'_>, id: Option<ConfigId>) -> Progress {
+    ///
+    /// In version 2 the chunk came sealed and was opened with `key` (its bytes are the
+    /// plaintext), and its `digest` is the config's keyed digest under `key`: once every
+    /// chunk is in, the keyed digest of the whole must match, and the id must be the id
+    /// of the version and the plaintext's SHA-256. In version 1 (`key` `None`) the
+    /// digest is the plaintext's SHA-256.
+    pub(crate) fn accept(
+        &mut self,
+        chunk: &ConfigChunk<'_>,
+        id: Option<ConfigId>,
+        key: Option<&Key>,
+    ) -> Progress {
         match (self.id, id) {
             (Some(wanted), Some(id)) => {
-                if id != ConfigId::of(chunk.version, &chunk.digest) {
-                    // Not the id of the version and digest it carries.
-                    return Progress::Ignored;
-                }
                 if id != wanted {
                     return Progress::Newer {
                         version: chunk.version,
@@ -179,7 +187,15 @@ impl Pull {
         }
         let expected = self.layout.as_ref().map(|l| l.digest);
         let bytes = std::mem::take(&mut self.buf);
-        if Some(digest(&bytes)) == expected {
+        let whole = match key {
+            Some(key) => key.keyed_digest(&bytes),
+            None => digest(&bytes),
+        };
+        let named = match self.id {
+            Some(id) => id == ConfigId::of(self.version, &digest(&bytes)),
+            None => true,
+        };
+        if Some(whole) == expected && named {
             Progress::Complete(bytes.into())
         } else {
             Progress::Corrupt
@@ -214,21 +230,33 @@ mod tests {
             pull.due(Instant::ZERO, Duration::from_millis(100), 4),
             vec![0]
         );
-        assert_eq!(pull.accept(&chunk(&config, 2, 0), None), Progress::Stored);
+        assert_eq!(
+            pull.accept(&chunk(&config, 2, 0), None, None),
+            Progress::Stored
+        );
         assert_eq!(
             pull.due(Instant::ZERO, Duration::from_millis(100), 4),
             vec![1, 2, 3]
         );
-        assert_eq!(pull.accept(&chunk(&config, 2, 3), None), Progress::Stored);
-        assert_eq!(pull.accept(&chunk(&config, 2, 3), None), Progress::Ignored);
+        assert_eq!(
+            pull.accept(&chunk(&config, 2, 3), None, None),
+            Progress::Stored
+        );
+        assert_eq!(
+            pull.accept(&chunk(&config, 2, 3), None, None),
+            Progress::Ignored
+        );
         // Chunk 1 was lost: it is asked for again once overdue.
         assert_eq!(
             pull.due(Instant::from_millis(100), Duration::from_millis(100), 4),
             vec![1, 2]
         );
-        assert_eq!(pull.accept(&chunk(&config, 2, 2), None), Progress::Stored);
         assert_eq!(
-            pull.accept(&chunk(&config, 2, 1), None),
+            pull.accept(&chunk(&config, 2, 2), None, None),
+            Progress::Stored
+        );
+        assert_eq!(
+            pull.accept(&chunk(&config, 2, 1), None, None),
             Progress::Complete(config.clone().into())
         );
     }
@@ -237,9 +265,12 @@ mod tests {
     fn a_newer_version_restarts_and_an_older_one_is_ignored() {
         let config = b"abc".to_vec();
         let mut pull = Pull::new(5, None);
-        assert_eq!(pull.accept(&chunk(&config, 4, 0), None), Progress::Ignored);
         assert_eq!(
-            pull.accept(&chunk(&config, 6, 0), None),
+            pull.accept(&chunk(&config, 4, 0), None, None),
+            Progress::Ignored
+        );
+        assert_eq!(
+            pull.accept(&chunk(&config, 6, 0), None, None),
             Progress::Newer {
                 version: 6,
                 id: ConfigId::NONE
@@ -250,26 +281,43 @@ mod tests {
     #[test]
     fn in_version_2_ids_are_compared_for_equality_not_order() {
         let config = b"abc".to_vec();
+        let key = Key::new(&[1; 32]).expect("a key");
         let id = |version| ConfigId::of(version, &digest(&config));
+        // Version 2 chunks carry the keyed digest (their bytes were opened already).
+        let sealed = |version| ConfigChunk {
+            digest: key.keyed_digest(&config),
+            ..chunk(&config, version, 0)
+        };
         // A keeper restored from a backup serves version 4 to a pull of version 8.
         let mut pull = Pull::new(8, Some(id(8)));
         assert_eq!(
-            pull.accept(&chunk(&config, 4, 0), Some(id(4))),
+            pull.accept(&sealed(4), Some(id(4)), Some(&key)),
             Progress::Newer {
                 version: 4,
                 id: id(4)
             }
         );
-        // An id that does not name the version and digest the chunk carries is refused.
+        // A version 1 chunk does not feed a version 2 pull.
         assert_eq!(
-            pull.accept(&chunk(&config, 8, 0), Some(id(4))),
+            pull.accept(&chunk(&config, 8, 0), None, None),
             Progress::Ignored
         );
-        // A version 1 chunk does not feed a version 2 pull.
-        assert_eq!(pull.accept(&chunk(&config, 8, 0), None), Progress::Ignored);
         assert_eq!(
-            pull.accept(&chunk(&config, 8, 0), Some(id(8))),
+            pull.accept(&sealed(8), Some(id(8)), Some(&key)),
             Progress::Complete(config.clone().into())
+        );
+        // An id that does not name the version and the bytes assembled: corrupt.
+        let mut pull = Pull::new(8, Some(id(7)));
+        assert_eq!(
+            pull.accept(&sealed(8), Some(id(7)), Some(&key)),
+            Progress::Corrupt
+        );
+        // A digest keyed under another key: corrupt.
+        let other = Key::new(&[2; 32]).expect("a key");
+        let mut pull = Pull::new(8, Some(id(8)));
+        assert_eq!(
+            pull.accept(&sealed(8), Some(id(8)), Some(&other)),
+            Progress::Corrupt
         );
     }
 
@@ -279,6 +327,6 @@ mod tests {
         let mut c = chunk(&config, 1, 0);
         c.digest = [0; 32];
         let mut pull = Pull::new(1, None);
-        assert_eq!(pull.accept(&c, None), Progress::Corrupt);
+        assert_eq!(pull.accept(&c, None, None), Progress::Corrupt);
     }
 }

@@ -32,6 +32,10 @@ pub(crate) struct Problem {
     retry_after: Option<u32>,
     /// The `WWW-Authenticate` challenge of a `401`.
     challenge: Option<&'static str>,
+    /// Whether the connection closes after this answer (`Connection: close`): the
+    /// request's body was not read to its end, so the connection cannot carry another
+    /// request, and a client that reused it would find it gone.
+    close: bool,
 }
 
 impl Problem {
@@ -43,6 +47,7 @@ impl Problem {
             body: ProblemBody::new(kind, detail),
             retry_after: None,
             challenge: None,
+            close: false,
         }
     }
 
@@ -78,10 +83,12 @@ impl Problem {
 
     /// The request body is larger than the endpoint accepts.
     pub(crate) fn body_too_large(limit: usize) -> Problem {
-        Problem::new(
+        let mut problem = Problem::new(
             ProblemKind::ConfigTooLarge,
             format!("request body is larger than the limit of {limit} bytes"),
-        )
+        );
+        problem.close = true;
+        problem
     }
 
     /// The request could not be parsed as HTTP/1.1 (hyper's own 400).
@@ -115,13 +122,15 @@ impl Problem {
 
     /// The request's body made no progress for `timeout`.
     pub(crate) fn request_timeout(timeout: std::time::Duration) -> Problem {
-        Problem::new(
+        let mut problem = Problem::new(
             ProblemKind::RequestTimeout,
             format!(
                 "the request's body made no progress for {}",
                 humantime::format_duration(timeout)
             ),
-        )
+        );
+        problem.close = true;
+        problem
     }
 
     /// `max` watch streams are open already; retry after `retry_after` seconds.
@@ -249,6 +258,11 @@ impl IntoResponse for Problem {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(challenge) = self.challenge {
             response.headers_mut().insert(

@@ -7,7 +7,11 @@
 use std::sync::Arc;
 
 use crate::auth::KeyIndex;
-use crate::configdoc::ConfigVersion;
+use crate::configdoc::{CHUNK_SIZE, ConfigVersion};
+use crate::seal::ChunkSealer;
+
+/// Most (config, key) sealers kept at once; past that the cache starts over.
+pub(crate) const MAX_SEALERS: usize = 256;
 use crate::keeper::transition::Stamp;
 use crate::keeper::{Keeper, KeeperConfig, Status, Transmit};
 use crate::time::Instant;
@@ -50,6 +54,8 @@ pub(crate) enum Answer {
     },
     Chunk {
         stamp: Stamp,
+        /// The cluster's name (sealed chunks' keys are the cluster's own).
+        cluster: Arc<str>,
         config: Arc<ConfigVersion>,
         index: u32,
     },
@@ -167,7 +173,18 @@ impl Keeper {
     /// [`wire::MAX_DATAGRAM`] bytes) and says where it goes.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(p) = self.pending.pop_front() {
-            match self.encode(&p.answer, p.key, p.version, buf) {
+            let sealed = match &p.answer {
+                Answer::Chunk {
+                    cluster,
+                    config,
+                    index,
+                    ..
+                } if p.version == Version::V2 => {
+                    Some(self.seal(p.key, cluster.clone(), config, *index))
+                }
+                _ => None,
+            };
+            match self.encode(&p.answer, p.key, p.version, sealed.as_ref(), buf) {
                 Ok(len) if len <= p.budget => {
                     self.stats.sent += 1;
                     return Some(Transmit {
@@ -185,11 +202,47 @@ impl Keeper {
         None
     }
 
+    /// Chunk `index` of `config` sealed for `cluster` under the key at `key`, and the
+    /// config's keyed digest under it (`docs/PROTOCOL.md` §17.6). The keyed digest and
+    /// the sealer of a (config, key) are computed once, on its first chunk.
+    fn seal(
+        &mut self,
+        key: KeyIndex,
+        cluster: Arc<str>,
+        config: &ConfigVersion,
+        index: u32,
+    ) -> ([u8; 32], Vec<u8>) {
+        // Two clusters may hold the same config (the initial one): the cluster is part
+        // of the key.
+        let cache_key = (cluster.clone(), config.id, key);
+        if !self.sealers.contains_key(&cache_key) {
+            // Bounded: clusters pulling at once times keys; old configs' entries go.
+            if self.sealers.len() >= MAX_SEALERS {
+                self.sealers.clear();
+            }
+            let secret = self.keys.get(key);
+            let keyed = secret.keyed_digest(&config.bytes);
+            let sealer = ChunkSealer::new(&secret.config_key(
+                &cluster,
+                &config.id.0,
+                &keyed,
+                CHUNK_SIZE as u32,
+            ));
+            self.sealers.insert(cache_key.clone(), (keyed, sealer));
+        }
+        let plain = config.chunk(index).unwrap_or_default();
+        match self.sealers.get(&cache_key) {
+            Some((keyed, sealer)) => (*keyed, sealer.seal(index, plain)),
+            None => ([0; 32], Vec::new()),
+        }
+    }
+
     fn encode(
         &self,
         answer: &Answer,
         key: KeyIndex,
         version: Version,
+        sealed: Option<&([u8; 32], Vec<u8>)>,
         buf: &mut [u8],
     ) -> Result<usize, wire::EncodeError> {
         let key = self.keys.get(key);
@@ -236,11 +289,22 @@ impl Keeper {
                 stamp,
                 config,
                 index,
+                ..
             } => {
                 let mut chunk = chunk_header(*stamp, config, *index);
-                chunk.bytes = config.chunk(*index).unwrap_or_default();
                 trailer.config = config.id;
-                Message::ConfigChunk(chunk)
+                match sealed {
+                    // Version 2: sealed, its digest keyed.
+                    Some((keyed, bytes)) => {
+                        chunk.digest = *keyed;
+                        chunk.bytes = bytes;
+                        Message::SealedChunk(chunk)
+                    }
+                    None => {
+                        chunk.bytes = config.chunk(*index).unwrap_or_default();
+                        Message::ConfigChunk(chunk)
+                    }
+                }
             }
         };
         wire::encode_framed(version, &message, trailer, key, buf)

@@ -380,6 +380,7 @@ impl Keeper {
             served += 1;
             let chunk = Answer::Chunk {
                 stamp,
+                cluster: self.registry.cluster(cluster).name.clone(),
                 config: config.clone(),
                 index,
             };

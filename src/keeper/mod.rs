@@ -319,6 +319,20 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// A cluster, a config id and a key.
+type SealedFor = (
+    std::sync::Arc<str>,
+    crate::wire::ConfigId,
+    crate::auth::KeyIndex,
+);
+
+/// The keyed digest and the sealer of each config served sealed, by cluster and key.
+type Sealers = std::collections::HashMap<
+    SealedFor,
+    ([u8; 32], crate::seal::ChunkSealer),
+    foldhash::fast::FixedState,
+>;
+
 /// The keeper state machine. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Keeper {
@@ -327,6 +341,9 @@ pub struct Keeper {
     tokens: TokenMinter,
     /// How many challenges each source has had this interval.
     challenges: limit::ChallengeLimit,
+    /// The keyed digest and sealer of each (cluster, config id, key) whose chunks were
+    /// served.
+    sealers: Sealers,
     clock: KeeperClock,
     registry: Registry,
     timers: Timers,
@@ -399,6 +416,7 @@ impl Keeper {
             keys,
             tokens,
             challenges,
+            sealers: std::collections::HashMap::default(),
             clock,
             registry: Registry::default(),
             timers: Timers::default(),
