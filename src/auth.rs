@@ -334,6 +334,11 @@ impl Keyring {
         change
     }
 
+    /// The id of every key the keyring has held, by index (retired ones included).
+    pub fn ids_by_index(&self) -> Vec<KeyId> {
+        self.keys.iter().map(|(key, _, _)| key.id()).collect()
+    }
+
     /// The ids of the keys in force, with their scopes, in the order they were added.
     pub fn in_force(&self) -> impl Iterator<Item = (KeyId, &KeyScope)> {
         self.keys

@@ -460,7 +460,9 @@ impl Keeper {
     /// that verified its request. Nothing else changes: proxies under a key kept are not
     /// disturbed, and one whose key was retired is simply no longer heard.
     pub fn set_keys(&mut self, keys: Keyring) -> KeyringChange {
-        self.keys.replace(keys)
+        let change = self.keys.replace(keys);
+        self.seen.set_key_ids(self.keys.ids_by_index());
+        change
     }
 
     /// The keeper's epoch: its boot counter, in every freshness token.

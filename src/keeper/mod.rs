@@ -406,6 +406,7 @@ impl Keeper {
         now: Instant,
     ) -> Result<Keeper, KeeperConfigError> {
         config.validate()?;
+        let key_ids = keys.ids_by_index();
         let granularity = (config.heartbeat_interval / 2).max(Duration::from_millis(1));
         let tokens = TokenMinter::new(epoch, &token_secret, granularity, config.lost_after);
         let challenges =
@@ -420,7 +421,11 @@ impl Keeper {
             clock,
             registry: Registry::default(),
             timers: Timers::default(),
-            seen: SeenWriter::new(LastSeen::new()),
+            seen: {
+                let mut seen = SeenWriter::new(LastSeen::new());
+                seen.set_key_ids(key_ids);
+                seen
+            },
             pending: VecDeque::new(),
             stream: persist::Stream::default(),
             adopt_until: None,

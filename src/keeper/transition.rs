@@ -340,8 +340,7 @@ impl Keeper {
             deadline: now,
             config_version: hb.config_version,
         });
-        self.seen
-            .set(slot, self.clock.real(), self.keys.get(reply.key).id());
+        self.seen.set(slot, self.clock.real(), reply.key);
         if status == Status::Up {
             self.status_changed(slot, None, Reason::Adopted, now);
             let ack = self.ack_for(reply, slot, crate::wire::AckStatus::Up, now);
@@ -412,8 +411,7 @@ impl Keeper {
     /// Records that the proxy in `slot` was heard; returns whether what it reports about
     /// itself (its source, its config version) changed.
     fn touch(&mut self, slot: u32, now: Instant, reply: Reply, config_version: u64) -> bool {
-        self.seen
-            .set(slot, self.clock.real(), self.keys.get(reply.key).id());
+        self.seen.set(slot, self.clock.real(), reply.key);
         let Some(record) = self.registry.get_mut(slot) else {
             return false;
         };

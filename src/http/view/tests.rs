@@ -223,7 +223,7 @@ fn the_last_heartbeat_comes_from_the_cores_table_when_it_has_one() {
         proxies: vec![(1, stored("10.0.0.1:1", Status::Up))],
         ..ViewSeed::default()
     });
-    seen.set(1, Instant::from_millis(250), crate::auth::KeyId(7));
+    seen.set(1, Instant::from_millis(250), crate::auth::KeyIndex(0));
     let p = view.proxy(C, "10.0.0.1:1").expect("known");
     let clock = view.inner.clock;
     let want = unix_ms(clock.wall(Instant::from_millis(250)));
