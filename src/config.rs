@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// replay flood from spoofed sources gets no more (0: no limit) [default: 4].
     #[arg(long, env = "ZEROKEEPER_CHALLENGE_LIMIT", value_name = "N")]
     pub challenge_limit: Option<u32>,
+    /// Refuse protocol version 1 config requests, whose chunks would travel in clear
+    /// (version 2 seals them); version 1 proxies then never get a config.
+    #[arg(long, env = "ZEROKEEPER_REFUSE_PLAINTEXT_CONFIGS")]
+    pub refuse_plaintext_configs: bool,
     /// After a boot on an empty store (or one found older than the fleet), an unknown
     /// proxy's `up` is adopted as `up` for this long, not restarted [default: 3 × lost_after].
     #[arg(long, env = "ZEROKEEPER_ADOPT_WINDOW", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -307,6 +311,7 @@ struct FileConfig {
     #[serde(default, with = "opt_duration")]
     stall_slop: Option<Duration>,
     challenge_limit: Option<u32>,
+    refuse_plaintext_configs: Option<bool>,
     #[serde(default, with = "opt_duration")]
     adopt_window: Option<Duration>,
     restart_share: Option<f64>,
@@ -589,6 +594,8 @@ impl ServeArgs {
                 .challenge_limit
                 .or(file.challenge_limit)
                 .unwrap_or(defaults.challenge_limit),
+            refuse_plaintext_configs: self.refuse_plaintext_configs
+                || file.refuse_plaintext_configs.unwrap_or(false),
         };
         keeper.validate()?;
 

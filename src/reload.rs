@@ -79,6 +79,11 @@ impl Reloader {
             .replace(config.keyring.clone());
         self.keys.send_replace(config.keyring);
         let tokens = config.admin.tokens.len();
+        if self.access.tokens().get().enabled() && tokens == 0 {
+            tracing::warn!(
+                "the reloaded configuration has no admin tokens: the admin API no longer asks who a caller is"
+            );
+        }
         self.access.tokens().replace(config.admin.tokens);
         let ids = |ids: Vec<crate::auth::KeyId>| ids.iter().map(ToString::to_string).collect();
         Ok(Reloaded {

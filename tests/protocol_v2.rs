@@ -482,3 +482,45 @@ fn a_captured_version_2_config_chunk_does_not_contain_the_configs_plaintext() {
         "the check sees plaintext where there is some"
     );
 }
+
+#[test]
+fn a_keeper_refusing_plaintext_configs_serves_version_2_and_never_version_1() {
+    let config = KeeperConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        lost_after: Duration::from_millis(1_500),
+        ready_timeout: Duration::from_secs(10),
+        delete_after: Duration::from_secs(10),
+        refuse_plaintext_configs: true,
+        ..KeeperConfig::default()
+    };
+    let keeper = Keeper::new(
+        config,
+        Keyring::with_default(key()),
+        1,
+        [1; 32],
+        Instant::ZERO,
+    )
+    .expect("valid");
+    let mut rig = Rig::new(
+        keeper,
+        vec![agent(P11, Version::V1), agent(P12, Version::V2)],
+    );
+    assert!(rig.run_until(Duration::from_secs(3), |r| r.status(P12)
+        == Some(Status::Up)));
+    // The version 1 proxy registered but never got its config: it stays `ready`, which
+    // keeps the gate closed, so an operator sees it.
+    assert_eq!(rig.status(P11), Some(Status::Ready));
+    assert_eq!(rig.agent(0).phase(), Phase::Pulling);
+    let stats = rig.keeper.stats();
+    assert!(stats.dropped(DropReason::PlaintextRefused) > 0);
+    assert_eq!(
+        stats.outcome(zerokeeper::keeper::Outcome::ConfigServedPlaintext),
+        0
+    );
+    assert!(stats.outcome(zerokeeper::keeper::Outcome::ConfigServed) > 0);
+    assert!(
+        rig.captured[0]
+            .iter()
+            .all(|d| wire::parse_header(d).expect("a header").kind != wire::Kind::ConfigChunk)
+    );
+}

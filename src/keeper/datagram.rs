@@ -343,6 +343,9 @@ impl Keeper {
         if record.stamp.incarnation != req.incarnation {
             return Err(DropReason::NotRegistered);
         }
+        if to.version == Version::V1 && self.config.refuse_plaintext_configs {
+            return Err(DropReason::PlaintextRefused);
+        }
         let stamp = Stamp {
             incarnation: req.incarnation,
             seq: req.seq,
@@ -389,7 +392,10 @@ impl Keeper {
         if served == 0 {
             return Err(DropReason::BadRequest);
         }
-        Ok(Outcome::ConfigServed)
+        Ok(match to.version {
+            Version::V1 => Outcome::ConfigServedPlaintext,
+            Version::V2 => Outcome::ConfigServed,
+        })
     }
 }
 

@@ -74,6 +74,9 @@ counted_enum! {
         /// source sent as many challenges this interval as one may get: a replay flood
         /// from spoofed sources, not a proxy.
         ChallengeLimited => "challenge_limited",
+        /// A protocol version 1 config request to a keeper that refuses to send configs
+        /// in clear (`refuse_plaintext_configs`).
+        PlaintextRefused => "plaintext_refused",
     }
 }
 
@@ -115,8 +118,11 @@ counted_enum! {
         Restarted => "restarted",
         /// Sent `Superseded`.
         Superseded => "superseded",
-        /// Served config chunks.
+        /// Served config chunks (sealed, in protocol version 2).
         ConfigServed => "config_served",
+        /// Served config chunks in clear, to a protocol version 1 proxy (which cannot
+        /// open sealed ones): its config can be read on the network.
+        ConfigServedPlaintext => "config_served_plaintext",
         /// Registered an unknown `up` proxy as `up`, while adopting the fleet.
         Adopted => "adopted",
     }

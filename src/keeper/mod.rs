@@ -177,6 +177,10 @@ pub struct KeeperConfig {
     /// (0: no limit); see `limit`. A proxy needs at most two; a load generator that
     /// sends as a whole fleet from one socket needs 0.
     pub challenge_limit: u32,
+    /// Refuse protocol version 1 config requests: version 1 cannot seal a config, so its
+    /// chunks travel in clear (`false`, the default, serves them and counts them as
+    /// `config_served_plaintext`).
+    pub refuse_plaintext_configs: bool,
 }
 
 impl Default for KeeperConfig {
@@ -197,6 +201,7 @@ impl Default for KeeperConfig {
             restart_round: None,
             stall_slop: DEFAULT_STALL_SLOP,
             challenge_limit: limit::CHALLENGES_PER_INTERVAL,
+            refuse_plaintext_configs: false,
         }
     }
 }
