@@ -8,11 +8,10 @@
 mod procs;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use procs::{BIN, CLUSTER, Keeper, PATIENCE, fresh_dir, write_private};
+use procs::{CLUSTER, Keeper, PATIENCE, fresh_dir, write_private};
 use serde_json::Value;
 
 const A: &str = "10.25.0.11:3000";
@@ -101,22 +100,8 @@ fn request(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> 
     }
 }
 
-/// Runs the CLI with `--http url` and the token in `ZEROKEEPER_TOKEN` (if any):
-/// (exit code, stdout, stderr).
-fn cli(url: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
-    let mut command = Command::new(BIN);
-    command.args(args).args(["--http", url]);
-    command.env_remove("ZEROKEEPER_TOKEN");
-    if let Some(token) = token {
-        command.env("ZEROKEEPER_TOKEN", token);
-    }
-    let out = command.output().expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+/// Runs the CLI with `--http url` and the token in `ZEROKEEPER_TOKEN` (if any).
+use procs::cli_at as cli;
 
 /// Waits until `check` holds, or fails with `what`.
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use procs::{BIN, Keeper, PATIENCE, Process, fresh_dir, write_private};
+use procs::{Keeper, PATIENCE, Process, fresh_dir, write_private};
 use serde_json::Value;
 use zerokeeper::auth::Key;
 
@@ -70,16 +70,8 @@ fn wait_for(what: &str, keeper: &Keeper, mut check: impl FnMut(&[Value]) -> bool
 }
 
 fn reload(keeper: &Keeper, token_file: &Path) -> (i32, String, String) {
-    let out = std::process::Command::new(BIN)
-        .args(["reload", "--http", &keeper.http, "--token-file"])
-        .arg(token_file)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let token_file = token_file.to_str().expect("utf-8");
+    procs::cli_at(&keeper.http, None, &["reload", "--token-file", token_file])
 }
 
 /// Every proxy of `proxies` is `up` and still in the life and status it had in `first`.

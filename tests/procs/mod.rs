@@ -283,16 +283,7 @@ impl Keeper {
 
     /// Runs an operator command against this keeper: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN)
-            .args(args)
-            .args(["--http", &self.http])
-            .output()
-            .expect("the binary runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cli_at(&self.http, None, args)
     }
 
     /// Pushes `body` as the cluster's next config with `push-config`: (exit code, stdout,
@@ -356,6 +347,24 @@ impl Keeper {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+}
+
+/// Runs an operator command against the admin API at `url`, with `token` as
+/// `ZEROKEEPER_TOKEN` (or none, whatever the test's environment says): (exit code,
+/// stdout, stderr).
+pub fn cli_at(url: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).args(["--http", url]);
+    command.env_remove("ZEROKEEPER_TOKEN");
+    if let Some(token) = token {
+        command.env("ZEROKEEPER_TOKEN", token);
+    }
+    let out = command.output().expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A proxy of `cluster` that sends to `keepers` (one address, or several comma-separated),
