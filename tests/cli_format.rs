@@ -215,6 +215,36 @@ fn a_table_without_rows_is_the_header_alone() {
 }
 
 #[test]
+fn the_wide_table_adds_the_config_the_key_and_the_source() {
+    let mut known = view("c", "10.0.0.1:3000", "up", 120, 5_000);
+    known.key_id = Some("0a1b2c3d".to_owned());
+    let unknown = view("c", "10.0.0.2:3000", "up", 120, 5_000);
+    let text = zerokeeper::cli::format::wide_proxy_table(&[unknown, known]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "CLUSTER",
+            "PROXY",
+            "STATUS",
+            "INCARNATION",
+            "LAST",
+            "SEEN",
+            "AGE",
+            "CONFIG",
+            "KEY",
+            "SOURCE"
+        ]
+    );
+    fn cells(line: &str) -> Vec<&str> {
+        line.split_whitespace().rev().take(3).collect()
+    }
+    assert_eq!(cells(lines[1]), ["127.0.0.1:40000", "0a1b2c3d", "1"]);
+    // A proxy this keeper has not heard since it started: its key is unknown.
+    assert_eq!(cells(lines[2]), ["127.0.0.1:40000", "unknown", "1"]);
+}
+
+#[test]
 fn a_table_has_no_trailing_spaces_even_with_empty_last_cells() {
     let rows = vec![
         vec!["only".to_owned()],

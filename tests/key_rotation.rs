@@ -151,6 +151,24 @@ fn proxies_move_to_a_new_key_one_by_one_without_leaving_up() {
         assert!(never_left_up(&first, &seen, &all), "{seen:?}");
     }
 
+    // `status -o wide` shows the same: the moved proxies on the new key, one on the old.
+    let (code, out, err) = procs::cli_at(
+        &keeper.http,
+        None,
+        &["status", "--cluster", CLUSTER, "-o", "wide"],
+    );
+    assert_eq!(code, 0, "{err}");
+    for line in out.lines().filter(|l| l.contains("10.25.0.")) {
+        let want = if line.contains(LEFT_BEHIND) {
+            &old
+        } else {
+            &new
+        };
+        assert!(
+            line.split_whitespace().any(|cell| cell == want),
+            "{line}\n{out}"
+        );
+    }
     // The old key retired: the proxy left on it goes unheard, the others stay up.
     write_config(&config, &["new.key"]);
     let (code, out, err) = reload(&keeper, &dir.join("ops.token"));

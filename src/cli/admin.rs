@@ -392,7 +392,7 @@ fn status_once(client: &Client, cluster: Option<&str>, output: Output) -> Result
             json.push('\n');
             json
         }
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let proxies = client.proxies(cluster)?;
             // Which keeper leads, on a deployment of several (a keeper alone says nothing).
             let mut text = client
@@ -400,7 +400,11 @@ fn status_once(client: &Client, cluster: Option<&str>, output: Output) -> Result
                 .ok()
                 .and_then(|store| format::leader_line(&store))
                 .unwrap_or_default();
-            text.push_str(&format::proxy_table(&proxies));
+            text.push_str(&if output == Output::Wide {
+                format::wide_proxy_table(&proxies)
+            } else {
+                format::proxy_table(&proxies)
+            });
             text.push_str(&format::paused_notes(&proxies));
             text
         }

@@ -11,6 +11,9 @@ use crate::api::{ProxyList, ProxyView, WatchEvent, key_lines};
 pub enum Output {
     /// Aligned columns for people.
     Table,
+    /// The table with more columns: the config version each proxy runs, the id of the
+    /// key it signs with (to check a key rotation), and the address it sends from.
+    Wide,
     /// JSON: the array of proxies (pretty); when watching, the listing as one line,
     /// then one watch event per line.
     Json,
@@ -28,6 +31,9 @@ pub const PROXY_COLUMNS: [&str; 6] = [
     "LAST SEEN",
     "AGE",
 ];
+
+/// The columns `-o wide` adds after [`PROXY_COLUMNS`].
+pub const WIDE_COLUMNS: [&str; 3] = ["CONFIG", "KEY", "SOURCE"];
 
 /// What the table shows for a time the keeper does not know.
 pub const UNKNOWN: &str = "unknown";
@@ -90,12 +96,23 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The `status -o table` listing: one row per proxy, sorted by cluster then proxy. A
 /// time the keeper does not know reads `unknown`.
 pub fn proxy_table(proxies: &[ProxyView]) -> String {
+    proxy_rows(proxies, false)
+}
+
+/// [`proxy_table`] with the [`WIDE_COLUMNS`] too (`-o wide`): the config version each
+/// proxy reports, the id of its key (`unknown` until this keeper hears it) and its
+/// source address.
+pub fn wide_proxy_table(proxies: &[ProxyView]) -> String {
+    proxy_rows(proxies, true)
+}
+
+fn proxy_rows(proxies: &[ProxyView], wide: bool) -> String {
     let mut sorted: Vec<&ProxyView> = proxies.iter().collect();
     sorted.sort_by(|a, b| (&a.cluster, &a.proxy).cmp(&(&b.cluster, &b.proxy)));
     let rows: Vec<Vec<String>> = sorted
         .into_iter()
         .map(|p| {
-            vec![
+            let mut row = vec![
                 printable(&p.cluster),
                 printable(&p.proxy),
                 printable(&p.status),
@@ -104,10 +121,29 @@ pub fn proxy_table(proxies: &[ProxyView]) -> String {
                     .map_or_else(|| UNKNOWN.to_owned(), ago),
                 p.since_age_ms
                     .map_or_else(|| UNKNOWN.to_owned(), human_duration),
-            ]
+            ];
+            if wide {
+                row.push(p.config_version.to_string());
+                row.push(
+                    p.key_id
+                        .as_deref()
+                        .map_or_else(|| UNKNOWN.to_owned(), printable),
+                );
+                row.push(
+                    p.source
+                        .as_deref()
+                        .map_or_else(|| UNKNOWN.to_owned(), printable),
+                );
+            }
+            row
         })
         .collect();
-    table(&PROXY_COLUMNS, &rows)
+    if wide {
+        let header: Vec<&str> = PROXY_COLUMNS.iter().chain(&WIDE_COLUMNS).copied().collect();
+        table(&header, &rows)
+    } else {
+        table(&PROXY_COLUMNS, &rows)
+    }
 }
 
 /// What `status --watch` prints for a listing (the first, and each after a `410`), in
@@ -116,8 +152,12 @@ pub fn proxy_table(proxies: &[ProxyView]) -> String {
 /// newline unless empty.
 pub fn watch_listing(list: &ProxyList, mode: Output) -> String {
     match mode {
-        Output::Table => {
-            let mut text = proxy_table(&list.proxies);
+        Output::Table | Output::Wide => {
+            let mut text = if mode == Output::Wide {
+                wide_proxy_table(&list.proxies)
+            } else {
+                proxy_table(&list.proxies)
+            };
             text.push_str(&paused_notes(&list.proxies));
             text
         }
@@ -161,7 +201,7 @@ pub fn watch_line(event: &WatchEvent, mode: Output) -> Option<String> {
                 None => format!("DELETE {key}"),
             }))
         }
-        Output::Table => Some(printable(&watch_table_line(event))),
+        Output::Table | Output::Wide => Some(printable(&watch_table_line(event))),
     }
 }
 
