@@ -169,6 +169,23 @@ fn proxies_move_to_a_new_key_one_by_one_without_leaving_up() {
             "{line}\n{out}"
         );
     }
+    // A reload that cannot read a file changes nothing: a key file others may read.
+    std::fs::write(dir.join("open.key"), NEW).expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("open.key"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+    }
+    write_config(&config, &["new.key", "open.key"]);
+    let (code, out, err) = reload(&keeper, &dir.join("ops.token"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("nothing was reloaded") && err.contains("open.key"),
+        "{err}"
+    );
+    let seen = listing(&keeper);
+    assert!(never_left_up(&first, &seen, &all), "{seen:?}");
+
     // The old key retired: the proxy left on it goes unheard, the others stay up.
     write_config(&config, &["new.key"]);
     let (code, out, err) = reload(&keeper, &dir.join("ops.token"));
