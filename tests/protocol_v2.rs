@@ -22,14 +22,22 @@ fn key() -> Key {
     Key::new(&[0x2a; 32]).expect("valid key")
 }
 
-fn keeper() -> Keeper {
-    let config = KeeperConfig {
+/// The timings of every keeper here: 100 ms heartbeats, `lost_after` 1.5 s.
+fn config() -> KeeperConfig {
+    KeeperConfig {
         heartbeat_interval: Duration::from_millis(100),
         lost_after: Duration::from_millis(1_500),
         ready_timeout: Duration::from_secs(10),
         delete_after: Duration::from_secs(10),
         ..KeeperConfig::default()
-    };
+    }
+}
+
+fn keeper() -> Keeper {
+    keeper_with(config())
+}
+
+fn keeper_with(config: KeeperConfig) -> Keeper {
     Keeper::new(
         config,
         Keyring::with_default(key()),
@@ -485,22 +493,10 @@ fn a_captured_version_2_config_chunk_does_not_contain_the_configs_plaintext() {
 
 #[test]
 fn a_keeper_refusing_plaintext_configs_serves_version_2_and_never_version_1() {
-    let config = KeeperConfig {
-        heartbeat_interval: Duration::from_millis(100),
-        lost_after: Duration::from_millis(1_500),
-        ready_timeout: Duration::from_secs(10),
-        delete_after: Duration::from_secs(10),
+    let keeper = keeper_with(KeeperConfig {
         refuse_plaintext_configs: true,
-        ..KeeperConfig::default()
-    };
-    let keeper = Keeper::new(
-        config,
-        Keyring::with_default(key()),
-        1,
-        [1; 32],
-        Instant::ZERO,
-    )
-    .expect("valid");
+        ..config()
+    });
     let mut rig = Rig::new(
         keeper,
         vec![agent(P11, Version::V1), agent(P12, Version::V2)],
