@@ -8,16 +8,16 @@ use std::sync::Arc;
 
 use crate::auth::KeyIndex;
 use crate::configdoc::{CHUNK_SIZE, ConfigVersion};
-use crate::seal::ChunkSealer;
-
-/// Most (config, key) sealers kept at once; past that the cache starts over.
-pub(crate) const MAX_SEALERS: usize = 256;
 use crate::keeper::transition::Stamp;
 use crate::keeper::{Keeper, KeeperConfig, Status, Transmit};
+use crate::seal::ChunkSealer;
 use crate::time::Instant;
 use crate::wire::{self, AckStatus, ConfigId, Message, Token, Trailer, Version};
 
 use std::net::SocketAddr;
+
+/// Most (cluster, config, key) sealers kept at once; past that the cache starts over.
+pub(crate) const MAX_SEALERS: usize = 256;
 
 /// An answer waiting to be encoded.
 #[derive(Debug)]
@@ -179,9 +179,7 @@ impl Keeper {
                     config,
                     index,
                     ..
-                } if p.version == Version::V2 => {
-                    Some(self.seal(p.key, cluster.clone(), config, *index))
-                }
+                } if p.version == Version::V2 => Some(self.seal(p.key, cluster, config, *index)),
                 _ => None,
             };
             match self.encode(&p.answer, p.key, p.version, sealed.as_ref(), buf) {
@@ -208,7 +206,7 @@ impl Keeper {
     fn seal(
         &mut self,
         key: KeyIndex,
-        cluster: Arc<str>,
+        cluster: &Arc<str>,
         config: &ConfigVersion,
         index: u32,
     ) -> ([u8; 32], Vec<u8>) {
@@ -223,7 +221,7 @@ impl Keeper {
             let secret = self.keys.get(key);
             let keyed = secret.keyed_digest(&config.bytes);
             let sealer = ChunkSealer::new(&secret.config_key(
-                &cluster,
+                cluster,
                 &config.id.0,
                 &keyed,
                 CHUNK_SIZE as u32,
