@@ -9,6 +9,7 @@
 //! http = "127.0.0.1:7947"
 //! data_dir = "./zerokeeper-data"
 //! key_file = "keys/default.key"       # for every cluster without keys of its own
+//! store_key_file = "keys/store.key"   # seals configs at rest; the same on every keeper
 //! heartbeat_interval = "1s"
 //! lost_after = "3s"
 //! ready_timeout = "60s"
@@ -27,7 +28,8 @@
 //!
 //! Relative paths in the file are relative to the file's directory. A key file holds the
 //! secret as hex (32 to 128 hex digits, that is 16 to 64 bytes), as `zerokeeper keygen`
-//! writes it.
+//! writes it. A store key file holds one or more such secrets, one a line, the first
+//! sealing (`zerokeeper::store::seal`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +43,7 @@ use crate::auth::{Key, KeyError, KeyScope, Keyring};
 use crate::http::{LimitsError, ServeLimits};
 use crate::identity::validate_cluster;
 use crate::keeper::{KeeperConfig, KeeperConfigError};
+use crate::store::seal::StoreKeys;
 
 /// Default UDP address of the keeper.
 pub const DEFAULT_UDP: &str = "127.0.0.1:7946";
@@ -89,6 +92,10 @@ pub struct ServeArgs {
     /// The shared secret (hex) for every cluster the config file gives no key of its own.
     #[arg(long, env = "ZEROKEEPER_KEY_FILE", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
+    /// The store key(s) that seal configs at rest (hex, one a line, the first sealing; the
+    /// same on every keeper, never a cluster key). Without it configs are stored plain.
+    #[arg(long, env = "ZEROKEEPER_STORE_KEY_FILE", value_name = "PATH")]
+    pub store_key_file: Option<PathBuf>,
     /// How often proxies send heartbeats [default: 1s].
     #[arg(long, env = "ZEROKEEPER_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub heartbeat_interval: Option<Duration>,
@@ -295,6 +302,7 @@ struct FileConfig {
     http: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     key_file: Option<PathBuf>,
+    store_key_file: Option<PathBuf>,
     #[serde(default, with = "opt_duration")]
     heartbeat_interval: Option<Duration>,
     #[serde(default, with = "opt_duration")]
@@ -387,6 +395,8 @@ pub struct ServeConfig {
     pub http: SocketAddr,
     /// Directory of the store.
     pub data_dir: PathBuf,
+    /// The store keys configs are sealed under at rest (`None`: stored plain).
+    pub store_keys: Option<StoreKeys>,
     /// Every key, with its scope.
     pub keyring: Keyring,
     /// Timing and limits of the core.
@@ -665,6 +675,14 @@ impl ServeArgs {
                 .clone()
                 .or_else(|| file.data_dir.as_ref().map(in_file))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            store_keys: match self
+                .store_key_file
+                .clone()
+                .or_else(|| file.store_key_file.as_ref().map(in_file))
+            {
+                Some(path) => Some(read_store_key_file(&path)?),
+                None => None,
+            },
             keyring,
             keeper,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
@@ -806,6 +824,16 @@ pub fn read_key_file(path: &Path) -> Result<Key, ConfigFileError> {
     Key::new(&secret).map_err(|e| ConfigFileError::KeyFile {
         path: path.to_path_buf(),
         message: e.to_string(),
+    })
+}
+
+/// Reads a store key file: one hex secret a line (the first seals, every one opens),
+/// `#` comments; private to its owner, as a key file must be.
+pub fn read_store_key_file(path: &Path) -> Result<StoreKeys, ConfigFileError> {
+    let text = read_private_file(path)?;
+    StoreKeys::parse(&text).map_err(|message| ConfigFileError::KeyFile {
+        path: path.to_path_buf(),
+        message,
     })
 }
 

@@ -338,6 +338,15 @@ enum Served {
 fn serve(args: ServeArgs) -> anyhow::Result<Served> {
     let config = args.resolve()?;
     init_logging(config.log_format, "info");
+    match &config.store_keys {
+        Some(keys) => info!(
+            keys = %keys.ids().iter().map(|id| format!("{id:08x}")).collect::<Vec<_>>().join(","),
+            "configs are sealed at rest under the first store key"
+        ),
+        None => tracing::warn!(
+            "no store key (--store-key-file): configs, which are credentials, are stored in plaintext"
+        ),
+    }
     if let Some(etcd) = config.etcd.clone() {
         return serve_ha(&args, config, etcd);
     }
@@ -370,6 +379,7 @@ fn serve_ha(args: &ServeArgs, config: ServeConfig, etcd: EtcdSettings) -> anyhow
         let mut options = EtcdOptions::new(etcd.endpoints.clone());
         options.root = etcd.prefix.clone();
         options.user = etcd.user.clone();
+        options.store_keys = config.store_keys.clone();
         if etcd.cacert.is_some() || etcd.cert.is_some() || etcd.key.is_some() {
             options.tls = Some(EtcdTls {
                 ca_file: etcd.cacert.clone(),
@@ -421,7 +431,7 @@ fn serve_alone(args: &ServeArgs, config: ServeConfig) -> anyhow::Result<()> {
         let (socket, listener) = bind(config.udp, config.http, config.http_send_buffer).await?;
         let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
         let dir = &config.data_dir;
-        let store = RedbStore::open(dir)
+        let store = RedbStore::open_sealed(dir, config.store_keys.clone())
             .with_context(|| format!("cannot use the data directory {}", dir.display()))?;
         let began = std::time::Instant::now();
         let (mut setup, reloader) = serve_setup(args, &config)?;

@@ -287,6 +287,75 @@ fn serve_refuses_a_key_file_readable_by_others_and_says_to_chmod_it() {
 }
 
 #[test]
+fn configs_are_sealed_at_rest_under_the_store_key_and_a_keeper_without_it_does_not_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = procs::fresh_dir("store-key");
+    let store_key = dir.join("store.key");
+    procs::write_private(&store_key, &format!("{}\n", "5c".repeat(32)));
+    let store_key = store_key.to_str().expect("utf-8");
+    // Not there yet: the keeper makes it, private.
+    let data = dir.join("data");
+    let keeper = Keeper::start_with(
+        &data,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--store-key-file", store_key],
+    );
+    let (code, _, err) = keeper.push_config("db_password = \"hunter2-at-rest\"\n");
+    assert_eq!(code, 0, "{err}");
+    let path = format!("/v1/clusters/{CLUSTER}/config");
+    let pushed = keeper.get_json(&path).expect("the config");
+    drop(keeper);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    let file = data.join("zerokeeper.redb");
+    assert_eq!(mode(&file), 0o600, "the store file");
+    let bytes = std::fs::read(&file).expect("reads the store");
+    assert!(
+        !bytes.windows(b"hunter2".len()).any(|w| w == b"hunter2"),
+        "the credential is in the store file"
+    );
+
+    // Without the store key the keeper refuses to start, and says what to give it.
+    let mut serve = Process::spawn(&[
+        "serve",
+        "--key-file",
+        procs::key_file().to_str().expect("utf-8"),
+        "--udp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ]);
+    let code = serve.wait_exit();
+    let log = serve.log();
+    assert_ne!(code, 0, "serve started: {log}");
+    assert!(log.contains("--store-key-file"), "{log}");
+
+    // With it, the config is there as pushed.
+    let keeper = Keeper::start_with(
+        &data,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--store-key-file", store_key],
+    );
+    assert_eq!(
+        keeper.get_json(&path),
+        Some(pushed),
+        "the same version and digest"
+    );
+    let _proxy = keeper.proxy(A, &[]);
+    keeper.wait_keys(&[(A, "up")]);
+}
+
+#[test]
 fn a_push_creating_a_cluster_past_max_clusters_exits_10_and_says_the_registry_is_full() {
     let dir = procs::fresh_dir("full-registry");
     let config = dir.join("zk.toml");

@@ -21,6 +21,7 @@ use zerokeeper::configdoc::MAX_CONFIG_BYTES;
 use zerokeeper::keeper::Status;
 use zerokeeper::keeper::change::AdminAction;
 use zerokeeper::store::etcd::{CrashPoint, EtcdStore, FORMAT, Fence, MAX_TXN_BYTES, MAX_TXN_OPS};
+use zerokeeper::store::seal::StoreKeys;
 use zerokeeper::store::{AuditEntry, MemoryStore, Snapshot, Store, StoreError, StoredConfig};
 
 /// A root of its own for each use.
@@ -811,4 +812,186 @@ fn a_root_that_could_collide_with_another_is_refused() {
             other => panic!("expected the root {bad:?} refused, got {other:?}"),
         }
     }
+}
+
+// ----- Configs sealed at rest -----
+
+const STORE_KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const STORE_KEY_B: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
+
+fn sealed_options(etcd: &Etcd, root: &str, keys: &[&str]) -> zerokeeper::store::etcd::EtcdOptions {
+    let mut options = etcd.options(root);
+    options.store_keys = Some(StoreKeys::parse(&keys.join("\n")).expect("valid store keys"));
+    options
+}
+
+/// A config whose base holds a credential.
+fn secret_config(cluster: &str, version: u64) -> StoredConfig {
+    let mut config = config(cluster, version);
+    config.base = format!("db_password = \"hunter2-{cluster}-v{version}\"\n").into_bytes();
+    config
+}
+
+/// Every value under `prefix`, raw.
+fn raw_values(etcd: &Etcd, prefix: &str) -> Vec<u8> {
+    let out = etcd.etcdctl_output(&["get", "--prefix", prefix]);
+    assert!(out.status.success(), "etcdctl get failed");
+    out.stdout
+}
+
+fn raw_value(etcd: &Etcd, key: &str) -> Vec<u8> {
+    let out = etcd.etcdctl_output(&["get", "--print-value-only", key]);
+    assert!(out.status.success(), "etcdctl get failed");
+    let mut value = out.stdout;
+    assert_eq!(
+        value.pop(),
+        Some(b'\n'),
+        "etcdctl ends a value with a newline"
+    );
+    value
+}
+
+fn put_raw(etcd: &Etcd, key: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    assert!(!value.contains(&0), "an argument cannot hold a NUL byte");
+    let out = std::process::Command::new(etcd::tool("etcdctl", "etcd-client"))
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoint(), "put", key, "--"])
+        .arg(std::ffi::OsStr::from_bytes(value))
+        .output()
+        .expect("runs etcdctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn expect_sealed<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &str) {
+    match result {
+        Err(StoreError::Sealed(message)) => {
+            assert!(message.contains(mentions), "{message:?} lacks {mentions:?}")
+        }
+        other => panic!("expected Sealed, got {other:?}"),
+    }
+}
+
+#[test]
+fn configs_are_sealed_in_etcd_and_read_only_with_the_store_key() {
+    let etcd = Etcd::start("sealed");
+    let root = root("sealed");
+    let mut store =
+        EtcdStore::connect(sealed_options(&etcd, &root, &[STORE_KEY_A])).expect("connects");
+    store.boot().expect("boots");
+    let configs = [secret_config("pay", 1), secret_config("pay", 2)];
+    commit(
+        &mut store,
+        &[config_entry(&configs[0]), config_entry(&configs[1])],
+    );
+    drop(store);
+    let everything = raw_values(&etcd, "/");
+    assert!(
+        !contains(&everything, b"hunter2"),
+        "a credential is in etcd"
+    );
+
+    // Without a key, or with another, the root does not boot; with it, it does.
+    let mut plain = etcd.store(&root);
+    expect_sealed(plain.boot(), "--store-key-file");
+    drop(plain);
+    let mut other =
+        EtcdStore::connect(sealed_options(&etcd, &root, &[STORE_KEY_B])).expect("connects");
+    expect_sealed(other.boot(), "does not hold");
+    drop(other);
+    let mut store =
+        EtcdStore::connect(sealed_options(&etcd, &root, &[STORE_KEY_A])).expect("connects");
+    assert_eq!(
+        store.boot().expect("boots").configs,
+        vec![configs[1].clone()]
+    );
+    // A standby's read needs the key too.
+    let mut standby = etcd.store(&root);
+    expect_sealed(standby.peek(), "--store-key-file");
+}
+
+#[test]
+fn a_root_of_schema_one_is_migrated_and_its_plain_blobs_sealed_at_boot_then_rotated() {
+    #[derive(serde::Serialize)]
+    struct HeaderV1 {
+        len: u64,
+        parts: u32,
+    }
+    let etcd = Etcd::start("seal-v1");
+    let root = root("v1");
+    let private = private(&root);
+    let mut store = etcd.store(&root);
+    store.boot().expect("boots");
+    let config = secret_config("pay", 1);
+    commit(
+        &mut store,
+        &[config_entry(&config), put("pay", "p:1", 1, Status::Up)],
+    );
+    drop(store);
+    // Back to schema 1: a bare record under a header without a key.
+    // The blob's header is `P blob/{revision}`, its parts below it.
+    let blob = etcd
+        .keys(&format!("{private}blob/"))
+        .into_iter()
+        .find(|k| !k[private.len() + "blob/".len()..].contains('/'))
+        .expect("a blob header");
+    let part = format!("{blob}/000000");
+    let envelope = raw_value(&etcd, &part);
+    assert_eq!(envelope[0], 0, "a plain envelope without a store key");
+    assert!(contains(&envelope, b"hunter2"));
+    let bare = &envelope[1..];
+    put_raw(&etcd, &part, bare);
+    let header = postcard::to_allocvec(&HeaderV1 {
+        len: bare.len() as u64,
+        parts: 1,
+    })
+    .expect("encodes");
+    put_raw(&etcd, &blob, &header);
+    etcd.etcdctl(&["put", &format!("{private}meta/schema"), "1"]);
+
+    // A keeper without a store key reads schema 1 as it is.
+    let mut store = etcd.store(&root);
+    assert_eq!(store.boot().expect("boots").configs, vec![config.clone()]);
+    drop(store);
+    assert_eq!(
+        raw_value(&etcd, &format!("{private}meta/schema")),
+        FORMAT.to_string().into_bytes()
+    );
+    assert!(
+        contains(&raw_value(&etcd, &part), b"hunter2"),
+        "left as it was"
+    );
+
+    // With a store key, the boot seals it in place.
+    let a = StoreKeys::parse(STORE_KEY_A).expect("key");
+    let mut store =
+        EtcdStore::connect(sealed_options(&etcd, &root, &[STORE_KEY_A])).expect("connects");
+    assert_eq!(store.boot().expect("boots").configs, vec![config.clone()]);
+    drop(store);
+    assert!(!contains(&raw_value(&etcd, &part), b"hunter2"), "sealed");
+    assert_eq!(
+        raw_value(&etcd, &format!("{private}meta/sealed")),
+        format!("{:08x}", a.sealing().id()).into_bytes()
+    );
+
+    // A new first key reseals it; then the old one is not needed.
+    let mut store = EtcdStore::connect(sealed_options(&etcd, &root, &[STORE_KEY_B, STORE_KEY_A]))
+        .expect("connects");
+    assert_eq!(store.boot().expect("boots").configs, vec![config.clone()]);
+    drop(store);
+    let mut store =
+        EtcdStore::connect(sealed_options(&etcd, &root, &[STORE_KEY_B])).expect("connects");
+    assert_eq!(store.boot().expect("boots").configs, vec![config]);
+    drop(store);
+    let mut old =
+        EtcdStore::connect(sealed_options(&etcd, &root, &[STORE_KEY_A])).expect("connects");
+    expect_sealed(old.boot(), "does not hold");
 }

@@ -20,6 +20,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use zerokeeper::keeper::Status;
 use zerokeeper::keeper::change::{AdminAction, ChangeKind};
 use zerokeeper::store::redb::{FILE_NAME, FORMAT, RedbStore};
+use zerokeeper::store::seal::StoreKeys;
 use zerokeeper::store::{
     AuditEntry, MemoryStore, Snapshot, Store, StoreError, StoredConfig, StoredProxy,
 };
@@ -834,7 +835,10 @@ fn a_store_of_schema_one_is_migrated_in_place_and_keeps_every_record() {
                 let key = key.value();
                 assert_eq!(&key[..6], b"beta\0\0");
                 let version = u64::from_be_bytes(key[6..].try_into().expect("8 bytes"));
-                let raw: RawConfig = postcard::from_bytes(value.value()).expect("decodes");
+                // Schema 3 keeps each record in an envelope: 00 is a plain one.
+                let (envelope, record) = value.value().split_first().expect("not empty");
+                assert_eq!(*envelope, 0, "a plain envelope without a store key");
+                let raw: RawConfig = postcard::from_bytes(record).expect("decodes");
                 StoredConfig {
                     cluster: "beta".into(),
                     version,
@@ -853,7 +857,7 @@ fn a_store_of_schema_one_is_migrated_in_place_and_keeps_every_record() {
         Some(FORMAT.to_be_bytes().to_vec())
     );
 
-    // A second open finds schema 2 and migrates nothing: the records written since are
+    // A second open finds schema 3 and migrates nothing: the records written since are
     // read as they were written, and the generation stays.
     let mut store = open(&dir);
     assert_eq!(store.generation(), generation);
@@ -1033,13 +1037,13 @@ fn a_database_path_that_is_a_directory_is_refused() {
 }
 
 #[test]
-fn a_store_of_schema_three_is_refused_as_too_new_and_left_byte_for_byte_unchanged() {
+fn a_store_of_schema_four_is_refused_as_too_new_and_left_byte_for_byte_unchanged() {
     let dir = TempDir::new("too-new");
     let mut store = open(&dir);
     store.boot().expect("boots");
     commit(&mut store, &[put("c", "p:1", 1, Status::Up)]);
     drop(store);
-    write_raw(&dir, META, b"format", &3u64.to_be_bytes());
+    write_raw(&dir, META, b"format", &4u64.to_be_bytes());
     let original = fs::read(dir.file()).expect("reads the file");
     for _ in 0..2 {
         match RedbStore::open(dir.path()) {
@@ -1047,7 +1051,7 @@ fn a_store_of_schema_three_is_refused_as_too_new_and_left_byte_for_byte_unchange
                 assert!(message.contains(FILE_NAME), "{message:?}");
                 assert!(
                     message.contains(
-                        "has store schema 3; this keeper reads schemas up to 2: upgrade zerokeeper"
+                        "has store schema 4; this keeper reads schemas up to 3: upgrade zerokeeper"
                     ),
                     "{message:?}"
                 );
@@ -1501,4 +1505,219 @@ fn a_new_store_is_private_to_its_owner_and_an_open_one_is_made_private() {
     let store = open(&dir);
     assert_eq!(mode(&dir.file()), 0o600);
     assert_eq!(store.revision(), 0, "nothing stored was lost");
+}
+
+// ----- Configs sealed at rest -----
+
+const STORE_KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const STORE_KEY_B: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
+
+fn store_keys(lines: &[&str]) -> StoreKeys {
+    StoreKeys::parse(&lines.join("\n")).expect("valid store keys")
+}
+
+/// A config whose base holds a credential.
+fn secret_config(cluster: &str, version: u64) -> StoredConfig {
+    let mut config = config(cluster, version);
+    config.base = format!("db_password = \"hunter2-{cluster}-v{version}\"\n").into_bytes();
+    config
+}
+
+/// The raw value of every config version, by (cluster key, version).
+fn raw_configs(dir: &TempDir) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = redb::ReadOnlyDatabase::open(dir.file()).expect("redb opens the file");
+    let txn = db.begin_read().expect("begins a read");
+    let configs = txn.open_table(CONFIGS).expect("opens configs");
+    configs
+        .iter()
+        .expect("iterates")
+        .map(|entry| {
+            let (key, value) = entry.expect("reads");
+            (key.value().to_vec(), value.value().to_vec())
+        })
+        .collect()
+}
+
+fn sealed_under(value: &[u8]) -> Option<u32> {
+    (value.first() == Some(&1)).then(|| u32::from_be_bytes(value[1..5].try_into().expect("4")))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn expect_sealed<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &str) -> String {
+    match result {
+        Err(StoreError::Sealed(message)) => {
+            assert!(message.contains(mentions), "{message:?} lacks {mentions:?}");
+            message
+        }
+        other => panic!("expected Sealed, got {other:?}"),
+    }
+}
+
+#[test]
+fn configs_are_sealed_at_rest_and_open_only_with_the_store_key() {
+    let dir = TempDir::new("sealed");
+    let a = store_keys(&[STORE_KEY_A]);
+    let mut store = RedbStore::open_sealed(dir.path(), Some(a.clone())).expect("opens");
+    store.boot().expect("boots");
+    let configs = [secret_config("pay", 1), secret_config("pay", 2)];
+    commit(
+        &mut store,
+        &[config_entry(&configs[0]), config_entry(&configs[1])],
+    );
+    drop(store);
+
+    let file = fs::read(dir.file()).expect("reads the file");
+    assert!(!contains(&file, b"hunter2"), "a credential is in the file");
+    let raw = raw_configs(&dir);
+    assert_eq!(raw.len(), 2);
+    for (_, value) in &raw {
+        assert_eq!(sealed_under(value), Some(a.sealing().id()));
+    }
+
+    // Without the key the store does not open, and says which key and which flag.
+    let message = expect_sealed(RedbStore::open(dir.path()), "--store-key-file");
+    assert!(
+        message.contains(&format!("{:08x}", a.sealing().id())),
+        "{message}"
+    );
+    // With another key only, neither.
+    expect_sealed(
+        RedbStore::open_sealed(dir.path(), Some(store_keys(&[STORE_KEY_B]))),
+        "does not hold",
+    );
+    // With it, every version comes back as stored.
+    let mut store = RedbStore::open_sealed(dir.path(), Some(a)).expect("opens");
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(snapshot.configs, vec![configs[1].clone()]);
+}
+
+#[test]
+fn a_new_first_store_key_reseals_every_version_and_the_old_key_can_then_go() {
+    let dir = TempDir::new("rotate");
+    let mut store =
+        RedbStore::open_sealed(dir.path(), Some(store_keys(&[STORE_KEY_A]))).expect("opens");
+    store.boot().expect("boots");
+    let configs = [secret_config("pay", 1), secret_config("bill", 1)];
+    commit(
+        &mut store,
+        &[config_entry(&configs[0]), config_entry(&configs[1])],
+    );
+    drop(store);
+
+    let rotated = store_keys(&[STORE_KEY_B, STORE_KEY_A]);
+    let b = rotated.sealing().id();
+    drop(RedbStore::open_sealed(dir.path(), Some(rotated)).expect("opens with both"));
+    for (_, value) in raw_configs(&dir) {
+        assert_eq!(sealed_under(&value), Some(b), "resealed under the new key");
+    }
+    // The old key is no longer needed, and no longer enough.
+    let mut store =
+        RedbStore::open_sealed(dir.path(), Some(store_keys(&[STORE_KEY_B]))).expect("opens");
+    let snapshot = store.boot().expect("boots");
+    assert_eq!(
+        snapshot.configs,
+        vec![configs[1].clone(), configs[0].clone()]
+    );
+    drop(store);
+    expect_sealed(
+        RedbStore::open_sealed(dir.path(), Some(store_keys(&[STORE_KEY_A]))),
+        "does not hold",
+    );
+}
+
+#[test]
+fn plain_configs_are_sealed_when_a_store_key_is_first_given() {
+    let dir = TempDir::new("seal-later");
+    let mut store = open(&dir);
+    store.boot().expect("boots");
+    let config = secret_config("pay", 1);
+    commit(&mut store, &[config_entry(&config)]);
+    drop(store);
+    assert!(
+        contains(&raw_configs(&dir)[0].1, b"hunter2"),
+        "plain without a key"
+    );
+
+    let keys = store_keys(&[STORE_KEY_A]);
+    let id = keys.sealing().id();
+    let mut store = RedbStore::open_sealed(dir.path(), Some(keys)).expect("opens");
+    assert_eq!(store.boot().expect("boots").configs, vec![config]);
+    drop(store);
+    let raw = raw_configs(&dir);
+    assert_eq!(sealed_under(&raw[0].1), Some(id));
+    assert!(!contains(&raw[0].1, b"hunter2"));
+}
+
+#[test]
+fn a_store_of_schema_two_is_migrated_with_its_configs_sealed() {
+    let dir = TempDir::new("schema-two");
+    let mut store = open(&dir);
+    store.boot().expect("boots");
+    let configs = [secret_config("pay", 1), secret_config("pay", 2)];
+    commit(
+        &mut store,
+        &[config_entry(&configs[0]), config_entry(&configs[1])],
+    );
+    drop(store);
+    // Back to schema 2, where a config value is the bare record.
+    for (key, value) in raw_configs(&dir) {
+        assert_eq!(value[0], 0);
+        write_raw(&dir, CONFIGS, &key, &value[1..]);
+    }
+    write_raw(&dir, META, b"format", &2u64.to_be_bytes());
+
+    let keys = store_keys(&[STORE_KEY_A]);
+    let id = keys.sealing().id();
+    let mut store = RedbStore::open_sealed(dir.path(), Some(keys)).expect("migrates");
+    assert_eq!(
+        store.boot().expect("boots").configs,
+        vec![configs[1].clone()]
+    );
+    drop(store);
+    assert_eq!(
+        read_raw(&dir, META, b"format"),
+        Some(FORMAT.to_be_bytes().to_vec())
+    );
+    for (_, value) in raw_configs(&dir) {
+        assert_eq!(sealed_under(&value), Some(id));
+    }
+}
+
+#[test]
+fn a_sealed_config_moved_or_damaged_is_refused_as_corrupt() {
+    let dir = TempDir::new("seal-moved");
+    let keys = store_keys(&[STORE_KEY_A]);
+    let mut store = RedbStore::open_sealed(dir.path(), Some(keys.clone())).expect("opens");
+    store.boot().expect("boots");
+    commit(
+        &mut store,
+        &[
+            config_entry(&secret_config("pay", 1)),
+            config_entry(&secret_config("pay", 2)),
+        ],
+    );
+    drop(store);
+    let raw = raw_configs(&dir);
+    // Version 1's value copied over version 2's: sealed for another version.
+    write_raw(&dir, CONFIGS, &raw[1].0, &raw[0].1);
+    let mut store = RedbStore::open_sealed(dir.path(), Some(keys.clone())).expect("opens");
+    expect_corrupt(store.boot(), "does not open");
+    drop(store);
+    // A flipped byte in the ciphertext.
+    let mut damaged = raw[1].1.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    write_raw(&dir, CONFIGS, &raw[1].0, &damaged);
+    let mut store = RedbStore::open_sealed(dir.path(), Some(keys.clone())).expect("opens");
+    expect_corrupt(store.boot(), "does not open");
+    // An unknown envelope.
+    drop(store);
+    write_raw(&dir, CONFIGS, &raw[1].0, &[7, 1, 2]);
+    expect_corrupt(
+        RedbStore::open_sealed(dir.path(), Some(keys)),
+        "unknown envelope",
+    );
 }

@@ -29,7 +29,8 @@
 //! | `P meta/writer`                       | the id of the store handle that writes the root |
 //! | `P proxies/ esc(cluster) 00 00 proxy` | the proxy record, postcard (as redb's)         |
 //! | `P configs/ esc(cluster) 00 00 version(BE)` | the revision of the blob holding it, decimal |
-//! | `P blob/{revision:020}`               | a blob header `{len, parts}`, postcard          |
+//! | `P meta/sealed`                       | the store key every blob is sealed under, hex (absent: not known to be) |
+//! | `P blob/{revision:020}`               | a blob header `{len, parts, key}`, postcard    |
 //! | `P blob/{revision:020}/{part:06}`     | 256 KiB of the config's content (opaque bytes) |
 //! | `P log/{revision:020}`                | the [`WallChange`], postcard                    |
 //! | `P audit/{revision:020}`              | `{at_unix_ms, action}`, postcard               |
@@ -38,8 +39,14 @@
 //! `record`). Records are postcard, as the redb store's are (the same
 //! types): compact, which matters because etcd keeps every version of every key until it
 //! is compacted, and decoded strictly. Meta is decimal text, readable with `etcdctl` and
-//! compared by value. A config's content is an opaque blob to this module (the record the
-//! redb store writes too), cut in parts: sealing it at rest needs no change here.
+//! compared by value. A config's content is the envelope the redb store writes too
+//! ([`seal`](super::seal): plain, or sealed under the store key the header's `key`
+//! names), cut in parts. Schema 1 wrote headers `{len, parts}` over the bare record; they
+//! are read as such (told apart by their length), and a boot with a store key seals
+//! them in place, each blob in one transaction (one too large for a transaction stays
+//! as it is, with a warning), and then writes `meta/sealed`, so that later boots check
+//! nothing. etcd keeps the values it replaced until it is compacted: compact and defrag
+//! after the first sealing (`docs/OPERATIONS.md`).
 //!
 //! # Writing a batch
 //!
@@ -111,9 +118,10 @@ pub use self::client::EtcdStats;
 pub(crate) use self::client::connect_options;
 use self::client::{Etcd, Failure};
 use self::keys::{Keys, prefix_end};
-use self::plan::{BlobHeader, Mode, Op, Plan, Writes, parse_u64};
-use super::record::{AuditRecord, ConfigRecord, decode};
+use self::plan::{BlobFormat, Mode, Op, Plan, Writes, parse_u64};
+use super::record::{AuditRecord, ConfigReadError, ConfigRecord, decode};
 use super::redb::now_secs;
+use super::seal::{self, StoreKeys};
 use super::{
     AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoredConfig, StoredProxy,
     WallChange, apply, check_batch, next_epoch,
@@ -121,8 +129,11 @@ use super::{
 use crate::configdoc::ConfigVersion;
 use crate::keeper::change::{ChangeKind, ConfigBlob};
 
-/// The schema version this keeper writes under a root, and the newest it reads.
-pub const FORMAT: u64 = 1;
+/// The schema version this keeper writes under a root, and the newest it reads. Schema
+/// 1 (blobs of bare config records, headers without a key) is read too, and becomes 2 at
+/// the next boot, which writes nothing else for it: its blobs stay as they are until they
+/// are resealed.
+pub const FORMAT: u64 = 2;
 
 /// The root of the status keys unless [`EtcdOptions::root`] says otherwise.
 pub const DEFAULT_ROOT: &str = "/zerodb/proxy";
@@ -157,6 +168,9 @@ pub struct EtcdOptions {
     pub connect_timeout: Duration,
     /// How long one request may take: a store whose etcd does not answer fails within it.
     pub request_timeout: Duration,
+    /// The store keys configs are sealed under at rest (`None`: stored plain); the same on
+    /// every keeper of the root.
+    pub store_keys: Option<StoreKeys>,
 }
 
 impl EtcdOptions {
@@ -170,6 +184,7 @@ impl EtcdOptions {
             root: DEFAULT_ROOT.to_owned(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            store_keys: None,
         }
     }
 }
@@ -211,6 +226,9 @@ pub enum CrashPoint {
 /// The meta entries, as read.
 #[derive(Clone, Debug)]
 struct Meta {
+    schema: u64,
+    /// `meta/sealed`: the store key every config blob is sealed under, if one is.
+    sealed: Option<Vec<u8>>,
     epoch: u32,
     generation: u64,
     revision: u64,
@@ -249,6 +267,8 @@ pub struct EtcdStore {
     /// A commit point whose answer was lost: the next commit reads the meta to find out
     /// whether it was applied.
     in_doubt: bool,
+    /// The store keys configs are sealed under.
+    store_keys: Option<StoreKeys>,
     #[cfg(feature = "test-hooks")]
     crash: Option<CrashPoint>,
 }
@@ -291,6 +311,7 @@ impl EtcdStore {
             retention: DEFAULT_RETENTION,
             dirty: false,
             in_doubt: false,
+            store_keys: options.store_keys.clone(),
             #[cfg(feature = "test-hooks")]
             crash: None,
         };
@@ -486,8 +507,9 @@ impl EtcdStore {
                 ))
             })
         };
-        match number("schema")? {
-            FORMAT => {}
+        let schema = number("schema")?;
+        match schema {
+            1 | FORMAT => {}
             newer if newer > FORMAT => {
                 return Err(StoreError::TooNew(format!(
                     "etcd {} (root {}) has store schema {newer}; this keeper reads schemas up \
@@ -501,6 +523,8 @@ impl EtcdStore {
         let epoch = u32::try_from(number("epoch")?)
             .map_err(|_| self.corrupt("meta's epoch does not fit in 32 bits"))?;
         let meta = Meta {
+            schema,
+            sealed: entries.get("sealed").cloned(),
             epoch,
             generation: number("generation")?,
             revision: number("revision")?,
@@ -683,7 +707,15 @@ impl EtcdStore {
                 .map(|mut found| found.pop().flatten().map(|(v, _)| v))
                 .map_err(|f| self.failed("cannot read before a commit", f))
         };
-        let mut plan = Plan::new(&self.keys, mode, read, &fetch, self.generation, self.epoch);
+        let mut plan = Plan::new(
+            &self.keys,
+            mode,
+            read,
+            &fetch,
+            self.generation,
+            self.epoch,
+            self.store_keys.as_ref(),
+        );
         apply(&mut plan, changes, blobs, self.retention)?;
         plan.writes()
     }
@@ -882,9 +914,8 @@ impl EtcdStore {
         let mut configs = Vec::with_capacity(latest.len());
         for (escaped, version, blob) in latest {
             let cluster = super::record::unescape_cluster(&escaped).map_err(|e| self.corrupt(e))?;
-            let content = self.read_blob(blob, at)?;
-            let record: ConfigRecord =
-                decode(&content, "a config version").map_err(|e| self.corrupt(&e))?;
+            let (content, format) = self.read_blob(blob, at)?;
+            let record = self.config_record(&cluster, version, &content, format)?;
             configs.push(StoredConfig {
                 cluster,
                 version,
@@ -895,10 +926,40 @@ impl EtcdStore {
         Ok(configs)
     }
 
-    /// The content of the blob of `revision`: its header, then every part, checked.
-    fn read_blob(&self, revision: u64, at: &mut i64) -> Result<Vec<u8>, StoreError> {
+    /// The config record in a blob's content.
+    fn config_record(
+        &self,
+        cluster: &str,
+        version: u64,
+        content: &[u8],
+        format: BlobFormat,
+    ) -> Result<ConfigRecord, StoreError> {
+        match format {
+            BlobFormat::Bare => decode(content, "a config version").map_err(|e| self.corrupt(&e)),
+            BlobFormat::Envelope(_) => {
+                super::record::read_config(self.store_keys.as_ref(), cluster, version, content)
+                    .map(|(record, _)| record)
+                    .map_err(|e| match e {
+                        ConfigReadError::NoKey(what) => self.sealed(&what),
+                        ConfigReadError::Corrupt(what) => self.corrupt(&what),
+                    })
+            }
+        }
+    }
+
+    fn sealed(&self, what: &str) -> StoreError {
+        StoreError::Sealed(format!(
+            "etcd {} (root {}): {what}",
+            self.etcd.endpoints,
+            self.keys.root()
+        ))
+    }
+
+    /// The content of the blob of `revision` and what it is: its header, then every part,
+    /// checked.
+    fn read_blob(&self, revision: u64, at: &mut i64) -> Result<(Vec<u8>, BlobFormat), StoreError> {
         let header_key = self.keys.blob(revision);
-        let mut header: Option<BlobHeader> = None;
+        let mut header: Option<(u64, u32, BlobFormat)> = None;
         let mut content = Vec::new();
         let mut parts = 0u32;
         self.scan(
@@ -909,9 +970,8 @@ impl EtcdStore {
             |key, value| {
                 match &header {
                     None if key == header_key.as_slice() => {
-                        let found: BlobHeader =
-                            decode(value, "a blob header").map_err(|e| self.corrupt(&e))?;
-                        content.reserve(usize::try_from(found.len).unwrap_or(0).min(8 << 20));
+                        let found = plan::read_header(value).map_err(|e| self.corrupt(&e))?;
+                        content.reserve(usize::try_from(found.0).unwrap_or(0).min(8 << 20));
                         header = Some(found);
                     }
                     Some(_) if key == self.keys.blob_part(revision, parts).as_slice() => {
@@ -929,16 +989,160 @@ impl EtcdStore {
             },
         )?;
         match header {
-            Some(h) if h.parts == parts && h.len == content.len() as u64 => Ok(content),
-            Some(h) => Err(self.corrupt(&format!(
+            Some((len, want, format)) if want == parts && len == content.len() as u64 => {
+                Ok((content, format))
+            }
+            Some((len, want, _)) => Err(self.corrupt(&format!(
                 "the blob of revision {revision} has {parts} parts and {} bytes, where its \
-                 header says {} and {}",
+                 header says {want} and {len}",
                 content.len(),
-                h.parts,
-                h.len
             ))),
             None => Err(self.corrupt(&format!("the blob of revision {revision} is missing"))),
         }
+    }
+
+    /// At boot, with the root taken: seals every config blob under the first store key,
+    /// unless `meta/sealed` (`sealed`) says they all are. A blob that is bare, plain, or
+    /// sealed under an older key is rewritten in place, in one transaction (a blob too
+    /// large for one is left as it is, with a warning: pushing it again seals it); then
+    /// `meta/sealed` names the key. Without store keys, a blob sealed under one is
+    /// [`StoreError::Sealed`], and a warning counts the plain ones.
+    fn seal_configs(&mut self, sealed: Option<&[u8]>) -> Result<(), StoreError> {
+        let keys = self.store_keys.clone();
+        let want = keys
+            .as_ref()
+            .map(|k| format!("{:08x}", k.sealing().id()).into_bytes());
+        match (&want, sealed) {
+            (Some(want), Some(sealed)) if want.as_slice() == sealed => return Ok(()),
+            (None, Some(sealed)) => {
+                return Err(self.sealed(&format!(
+                    "configs are sealed at rest under store key {}: start the keeper with \
+                     --store-key-file (store_key_file) naming a file that holds it",
+                    String::from_utf8_lossy(sealed)
+                )));
+            }
+            _ => {}
+        }
+        // Every config pointer: (cluster, version, blob revision).
+        let prefix = self.keys.configs();
+        let mut pointers: Vec<(String, u64, u64)> = Vec::new();
+        let mut at = 0;
+        self.scan(
+            prefix.clone(),
+            prefix_end(&prefix),
+            PAGE_KEYS,
+            &mut at,
+            |key, value| {
+                let (escaped, rest) =
+                    super::record::split_key(&key[prefix.len()..]).map_err(|e| self.corrupt(e))?;
+                let version = super::record::config_version(rest).map_err(|e| self.corrupt(e))?;
+                let cluster =
+                    super::record::unescape_cluster(escaped).map_err(|e| self.corrupt(e))?;
+                let blob = parse_u64(value)
+                    .ok_or_else(|| self.corrupt("a config pointer is not a revision"))?;
+                pointers.push((cluster, version, blob));
+                Ok(true)
+            },
+        )?;
+        let (mut plain, mut resealed, mut too_large) = (0usize, 0usize, Vec::new());
+        for chunk in pointers.chunks(MAX_TXN_OPS) {
+            let headers = self
+                .etcd
+                .get_many(chunk.iter().map(|p| self.keys.blob(p.2)).collect())
+                .map_err(|f| self.failed("cannot read blob headers", f))?;
+            for ((cluster, version, blob), header) in chunk.iter().zip(headers) {
+                let (header, _) = header.ok_or_else(|| {
+                    self.corrupt(&format!("the blob of revision {blob} is missing"))
+                })?;
+                let (_, _, format) = plan::read_header(&header).map_err(|e| self.corrupt(&e))?;
+                let Some(keys) = &keys else {
+                    if let BlobFormat::Envelope(Some(id)) = format {
+                        return Err(self.sealed(
+                            &seal::OpenError::NoKey {
+                                id,
+                                have_keys: false,
+                            }
+                            .to_string(),
+                        ));
+                    }
+                    plain += 1;
+                    continue;
+                };
+                if format == BlobFormat::Envelope(Some(keys.sealing().id())) {
+                    continue;
+                }
+                let (content, format) = self.read_blob(*blob, &mut 0)?;
+                let bare = match format {
+                    BlobFormat::Bare => content,
+                    BlobFormat::Envelope(_) => {
+                        seal::open(Some(keys), cluster, *version, &content)
+                            .map_err(|e| match e {
+                                seal::OpenError::NoKey { .. } => self.sealed(&e.to_string()),
+                                seal::OpenError::Damaged(what) => self.corrupt(&what),
+                            })?
+                            .0
+                    }
+                };
+                decode::<ConfigRecord>(&bare, "a config version").map_err(|e| self.corrupt(&e))?;
+                let sealed_value = seal::envelope(Some(keys), cluster, *version, &bare);
+                let mut ops =
+                    plan::blob_ops(&self.keys, *blob, &sealed_value, Some(keys.sealing().id()))
+                        .map_err(|e| StoreError::Io(format!("etcd: {e}")))?;
+                // The parts past the new ones (etcd refuses a delete that overlaps a put).
+                let parts = u32::try_from(ops.len() - 1).unwrap_or(u32::MAX);
+                ops.push(Op::DeleteRange(
+                    self.keys.blob_part(*blob, parts),
+                    prefix_end(&self.keys.blob(*blob)),
+                ));
+                let bytes: usize = ops.iter().map(Op::bytes).sum();
+                if ops.len() > MAX_TXN_OPS || bytes > MAX_TXN_BYTES {
+                    too_large.push(format!("{cluster} v{version}"));
+                    continue;
+                }
+                match self.send(self.guards(self.revision), &ops) {
+                    Ok(Outcome::Applied) => resealed += 1,
+                    Ok(Outcome::Refused) => {
+                        return Err(self.refused("resealing configs", self.revision));
+                    }
+                    Err(failure) => return Err(self.failed("cannot reseal a config", failure)),
+                }
+            }
+        }
+        if plain > 0 {
+            tracing::warn!(
+                root = self.keys.root(),
+                configs = plain,
+                "config versions are stored in plaintext, and configs are credentials: give \
+                 --store-key-file to seal them at rest"
+            );
+        }
+        if resealed > 0 {
+            tracing::info!(
+                root = self.keys.root(),
+                configs = resealed,
+                "sealed config versions at rest under the current store key; etcd keeps the \
+                 old values until it is compacted"
+            );
+        }
+        if !too_large.is_empty() {
+            tracing::warn!(
+                root = self.keys.root(),
+                configs = %too_large.join(", "),
+                "config versions too large to reseal in one etcd transaction stay as they \
+                 were; push them again to seal them"
+            );
+        }
+        if let (Some(want), true) = (want, too_large.is_empty()) {
+            let ops = [Op::Put(self.keys.meta("sealed"), want)];
+            match self.send(self.guards(self.revision), &ops) {
+                Ok(Outcome::Applied) => {}
+                Ok(Outcome::Refused) => {
+                    return Err(self.refused("resealing configs", self.revision));
+                }
+                Err(failure) => return Err(self.failed("cannot reseal configs", failure)),
+            }
+        }
+        Ok(())
     }
 
     /// Makes the status keys match the proxies: a key of a proxy not held is deleted, a
@@ -1042,6 +1246,12 @@ impl Store for EtcdStore {
             epoch.to_string().into_bytes(),
         ));
         ops.push(Op::Put(writer, self.id.clone()));
+        if meta.schema < FORMAT {
+            ops.push(Op::Put(
+                self.keys.meta("schema"),
+                FORMAT.to_string().into_bytes(),
+            ));
+        }
         match self.send(guards, &ops) {
             Ok(Outcome::Applied) => {}
             Ok(Outcome::Refused) => return Err(self.refused("booting", meta.revision)),
@@ -1055,6 +1265,7 @@ impl Store for EtcdStore {
         if self.materialised < self.revision {
             self.repair()?;
         }
+        self.seal_configs(meta.sealed.as_deref())?;
         let mut at = 0;
         let proxies = self.read_proxies(&mut at)?;
         let configs = self.read_latest_configs(&mut at)?;

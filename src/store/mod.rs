@@ -55,6 +55,7 @@
 pub mod etcd;
 mod record;
 pub mod redb;
+pub mod seal;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -122,6 +123,10 @@ pub enum StoreError {
     /// Nothing was written: a newer keeper can still use it.
     #[error("the store is too new for this keeper: {0}")]
     TooNew(String),
+    /// The store holds configs sealed under a store key this keeper was not given
+    /// ([`seal`]). Nothing was written: the same keeper with the key reads it.
+    #[error("the store cannot be opened: {0}")]
+    Sealed(String),
 }
 
 /// Where the keeper's state lives.

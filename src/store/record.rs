@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::StoredProxy;
+use super::seal::{self, OpenError, Sealing, StoreKeys};
+use crate::configdoc::ConfigVersion;
 use crate::keeper::Status;
 
 /// A stored proxy without its key (which holds the cluster and the proxy).
@@ -71,6 +73,55 @@ pub(super) struct ConfigRecordOut<'a> {
 pub(super) struct ConfigRecord {
     pub(super) base: Vec<u8>,
     pub(super) datasources: BTreeMap<String, String>,
+}
+
+/// The value a store writes for `cluster`'s `config`: its record in an envelope, sealed
+/// under `keys` where the keeper has them ([`seal`]).
+pub(super) fn config_value(
+    keys: Option<&StoreKeys>,
+    cluster: &str,
+    config: &ConfigVersion,
+) -> Result<Vec<u8>, String> {
+    let record = encode(&ConfigRecordOut {
+        base: &config.base,
+        datasources: &config.datasources,
+    })?;
+    Ok(seal::envelope(keys, cluster, config.version, &record))
+}
+
+/// Why a config value could not be read.
+pub(super) enum ConfigReadError {
+    /// Sealed under a store key this keeper lacks: [`StoreError::Sealed`](super::StoreError).
+    NoKey(String),
+    /// Damaged: [`StoreError::Corrupt`](super::StoreError).
+    Corrupt(String),
+}
+
+/// The record of a config value that [`config_value`] wrote for `cluster`'s `version`,
+/// and how it was stored.
+pub(super) fn read_config(
+    keys: Option<&StoreKeys>,
+    cluster: &str,
+    version: u64,
+    value: &[u8],
+) -> Result<(ConfigRecord, Sealing), ConfigReadError> {
+    let (record, sealing) = seal::open(keys, cluster, version, value).map_err(|e| match e {
+        OpenError::NoKey { .. } => ConfigReadError::NoKey(e.to_string()),
+        OpenError::Damaged(what) => ConfigReadError::Corrupt(what),
+    })?;
+    let record = decode(&record, "a config version").map_err(ConfigReadError::Corrupt)?;
+    Ok((record, sealing))
+}
+
+/// A config value in an envelope, sealed under `keys` (or plain without), from the
+/// record that a value of an older schema held bare or that [`read_config`] opened.
+pub(super) fn reseal(
+    keys: Option<&StoreKeys>,
+    cluster: &str,
+    version: u64,
+    record: &[u8],
+) -> Vec<u8> {
+    seal::envelope(keys, cluster, version, record)
 }
 
 /// An audit entry, as written.

@@ -20,7 +20,7 @@
 //! bytes unchanged. An existing file too short to hold a redb header (an empty one
 //! included) is refused before redb sees it: redb would initialize it as a new database.
 //!
-//! # Layout (schema 2)
+//! # Layout (schema 3)
 //!
 //! Every table maps bytes to bytes, so that nothing read from disk goes through a decoder
 //! that panics (redb's own `&str` and integer types unwrap): keys are encoded here so
@@ -31,7 +31,7 @@
 //! |-----------|----------------------------------|---------------------------------------|
 //! | `meta`    | `format`, `epoch`, `revision`, `generation` | u64, u32, u64, u64, big-endian |
 //! | `proxies` | `esc(cluster) 00 00 proxy`       | a proxy record (below)                |
-//! | `configs` | `esc(cluster) 00 00 version(BE)` | `{base, datasources}` (every version) |
+//! | `configs` | `esc(cluster) 00 00 version(BE)` | `{base, datasources}` in an envelope (every version) |
 //! | `audit`   | sequence number, u64 big-endian  | `{at_unix_ms, action}`                |
 //! | `changes` | revision, u64 big-endian         | the [`WallChange`]                    |
 //!
@@ -42,7 +42,10 @@
 //! and the cluster ends with `00 00`, so keys sort by cluster and then by proxy (or
 //! version) exactly as `(String, String)` and `(String, u64)` tuples do, whatever the
 //! bytes. Status is `0` ready, `1` up, `2` lost. `changes` holds the retained log:
-//! consecutive revisions, the last one being meta's `revision`.
+//! consecutive revisions, the last one being meta's `revision`. A config value is the
+//! record in an envelope ([`seal`](super::seal)): `00` and the record, or, with a store
+//! key, `01` and the record sealed with AES-256-GCM under it; a store opened with keys
+//! seals whatever is not sealed under the first of them as it opens.
 //!
 //! # Schemas
 //!
@@ -51,8 +54,11 @@
 //!   commit. Opened, it is migrated in place in one write transaction: every proxy
 //!   rewritten (the since kept, nothing else known), a generation made, an empty log, and
 //!   the epoch and revision kept.
-//! - **2**: the layout above; one revision per change.
-//! - **3 and later**: refused as [`StoreError::TooNew`], unchanged. Anything else is
+//! - **2** (zerokeeper up to 261a164): the layout above with each config value the bare
+//!   record; one revision per change. Opened, every config value goes into an envelope
+//!   (sealed, if the keeper has a store key) in one write transaction.
+//! - **3**: the layout above.
+//! - **4 and later**: refused as [`StoreError::TooNew`], unchanged. Anything else is
 //!   [`StoreError::Corrupt`].
 
 use std::collections::HashMap;
@@ -70,9 +76,8 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::record::{
-    self, AuditRecord, AuditRecordOut, ConfigRecord, ConfigRecordOut, ProxyRecord,
-};
+use super::record::{self, AuditRecord, AuditRecordOut, ConfigReadError, ProxyRecord};
+use super::seal::{self, Sealing, StoreKeys};
 use super::{
     AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoredConfig, StoredProxy, Tables,
     WallChange, apply, check_batch, next_epoch,
@@ -85,8 +90,8 @@ use crate::keeper::change::ConfigBlob;
 pub const FILE_NAME: &str = "zerokeeper.redb";
 
 /// The schema version this keeper writes, and the newest it reads (the `format` entry of
-/// `meta`). It reads schema 1 too, by migrating it.
-pub const FORMAT: u64 = 2;
+/// `meta`). It reads schemas 1 and 2 too, by migrating them.
+pub const FORMAT: u64 = 3;
 
 /// The most memory redb may use to cache pages. redb's default is 1 GiB; a registry of
 /// 100,000 proxies is a file of a few MiB, read in full once per boot.
@@ -132,6 +137,8 @@ pub struct RedbStore {
     generation: u64,
     /// How many changes the log keeps.
     retention: usize,
+    /// The store keys configs are sealed under (`None`: stored plain).
+    keys: Option<StoreKeys>,
 }
 
 impl RedbStore {
@@ -150,6 +157,18 @@ impl RedbStore {
     /// credentials. An existing store file that others may read is made `0600` (with a
     /// warning); an existing directory that others may enter is only warned about.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        RedbStore::open_sealed(dir, None)
+    }
+
+    /// Opens the store of `dir` as [`open`](RedbStore::open) does, with configs sealed at
+    /// rest under `keys` ([`seal`]): every config version that is plain, or sealed under
+    /// another key than the first of `keys`, is sealed under it in the opening transaction
+    /// (a store migrated from schema 2 has them all plain).
+    ///
+    /// Without keys, configs are stored plain (a warning says how many); a store that
+    /// holds configs sealed under a key not given is refused with [`StoreError::Sealed`],
+    /// unchanged.
+    pub fn open_sealed(dir: &Path, keys: Option<StoreKeys>) -> Result<RedbStore, StoreError> {
         match fs::metadata(dir) {
             Ok(meta) if !meta.is_dir() => {
                 return Err(StoreError::Io(format!(
@@ -264,20 +283,49 @@ impl RedbStore {
                 let meta = open_meta(&txn, &tables, &path)?;
                 get_u64(&meta, FORMAT_KEY, &path)?
             };
-            match schema(format, &path)? {
-                1 => {
-                    let (revision, generation) = migrate_v1(&txn, &path)?;
-                    txn.commit()
-                        .map_err(fail(&path, "cannot commit the migration"))?;
-                    (revision, generation)
-                }
-                _ => {
-                    let found = check_v2(&txn, &path)?;
-                    txn.abort()
-                        .map_err(fail(&path, "cannot end the opening transaction"))?;
-                    found
-                }
+            let schema = schema(format, &path)?;
+            let found = if schema == 1 {
+                migrate_v1(&txn, &path)?
+            } else {
+                check_v2(&txn, &path)?
+            };
+            // Schemas 1 and 2 hold bare config records; 3 holds envelopes.
+            let resealed = seal_configs(&txn, keys.as_ref(), schema < 3, &path)?;
+            if schema < 3 {
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(fail(&path, "cannot open meta"))?;
+                put(&mut meta, FORMAT_KEY, &FORMAT.to_be_bytes(), &path)?;
+                tracing::info!(
+                    path = %path.display(),
+                    configs = resealed.rewritten,
+                    sealed = keys.is_some(),
+                    "migrated the store from schema {schema} to schema {FORMAT}"
+                );
+            } else if resealed.rewritten > 0 {
+                tracing::info!(
+                    path = %path.display(),
+                    configs = resealed.rewritten,
+                    key = format!("{:08x}", keys.as_ref().map_or(0, |k| k.sealing().id())),
+                    "sealed config versions at rest under the current store key"
+                );
             }
+            if resealed.plain > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    configs = resealed.plain,
+                    "config versions are stored in plaintext, and configs are credentials: \
+                     give --store-key-file to seal them at rest"
+                );
+            }
+            if schema < 3 || resealed.rewritten > 0 {
+                txn.commit()
+                    .map_err(fail(&path, "cannot commit the migration"))?;
+            } else {
+                txn.abort()
+                    .map_err(fail(&path, "cannot end the opening transaction"))?;
+            }
+            found
         };
         Ok(RedbStore {
             db,
@@ -285,6 +333,7 @@ impl RedbStore {
             revision,
             generation,
             retention: DEFAULT_RETENTION,
+            keys,
         })
     }
 
@@ -324,7 +373,7 @@ impl Store for RedbStore {
                 revision,
                 oldest_retained,
                 proxies: read_proxies(&proxies, path)?,
-                configs: read_latest_configs(&configs, path)?,
+                configs: read_latest_configs(&configs, self.keys.as_ref(), path)?,
                 recent,
             }
         };
@@ -343,7 +392,7 @@ impl Store for RedbStore {
         let path = &self.path;
         let txn = begin(&self.db, path)?;
         let generation = {
-            let mut tables = TxnTables::open(&txn, path)?;
+            let mut tables = TxnTables::open(&txn, path, self.keys.as_ref())?;
             let stored = get_u64(&tables.meta, REVISION_KEY, path)?;
             if stored != self.revision {
                 return Err(corrupt(
@@ -466,7 +515,7 @@ fn probe(path: &Path) -> Result<(), StoreError> {
 /// The schema of a file whose meta says `format`, if this keeper reads it.
 fn schema(format: u64, path: &Path) -> Result<u64, StoreError> {
     match format {
-        1 | FORMAT => Ok(format),
+        1..=FORMAT => Ok(format),
         newer if newer > FORMAT => Err(StoreError::TooNew(format!(
             "{} has store schema {newer}; this keeper reads schemas up to {FORMAT}: upgrade \
              zerokeeper",
@@ -503,7 +552,7 @@ fn open_meta<'t>(
     txn.open_table(META).map_err(fail(path, "cannot open meta"))
 }
 
-/// Checks a store of schema 2 (meta complete, every table of the right type, the log
+/// Checks a store of schema 2 or 3 (meta complete, every table of the right type, the log
 /// ending at meta's revision); returns its revision and generation.
 fn check_v2(txn: &WriteTransaction, path: &Path) -> Result<(u64, u64), StoreError> {
     let (revision, generation) = {
@@ -536,8 +585,8 @@ fn check_v2(txn: &WriteTransaction, path: &Path) -> Result<(u64, u64), StoreErro
     Ok((revision, generation))
 }
 
-/// Migrates a store of schema 1 to schema 2 inside `txn` (the caller commits it); returns
-/// its revision and new generation.
+/// Migrates a store of schema 1 to schema 2 inside `txn` (the caller commits it, after
+/// [`seal_configs`] and the schema bump); returns its revision and new generation.
 fn migrate_v1(txn: &WriteTransaction, path: &Path) -> Result<(u64, u64), StoreError> {
     let mut meta = txn
         .open_table(META)
@@ -573,16 +622,84 @@ fn migrate_v1(txn: &WriteTransaction, path: &Path) -> Result<(u64, u64), StoreEr
         .map_err(fail(path, "cannot create changes"))?;
     let generation = now_secs();
     put(&mut meta, GENERATION_KEY, &generation.to_be_bytes(), path)?;
-    put(&mut meta, FORMAT_KEY, &FORMAT.to_be_bytes(), path)?;
     tracing::info!(
         path = %path.display(),
         proxies = rewritten.len(),
         epoch,
         revision,
         generation,
-        "migrated the store from schema 1 to schema {FORMAT}"
+        "migrated the store from schema 1 to schema 2"
     );
     Ok((revision, generation))
+}
+
+/// What [`seal_configs`] did.
+struct Resealed {
+    /// Config values it rewrote.
+    rewritten: usize,
+    /// Config values that stay plain (no store key given).
+    plain: usize,
+}
+
+/// Brings every config value to what `keys` ask, inside `txn`: a bare record of schema 1
+/// or 2 (`legacy`) goes into an envelope, and a plain value or one sealed under another
+/// key is sealed under the first of `keys`. A value sealed under a key not given is
+/// [`StoreError::Sealed`]; one that does not open or decode, [`StoreError::Corrupt`].
+fn seal_configs(
+    txn: &WriteTransaction,
+    keys: Option<&StoreKeys>,
+    legacy: bool,
+    path: &Path,
+) -> Result<Resealed, StoreError> {
+    let mut configs = txn
+        .open_table(CONFIGS)
+        .map_err(fail(path, "cannot open configs"))?;
+    let mut rewritten = Vec::new();
+    let mut plain = 0;
+    for entry in configs.iter().map_err(fail(path, "cannot read configs"))? {
+        let (key, value) = entry.map_err(fail(path, "cannot read configs"))?;
+        let (escaped, version) = split_key(key.value(), path)?;
+        let version = record::config_version(version).map_err(|e| corrupt(path, e))?;
+        let cluster = unescape_cluster(escaped, path)?;
+        let value = value.value();
+        let bare = if legacy {
+            value.to_vec()
+        } else {
+            match seal::sealing_of(keys, value).map_err(|e| corrupt(path, &e))? {
+                Sealing::Current => continue,
+                Sealing::Plain if keys.is_none() => {
+                    plain += 1;
+                    continue;
+                }
+                Sealing::Plain | Sealing::Older(_) => {
+                    seal::open(keys, &cluster, version, value)
+                        .map_err(|e| match e {
+                            seal::OpenError::NoKey { .. } => {
+                                StoreError::Sealed(format!("{}: {e}", path.display()))
+                            }
+                            seal::OpenError::Damaged(what) => corrupt(path, &what),
+                        })?
+                        .0
+                }
+            }
+        };
+        // A record that does not decode is refused now, not at a later boot.
+        decode::<record::ConfigRecord>(&bare, path, "a config version")?;
+        if keys.is_none() {
+            plain += 1;
+        }
+        rewritten.push((
+            key.value().to_vec(),
+            record::reseal(keys, &cluster, version, &bare),
+        ));
+    }
+    for (key, value) in &rewritten {
+        put(&mut configs, key, value, path)?;
+    }
+    Ok(Resealed {
+        rewritten: rewritten.len(),
+        plain,
+    })
 }
 
 /// The current Unix time in whole seconds (at least 1): a new store's generation.
@@ -603,6 +720,8 @@ struct TxnTables<'t> {
     audit: Table<'t, Bytes, Bytes>,
     changes: Table<'t, Bytes, Bytes>,
     path: &'t Path,
+    /// The store keys configs are sealed under.
+    keys: Option<&'t StoreKeys>,
     /// The next audit sequence number (read at the first entry of the batch).
     next_audit: Option<u64>,
     /// The generation, if a `Rewound` change of the batch changed it.
@@ -612,7 +731,11 @@ struct TxnTables<'t> {
 }
 
 impl<'t> TxnTables<'t> {
-    fn open(txn: &'t WriteTransaction, path: &'t Path) -> Result<TxnTables<'t>, StoreError> {
+    fn open(
+        txn: &'t WriteTransaction,
+        path: &'t Path,
+        keys: Option<&'t StoreKeys>,
+    ) -> Result<TxnTables<'t>, StoreError> {
         Ok(TxnTables {
             meta: txn
                 .open_table(META)
@@ -630,6 +753,7 @@ impl<'t> TxnTables<'t> {
                 .open_table(CHANGES)
                 .map_err(fail(path, "cannot open changes"))?,
             path,
+            keys,
             next_audit: None,
             generation: None,
             key: Vec::new(),
@@ -672,13 +796,8 @@ impl Tables for TxnTables<'_> {
 
     fn put_config(&mut self, cluster: &str, config: &ConfigVersion) -> Result<(), StoreError> {
         config_key(&mut self.key, cluster, config.version);
-        let value = encode(
-            &ConfigRecordOut {
-                base: &config.base,
-                datasources: &config.datasources,
-            },
-            self.path,
-        )?;
+        let value = record::config_value(self.keys, cluster, config)
+            .map_err(|e| StoreError::Io(format!("{}: {e}", self.path.display())))?;
         put(&mut self.configs, &self.key, &value, self.path)
     }
 
@@ -1118,6 +1237,7 @@ fn read_proxies(
 /// backwards and decodes only the first (highest) version of each cluster.
 fn read_latest_configs(
     table: &Table<'_, Bytes, Bytes>,
+    keys: Option<&StoreKeys>,
     path: &Path,
 ) -> Result<Vec<StoredConfig>, StoreError> {
     let mut configs = Vec::new();
@@ -1134,9 +1254,16 @@ fn read_latest_configs(
             continue;
         }
         last = Some(escaped.to_vec());
-        let record: ConfigRecord = decode(value.value(), path, "a config version")?;
+        let cluster = unescape_cluster(escaped, path)?;
+        let (record, _) =
+            record::read_config(keys, &cluster, version, value.value()).map_err(|e| match e {
+                ConfigReadError::NoKey(what) => {
+                    StoreError::Sealed(format!("{}: {what}", path.display()))
+                }
+                ConfigReadError::Corrupt(what) => corrupt(path, &what),
+            })?;
         configs.push(StoredConfig {
-            cluster: unescape_cluster(escaped, path)?,
+            cluster,
             version,
             base: record.base,
             datasources: record.datasources,

@@ -13,18 +13,68 @@ use crate::keeper::Status;
 use crate::keeper::change::ChangeKind;
 use serde::{Deserialize, Serialize};
 
-use crate::store::record::{self, AuditRecordOut, ConfigRecordOut, ProxyRecord, decode, encode};
+use crate::store::record::{self, AuditRecordOut, ProxyRecord, decode, encode};
+use crate::store::seal::StoreKeys;
 use crate::store::{AuditEntry, StoreError, StoredProxy, Tables, WallChange};
 
 /// Bytes of config content per blob part: a transaction of four parts stays under 1 MiB.
 pub(super) const PART_BYTES: usize = 256 << 10;
 
-/// The header of a config blob, written before its parts: how long the content is and in
-/// how many parts.
-#[derive(Serialize, Deserialize)]
+/// The header of a config blob, written before its parts: how long the content is, in
+/// how many parts, and the store key its envelope is sealed under (`None`: a plain
+/// envelope). Schema 1 wrote headers without `key`, over a bare record: [`read_header`]
+/// tells them apart by their length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct BlobHeader {
     pub(super) len: u64,
     pub(super) parts: u32,
+    pub(super) key: Option<u32>,
+}
+
+/// A blob header of schema 1.
+#[derive(Deserialize)]
+struct BlobHeaderV1 {
+    len: u64,
+    parts: u32,
+}
+
+/// What a blob's content is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BlobFormat {
+    /// A bare config record (schema 1).
+    Bare,
+    /// An envelope (`seal`), sealed under this key or plain.
+    Envelope(Option<u32>),
+}
+
+/// A blob header, of either schema, and what its content is.
+pub(super) fn read_header(bytes: &[u8]) -> Result<(u64, u32, BlobFormat), String> {
+    if let Ok(h) = decode::<BlobHeader>(bytes, "a blob header") {
+        return Ok((h.len, h.parts, BlobFormat::Envelope(h.key)));
+    }
+    let h: BlobHeaderV1 = decode(bytes, "a blob header")?;
+    Ok((h.len, h.parts, BlobFormat::Bare))
+}
+
+/// The writes of a blob: its header, then its parts.
+pub(super) fn blob_ops(
+    keys: &Keys,
+    revision: u64,
+    content: &[u8],
+    key: Option<u32>,
+) -> Result<Vec<Op>, String> {
+    let parts: Vec<&[u8]> = content.chunks(PART_BYTES).collect();
+    let header = BlobHeader {
+        len: content.len() as u64,
+        parts: parts.len() as u32,
+        key,
+    };
+    let mut ops = Vec::with_capacity(parts.len() + 1);
+    ops.push(Op::Put(keys.blob(revision), encode(&header)?));
+    for (i, part) in parts.into_iter().enumerate() {
+        ops.push(Op::Put(keys.blob_part(revision, i as u32), part.to_vec()));
+    }
+    Ok(ops)
 }
 
 /// One write of a transaction.
@@ -110,6 +160,8 @@ pub(super) struct Plan<'k> {
     configs: BTreeMap<(String, u64), u64>,
     /// Blobs to stage, by revision.
     blobs: BTreeMap<u64, Vec<u8>>,
+    /// The store keys configs are sealed under.
+    store_keys: Option<&'k StoreKeys>,
     new_generation: Option<u64>,
     new_epoch: Option<u32>,
     finish: Option<(u64, u64)>,
@@ -147,8 +199,10 @@ impl<'k> Plan<'k> {
         fetch: &'k dyn Fn(Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>,
         generation: u64,
         epoch: u32,
+        store_keys: Option<&'k StoreKeys>,
     ) -> Plan<'k> {
         Plan {
+            store_keys,
             keys,
             mode,
             current: None,
@@ -214,22 +268,11 @@ impl<'k> Plan<'k> {
                     writes.staged.push(Op::Put(self.keys.log(revision), value));
                 }
             }
+            let key = self.store_keys.map(|k| k.sealing().id());
             for (revision, content) in std::mem::take(&mut self.blobs) {
-                let parts: Vec<&[u8]> = content.chunks(PART_BYTES).collect();
-                let header = BlobHeader {
-                    len: content.len() as u64,
-                    parts: parts.len() as u32,
-                };
-                writes.staged.push(Op::Put(
-                    self.keys.blob(revision),
-                    encode(&header).map_err(io)?,
-                ));
-                for (i, part) in parts.into_iter().enumerate() {
-                    writes.staged.push(Op::Put(
-                        self.keys.blob_part(revision, i as u32),
-                        part.to_vec(),
-                    ));
-                }
+                writes
+                    .staged
+                    .extend(blob_ops(self.keys, revision, &content, key).map_err(io)?);
             }
             if let Some(generation) = self.new_generation {
                 writes.point.push(Op::Put(
@@ -348,11 +391,8 @@ impl Tables for Plan<'_> {
             if let Some(replaced) = replaced {
                 self.blobs.remove(&replaced);
             }
-            let content = encode(&ConfigRecordOut {
-                base: &config.base,
-                datasources: &config.datasources,
-            })
-            .map_err(|e| StoreError::Io(format!("etcd: {e}")))?;
+            let content = record::config_value(self.store_keys, cluster, config)
+                .map_err(|e| StoreError::Io(format!("etcd: {e}")))?;
             self.blobs.insert(revision, content);
         }
         Ok(())
