@@ -101,6 +101,9 @@ pub struct Setup {
     pub lease: Option<Arc<crate::ha::LeaseGate>>,
     /// What this keeper is, for its admin API (`None`: the only keeper).
     pub role: Option<crate::ha::HaView>,
+    /// The secret the config versions it makes are named under (the store key's; `None`:
+    /// [`ConfigId::of`](crate::wire::ConfigId::of)).
+    pub config_id_key: Option<crate::wire::ConfigIdKey>,
 }
 
 impl Setup {
@@ -130,6 +133,7 @@ impl Setup {
             stop_http: None,
             lease: None,
             role: None,
+            config_id_key: None,
         }
     }
 }
@@ -281,6 +285,7 @@ where
             .collect(),
         ..seed
     };
+    core.set_config_id_key(setup.config_id_key.clone());
     if let Some(adjust) = setup.adjust.take() {
         adjust(&mut core);
     }

@@ -69,13 +69,17 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// The identity of a config version on the wire (version 2): the first 8 bytes of
-/// `SHA-256("zerokeeper config id" || version BE8 || digest)`.
+/// The identity of a config version on the wire (version 2): 8 bytes the keeper chooses
+/// and stores with the version, opaque to agents (`docs/PROTOCOL.md` §17.3). A keeper with
+/// a store key names the versions it makes [`ConfigId::keyed`]; without one (and for
+/// every cluster's initial version), [`ConfigId::of`].
 ///
 /// Agents compare ids for equality, never for order, so a keeper restored from an older
 /// backup, whose next version number the fleet has already run with other bytes, still
 /// gets its config pulled.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Debug, Hash, Default, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct ConfigId(pub [u8; 8]);
 
 impl ConfigId {
@@ -94,9 +98,50 @@ impl ConfigId {
         ConfigId(id)
     }
 
+    /// The id of `cluster`'s config `version` whose bytes have SHA-256 `digest`, under a
+    /// deployment's secret: the first 8 bytes of `HMAC-SHA256(key, "zerokeeper config id
+    /// v2" || len(cluster) (u8) || cluster || version BE8 || digest)`. Nothing on the wire
+    /// is then a function of the config's bytes alone, so a captured id cannot be used to
+    /// test guesses of a credential offline.
+    pub fn keyed(key: &ConfigIdKey, cluster: &str, version: u64, digest: &[u8; 32]) -> ConfigId {
+        use hmac::Mac;
+        let mut mac = key.0.clone();
+        mac.update(b"zerokeeper config id v2");
+        // Cluster names are at most 128 bytes (validated).
+        mac.update(&[u8::try_from(cluster.len()).unwrap_or(u8::MAX)]);
+        mac.update(cluster.as_bytes());
+        mac.update(&version.to_be_bytes());
+        mac.update(digest);
+        let full = mac.finalize().into_bytes();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&full[..8]);
+        ConfigId(id)
+    }
+
     /// Whether this is [`ConfigId::NONE`].
     pub fn is_none(&self) -> bool {
         *self == ConfigId::NONE
+    }
+}
+
+/// The secret [`ConfigId::keyed`] names config versions under: derived from the store key
+/// (`StoreKeys::config_id_key`), so the same on every keeper of a deployment.
+#[derive(Clone)]
+pub struct ConfigIdKey(hmac::Hmac<Sha256>);
+
+impl ConfigIdKey {
+    /// A key from 32 secret bytes.
+    pub fn new(secret: &[u8; 32]) -> ConfigIdKey {
+        ConfigIdKey(
+            <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(secret)
+                .expect("HMAC takes keys of any length"),
+        )
+    }
+}
+
+impl std::fmt::Debug for ConfigIdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigIdKey(..)")
     }
 }
 

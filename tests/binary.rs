@@ -259,15 +259,8 @@ fn proxies_of_protocol_1_and_2_share_one_keeper_and_both_take_a_pushed_config() 
     }
 }
 
-#[test]
-fn serve_refuses_a_key_file_readable_by_others_and_says_to_chmod_it() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = procs::fresh_dir("open-key");
-    let key = dir.join("open.key");
-    std::fs::write(&key, "2a".repeat(32)).expect("write key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod key");
-    let key = key.to_str().expect("utf-8");
-    let data = dir.join("data");
+/// Runs `serve` with `key` on `data`, which must refuse to start; returns its log.
+fn serve_refused(key: &str, data: &std::path::Path) -> String {
     let mut serve = Process::spawn(&[
         "serve",
         "--key-file",
@@ -282,6 +275,18 @@ fn serve_refuses_a_key_file_readable_by_others_and_says_to_chmod_it() {
     let code = serve.wait_exit();
     let log = serve.log();
     assert_ne!(code, 0, "serve started: {log}");
+    log
+}
+
+#[test]
+fn serve_refuses_a_key_file_readable_by_others_and_says_to_chmod_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = procs::fresh_dir("open-key");
+    let key = dir.join("open.key");
+    std::fs::write(&key, "2a".repeat(32)).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod key");
+    let key = key.to_str().expect("utf-8");
+    let log = serve_refused(key, &dir.join("data"));
     assert!(log.contains(&format!("chmod 600 {key}")), "{log}");
     assert!(log.contains("0644"), "{log}");
 }
@@ -323,20 +328,7 @@ fn configs_are_sealed_at_rest_under_the_store_key_and_a_keeper_without_it_does_n
     );
 
     // Without the store key the keeper refuses to start, and says what to give it.
-    let mut serve = Process::spawn(&[
-        "serve",
-        "--key-file",
-        procs::key_file().to_str().expect("utf-8"),
-        "--udp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().expect("utf-8"),
-    ]);
-    let code = serve.wait_exit();
-    let log = serve.log();
-    assert_ne!(code, 0, "serve started: {log}");
+    let log = serve_refused(procs::key_file().to_str().expect("utf-8"), &data);
     assert!(log.contains("--store-key-file"), "{log}");
 
     // With it, the config is there as pushed.

@@ -520,3 +520,40 @@ fn a_keeper_refusing_plaintext_configs_serves_version_2_and_never_version_1() {
             .all(|d| wire::parse_header(d).expect("a header").kind != wire::Kind::ConfigChunk)
     );
 }
+
+#[test]
+fn with_a_config_id_key_no_id_on_the_wire_is_a_function_of_the_config_alone() {
+    let id_key = zerokeeper::wire::ConfigIdKey::new(&[0x5c; 32]);
+    let mut keeper = keeper();
+    keeper.set_config_id_key(Some(id_key.clone()));
+    let secret = b"db_password = \"guessable\"\n".to_vec();
+    keeper
+        .push_config(Instant::ZERO, CLUSTER, secret.clone().into())
+        .expect("a new cluster");
+    let current = keeper.config_of(CLUSTER).expect("a config");
+    let guess = ConfigId::of(current.version, &current.digest);
+    assert_ne!(current.id, guess, "the id is not the unkeyed one");
+    assert_eq!(
+        current.id,
+        ConfigId::keyed(&id_key, CLUSTER, current.version, &current.digest)
+    );
+    let mut rig = Rig::new(keeper, vec![agent(P12, Version::V2)]);
+    assert!(rig.run_until(Duration::from_secs(3), |r| {
+        r.status(P12) == Some(Status::Up)
+    }));
+    // The agent pulled it under its opaque id and runs it.
+    assert_eq!(rig.agent(0).config_id(), current.id);
+    // Nothing captured holds the unkeyed id anyone could compute from a guessed document.
+    assert!(
+        !rig.captured[0]
+            .iter()
+            .any(|d| d.windows(8).any(|w| w == guess.0)),
+        "the unkeyed id is on the wire"
+    );
+    assert!(
+        rig.captured[0]
+            .iter()
+            .any(|d| d.windows(8).any(|w| w == current.id.0)),
+        "the check sees the id where it is"
+    );
+}

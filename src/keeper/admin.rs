@@ -17,6 +17,7 @@ use crate::keeper::{
     AdminAction, ChangeKind, ConfigBlob, ConfigCause, ConfigSummary, Keeper, Reason, Status,
 };
 use crate::time::Instant;
+use crate::wire::{ConfigId, ConfigIdKey};
 
 /// A proxy that keeps the gate closed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -322,9 +323,13 @@ impl Keeper {
         cause: ConfigCause,
         by: Option<Arc<str>>,
     ) -> u64 {
+        let mut next = next;
+        let cluster = self.registry.cluster_mut(id);
+        if let Some(key) = &self.config_id_key {
+            next.id = ConfigId::keyed(key, &cluster.name, next.version, &next.digest);
+        }
         let version = next.version;
         let config = Arc::new(next);
-        let cluster = self.registry.cluster_mut(id);
         cluster.config = config.clone();
         let name = cluster.name.clone();
         let action = match &cause {
@@ -452,6 +457,13 @@ impl Keeper {
         self.registry
             .cluster_id(cluster)
             .is_some_and(|id| self.registry.cluster(id).deletion_paused)
+    }
+
+    /// Names the config versions this keeper makes from now on with
+    /// [`ConfigId::keyed`] under `key` (the store key's, the same on every keeper), or,
+    /// with `None`, with [`ConfigId::of`]. A version keeps the id it was made with.
+    pub fn set_config_id_key(&mut self, key: Option<ConfigIdKey>) {
+        self.config_id_key = key;
     }
 
     /// Puts `keys` in force instead of the keys it holds (a key rotation without a

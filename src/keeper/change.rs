@@ -404,4 +404,10 @@ pub struct StoredConfig {
     pub base: Vec<u8>,
     /// The active datasource of each hostgroup.
     pub datasources: BTreeMap<String, String>,
+    /// Its id, as made (`None`: stored before ids were kept, so [`ConfigId::of`] its
+    /// version and digest).
+    ///
+    /// [`ConfigId::of`]: crate::wire::ConfigId::of
+    #[serde(default)]
+    pub id: Option<crate::wire::ConfigId>,
 }

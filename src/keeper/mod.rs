@@ -349,6 +349,9 @@ pub struct Keeper {
     /// The keyed digest and sealer of each (cluster, config id, key) whose chunks were
     /// served.
     sealers: Sealers,
+    /// The secret the config versions this keeper makes are named under (`None`: by
+    /// [`ConfigId::of`](crate::wire::ConfigId::of), which anyone can compute).
+    config_id_key: Option<crate::wire::ConfigIdKey>,
     clock: KeeperClock,
     registry: Registry,
     timers: Timers,
@@ -423,6 +426,7 @@ impl Keeper {
             tokens,
             challenges,
             sealers: std::collections::HashMap::default(),
+            config_id_key: None,
             clock,
             registry: Registry::default(),
             timers: Timers::default(),

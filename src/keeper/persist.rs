@@ -237,7 +237,7 @@ fn restore_config(keeper: &mut Keeper, c: &StoredConfig) -> Result<(), RestoreEr
         proxy: String::new(),
         error,
     })?;
-    let version = ConfigVersion::render(
+    let mut version = ConfigVersion::render(
         c.version,
         Arc::from(c.base.as_slice()),
         c.datasources.clone(),
@@ -247,6 +247,10 @@ fn restore_config(keeper: &mut Keeper, c: &StoredConfig) -> Result<(), RestoreEr
         version: c.version,
         error,
     })?;
+    // The id it was made with, which the fleet may run (`None`: stored before ids were).
+    if let Some(id) = c.id {
+        version.id = id;
+    }
     let id = keeper.registry.ensure_cluster(&c.cluster);
     keeper.registry.cluster_mut(id).config = Arc::new(version);
     Ok(())

@@ -916,12 +916,7 @@ impl EtcdStore {
             let cluster = super::record::unescape_cluster(&escaped).map_err(|e| self.corrupt(e))?;
             let (content, format) = self.read_blob(blob, at)?;
             let record = self.config_record(&cluster, version, &content, format)?;
-            configs.push(StoredConfig {
-                cluster,
-                version,
-                base: record.base,
-                datasources: record.datasources,
-            });
+            configs.push(record.into_stored(cluster, version));
         }
         Ok(configs)
     }
@@ -935,7 +930,9 @@ impl EtcdStore {
         format: BlobFormat,
     ) -> Result<ConfigRecord, StoreError> {
         match format {
-            BlobFormat::Bare => decode(content, "a config version").map_err(|e| self.corrupt(&e)),
+            BlobFormat::Bare => super::record::from_bare(content)
+                .and_then(|record| decode(&record, "a config version"))
+                .map_err(|e| self.corrupt(&e)),
             BlobFormat::Envelope(_) => {
                 super::record::read_config(self.store_keys.as_ref(), cluster, version, content)
                     .map(|(record, _)| record)
@@ -1073,7 +1070,9 @@ impl EtcdStore {
                 }
                 let (content, format) = self.read_blob(*blob, &mut 0)?;
                 let bare = match format {
-                    BlobFormat::Bare => content,
+                    BlobFormat::Bare => {
+                        super::record::from_bare(&content).map_err(|e| self.corrupt(&e))?
+                    }
                     BlobFormat::Envelope(_) => {
                         seal::open(Some(keys), cluster, *version, &content)
                             .map_err(|e| match e {

@@ -396,6 +396,7 @@ impl Tables for MemoryState {
                 version: config.version,
                 base: config.base.to_vec(),
                 datasources: config.datasources.clone(),
+                id: Some(config.id),
             },
         );
         Ok(())

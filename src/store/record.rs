@@ -60,19 +60,51 @@ impl ProxyRecord {
     }
 }
 
-/// A config version's content, as written (borrowed, to encode without copying). This is
-/// the opaque blob a store keeps for each version.
+/// A config version's content and id, as written in an envelope (borrowed, to encode
+/// without copying).
 #[derive(Serialize)]
 pub(super) struct ConfigRecordOut<'a> {
     pub(super) base: &'a [u8],
     pub(super) datasources: &'a BTreeMap<String, String>,
+    pub(super) id: Option<[u8; 8]>,
 }
 
-/// A config version's content, as read.
+/// A config version's content and id, as read from an envelope.
 #[derive(Deserialize)]
 pub(super) struct ConfigRecord {
     pub(super) base: Vec<u8>,
     pub(super) datasources: BTreeMap<String, String>,
+    pub(super) id: Option<[u8; 8]>,
+}
+
+/// A config version's content as schemas before envelopes stored it, bare: no id.
+#[derive(Deserialize)]
+pub(super) struct BareConfigRecord {
+    pub(super) base: Vec<u8>,
+    pub(super) datasources: BTreeMap<String, String>,
+}
+
+/// The record of an envelope for a bare record of an older schema (its id unknown).
+pub(super) fn from_bare(bare: &[u8]) -> Result<Vec<u8>, String> {
+    let old: BareConfigRecord = decode(bare, "a config version")?;
+    encode(&ConfigRecordOut {
+        base: &old.base,
+        datasources: &old.datasources,
+        id: None,
+    })
+}
+
+impl ConfigRecord {
+    /// The stored config this record holds.
+    pub(super) fn into_stored(self, cluster: String, version: u64) -> super::StoredConfig {
+        super::StoredConfig {
+            cluster,
+            version,
+            base: self.base,
+            datasources: self.datasources,
+            id: self.id.map(crate::wire::ConfigId),
+        }
+    }
 }
 
 /// The value a store writes for `cluster`'s `config`: its record in an envelope, sealed
@@ -85,6 +117,7 @@ pub(super) fn config_value(
     let record = encode(&ConfigRecordOut {
         base: &config.base,
         datasources: &config.datasources,
+        id: Some(config.id.0),
     })?;
     Ok(seal::envelope(keys, cluster, config.version, &record))
 }

@@ -662,8 +662,9 @@ fn seal_configs(
         let version = record::config_version(version).map_err(|e| corrupt(path, e))?;
         let cluster = unescape_cluster(escaped, path)?;
         let value = value.value();
+        // The record to seal: an older schema's bare one, or what the envelope holds.
         let bare = if legacy {
-            value.to_vec()
+            record::from_bare(value).map_err(|e| corrupt(path, &e))?
         } else {
             match seal::sealing_of(keys, value).map_err(|e| corrupt(path, &e))? {
                 Sealing::Current => continue,
@@ -1262,12 +1263,7 @@ fn read_latest_configs(
                 }
                 ConfigReadError::Corrupt(what) => corrupt(path, &what),
             })?;
-        configs.push(StoredConfig {
-            cluster,
-            version,
-            base: record.base,
-            datasources: record.datasources,
-        });
+        configs.push(record.into_stored(cluster, version));
     }
     configs.reverse();
     Ok(configs)

@@ -64,6 +64,7 @@ const STORE_SALT: &[u8] = b"zerokeeper store config";
 #[derive(Clone)]
 pub struct StoreKey {
     id: u32,
+    id_secret: [u8; 32],
     mac: Hmac<Sha256>,
     prk: Hmac<Sha256>,
 }
@@ -92,6 +93,7 @@ impl StoreKey {
         let prk = hmac_once(STORE_SALT, &[secret]);
         Ok(StoreKey {
             id,
+            id_secret: hmac_once(secret, &[b"zerokeeper store config id"]),
             mac: hmac_key(&mac_key),
             prk: hmac_key(&prk),
         })
@@ -218,6 +220,14 @@ impl StoreKeys {
     /// The key that seals.
     pub fn sealing(&self) -> &StoreKey {
         &self.keys[0]
+    }
+
+    /// The secret config ids are keyed by ([`ConfigId::keyed`](crate::wire::ConfigId)):
+    /// `HMAC-SHA256(S, "zerokeeper store config id")` of the sealing key's secret. A
+    /// version keeps the id it was made with, so a new first key names only the versions
+    /// made after it.
+    pub fn config_id_key(&self) -> crate::wire::ConfigIdKey {
+        crate::wire::ConfigIdKey::new(&self.keys[0].id_secret)
     }
 
     /// The ids of every key, the sealing one first.

@@ -121,7 +121,13 @@ pub fn config(cluster: &str, version: u64) -> StoredConfig {
         version,
         base: format!("# {cluster} v{version}\nrules = []\n").into_bytes(),
         datasources,
+        id: Some(test_id(version)),
     }
+}
+
+/// The id [`config_entry`] gives a version it makes (its digest stands in: `[version; 32]`).
+pub fn test_id(version: u64) -> zerokeeper::wire::ConfigId {
+    zerokeeper::wire::ConfigId::of(version, &[version as u8; 32])
 }
 
 /// A config change with its blob, holding `config`'s content.
@@ -133,7 +139,7 @@ pub fn config_entry(config: &StoredConfig) -> Entry {
         datasources: config.datasources.clone(),
         bytes: base,
         digest: [config.version as u8; 32],
-        id: zerokeeper::wire::ConfigId::of(config.version, &[config.version as u8; 32]),
+        id: config.id.unwrap_or_else(|| test_id(config.version)),
     };
     Entry {
         kind: ChangeKind::Config {
@@ -244,7 +250,13 @@ pub fn any_entry() -> impl Strategy<Value = Entry> {
             prop::collection::btree_map("[a-z0-9]{0,3}", "[a-z0-9]{0,3}", 0..3),
         )
             .prop_map(|(cluster, version, base, datasources)| {
-                config_entry(&StoredConfig { cluster: cluster.into(), version, base, datasources })
+                config_entry(&StoredConfig {
+                    cluster: cluster.into(),
+                    version,
+                    base,
+                    datasources,
+                    id: Some(test_id(version)),
+                })
             }),
         1 => (cluster(), any::<u64>()).prop_map(|(cluster, version)| {
             admin(push_action(cluster, version))
@@ -266,4 +278,31 @@ pub fn any_entry() -> impl Strategy<Value = Entry> {
             ChangeKind::Stall { length: Duration::from_millis(ms.into()), shifted }.into()
         }),
     ]
+}
+
+/// Two store secrets (hex, as a store key file holds them).
+pub const STORE_KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub const STORE_KEY_B: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
+
+/// A config whose base holds a credential, `hunter2-{cluster}-v{version}`.
+pub fn secret_config(cluster: &str, version: u64) -> StoredConfig {
+    let mut config = config(cluster, version);
+    config.base = format!("db_password = \"hunter2-{cluster}-v{version}\"\n").into_bytes();
+    config
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The message of a `StoreError::Sealed`, which must mention `mentions`.
+pub fn expect_sealed<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &str) -> String {
+    match result {
+        Err(StoreError::Sealed(message)) => {
+            assert!(message.contains(mentions), "{message:?} lacks {mentions:?}");
+            message
+        }
+        other => panic!("expected Sealed, got {other:?}"),
+    }
 }
