@@ -58,6 +58,10 @@ pub enum ConfigError {
     /// The bytes are not a config document.
     #[error("malformed config document")]
     Malformed,
+    /// An operator pushed an empty config file (almost always a mistake: a truncated
+    /// file, a wrong path to a new file).
+    #[error("the config file is empty; a push must carry the cluster's whole config")]
+    Empty,
 }
 
 /// One config version of a cluster, rendered and ready to serve in chunks.

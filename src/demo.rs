@@ -179,7 +179,7 @@ impl World for LiveWorld {
                 let result = self
                     .rt
                     .block_on(keeper.push_config(CLUSTER.into(), Arc::from(*config)));
-                Self::check(result.map(|a| a.value), expect)?;
+                Self::check(result.map(|a| a.value.version), expect)?;
             }
             Action::Switch {
                 hostgroup,

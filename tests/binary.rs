@@ -247,6 +247,25 @@ fn a_pushed_config_reaches_every_proxy() {
 }
 
 #[test]
+fn an_identical_push_makes_no_version_and_an_empty_one_is_refused() {
+    let keeper = Keeper::start();
+    let (code, out, err) = keeper.push_config("pool_size = 128\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pushed config version 2"), "{out}");
+    let (code, out, err) = keeper.push_config("pool_size = 128\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("unchanged: version 2"), "{out}");
+    let (code, out, err) = keeper.push_config("");
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("empty"), "{err}");
+    let config = keeper
+        .get_json(&format!("/v1/clusters/{CLUSTER}/config"))
+        .expect("the config");
+    assert_eq!(config["version"], 2, "{config}");
+    assert_eq!(config["base_size"], 16, "{config}");
+}
+
+#[test]
 fn proxies_of_protocol_1_and_2_share_one_keeper_and_both_take_a_pushed_config() {
     let keeper = Keeper::start();
     let old = keeper.proxy(A, &["--protocol", "1"]);

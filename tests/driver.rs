@@ -363,7 +363,8 @@ async fn a_slow_commit_delays_no_datagram_and_no_answer_is_given_before_it_is_du
         .expect("answered once durable")
         .expect("joined")
         .expect("pushed");
-    assert_eq!(applied.value, 2);
+    assert_eq!(applied.value.version, 2);
+    assert!(applied.value.changed);
     assert!(applied.revision >= 2, "{applied:?}");
 }
 

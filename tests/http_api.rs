@@ -698,14 +698,16 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
         cluster,
         json!({"name": "fresh", "ready": 0, "up": 0, "lost": 0, "config_version": 2, "gate": "open", "deletion_paused": false})
     );
-    // Any content type, and an empty file too.
+    // Any content type; the same bytes again make no version; an empty file is refused.
+    let other = b"[proxy]\nmax_connections = 200\n".to_vec();
+    let other_len = other.len();
     let again = rig
         .client
         .send(
             "PUT",
             "/v1/clusters/fresh/config",
             &[("content-type", "application/octet-stream")],
-            Some(Vec::new()),
+            Some(other.clone()),
         )
         .await
         .ok_json();
@@ -713,10 +715,30 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
         without(again, &["revision"]),
         json!({"cluster": "fresh", "version": 3, "changed": true})
     );
+    let same = rig
+        .client
+        .put("/v1/clusters/fresh/config", other)
+        .await
+        .ok_json();
+    assert_eq!(
+        without(same, &["revision"]),
+        json!({"cluster": "fresh", "version": 3, "changed": false})
+    );
+    let empty = rig
+        .client
+        .put("/v1/clusters/fresh/config", Vec::new())
+        .await
+        .problem(400, "malformed-body");
+    assert!(
+        empty["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("empty")),
+        "{empty}"
+    );
     let config = rig.client.get("/v1/clusters/fresh/config").await.ok_json();
     assert_eq!(
         (config["version"].as_u64(), config["base_size"].as_u64()),
-        (Some(3), Some(0))
+        (Some(3), Some(other_len as u64))
     );
 }
 

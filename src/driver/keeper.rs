@@ -189,12 +189,13 @@ impl KeeperHandle {
             .await
     }
 
-    /// Stores the next config version, if the gate is open; returns its number.
+    /// Stores the next config version, if the gate is open and the config differs from
+    /// the current one; returns the version after it and whether it made one.
     pub async fn push_config(
         &self,
         cluster: String,
         config: Arc<[u8]>,
-    ) -> Result<Applied<u64>, CallError> {
+    ) -> Result<Applied<crate::keeper::Pushed>, CallError> {
         self.push_config_by(None, cluster, config).await
     }
 
@@ -205,8 +206,8 @@ impl KeeperHandle {
         by: Option<Arc<str>>,
         cluster: String,
         config: Arc<[u8]>,
-    ) -> Result<Applied<u64>, CallError> {
-        self.apply(move |k, c| k.push_config_by(c.now(), by, &cluster, config))
+    ) -> Result<Applied<crate::keeper::Pushed>, CallError> {
+        self.apply(move |k, c| k.push_config_outcome(c.now(), by, &cluster, config))
             .await
     }
 

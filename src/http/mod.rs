@@ -513,11 +513,9 @@ async fn push_config(
     settle(&api.view, applied.revision).await;
     Ok(Json(Pushed {
         cluster,
-        version: applied.value,
+        version: applied.value.version,
         revision: applied.revision,
-        // Every push makes a version today; an identical push that changes nothing
-        // will answer `false` (and still succeed).
-        changed: true,
+        changed: applied.value.changed,
     }))
 }
 

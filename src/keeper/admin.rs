@@ -98,6 +98,15 @@ pub enum AdminError {
     },
 }
 
+/// What a push did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pushed {
+    /// The cluster's config version after the push.
+    pub version: u64,
+    /// Whether the push made that version (`false`: it was the current config already).
+    pub changed: bool,
+}
+
 /// One proxy, as listings show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyInfo {
@@ -247,10 +256,35 @@ impl Keeper {
         cluster: &str,
         config: Arc<[u8]>,
     ) -> Result<u64, AdminError> {
+        self.push_config_outcome(now, by, cluster, config)
+            .map(|pushed| pushed.version)
+    }
+
+    /// [`push_config_by`](Keeper::push_config_by), saying whether it made a version: a
+    /// config identical to the cluster's current one makes none (and records nothing),
+    /// an empty one is refused with [`ConfigError::Empty`]. The gate is checked first, so
+    /// a push while a proxy is not `up` is refused whatever it holds.
+    pub fn push_config_outcome(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        config: Arc<[u8]>,
+    ) -> Result<Pushed, AdminError> {
         self.enter(now);
         validate_cluster(cluster)?;
-        if self.registry.cluster_id(cluster).is_some() {
+        if config.is_empty() {
+            return Err(ConfigError::Empty.into());
+        }
+        if let Some(id) = self.registry.cluster_id(cluster) {
             self.gate(cluster)?;
+            let current = &self.registry.cluster(id).config;
+            if *current.base == *config {
+                return Ok(Pushed {
+                    version: current.version,
+                    changed: false,
+                });
+            }
         }
         let next = match self.registry.cluster_id(cluster) {
             Some(id) => self.registry.cluster(id).config.with_base(config)?,
@@ -263,7 +297,10 @@ impl Keeper {
                 clusters: self.registry.cluster_count(),
                 max_clusters: self.config.max_clusters,
             })?;
-        Ok(self.install(id, next, ConfigCause::Push, by))
+        Ok(Pushed {
+            version: self.install(id, next, ConfigCause::Push, by),
+            changed: true,
+        })
     }
 
     /// Makes `to` the datasource of `hostgroup`, if the gate is open and the hostgroup is

@@ -40,7 +40,7 @@
 //! types): compact, which matters because etcd keeps every version of every key until it
 //! is compacted, and decoded strictly. Meta is decimal text, readable with `etcdctl` and
 //! compared by value. A config's content is the envelope the redb store writes too
-//! ([`seal`](super::seal): plain, or sealed under the store key the header's `key`
+//! ([`seal`]: plain, or sealed under the store key the header's `key`
 //! names), cut in parts. Schema 1 wrote headers `{len, parts}` over the bare record; they
 //! are read as such (told apart by their length), and a boot with a store key seals
 //! them in place, each blob in one transaction (one too large for a transaction stays

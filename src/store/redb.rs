@@ -43,7 +43,7 @@
 //! version) exactly as `(String, String)` and `(String, u64)` tuples do, whatever the
 //! bytes. Status is `0` ready, `1` up, `2` lost. `changes` holds the retained log:
 //! consecutive revisions, the last one being meta's `revision`. A config value is the
-//! record in an envelope ([`seal`](super::seal)): `00` and the record, or, with a store
+//! record in an envelope ([`seal`]): `00` and the record, or, with a store
 //! key, `01` and the record sealed with AES-256-GCM under it; a store opened with keys
 //! seals whatever is not sealed under the first of them as it opens.
 //!
