@@ -55,6 +55,8 @@ enum Command {
     PushConfig(zerokeeper::cli::admin::PushConfigArgs),
     /// Switches a hostgroup's datasource (gated).
     Switch(zerokeeper::cli::admin::SwitchArgs),
+    /// Shows the audit record: who did what, when, and the result.
+    Audit(zerokeeper::cli::admin::AuditArgs),
     /// Makes the keeper re-read its key files, admin tokens and TLS certificate (as
     /// SIGHUP does) and prints the keys in force.
     Reload(zerokeeper::cli::admin::ReloadArgs),
@@ -190,6 +192,7 @@ fn main() -> ExitCode {
         Command::PushConfig(args) => return args.run(),
         Command::Switch(args) => return args.run(),
         Command::Reload(args) => return args.run(),
+        Command::Audit(args) => return args.run(),
         Command::Demo(args) => return demo(args),
         Command::Scenario(args) => return run_scenario(args),
         Command::Keygen(args) => keygen(args),

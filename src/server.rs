@@ -249,6 +249,7 @@ where
                 revision: snapshot.revision,
                 proxies,
                 clusters: Vec::new(),
+                audit: store.audit()?,
             };
             (core, hub, seed)
         }
@@ -269,6 +270,7 @@ where
                 revision: 0,
                 proxies: Vec::new(),
                 clusters: Vec::new(),
+                audit: Vec::new(),
             };
             (core, hub, seed)
         }

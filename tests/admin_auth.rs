@@ -268,6 +268,41 @@ fn changes_need_an_admin_token_of_the_cluster_and_name_it_in_the_audit() {
     keeper.process.wait_log(&["configuration not reloaded"]);
     assert_eq!(request("GET", &config_url, Some(BOB), None).status, 200);
 
+    // The audit record, through the CLI (a read: open here, without --auth-reads).
+    let (code, out, err) = cli(
+        &base,
+        Some(BOB),
+        &["audit", "--cluster", CLUSTER, "-o", "json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: Value = serde_json::from_str(&out).expect("json");
+    let who: Vec<(&str, &str, &str)> = listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or(""),
+                e["by"].as_str().unwrap_or("-"),
+                e["result"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        [("push_config", "alice", "done"), ("remove", "bob", "done")],
+        "{out}"
+    );
+    let (code, out, err) = cli(&base, Some(ALICE), &["audit", "--by", "bob"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("TIME"), "{out}");
+    assert!(
+        lines[1].contains(&format!("bob  remove  {CLUSTER}  done    {A} (was up)")),
+        "{out}"
+    );
+
     keeper.process.signal(Signal::SIGTERM);
     assert_eq!(keeper.process.wait_exit(), 0);
     let store = zerokeeper::store::redb::RedbStore::open(&data).expect("the store opens");
@@ -315,6 +350,7 @@ fn with_auth_reads_every_read_but_the_probes_needs_a_token_of_its_scope() {
         "/metrics",
         "/v1/store",
         "/v1/keys",
+        "/v1/audit",
     ] {
         let url = format!("{base}{path}");
         let answer = request("GET", &url, None, None);
@@ -345,6 +381,11 @@ fn with_auth_reads_every_read_but_the_probes_needs_a_token_of_its_scope() {
     // The watch of one cluster with a token of another: 403, before any stream.
     let watch = format!("{base}/v1/watch?cluster={CLUSTER}");
     assert_eq!(request("GET", &watch, Some(PAYMENTS), None).status, 403);
+    // The audit record of its own cluster, though, it reads.
+    for (cluster, status) in [("payments", 200), (CLUSTER, 403)] {
+        let audit = format!("{base}/v1/audit?cluster={cluster}");
+        assert_eq!(request("GET", &audit, Some(PAYMENTS), None).status, status);
+    }
 
     // The CLI reads with a token, and says what to do without one.
     let (code, out, err) = cli(

@@ -248,7 +248,7 @@ fn a_pushed_config_reaches_every_proxy() {
 
 #[test]
 fn an_identical_push_makes_no_version_and_an_empty_one_is_refused() {
-    let keeper = Keeper::start();
+    let mut keeper = Keeper::start();
     let (code, out, err) = keeper.push_config("pool_size = 128\n");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("pushed config version 2"), "{out}");
@@ -263,6 +263,30 @@ fn an_identical_push_makes_no_version_and_an_empty_one_is_refused() {
         .expect("the config");
     assert_eq!(config["version"], 2, "{config}");
     assert_eq!(config["base_size"], 16, "{config}");
+
+    // The audit record has the push and the refusal (an unchanged push changes nothing
+    // and records nothing), and a restarted keeper still shows them: the view starts
+    // from the store's record.
+    let data = keeper.data_dir.clone();
+    keeper.process.signal(Signal::SIGTERM);
+    assert_eq!(keeper.process.wait_exit(), 0);
+    let keeper = Keeper::start_on(&data, "127.0.0.1:0");
+    let (code, out, err) = keeper.cli(&["audit", "--cluster", CLUSTER]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().skip(2).take(3).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["push_config", CLUSTER, "done"],
+            ["push_config", CLUSTER, "refused"],
+        ],
+        "{out}"
+    );
+    assert!(out.contains("0 bytes: the config file is empty"), "{out}");
 }
 
 #[test]

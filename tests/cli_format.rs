@@ -6,11 +6,11 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 
-use zerokeeper::api::{ProblemKind, ProxyList, ProxyView, WatchEvent};
+use zerokeeper::api::{AuditView, ProblemKind, ProxyList, ProxyView, WatchEvent};
 use zerokeeper::cli::client::{Client, ClientError, Exit, Problem, SseError, SseEvent, SseParser};
 use zerokeeper::cli::format::{
-    Output, PROXY_COLUMNS, ago, human_duration, printable, proxy_table, table, watch_line,
-    watch_listing,
+    Output, PROXY_COLUMNS, ago, audit_table, human_duration, printable, proxy_table, table,
+    watch_line, watch_listing,
 };
 
 fn sse(id: Option<&str>, event: &str, data: &str) -> SseEvent {
@@ -803,6 +803,53 @@ fn the_other_kinds_of_change_read_as_short_table_lines() {
         line(serde_json::json!({"kind":"rewound","seen_epoch":7})),
         format!("{at} store rewound (a proxy echoed keeper epoch 7)")
     );
+    assert_eq!(
+        line(
+            serde_json::json!({"kind":"admin","cluster":"c","action":"switch","result":"refused",
+                                "asked":"hostgroup hg from a to b","reason":"hostgroup hg is served by x, not a"})
+        ),
+        format!(
+            "{at} c operator's switch refused (hostgroup hg from a to b): hostgroup hg is served by x, not a"
+        )
+    );
+}
+
+#[test]
+fn the_audit_table_says_who_did_what_and_what_was_refused() {
+    let entry = |json: serde_json::Value| {
+        AuditView::of("2026-12-02T09:00:00.000Z".into(), &json.to_string())
+    };
+    let entries = [
+        entry(
+            serde_json::json!({"action":"push_config","by":"alice","cluster":"c","size":70,"version":3}),
+        ),
+        entry(serde_json::json!({"action":"remove","cluster":"c","proxy":"p:1","status":"lost"})),
+        entry(
+            serde_json::json!({"action":"switch","by":"bob","cluster":"c","from":"a","hostgroup":"hg","to":"b","version":4}),
+        ),
+        entry(
+            serde_json::json!({"action":"push_config","asked":"9 bytes","by":"bob","cluster":"c",
+                                 "reason":"gate closed for cluster c: p:1 is lost","result":"refused"}),
+        ),
+        entry(
+            serde_json::json!({"action":"push_config","by":"eve\u{1b}[2J","cluster":"c","size":1,"version":5}),
+        ),
+    ];
+    assert_eq!(entries[1].by, None);
+    assert_eq!(entries[3].result, "refused");
+    assert_eq!(
+        audit_table(&entries),
+        "TIME                      BY            ACTION       CLUSTER  RESULT   DETAIL\n\
+         2026-12-02T09:00:00.000Z  alice         push_config  c        done     version 3 (70 bytes)\n\
+         2026-12-02T09:00:00.000Z  -             remove       c        done     p:1 (was lost)\n\
+         2026-12-02T09:00:00.000Z  bob           switch       c        done     hg: a -> b (version 4)\n\
+         2026-12-02T09:00:00.000Z  bob           push_config  c        refused  9 bytes: gate closed for cluster c: p:1 is lost\n\
+         2026-12-02T09:00:00.000Z  eve\\u{1b}[2J  push_config  c        done     version 5 (1 bytes)\n"
+    );
+    // A line no keeper writes is still shown, whole.
+    let odd = AuditView::of("t".into(), "not json");
+    assert_eq!((odd.action.as_str(), odd.result.as_str()), ("", "done"));
+    assert_eq!(odd.details["raw"], "not json");
 }
 
 #[test]

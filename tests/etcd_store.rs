@@ -10,6 +10,7 @@
 mod etcd;
 mod store_changes;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use proptest::test_runner::{Config, TestRunner};
 use store_changes::*;
 use zerokeeper::configdoc::MAX_CONFIG_BYTES;
 use zerokeeper::keeper::Status;
-use zerokeeper::keeper::change::AdminAction;
+use zerokeeper::keeper::change::{AdminAction, ChangeKind};
 use zerokeeper::store::etcd::{CrashPoint, EtcdStore, FORMAT, Fence, MAX_TXN_BYTES, MAX_TXN_OPS};
 use zerokeeper::store::seal::StoreKeys;
 use zerokeeper::store::{AuditEntry, MemoryStore, Snapshot, Store, StoreError, StoredConfig};
@@ -309,6 +310,37 @@ fn audit_entries_come_back_oldest_first_across_commits_and_connections() {
             },
         ]
     );
+}
+
+#[test]
+fn a_follower_reads_admin_changes_with_the_token_that_made_them() {
+    let etcd = Etcd::start("follow-by");
+    let root = root("follow-by");
+    let mut store = etcd.store(&root);
+    store.boot().expect("boots");
+    let by_alice: Entry = ChangeKind::Admin {
+        action: push_action("c", 1),
+        by: Some(Arc::from("alice")),
+    }
+    .into();
+    commit(
+        &mut store,
+        &[
+            put("c", "p:1", 1, Status::Up),
+            by_alice,
+            admin(push_action("c", 2)),
+        ],
+    );
+    let mut follower = etcd.store(&root);
+    let (_, changes) = follower.follow(0, 100).expect("follows");
+    let callers: Vec<(u64, Option<&str>)> = changes
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ChangeKind::Admin { by, .. } => Some((c.revision, by.as_deref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(callers, [(2, Some("alice")), (3, None)]);
 }
 
 // ----- The status keys -----

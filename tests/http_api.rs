@@ -23,7 +23,7 @@ use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver, ProxyExit
 use zerokeeper::driver::{DriverClock, unix_micros};
 use zerokeeper::http::MAX_CONFIG_BODY;
 use zerokeeper::hub::{ChangeHub, DEFAULT_RETENTION};
-use zerokeeper::keeper::{DropReason, KeeperConfig, Outcome};
+use zerokeeper::keeper::{AdminAction, ChangeKind, DropReason, KeeperConfig, Outcome};
 use zerokeeper::server::{self, Setup};
 use zerokeeper::time::WallTime;
 
@@ -446,15 +446,37 @@ impl Rig {
             ));
         }
         Stored {
-            clusters,
+            // The listing's revision moves with the audit record of a refusal.
+            clusters: without(clusters, &["revision"]),
             keys,
             configs,
             last_event: self.last_event(),
         }
     }
 
+    /// The revision of the hub's latest change that changed something: the audit
+    /// record of a refused request (an `admin` change with `"result": "refused"`) is not
+    /// one (0: none yet).
     fn last_event(&self) -> u64 {
-        self.hub.position().1
+        let (generation, _) = self.hub.position();
+        let from = self.hub.oldest().saturating_sub(1);
+        let changes = self
+            .hub
+            .read_after(generation, from, usize::MAX)
+            .expect("the hub holds the history");
+        changes
+            .iter()
+            .rev()
+            .find(|c| {
+                !matches!(
+                    c.kind,
+                    ChangeKind::Admin {
+                        action: AdminAction::Refused { .. },
+                        ..
+                    }
+                )
+            })
+            .map_or(0, |c| c.revision)
     }
 
     /// Stops the keeper task (the HTTP server keeps running).
@@ -901,6 +923,68 @@ async fn a_closed_gate_refuses_push_and_switch_with_the_exact_blockers() {
         gate,
         json!({"cluster": CLUSTER, "open": false, "blockers": blockers})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_record_lists_what_was_done_and_what_was_refused_and_why() {
+    let mut rig = Rig::start().await;
+    let _c = rig.mixed_cluster().await;
+    rig.client
+        .put("/v1/clusters/fresh/config", "a = 1\n")
+        .await
+        .ok_json();
+    rig.client
+        .put("/v1/clusters/test_cluster/config", "a = 2\n")
+        .await
+        .problem(409, "gate-closed");
+    rig.client
+        .delete(&format!("/v1/clusters/test_cluster/proxies/{B}"))
+        .await
+        .ok_json();
+    // A malformed name names no cluster: not recorded.
+    rig.client
+        .put("/v1/clusters/no%20such/config", "a = 3\n")
+        .await
+        .problem(400, "invalid-name");
+
+    let audit = rig.client.get("/v1/audit").await.ok_json();
+    let entries: Vec<Value> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| without(e.clone(), &["at"]))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            json!({"by": null, "action": "push_config", "cluster": "fresh", "result": "done",
+                   "version": 2, "size": 6}),
+            json!({"by": null, "action": "push_config", "cluster": CLUSTER, "result": "refused",
+                   "asked": "6 bytes",
+                   "reason": "gate closed for cluster test_cluster: 10.25.0.12:3000 is lost, 10.25.0.13:3000 is ready"}),
+            json!({"by": null, "action": "remove", "cluster": CLUSTER, "result": "done",
+                   "proxy": B, "status": "lost"}),
+        ]
+    );
+    assert_eq!(audit["more"], false);
+    assert_eq!(audit["revision"].as_u64(), Some(rig.hub.position().1));
+    let only = rig.client.get("/v1/audit?cluster=fresh").await.ok_json();
+    assert_eq!(only["cluster"], "fresh");
+    assert_eq!(only["entries"].as_array().map(Vec::len), Some(1));
+    let newest = rig.client.get("/v1/audit?limit=1").await.ok_json();
+    assert_eq!(newest["entries"][0]["action"], "remove");
+    assert_eq!(newest["more"], true);
+    for bad in ["limit=0", "limit=10001", "limit=many", "cluster=no%20such"] {
+        let kind = if bad.starts_with("cluster") {
+            "invalid-name"
+        } else {
+            "malformed-body"
+        };
+        rig.client
+            .get(&format!("/v1/audit?{bad}"))
+            .await
+            .problem(400, kind);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

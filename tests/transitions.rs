@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{FakeProxy, Reply, Rig};
-use zerokeeper::keeper::{AdminError, ChangeKind, Reason, Status};
+use zerokeeper::keeper::{AdminAction, AdminError, ChangeKind, Reason, Status};
 use zerokeeper::wire::{AckStatus, ProxyStatus};
 
 const P11: &str = "10.25.0.11:3000";
@@ -263,7 +263,22 @@ fn a_push_that_would_create_a_cluster_past_max_clusters_is_refused_as_registry_f
         }
     );
     assert!(err.to_string().ends_with("Nothing changed."), "{err}");
-    assert_eq!(rig.keeper.revision(), revision);
+    // The one change is the refusal's audit record.
+    assert_eq!(rig.keeper.revision(), revision + 1);
+    let last = std::iter::from_fn(|| rig.keeper.poll_change())
+        .last()
+        .expect("a change");
+    assert_eq!(last.revision, revision + 1);
+    assert!(
+        matches!(
+            &last.kind,
+            ChangeKind::Admin {
+                action: AdminAction::Refused { cluster, action, .. },
+                ..
+            } if cluster == "second_cluster" && action == "push_config"
+        ),
+        "{last:?}"
+    );
     let names: Vec<String> = rig.keeper.clusters().into_iter().map(|c| c.name).collect();
     assert_eq!(names, [common::CLUSTER]);
     assert_eq!(rig.keeper.cluster_count(), 1);

@@ -284,6 +284,75 @@ pub struct Reloaded {
     pub tls: bool,
 }
 
+/// The audit record, as `GET /v1/audit` answers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditList {
+    /// The store generation the listing belongs to.
+    pub generation: u64,
+    /// The revision it reflects: every action up to it, none after.
+    pub revision: u64,
+    /// The cluster asked for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The entries, oldest first: the newest of those asked for, at most the `limit`.
+    pub entries: Vec<AuditView>,
+    /// Whether older entries were asked for too but left out by the `limit`.
+    pub more: bool,
+}
+
+/// One admin action of the audit record: who, what, when, and the result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditView {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// The name of the admin token that authenticated it (`null`: the keeper asked for
+    /// none).
+    pub by: Option<String>,
+    /// What: `remove`, `push_config` or `switch`.
+    pub action: String,
+    /// The cluster.
+    pub cluster: String,
+    /// `done`, or `refused` (nothing changed; `reason` says why).
+    pub result: String,
+    /// What the action has besides: `proxy` and `status` (remove), `version` and `size`
+    /// (push), `hostgroup`, `from`, `to` and `version` (switch); `asked` and `reason`
+    /// (refused).
+    #[serde(flatten)]
+    pub details: Extra,
+}
+
+impl AuditView {
+    /// The entry of a stored action (one line of JSON, as the store keeps it) made at
+    /// `at`. A line that is not a JSON object (no keeper writes one) is shown whole as
+    /// `details.raw`.
+    pub fn of(at: String, action: &str) -> AuditView {
+        let mut details = match serde_json::from_str::<Value>(action) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                let mut map = Map::new();
+                map.insert("raw".to_owned(), Value::from(action));
+                map
+            }
+        };
+        let mut take = |name: &str| match details.remove(name) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        let by = take("by");
+        let action = take("action").unwrap_or_default();
+        let cluster = take("cluster").unwrap_or_default();
+        let result = take("result").unwrap_or_else(|| "done".to_owned());
+        AuditView {
+            at,
+            by,
+            action,
+            cluster,
+            result,
+            details,
+        }
+    }
+}
+
 /// The seed's status lines, `/zerodb/proxy/C/status/ADDR->STATUS\n`, sorted (as
 /// `GET /v1/keys` sends them and `status -o keys` prints them).
 pub fn key_lines(proxies: &[ProxyView]) -> String {

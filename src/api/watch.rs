@@ -59,7 +59,7 @@ impl FromStr for EventId {
 /// | `status` | `proxy`, `from`, `to` (absent: not registered / deleted), `reason`, `incarnation`, `source`, `config_version` |
 /// | `observed` | `proxy`, `source`, `config_version` |
 /// | `config` | `version`, `digest`, `cause` (`push` or `switch`; a switch adds `hostgroup`, `from_datasource`, `to_datasource`) |
-/// | `admin` | `action` (`remove`: `proxy`, `status`; `push_config`: `version`, `size`; `switch`: `hostgroup`, `from_datasource`, `to_datasource`, `version`) |
+/// | `admin` | `action` (`remove`: `proxy`, `status`; `push_config`: `version`, `size`; `switch`: `hostgroup`, `from_datasource`, `to_datasource`, `version`); a refused request: `action`, `result` (`refused`), `asked`, `reason` |
 /// | `restart` | `proxy`, `incarnation` (told to restart), `address` |
 /// | `superseded` | `proxy`, `incarnation` (the older, told to stop), `winner`, `address` |
 /// | `deletion_paused`, `deletion_resumed` | `lost`, `total` |
@@ -87,7 +87,8 @@ pub struct WatchEvent {
     /// The status after (`status`; absent: it was deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    /// Why (`status`), such as `lost_timeout` or `unregister`.
+    /// Why (`status`), such as `lost_timeout` or `unregister`; why an operator's request
+    /// was refused (`admin` refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The incarnation concerned.
@@ -126,6 +127,12 @@ pub struct WatchEvent {
     /// The operator's action: `remove`, `push_config` or `switch` (`admin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// `refused` when the operator's request was refused (`admin`; absent: done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// What a refused request asked, for people (`admin` refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked: Option<String>,
     /// The status a removed proxy had (`admin` remove).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -223,6 +230,17 @@ impl WatchEvent {
                     e.from_datasource = Some(from.clone());
                     e.to_datasource = Some(to.clone());
                     e.version = Some(*version);
+                }
+                AdminAction::Refused {
+                    action,
+                    asked,
+                    reason,
+                    ..
+                } => {
+                    e.action = Some(action.clone());
+                    e.result = Some("refused".to_owned());
+                    e.asked = Some(asked.clone());
+                    e.reason = Some(reason.clone());
                 }
             },
             ChangeKind::RestartSent {

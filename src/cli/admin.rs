@@ -297,6 +297,75 @@ impl ReloadArgs {
     }
 }
 
+/// How `zerokeeper audit` prints the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditOutput {
+    /// Aligned columns for people.
+    Table,
+    /// The keeper's answer, as JSON (pretty).
+    Json,
+}
+
+/// `zerokeeper audit`: who did what to the keeper, when, and whether it was done or
+/// refused, oldest first.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// Only this cluster's entries.
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub cluster: Option<String>,
+    /// Only the entries of the admin token of this name.
+    #[arg(long, value_name = "TOKEN-NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub by: Option<String>,
+    /// At most this many entries, the newest.
+    #[arg(
+        long,
+        default_value_t = crate::http::AUDIT_LIMIT,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+            .range(1..=crate::http::view::audit::MAX_LIMIT as u64)
+    )]
+    pub limit: usize,
+    /// What to print.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value = "table",
+        value_name = "FORMAT"
+    )]
+    pub output: AuditOutput,
+    /// The keeper's admin API.
+    #[command(flatten)]
+    pub http: HttpArg,
+}
+
+impl AuditArgs {
+    /// Runs the command; returns its exit code.
+    pub fn run(self) -> ExitCode {
+        let result = self.http.client().and_then(|client| {
+            let list = client.audit(self.cluster.as_deref(), self.by.as_deref(), self.limit)?;
+            match self.output {
+                AuditOutput::Json => Ok(Some(
+                    serde_json::to_string_pretty(&list)
+                        .map_err(|e| Failure::Output(io::Error::other(e)))?,
+                )),
+                AuditOutput::Table => {
+                    let mut text = format::audit_table(&list.entries);
+                    if list.more {
+                        text.push_str(&format!(
+                            "(older entries left out: --limit {} shows more)\n",
+                            (self.limit * 10).min(crate::http::view::audit::MAX_LIMIT)
+                        ));
+                    }
+                    write_out(&text)?;
+                    Ok(None)
+                }
+            }
+        });
+        finish(result)
+    }
+}
+
 /// Why a command stopped short.
 #[derive(Debug)]
 enum Failure {

@@ -500,6 +500,24 @@ impl Client {
         self.get_json("/v1/store")
     }
 
+    /// The audit record (`GET /v1/audit`): the newest `limit` entries, of `cluster` and
+    /// of the token named `by` if given, oldest first.
+    pub fn audit(
+        &self,
+        cluster: Option<&str>,
+        by: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::api::AuditList, ClientError> {
+        let mut path = format!("/v1/audit?limit={limit}");
+        if let Some(c) = cluster {
+            path.push_str(&format!("&cluster={}", component(c)));
+        }
+        if let Some(b) = by {
+            path.push_str(&format!("&by={}", component(b)));
+        }
+        self.get_json(&path)
+    }
+
     /// Deletes a proxy (`DELETE /v1/clusters/{cluster}/proxies/{proxy}`).
     pub fn remove(&self, cluster: &str, proxy: &str) -> Result<Removed, ClientError> {
         let url = self.url(&format!(

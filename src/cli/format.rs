@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::api::{ProxyList, ProxyView, WatchEvent, key_lines};
+use crate::api::{AuditView, ProxyList, ProxyView, WatchEvent, key_lines};
 
 /// How `zerokeeper status` prints what it finds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +91,56 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The header of `zerokeeper audit`'s table.
+pub const AUDIT_COLUMNS: [&str; 6] = ["TIME", "BY", "ACTION", "CLUSTER", "RESULT", "DETAIL"];
+
+/// `zerokeeper audit`'s table: one row per entry, oldest first, as the keeper sent them.
+/// `BY` is `-` for an action no token authenticated.
+pub fn audit_table(entries: &[AuditView]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            [
+                e.at.as_str(),
+                e.by.as_deref().unwrap_or("-"),
+                &e.action,
+                &e.cluster,
+                &e.result,
+                &audit_detail(e),
+            ]
+            .map(printable)
+            .to_vec()
+        })
+        .collect();
+    table(&AUDIT_COLUMNS, &rows)
+}
+
+/// What an audit entry did or asked, in a few words: `10.0.0.1:3307 (was up)`,
+/// `version 3 (70 bytes)`, `hg0: a -> b (version 4)`, or for a refusal what was asked and
+/// why.
+pub fn audit_detail(e: &AuditView) -> String {
+    let field = |name: &str| match e.details.get(name) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "?".to_owned(),
+        Some(other) => other.to_string(),
+    };
+    if e.result == "refused" {
+        return format!("{}: {}", field("asked"), field("reason"));
+    }
+    match e.action.as_str() {
+        "remove" => format!("{} (was {})", field("proxy"), field("status")),
+        "push_config" => format!("version {} ({} bytes)", field("version"), field("size")),
+        "switch" => format!(
+            "{}: {} -> {} (version {})",
+            field("hostgroup"),
+            field("from"),
+            field("to"),
+            field("version")
+        ),
+        _ => serde_json::Value::Object(e.details.clone()).to_string(),
+    }
 }
 
 /// The `status -o table` listing: one row per proxy, sorted by cluster then proxy. A
@@ -258,6 +308,15 @@ fn watch_table_line(event: &WatchEvent) -> String {
                 " {proxy} observed (source {}, config version {})",
                 text(&event.source),
                 n(event.config_version)
+            );
+        }
+        "admin" if event.result.as_deref() == Some("refused") => {
+            let _ = write!(
+                line,
+                " operator's {} refused ({}): {}",
+                text(&event.action),
+                text(&event.asked),
+                text(&event.reason)
             );
         }
         "admin" => match event.action.as_deref() {

@@ -37,13 +37,13 @@ use crate::driver::udp::Udp;
 use crate::ha::etcd::EtcdElection;
 use crate::ha::standby::{follow, seed_of};
 use crate::ha::{Deaf, EtcdHealth, HaView, KeeperInfo, LeaseGate, LeaseLost, Role, TermBehind};
-use crate::http::view::View;
+use crate::http::view::{View, ViewSeed};
 use crate::http::{Listings, router_for, serve_tls, switchable};
 use crate::hub::ChangeHub;
 use crate::keeper::seen::LastSeen;
 use crate::server::{self, Setup, stopped};
 use crate::store::etcd::{EtcdOptions, EtcdStore};
-use crate::store::{Snapshot, Store, StoreError};
+use crate::store::{AuditEntry, Snapshot, Store, StoreError};
 
 /// How a keeper of several is told to run.
 #[derive(Clone, Debug)]
@@ -121,7 +121,7 @@ pub async fn run(
         role: role.clone(),
         etcd: Some(health.clone()),
     };
-    let (snapshot, back) = tokio::select! {
+    let ((snapshot, audit), back) = tokio::select! {
         biased;
         () = &mut shutdown => return Ok(Ended::Shutdown),
         read = peek(store, &ha.etcd) => read,
@@ -133,7 +133,14 @@ pub async fn run(
         retention,
         snapshot.recent.clone(),
     );
-    let view = View::new(seed_of(&snapshot), LastSeen::new(), clock);
+    let view = View::new(
+        ViewSeed {
+            audit,
+            ..seed_of(&snapshot)
+        },
+        LastSeen::new(),
+        clock,
+    );
     let (stop_standby, standby_stopping) = watch::channel(false);
     let view_task = tokio::spawn(
         view.clone()
@@ -315,11 +322,16 @@ async fn connect(options: &EtcdOptions) -> EtcdStore {
 
 /// What is committed, read off the runtime; retried every second while etcd does not
 /// answer (logged once).
-async fn peek(mut store: EtcdStore, options: &EtcdOptions) -> (Snapshot, EtcdStore) {
+async fn peek(
+    mut store: EtcdStore,
+    options: &EtcdOptions,
+) -> ((Snapshot, Vec<AuditEntry>), EtcdStore) {
     let mut failing = false;
     loop {
         let joined = tokio::task::spawn_blocking(move || {
-            let snapshot = store.peek();
+            let snapshot = store
+                .peek()
+                .and_then(|snapshot| Ok((snapshot, store.audit()?)));
             (store, snapshot)
         })
         .await;

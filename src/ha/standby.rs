@@ -21,7 +21,8 @@ pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 /// The view's seed for `snapshot`, as a standby (without a core) builds it: the proxies
 /// take slots 1, 2, … in the snapshot's order (the order a leader restoring the same
-/// snapshot gives them), and each cluster its config version's summary.
+/// snapshot gives them), and each cluster its config version's summary. The audit
+/// record is not in a snapshot: the caller adds it.
 pub fn seed_of(snapshot: &Snapshot) -> ViewSeed {
     let proxies = snapshot
         .proxies
@@ -56,6 +57,7 @@ pub fn seed_of(snapshot: &Snapshot) -> ViewSeed {
         revision: snapshot.revision,
         proxies,
         clusters,
+        audit: Vec::new(),
     }
 }
 

@@ -11,10 +11,10 @@
 //! | `GET …/config` (config contents are credentials) | an `admin` token covering the cluster |
 //! | any other read, `/metrics` included | a token of either role, with `--auth-reads`; nothing without |
 //!
-//! A read or change of one cluster (`/v1/clusters/{cluster}/…`, or the watch with
-//! `?cluster=`) needs a token that covers that cluster; one of the whole fleet
-//! (`/v1/proxies`, `/v1/clusters`, `/v1/keys`, `/v1/store`, `/metrics`, the watch
-//! without `?cluster=`) needs a token limited to no cluster. A request without a token, or
+//! A read or change of one cluster (`/v1/clusters/{cluster}/…`, or the watch and the
+//! audit record with `?cluster=`) needs a token that covers that cluster; one of the
+//! whole fleet (`/v1/proxies`, `/v1/clusters`, `/v1/keys`, `/v1/store`, `/metrics`, the
+//! watch and the audit record without `?cluster=`) needs a token limited to no cluster. A request without a token, or
 //! with one the keeper does not hold, is `401 unauthorized` with a `WWW-Authenticate:
 //! Bearer` challenge; a valid token that does not allow the request is `403 forbidden`.
 //! A presented token the keeper does not hold is refused even where none is needed
@@ -107,14 +107,14 @@ fn need(method: &Method, route: &str, cluster: Option<String>) -> Need {
     }
 }
 
-/// The cluster a request concerns: its `{cluster}` path parameter, or the watch's
-/// `?cluster=`. `Err` when the path parameters are not UTF-8 (no valid name is).
+/// The cluster a request concerns: its `{cluster}` path parameter, or the watch's (and
+/// the audit record's) `?cluster=`. `Err` when the path parameters are not UTF-8 (no valid name is).
 async fn cluster_of(request: &mut Request, route: &str) -> Result<Option<String>, Problem> {
     #[derive(serde::Deserialize)]
     struct ClusterQuery {
         cluster: Option<String>,
     }
-    if route == "/v1/watch" {
+    if route == "/v1/watch" || route == "/v1/audit" {
         // A query that does not parse is refused by the watch itself; here it concerns
         // the whole fleet, which asks the most of a token.
         return Ok(

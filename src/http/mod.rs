@@ -32,6 +32,7 @@
 //! | `POST /v1/clusters/{cluster}/switch` | switch a hostgroup's datasource |
 //! | `GET /v1/watch` | server-sent events: the committed changes |
 //! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
+//! | `GET /v1/audit` | the audit record: who did what, when, and the result |
 
 mod access;
 mod body;
@@ -247,6 +248,7 @@ pub fn router_for(
         .route("/v1/clusters/{cluster}/switch", post(switch))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/store", get(store))
+        .route("/v1/audit", get(audit))
         .route("/v1/reload", post(reload_files))
         // After the routes, as the fallbacks: each is set on the routes registered so
         // far. The guard runs after routing, so it sees the route and its parameters.
@@ -429,6 +431,42 @@ async fn cluster_proxies(
         json_bytes(view.proxies(Some(&cluster)))
     })
     .await
+}
+
+/// How many entries `GET /v1/audit` answers with unless `limit` says otherwise.
+pub const AUDIT_LIMIT: usize = 100;
+
+/// `GET /v1/audit`'s query.
+#[derive(serde::Deserialize)]
+struct AuditParams {
+    /// Only this cluster's entries.
+    cluster: Option<String>,
+    /// Only this admin token's entries.
+    by: Option<String>,
+    /// At most this many, the newest (default [`AUDIT_LIMIT`], at most
+    /// [`view::audit::MAX_LIMIT`]).
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit[?cluster=C][&by=NAME][&limit=N]`: the audit record, oldest first.
+async fn audit(
+    State(api): State<Api>,
+    params: Result<axum::extract::Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
+    let limit = params.limit.unwrap_or(AUDIT_LIMIT);
+    if limit == 0 || limit > view::audit::MAX_LIMIT {
+        return Err(Problem::malformed(format!(
+            "limit must be from 1 to {}, not {limit}",
+            view::audit::MAX_LIMIT
+        )));
+    }
+    let query = view::AuditQuery {
+        cluster: params.cluster,
+        by: params.by,
+        limit,
+    };
+    off_the_runtime(&api, JSON, move |view| json_bytes(view.audit(&query))).await
 }
 
 /// `GET /v1/clusters/{cluster}/proxies/{proxy}`.

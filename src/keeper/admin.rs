@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::auth::{Keyring, KeyringChange};
 use crate::configdoc::{ConfigError, ConfigVersion, validate_datasource_name};
 use crate::identity::{IdentityError, status_key, validate_cluster, validate_proxy};
+use crate::keeper::change::MAX_REASON;
 use crate::keeper::{
     AdminAction, ChangeKind, ConfigBlob, ConfigCause, ConfigSummary, Keeper, Reason, Status,
 };
@@ -207,6 +208,20 @@ impl Keeper {
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
+        let result = self.try_remove(now, by.clone(), cluster, proxy);
+        if let Err(e) = &result {
+            self.record_refusal(by, cluster, "remove", format!("proxy {proxy}"), e);
+        }
+        result
+    }
+
+    fn try_remove(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        proxy: &str,
+    ) -> Result<Status, AdminError> {
         let now = self.enter(now);
         validate_proxy(proxy)?;
         let id = self.cluster_named(cluster)?;
@@ -271,6 +286,21 @@ impl Keeper {
         cluster: &str,
         config: Arc<[u8]>,
     ) -> Result<Pushed, AdminError> {
+        let size = config.len();
+        let result = self.try_push(now, by.clone(), cluster, config);
+        if let Err(e) = &result {
+            self.record_refusal(by, cluster, "push_config", format!("{size} bytes"), e);
+        }
+        result
+    }
+
+    fn try_push(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        config: Arc<[u8]>,
+    ) -> Result<Pushed, AdminError> {
         self.enter(now);
         validate_cluster(cluster)?;
         if config.is_empty() {
@@ -327,6 +357,23 @@ impl Keeper {
         from: &str,
         to: &str,
     ) -> Result<u64, AdminError> {
+        let result = self.try_switch(now, by.clone(), cluster, hostgroup, from, to);
+        if let Err(e) = &result {
+            let asked = format!("hostgroup {hostgroup} from {from} to {to}");
+            self.record_refusal(by, cluster, "switch", asked, e);
+        }
+        result
+    }
+
+    fn try_switch(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        hostgroup: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<u64, AdminError> {
         self.enter(now);
         let id = self.cluster_named(cluster)?;
         // Names first: a malformed request is refused as such, whatever the gate says.
@@ -351,6 +398,31 @@ impl Keeper {
             to: to.to_owned(),
         };
         Ok(self.install(id, next, cause, by))
+    }
+
+    /// Records in the audit record that `action` on `cluster` was refused with `error`,
+    /// unless the request was malformed (a name that is not one, names no cluster; the
+    /// HTTP log has those). `asked` is cut like the reason, for the same bound.
+    fn record_refusal(
+        &mut self,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        action: &str,
+        asked: String,
+        error: &AdminError,
+    ) {
+        if matches!(error, AdminError::Invalid(_)) || validate_cluster(cluster).is_err() {
+            return;
+        }
+        self.record(ChangeKind::Admin {
+            action: AdminAction::Refused {
+                cluster: cluster.to_owned(),
+                action: action.to_owned(),
+                asked: bounded(asked),
+                reason: bounded(error.to_string()),
+            },
+            by,
+        });
     }
 
     fn install(
@@ -549,4 +621,18 @@ pub fn summary(config: &ConfigVersion) -> ConfigSummary {
         base_size: config.base.len(),
         datasources: config.datasources.clone(),
     }
+}
+
+/// `text`, cut to at most [`MAX_REASON`] bytes at a character boundary (ending with `…`
+/// when cut).
+fn bounded(mut text: String) -> String {
+    if text.len() > MAX_REASON {
+        let mut end = MAX_REASON - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }

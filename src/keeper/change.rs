@@ -226,7 +226,26 @@ pub enum AdminAction {
         /// The new config version.
         version: u64,
     },
+    /// An operator asked for one of the actions above and was refused; nothing else
+    /// changed. (Requests refused for a malformed name are not recorded: they name no
+    /// cluster.)
+    Refused {
+        /// The cluster named.
+        cluster: String,
+        /// What was asked: `remove`, `push_config` or `switch`.
+        action: String,
+        /// What was asked of it, for people: `proxy 10.0.0.1:3307`, `70 bytes`,
+        /// `hostgroup hg0 from a to b`.
+        asked: String,
+        /// Why it was refused (the error's message, at most [`MAX_REASON`] bytes).
+        reason: String,
+    },
 }
+
+/// Longest refusal reason an audit entry keeps (longer ones are cut at a character
+/// boundary and end with `…`): a gate closed by 100,000 proxies names them all in its
+/// error, not in the audit record.
+pub const MAX_REASON: usize = 512;
 
 impl AdminAction {
     /// The cluster acted on.
@@ -234,7 +253,19 @@ impl AdminAction {
         match self {
             AdminAction::Remove { cluster, .. }
             | AdminAction::PushConfig { cluster, .. }
-            | AdminAction::Switch { cluster, .. } => cluster,
+            | AdminAction::Switch { cluster, .. }
+            | AdminAction::Refused { cluster, .. } => cluster,
+        }
+    }
+
+    /// The action's name: `remove`, `push_config` or `switch` (of a refusal, what was
+    /// asked).
+    pub fn name(&self) -> &str {
+        match self {
+            AdminAction::Remove { .. } => "remove",
+            AdminAction::PushConfig { .. } => "push_config",
+            AdminAction::Switch { .. } => "switch",
+            AdminAction::Refused { action, .. } => action,
         }
     }
 }

@@ -378,8 +378,50 @@ impl EtcdStore {
             return Ok((meta.generation, Vec::new()));
         };
         let mut at = 0;
-        let changes = self.read_log(from, meta.revision, limit, &mut at)?;
+        let mut changes = self.read_log(from, meta.revision, limit, &mut at)?;
+        self.name_callers(&mut changes, &mut at)?;
         Ok((meta.generation, changes))
+    }
+
+    /// Puts back into the `admin` changes among `changes` the name of the token that
+    /// authenticated each (the change log does not keep it; the audit entry of the
+    /// same revision does), so a standby's audit record names its callers as the
+    /// leader's does.
+    fn name_callers(&self, changes: &mut [WallChange], at: &mut i64) -> Result<(), StoreError> {
+        let admin = |c: &WallChange| matches!(c.kind, ChangeKind::Admin { .. });
+        let (Some(first), Some(last)) = (
+            changes.iter().find(|c| admin(c)).map(|c| c.revision),
+            changes.iter().rev().find(|c| admin(c)).map(|c| c.revision),
+        ) else {
+            return Ok(());
+        };
+        let prefix = self.keys.audits();
+        let mut callers: BTreeMap<u64, Arc<str>> = BTreeMap::new();
+        self.scan(
+            self.keys.audit(first),
+            self.keys.audit(last.saturating_add(1)),
+            PAGE_KEYS,
+            at,
+            |key, value| {
+                let revision = Keys::revision_of(&prefix, key)
+                    .ok_or_else(|| self.corrupt("an audit key is not a revision"))?;
+                let record: AuditRecord =
+                    decode(value, "an audit entry").map_err(|e| self.corrupt(&e))?;
+                if let Some(by) = serde_json::from_str::<serde_json::Value>(&record.action)
+                    .ok()
+                    .and_then(|v| v.get("by").and_then(|b| b.as_str()).map(Arc::from))
+                {
+                    callers.insert(revision, by);
+                }
+                Ok(true)
+            },
+        )?;
+        for change in changes.iter_mut() {
+            if let ChangeKind::Admin { by, .. } = &mut change.kind {
+                *by = callers.remove(&change.revision);
+            }
+        }
+        Ok(())
     }
 
     /// The keys of the leader election of this store's root (see `crate::ha::etcd`): the

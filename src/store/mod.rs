@@ -166,7 +166,9 @@ pub trait Store: Send {
 /// `{"action":"remove","cluster":"c","proxy":"10.0.0.1:3307","status":"up"}`,
 /// `{"action":"push_config","cluster":"c","size":70,"version":3}` or
 /// `{"action":"switch","cluster":"c","from":"a","hostgroup":"hg0","to":"b","version":4}`
-/// (keys sorted). An action authenticated by an admin token names it as `by`
+/// (keys sorted). A refused request has `"result":"refused"`, what was asked and why:
+/// `{"action":"push_config","asked":"70 bytes","cluster":"c","reason":"gate closed for
+/// cluster c: 10.0.0.1:3307 is lost","result":"refused"}`. An action authenticated by an admin token names it as `by`
 /// (`{"action":"remove","by":"alice",...}`); one made with no token asked has no `by`.
 pub fn audit_json(action: &AdminAction, by: Option<&str>) -> String {
     let mut value = match action {
@@ -193,6 +195,15 @@ pub fn audit_json(action: &AdminAction, by: Option<&str>) -> String {
         } => serde_json::json!({
             "action": "switch", "cluster": cluster, "hostgroup": hostgroup, "from": from, "to": to,
             "version": version,
+        }),
+        AdminAction::Refused {
+            cluster,
+            action,
+            asked,
+            reason,
+        } => serde_json::json!({
+            "action": action, "cluster": cluster, "result": "refused", "asked": asked,
+            "reason": reason,
         }),
     };
     if let (Some(by), Some(object)) = (by, value.as_object_mut()) {

@@ -36,13 +36,15 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::error;
 
+pub mod audit;
 mod state;
 
+pub use audit::AuditQuery;
 use state::{Cluster, Row, State};
 
 use crate::api::{
-    Blocker, ClusterList, ClusterView, ConfigView, Extra, GateView, Gone, ProxyList, ProxyView,
-    hex, key_lines, rfc3339_ms,
+    AuditList, Blocker, ClusterList, ClusterView, ConfigView, Extra, GateView, Gone, ProxyList,
+    ProxyView, hex, key_lines, rfc3339_ms,
 };
 use crate::driver::DriverClock;
 use crate::hub::ChangeHub;
@@ -50,6 +52,7 @@ use crate::identity::validate_proxy;
 use crate::keeper::change::{ConfigSummary, StoredProxy, WallChange};
 use crate::keeper::seen::LastSeen;
 use crate::keeper::{AdminError, Status};
+use crate::store::AuditEntry;
 
 /// Changes applied under one write lock.
 const PAGE: usize = 1024;
@@ -68,6 +71,9 @@ pub struct ViewSeed {
     pub proxies: Vec<(u32, StoredProxy)>,
     /// Every cluster (a proxy's cluster missing here starts at the initial config).
     pub clusters: Vec<SeedCluster>,
+    /// The audit record as stored, oldest first (the view keeps the newest
+    /// [`audit::KEPT`]). A reseed with none keeps what the view holds.
+    pub audit: Vec<AuditEntry>,
 }
 
 /// One cluster of a [`ViewSeed`].
@@ -193,7 +199,11 @@ impl View {
     /// view fell out of the change history); the view answers again.
     pub fn reseed(&self, seed: ViewSeed) {
         let mut state = self.write();
-        *state = State::new(seed);
+        let keep = seed.audit.is_empty();
+        let old = std::mem::replace(&mut *state, State::new(seed));
+        if keep {
+            state.audit = old.audit;
+        }
         self.publish(&state);
         drop(state);
         self.inner.applied.send_modify(|a| a.seeds += 1);
@@ -514,6 +524,24 @@ impl View {
                 })
                 .collect(),
         })
+    }
+
+    /// The audit record: the newest `query.limit` entries `query` selects (at most
+    /// [`audit::MAX_LIMIT`]), oldest first.
+    pub fn audit(&self, query: &AuditQuery) -> Result<AuditList, ViewError> {
+        if let Some(cluster) = &query.cluster {
+            crate::identity::validate_cluster(cluster).map_err(AdminError::from)?;
+        }
+        let query = AuditQuery {
+            limit: query.limit.min(audit::MAX_LIMIT),
+            ..query.clone()
+        };
+        let state = self.read();
+        state.check()?;
+        let (rows, matching) = state.audit.select(&query);
+        let (generation, revision) = (state.generation, state.revision);
+        drop(state);
+        Ok(audit::views(generation, revision, &query, rows, matching))
     }
 
     /// A cluster's current config version.

@@ -12,6 +12,7 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use tracing::warn;
 
+use super::audit::Audit;
 use super::{Condition, ViewError, ViewSeed};
 use crate::api::{ClusterView, gate_word};
 use crate::configdoc::ConfigVersion;
@@ -154,6 +155,8 @@ pub(super) struct State {
     pub(super) big_versions: HashMap<u32, u64, FixedState>,
     pub(super) hasher: FixedState,
     pub(super) condition: Condition,
+    /// The newest entries of the audit record.
+    pub(super) audit: Audit,
 }
 
 /// A proxy copied out of the view, to be turned into a [`ProxyView`] after the lock is
@@ -184,6 +187,7 @@ impl State {
             big_versions: HashMap::default(),
             hasher: FixedState::default(),
             condition: Condition::Live,
+            audit: Audit::new(seed.audit),
         };
         for c in seed.clusters {
             let id = state.cluster_id(&c.name);
@@ -383,6 +387,7 @@ impl State {
     }
 
     pub(super) fn apply(&mut self, change: &WallChange) {
+        self.audit.apply(change);
         match &change.kind {
             ChangeKind::Status(c) => self.apply_status(change.at, c),
             ChangeKind::Observed {

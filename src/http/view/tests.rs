@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::state::Entry;
 use super::*;
-use crate::keeper::change::{Change, ChangeKind, ConfigCause, StatusChange};
+use crate::keeper::change::{AdminAction, Change, ChangeKind, ConfigCause, StatusChange};
 use crate::keeper::seen::SeenWriter;
 use crate::keeper::transition::Reason;
 use crate::time::Instant;
@@ -99,6 +99,7 @@ fn a_seed_is_shown_as_the_store_recorded_it() {
             config: summary(4),
             deletion_paused: true,
         }],
+        audit: Vec::new(),
     };
     let (view, _) = view(seed);
     let list = view.proxies(None).expect("live");
@@ -472,4 +473,149 @@ fn a_cluster_left_with_no_proxy_and_its_initial_config_is_forgotten_and_its_id_r
         (listed[0].cluster.as_str(), listed[0].status.as_str()),
         (C, "up")
     );
+}
+
+fn admin(revision: u64, at: u64, action: AdminAction, by: Option<&str>) -> Arc<WallChange> {
+    Arc::new(Change {
+        revision,
+        at,
+        kind: ChangeKind::Admin {
+            action,
+            by: by.map(Arc::from),
+        },
+    })
+}
+
+#[test]
+fn the_audit_record_is_the_stored_one_then_every_admin_change_newest_kept() {
+    let stored = |at: u64, json: &str| crate::store::AuditEntry {
+        at_unix_ms: at,
+        action: json.to_owned(),
+    };
+    let (view, _) = view(ViewSeed {
+        revision: 3,
+        audit: vec![
+            stored(
+                1_000,
+                r#"{"action":"push_config","by":"alice","cluster":"test_cluster","size":7,"version":2}"#,
+            ),
+            stored(
+                2_000,
+                r#"{"action":"remove","cluster":"other","proxy":"10.0.0.9:1","status":"lost"}"#,
+            ),
+        ],
+        ..ViewSeed::default()
+    });
+    view.apply(&[
+        status(4, 2_500, 1, "10.0.0.1:1", None, Some(Status::Ready)),
+        admin(
+            5,
+            3_000,
+            AdminAction::Refused {
+                cluster: C.to_owned(),
+                action: "push_config".to_owned(),
+                asked: "9 bytes".to_owned(),
+                reason: "gate closed for cluster test_cluster: 10.0.0.1:1 is ready".to_owned(),
+            },
+            Some("bob"),
+        ),
+    ]);
+    let all = |limit| AuditQuery {
+        limit,
+        ..AuditQuery::default()
+    };
+    let list = view.audit(&all(100)).expect("live");
+    assert_eq!((list.revision, list.more), (5, false));
+    let rows: Vec<(&str, Option<&str>, &str, &str, &str)> = list
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.at.as_str(),
+                e.by.as_deref(),
+                e.action.as_str(),
+                e.cluster.as_str(),
+                e.result.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "1970-01-01T00:00:01.000Z",
+                Some("alice"),
+                "push_config",
+                C,
+                "done"
+            ),
+            ("1970-01-01T00:00:02.000Z", None, "remove", "other", "done"),
+            (
+                "1970-01-01T00:00:03.000Z",
+                Some("bob"),
+                "push_config",
+                C,
+                "refused"
+            ),
+        ]
+    );
+    assert_eq!(list.entries[0].details["version"], 2);
+    assert_eq!(list.entries[2].details["asked"], "9 bytes");
+    assert_eq!(
+        list.entries[2].details["reason"],
+        "gate closed for cluster test_cluster: 10.0.0.1:1 is ready"
+    );
+    // Filters, and the newest first when the limit cuts.
+    let of = |cluster: Option<&str>, by: Option<&str>, limit| {
+        let list = view
+            .audit(&AuditQuery {
+                cluster: cluster.map(str::to_owned),
+                by: by.map(str::to_owned),
+                limit,
+            })
+            .expect("live");
+        let ats: Vec<String> = list.entries.iter().map(|e| e.at.clone()).collect();
+        (ats, list.more)
+    };
+    let at = |s: u64| format!("1970-01-01T00:00:0{s}.000Z");
+    assert_eq!(of(Some(C), None, 100), (vec![at(1), at(3)], false));
+    assert_eq!(of(None, Some("bob"), 100), (vec![at(3)], false));
+    assert_eq!(of(None, None, 2), (vec![at(2), at(3)], true));
+    assert_eq!(of(Some("nobody"), None, 100), (vec![], false));
+    assert!(matches!(
+        view.audit(&AuditQuery {
+            cluster: Some("no/such".to_owned()),
+            ..all(1)
+        }),
+        Err(ViewError::Admin(AdminError::Invalid(_)))
+    ));
+    // A reseed without a record keeps the one the view holds.
+    view.reseed(ViewSeed {
+        revision: 9,
+        ..ViewSeed::default()
+    });
+    assert_eq!(view.audit(&all(100)).expect("live").entries.len(), 3);
+}
+
+#[test]
+fn the_view_keeps_the_newest_entries_of_the_audit_record() {
+    let (view, _) = view(ViewSeed::default());
+    let push = |version| AdminAction::PushConfig {
+        cluster: C.to_owned(),
+        version,
+        size: 1,
+    };
+    let changes: Vec<Arc<WallChange>> = (1..=audit::KEPT as u64 + 5)
+        .map(|r| admin(r, r, push(r), None))
+        .collect();
+    view.apply(&changes);
+    let list = view
+        .audit(&AuditQuery {
+            limit: audit::MAX_LIMIT,
+            ..AuditQuery::default()
+        })
+        .expect("live");
+    assert_eq!(list.entries.len(), audit::KEPT);
+    assert_eq!(list.entries[0].details["version"], 6);
+    assert!(!list.more);
 }
