@@ -182,6 +182,10 @@ impl Store for FencedStore {
     fn set_retention(&mut self, changes: usize) {
         self.inner.set_retention(changes);
     }
+
+    fn reader(&self) -> Result<std::sync::Arc<dyn zerokeeper::store::StoreRead>, StoreError> {
+        self.inner.reader()
+    }
 }
 
 /// A datagram a keeper sent: the term its keeper was elected to, and the term its

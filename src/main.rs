@@ -55,6 +55,8 @@ enum Command {
     PushConfig(zerokeeper::cli::admin::PushConfigArgs),
     /// Switches a hostgroup's datasource (gated).
     Switch(zerokeeper::cli::admin::SwitchArgs),
+    /// A cluster's config versions: get, history, diff, rollback.
+    Config(zerokeeper::cli::config::ConfigArgs),
     /// Shows the audit record: who did what, when, and the result.
     Audit(zerokeeper::cli::admin::AuditArgs),
     /// Makes the keeper re-read its key files, admin tokens and TLS certificate (as
@@ -193,6 +195,7 @@ fn main() -> ExitCode {
         Command::Switch(args) => return args.run(),
         Command::Reload(args) => return args.run(),
         Command::Audit(args) => return args.run(),
+        Command::Config(args) => return args.run(),
         Command::Demo(args) => return demo(args),
         Command::Scenario(args) => return run_scenario(args),
         Command::Keygen(args) => keygen(args),
@@ -696,4 +699,16 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every command's flags are consistent (clap checks a command only when it is
+    /// parsed; this checks them all).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

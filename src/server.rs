@@ -294,7 +294,9 @@ where
     let view = View::new(seed, core.last_seen(), setup.clock);
     let (driver, handle) = KeeperDriver::new(core, socket, setup.clock);
     let mut driver = driver.with_sink(hub.clone() as Arc<dyn ChangeSink>);
+    let mut reader = None;
     if let Some(store) = setup.store.take() {
+        reader = Some(store.reader()?);
         driver = driver.with_store(store, setup.commit_mode)?;
     }
     if let Some(tap) = setup.tap.take() {
@@ -335,6 +337,7 @@ where
         role,
         setup.access.clone(),
         setup.reload.clone(),
+        reader,
     );
     Ok(Core {
         handle,

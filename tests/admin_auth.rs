@@ -247,6 +247,27 @@ fn changes_need_an_admin_token_of_the_cluster_and_name_it_in_the_audit() {
     keeper
         .process
         .wait_log(&["operator action", "by=\"alice\""]);
+    // The history and the versions' contents are credentials too.
+    for path in [
+        "config/history",
+        "config/versions/2",
+        "config/versions/current",
+    ] {
+        let url = format!("{config_url}/{}", path.trim_start_matches("config/"));
+        assert_eq!(
+            request("GET", &url, Some(GRAFANA), None).status,
+            403,
+            "{path}"
+        );
+        let answer = request("GET", &url, Some(ALICE), None);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    }
+    let history = request("GET", &format!("{config_url}/history"), Some(ALICE), None);
+    assert_eq!(
+        history.body["versions"][0]["by"], "alice",
+        "{}",
+        history.body
+    );
 
     // SIGHUP: grafana's token is withdrawn, bob's (admin) comes in.
     write_private(

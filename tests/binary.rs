@@ -289,6 +289,113 @@ fn an_identical_push_makes_no_version_and_an_empty_one_is_refused() {
     assert!(out.contains("0 bytes: the config file is empty"), "{out}");
 }
 
+/// The first 8 bytes of `bytes`' SHA-256 in hex, as the trial proxy logs what it runs.
+fn short_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn config_history_get_diff_and_a_rollback_that_every_proxy_applies() {
+    let keeper = Keeper::start();
+    let proxies: Vec<Process> = [A, B, C].iter().map(|p| keeper.proxy(p, &[])).collect();
+    keeper.wait_keys(&[(A, "up"), (B, "up"), (C, "up")]);
+    let first = "pool_size = 128\nretries = 3\n";
+    let second = "pool_size = 256\nretries = 3\n";
+    for (file, version) in [(first, 2), (second, 3)] {
+        let (code, _, err) = keeper.push_config(file);
+        assert_eq!(code, 0, "{err}");
+        for p in &proxies {
+            p.wait_log(&["config version applied", &format!("version={version}")]);
+        }
+    }
+
+    let (code, out, err) = keeper.cli(&["config", "history", "--cluster", CLUSTER]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "VERSION",
+            "ID",
+            "SIZE",
+            "MADE",
+            "BY",
+            "BY",
+            "AT",
+            "DATASOURCES"
+        ]
+    );
+    assert_eq!(
+        (rows[1][0], rows[1][2], rows[1][3]),
+        ("2", "28", "push_config"),
+        "{out}"
+    );
+    assert_eq!((rows[2][0], rows[2][1]), ("3", "*"), "{out}");
+    let (code, out, err) = keeper.cli(&["config", "get", "--cluster", CLUSTER, "--version", "2"]);
+    assert_eq!((code, out.as_str()), (0, first), "{err}");
+    let (code, out, err) = keeper.cli(&["config", "diff", "--cluster", CLUSTER]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "--- {CLUSTER} version 2\n+++ {CLUSTER} version 3\n@@ -1,2 +1,2 @@\n-pool_size = 128\n+pool_size = 256\n retries = 3\n"
+        )
+    );
+
+    // Back to version 2's content, as version 4: every proxy applies it.
+    let (code, out, err) = keeper.cli(&["config", "rollback", "--cluster", CLUSTER, "--to", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("rolled {CLUSTER} back to version 2: it is config version 4")
+    );
+    let content = format!("sha256 {}", short_sha256(first.as_bytes()));
+    for p in &proxies {
+        p.wait_log(&["config version applied", "version=4", &content]);
+    }
+    let (code, out, _) = keeper.cli(&["config", "get", "--cluster", CLUSTER]);
+    assert_eq!((code, out.as_str()), (0, first));
+    // Again: nothing to change. A version the store does not hold: exit 4.
+    let (code, out, err) = keeper.cli(&["config", "rollback", "--cluster", CLUSTER, "--to", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("unchanged"), "{out}");
+    let (code, _, err) = keeper.cli(&["config", "rollback", "--cluster", CLUSTER, "--to", "9"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("no stored version 9"), "{err}");
+    let (code, _, err) = keeper.cli(&["config", "get", "--cluster", CLUSTER, "--version", "1"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("empty initial config"), "{err}");
+    let (code, out, _) = keeper.cli(&["audit", "--cluster", CLUSTER]);
+    assert_eq!(code, 0);
+    let actions: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().skip(2).take(3).collect())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ["push_config", CLUSTER, "done"],
+            ["push_config", CLUSTER, "done"],
+            ["rollback", CLUSTER, "done"],
+            ["rollback", CLUSTER, "refused"],
+        ],
+        "{out}"
+    );
+    assert!(out.contains("to version 2 (as version 4)"), "{out}");
+    assert!(
+        out.contains("to version 9: cluster test_cluster has no stored version 9"),
+        "{out}"
+    );
+}
+
 #[test]
 fn proxies_of_protocol_1_and_2_share_one_keeper_and_both_take_a_pushed_config() {
     let keeper = Keeper::start();

@@ -373,6 +373,7 @@ fn every_problem_type_of_the_contract_maps_to_its_exit_code() {
         ("malformed-body", 400, 6),
         ("unknown-cluster", 404, 4),
         ("unknown-proxy", 404, 4),
+        ("unknown-version", 404, 4),
         ("not-found", 404, 4),
         ("method-not-allowed", 405, 1),
         ("gate-closed", 409, 3),

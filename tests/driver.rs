@@ -266,6 +266,13 @@ impl zerokeeper::store::Store for SlowDisk {
     fn set_retention(&mut self, changes: usize) {
         self.inner.set_retention(changes);
     }
+
+    fn reader(
+        &self,
+    ) -> Result<std::sync::Arc<dyn zerokeeper::store::StoreRead>, zerokeeper::store::StoreError>
+    {
+        self.inner.reader()
+    }
 }
 
 type Gate = Arc<(Mutex<bool>, std::sync::Condvar)>;

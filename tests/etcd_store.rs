@@ -313,6 +313,14 @@ fn audit_entries_come_back_oldest_first_across_commits_and_connections() {
 }
 
 #[test]
+fn a_reader_reads_config_versions_beside_the_commits() {
+    let etcd = Etcd::start("reader");
+    let mut store = etcd.store(&root("reader"));
+    store.boot().expect("boots");
+    check_reader(&mut store);
+}
+
+#[test]
 fn a_follower_reads_admin_changes_with_the_token_that_made_them() {
     let etcd = Etcd::start("follow-by");
     let root = root("follow-by");

@@ -384,6 +384,34 @@ fn a_leader_killed_is_replaced_within_about_its_lease_and_the_fleet_notices_noth
         }
     }
     no_restart(&proxies);
+    // The standby that is left reads the history and the audit record as the leader
+    // committed them (from etcd), the callers included.
+    let standby = keepers
+        .iter()
+        .enumerate()
+        .find(|(i, k)| *i != second && k.is_some())
+        .and_then(|(_, k)| k.as_ref())
+        .expect("a standby");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (code, out, err) = standby.cli(&["config", "get", "--cluster", CLUSTER]);
+        if (code, out.as_str()) == (0, "pool = 7\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{code} {out}{err}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out, err) = standby.cli(&["audit", "--cluster", CLUSTER, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let audit: Value = serde_json::from_str(&out).expect("json");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions.last(), Some(&"push_config"), "{out}");
+    assert!(actions.contains(&"remove"), "{out}");
 }
 
 #[test]

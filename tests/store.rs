@@ -306,6 +306,27 @@ fn configs_keep_every_version_but_the_snapshot_holds_the_latest_per_cluster() {
 }
 
 #[test]
+fn a_reader_reads_config_versions_beside_the_commits_of_every_local_store() {
+    let mut memory = MemoryStore::new();
+    memory.boot().expect("boots");
+    check_reader(&mut memory);
+    let dir = TempDir::new("reader");
+    let mut redb = open(&dir);
+    redb.boot().expect("boots");
+    check_reader(&mut redb);
+    // Sealed versions are opened with the store's keys.
+    let sealed_dir = TempDir::new("reader-sealed");
+    let keys = StoreKeys::parse(&format!("{STORE_KEY_A}\n")).expect("keys");
+    let mut sealed = RedbStore::open_sealed(sealed_dir.path(), Some(keys)).expect("opens");
+    sealed.boot().expect("boots");
+    check_reader(&mut sealed);
+    // Once the store is dropped, its reader answers with an error, not a stale read.
+    let reader = redb.reader().expect("a reader");
+    drop(redb);
+    expect_io(reader.config_versions("c", 1), "closed");
+}
+
+#[test]
 fn audit_entries_come_back_oldest_first_across_commits_and_reopening() {
     let dir = TempDir::new("audit");
     let mut store = open(&dir);

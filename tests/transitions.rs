@@ -289,3 +289,72 @@ fn a_push_that_would_create_a_cluster_past_max_clusters_is_refused_as_registry_f
             .is_ok()
     );
 }
+
+#[test]
+fn a_rollback_makes_an_earlier_content_current_as_a_new_version_and_is_gated() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let mut rig = Rig::new();
+    let mut p = proxy(P11);
+    rig.bring_up(&mut p);
+    let cluster = common::CLUSTER;
+    let first: Arc<[u8]> = Arc::from(b"a = 1\n".as_slice());
+    assert_eq!(
+        rig.keeper.push_config(rig.now, cluster, first.clone()),
+        Ok(2)
+    );
+    assert_eq!(
+        rig.keeper
+            .push_config(rig.now, cluster, Arc::from(b"a = 2\n".as_slice())),
+        Ok(3)
+    );
+    let stored = Some((first.clone(), BTreeMap::new()));
+    // Not an earlier version, or none the store holds: refused.
+    for (to, content) in [(3, stored.clone()), (9, stored.clone()), (2, None)] {
+        assert!(matches!(
+            rig.keeper.rollback_config_by(rig.now, None, cluster, to, content),
+            Err(AdminError::NoSuchVersion { version, current: 3, .. }) if version == to
+        ));
+    }
+    let done = rig
+        .keeper
+        .rollback_config_by(rig.now, None, cluster, 2, stored.clone())
+        .expect("rolls back");
+    assert_eq!((done.version, done.changed), (4, true));
+    let config = rig.keeper.config_of(cluster).expect("known");
+    assert_eq!((config.version, &*config.base), (4, &*first));
+    let made = std::iter::from_fn(|| rig.keeper.poll_change())
+        .filter(|c| matches!(c.kind, ChangeKind::Config { .. }))
+        .last()
+        .expect("the config change");
+    assert!(
+        matches!(
+            &made.kind,
+            ChangeKind::Config {
+                cause: zerokeeper::keeper::ConfigCause::Rollback { to: 2 },
+                ..
+            }
+        ),
+        "{made:?}"
+    );
+    // The same content again: nothing changes.
+    let again = rig
+        .keeper
+        .rollback_config_by(rig.now, None, cluster, 2, stored.clone())
+        .expect("nothing to do");
+    assert_eq!((again.version, again.changed), (4, false));
+    // With a proxy not up, the gate refuses it.
+    let mut q = proxy(P12);
+    rig.say(&mut q, ProxyStatus::Ready);
+    assert!(matches!(
+        rig.keeper.rollback_config_by(
+            rig.now,
+            None,
+            cluster,
+            3,
+            Some((Arc::from(b"a = 2\n".as_slice()), BTreeMap::new()))
+        ),
+        Err(AdminError::GateClosed(_))
+    ));
+    assert_eq!(rig.keeper.config_of(cluster).expect("known").version, 4);
+}

@@ -190,6 +190,80 @@ fn yes() -> bool {
     true
 }
 
+/// One stored config version, as `GET /v1/clusters/{cluster}/config/history` lists it
+/// (and `…/config/versions/{version}` shows it, with its content).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersionView {
+    /// The version number.
+    pub version: u64,
+    /// Its id on the wire (16 hex digits): what a proxy reports running.
+    pub id: String,
+    /// SHA-256 of the rendered document, lowercase hex.
+    pub digest: String,
+    /// Bytes of the rendered document (what proxies pull).
+    pub size: u64,
+    /// Bytes of the operator's file.
+    pub base_size: u64,
+    /// The active datasource of each hostgroup.
+    pub datasources: BTreeMap<String, String>,
+    /// Whether it is the cluster's current version.
+    pub current: bool,
+    /// What made it: `push_config`, `switch` or `rollback` (`null`: not in the audit
+    /// record the keeper holds).
+    pub made_by: Option<String>,
+    /// When it was made (RFC 3339; `null`: as `made_by`).
+    pub at: Option<String>,
+    /// The admin token that made it (`null`: none was asked, or as `made_by`).
+    pub by: Option<String>,
+}
+
+/// `GET /v1/clusters/{cluster}/config/history`: the stored versions, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigHistory {
+    /// The cluster.
+    pub cluster: String,
+    /// Its current version.
+    pub current: u64,
+    /// The newest versions stored, oldest first, at most the `limit` asked for.
+    pub versions: Vec<ConfigVersionView>,
+}
+
+/// `GET /v1/clusters/{cluster}/config/versions/{version}`: one version with its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigContent {
+    /// The cluster.
+    pub cluster: String,
+    /// The version, as the history lists it.
+    #[serde(flatten)]
+    pub meta: ConfigVersionView,
+    /// The operator's file, byte for byte, in base64 (RFC 4648, with padding).
+    pub content_base64: String,
+}
+
+/// The body of `POST /v1/clusters/{cluster}/config/rollback`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The earlier version whose content becomes current again.
+    pub to: u64,
+}
+
+/// The answer to a rollback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    /// The cluster.
+    pub cluster: String,
+    /// The cluster's config version after the rollback (a new one, with `restored`'s
+    /// content).
+    pub version: u64,
+    /// The version whose content it has.
+    pub restored: u64,
+    /// The revision of the change (the current revision when nothing changed).
+    pub revision: u64,
+    /// `false`: the current version had that content already; nothing changed.
+    pub changed: bool,
+}
+
 /// The body of `POST /v1/clusters/{cluster}/switch`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -143,6 +143,8 @@ pub enum ProblemKind {
     UnknownCluster,
     /// 404: no such proxy in the cluster.
     UnknownProxy,
+    /// 404: the cluster has no such config version (a rollback or a read of one).
+    UnknownVersion,
     /// 404: no such route.
     NotFound,
     /// 405: the route does not take this method.
@@ -198,6 +200,7 @@ impl ProblemKind {
         ProblemKind::TooManyWatchers,
         ProblemKind::UnknownCluster,
         ProblemKind::UnknownProxy,
+        ProblemKind::UnknownVersion,
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::GateClosed,
@@ -231,6 +234,7 @@ impl ProblemKind {
             ProblemKind::TooManyWatchers => "too-many-watchers",
             ProblemKind::UnknownCluster => "unknown-cluster",
             ProblemKind::UnknownProxy => "unknown-proxy",
+            ProblemKind::UnknownVersion => "unknown-version",
             ProblemKind::NotFound => "not-found",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
             ProblemKind::GateClosed => "gate-closed",
@@ -261,7 +265,10 @@ impl ProblemKind {
             | ProblemKind::MalformedRequest => 400,
             ProblemKind::Unauthorized => 401,
             ProblemKind::Forbidden => 403,
-            ProblemKind::UnknownCluster | ProblemKind::UnknownProxy | ProblemKind::NotFound => 404,
+            ProblemKind::UnknownCluster
+            | ProblemKind::UnknownProxy
+            | ProblemKind::UnknownVersion
+            | ProblemKind::NotFound => 404,
             ProblemKind::MethodNotAllowed => 405,
             ProblemKind::RequestTimeout => 408,
             ProblemKind::GateClosed
@@ -296,6 +303,7 @@ impl ProblemKind {
             ProblemKind::TooManyWatchers => "Too many watchers",
             ProblemKind::UnknownCluster => "Unknown cluster",
             ProblemKind::UnknownProxy => "Unknown proxy",
+            ProblemKind::UnknownVersion => "Unknown config version",
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::GateClosed => "Gate closed",

@@ -58,8 +58,8 @@ impl FromStr for EventId {
 /// |---|---|
 /// | `status` | `proxy`, `from`, `to` (absent: not registered / deleted), `reason`, `incarnation`, `source`, `config_version` |
 /// | `observed` | `proxy`, `source`, `config_version` |
-/// | `config` | `version`, `digest`, `cause` (`push` or `switch`; a switch adds `hostgroup`, `from_datasource`, `to_datasource`) |
-/// | `admin` | `action` (`remove`: `proxy`, `status`; `push_config`: `version`, `size`; `switch`: `hostgroup`, `from_datasource`, `to_datasource`, `version`); a refused request: `action`, `result` (`refused`), `asked`, `reason` |
+/// | `config` | `version`, `digest`, `cause` (`push`, `switch` or `rollback`; a switch adds `hostgroup`, `from_datasource`, `to_datasource`, a rollback `restored`) |
+/// | `admin` | `action` (`remove`: `proxy`, `status`; `push_config`: `version`, `size`; `switch`: `hostgroup`, `from_datasource`, `to_datasource`, `version`; `rollback`: `restored`, `version`); a refused request: `action`, `result` (`refused`), `asked`, `reason` |
 /// | `restart` | `proxy`, `incarnation` (told to restart), `address` |
 /// | `superseded` | `proxy`, `incarnation` (the older, told to stop), `winner`, `address` |
 /// | `deletion_paused`, `deletion_resumed` | `lost`, `total` |
@@ -127,6 +127,10 @@ pub struct WatchEvent {
     /// The operator's action: `remove`, `push_config` or `switch` (`admin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The earlier version whose content a rollback made current again (`config` by a
+    /// rollback, `admin` rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<u64>,
     /// `refused` when the operator's request was refused (`admin`; absent: done).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
@@ -205,6 +209,10 @@ impl WatchEvent {
                         e.from_datasource = Some(from.clone());
                         e.to_datasource = Some(to.clone());
                     }
+                    ConfigCause::Rollback { to } => {
+                        e.cause = Some("rollback".to_owned());
+                        e.restored = Some(*to);
+                    }
                 }
             }
             ChangeKind::Admin { action, .. } => match action {
@@ -229,6 +237,11 @@ impl WatchEvent {
                     e.hostgroup = Some(hostgroup.clone());
                     e.from_datasource = Some(from.clone());
                     e.to_datasource = Some(to.clone());
+                    e.version = Some(*version);
+                }
+                AdminAction::Rollback { to, version, .. } => {
+                    e.action = Some("rollback".to_owned());
+                    e.restored = Some(*to);
                     e.version = Some(*version);
                 }
                 AdminAction::Refused {

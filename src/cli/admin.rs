@@ -61,7 +61,7 @@ pub const TOKEN_ENV: &str = "ZEROKEEPER_TOKEN";
 impl HttpArg {
     /// The client these settings make: its token read from `--token-file` (or
     /// `ZEROKEEPER_TOKEN`), its roots from `--cacert`.
-    fn client(&self) -> Result<Client, Failure> {
+    pub(super) fn client(&self) -> Result<Client, Failure> {
         let token = match &self.token_file {
             Some(path) => Some(read_token(path)?),
             None => std::env::var(TOKEN_ENV)
@@ -368,13 +368,15 @@ impl AuditArgs {
 
 /// Why a command stopped short.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     /// The keeper, or the way to it.
     Client(ClientError),
     /// A local input, such as the config file.
     Input(String),
     /// Standard output cannot be written.
     Output(io::Error),
+    /// The keeper answered with something this command cannot use.
+    Answer(String),
 }
 
 impl From<ClientError> for Failure {
@@ -390,7 +392,7 @@ impl From<io::Error> for Failure {
 }
 
 /// Prints the result's line or the failure, and gives the exit code.
-fn finish(result: Result<Option<String>, Failure>) -> ExitCode {
+pub(super) fn finish(result: Result<Option<String>, Failure>) -> ExitCode {
     let result = result.and_then(|line| match line {
         Some(line) => write_out(&format!("{line}\n")),
         None => Ok(()),
@@ -414,11 +416,15 @@ fn finish(result: Result<Option<String>, Failure>) -> ExitCode {
             eprintln!("error: cannot write to standard output: {e}");
             Exit::Failed
         }
+        Err(Failure::Answer(message)) => {
+            eprintln!("error: {message}");
+            Exit::Failed
+        }
     };
     exit.into()
 }
 
-fn write_out(text: &str) -> Result<(), Failure> {
+pub(super) fn write_out(text: &str) -> Result<(), Failure> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;

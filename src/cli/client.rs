@@ -518,6 +518,45 @@ impl Client {
         self.get_json(&path)
     }
 
+    /// The newest `limit` stored config versions of `cluster`, oldest first
+    /// (`GET /v1/clusters/{cluster}/config/history`).
+    pub fn config_history(
+        &self,
+        cluster: &str,
+        limit: usize,
+    ) -> Result<crate::api::ConfigHistory, ClientError> {
+        self.get_json(&format!(
+            "/v1/clusters/{}/config/history?limit={limit}",
+            segment(cluster)
+        ))
+    }
+
+    /// One config version with its content; `None` is the current one
+    /// (`GET /v1/clusters/{cluster}/config/versions/{version}`).
+    pub fn config_version(
+        &self,
+        cluster: &str,
+        version: Option<u64>,
+    ) -> Result<crate::api::ConfigContent, ClientError> {
+        let version = version.map_or_else(|| "current".to_owned(), |v| v.to_string());
+        self.get_json(&format!(
+            "/v1/clusters/{}/config/versions/{version}",
+            segment(cluster)
+        ))
+    }
+
+    /// Makes the content of version `to` current again
+    /// (`POST /v1/clusters/{cluster}/config/rollback`).
+    pub fn rollback(&self, cluster: &str, to: u64) -> Result<crate::api::RolledBack, ClientError> {
+        let url = self.url(&format!(
+            "/v1/clusters/{}/config/rollback",
+            segment(cluster)
+        ));
+        let body = crate::api::RollbackRequest { to };
+        let answer = self.request(self.agent.post(&url)).send_json(&body);
+        self.json_answer("POST", url, answer)
+    }
+
     /// Deletes a proxy (`DELETE /v1/clusters/{cluster}/proxies/{proxy}`).
     pub fn remove(&self, cluster: &str, proxy: &str) -> Result<Removed, ClientError> {
         let url = self.url(&format!(

@@ -139,6 +139,11 @@ pub fn audit_detail(e: &AuditView) -> String {
             field("to"),
             field("version")
         ),
+        "rollback" => format!(
+            "to version {} (as version {})",
+            field("to"),
+            field("version")
+        ),
         _ => serde_json::Value::Object(e.details.clone()).to_string(),
     }
 }
@@ -301,6 +306,9 @@ fn watch_table_line(event: &WatchEvent) -> String {
                     text(&event.to_datasource)
                 );
             }
+            if event.cause.as_deref() == Some("rollback") {
+                let _ = write!(line, " (rollback to version {})", n(event.restored));
+            }
         }
         "observed" => {
             let _ = write!(
@@ -337,6 +345,14 @@ fn watch_table_line(event: &WatchEvent) -> String {
                     text(&event.hostgroup),
                     text(&event.from_datasource),
                     text(&event.to_datasource),
+                    n(event.version)
+                );
+            }
+            Some("rollback") => {
+                let _ = write!(
+                    line,
+                    " operator rolled back to version {} (config version {})",
+                    n(event.restored),
                     n(event.version)
                 );
             }

@@ -239,6 +239,21 @@ impl KeeperHandle {
         .await
     }
 
+    /// Makes the content of version `to` (`stored`: its file and datasources, as the
+    /// store holds them; `None`: it holds no such version) current again as a new
+    /// version, if the gate is open, on behalf of the admin token named `by`; returns
+    /// the version after it and whether it made one.
+    pub async fn rollback_by(
+        &self,
+        by: Option<Arc<str>>,
+        cluster: String,
+        to: u64,
+        stored: Option<crate::keeper::StoredContent>,
+    ) -> Result<Applied<crate::keeper::Pushed>, CallError> {
+        self.apply(move |k, c| k.rollback_config_by(c.now(), by, &cluster, to, stored))
+            .await
+    }
+
     /// The gate of a cluster: `Ok` when open, the blockers when closed.
     pub async fn gate(&self, cluster: String) -> Result<(), CallError> {
         Ok(self.call(move |k, _| k.gate(&cluster)).await??)
@@ -786,6 +801,7 @@ fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
                     from,
                     to,
                 } => format!("switch of {hostgroup} from {from} to {to}"),
+                crate::keeper::ConfigCause::Rollback { to } => format!("rollback to {to}"),
             };
             info!(%cluster, version = config.version, cause, revision, "config version stored");
             counters.config_changes += 1;

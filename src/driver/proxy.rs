@@ -388,13 +388,26 @@ impl<S: DatagramSocket> ProxyDriver<S> {
 }
 
 /// A one-line summary of a config document, for logs.
+/// What a proxy applied, for its log: the file's size and the first 8 bytes of its
+/// SHA-256 (so a test or an operator can tell which content it runs), and the
+/// datasources.
 fn describe(config: &[u8]) -> String {
+    use sha2::Digest as _;
     match ConfigDocument::decode(config) {
-        Ok(doc) => format!(
-            "{} bytes of config, {} datasource choice(s)",
-            doc.base.len(),
-            doc.datasources.len()
-        ),
+        Ok(doc) => {
+            let digest = sha2::Sha256::digest(doc.base);
+            let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let datasources: Vec<String> = doc
+                .datasources
+                .iter()
+                .map(|(hostgroup, ds)| format!("{hostgroup}={ds}"))
+                .collect();
+            format!(
+                "{} bytes of config (sha256 {short}), datasources [{}]",
+                doc.base.len(),
+                datasources.join(",")
+            )
+        }
         Err(_) => "not a config document".to_owned(),
     }
 }

@@ -146,6 +146,8 @@ pub async fn run(
         view.clone()
             .follow(hub.clone(), stopped(standby_stopping.clone())),
     );
+    // The standby reads config versions as the leader committed them.
+    let reader = store.reader().ok();
     let follower = tokio::spawn(follow(
         store,
         hub.clone(),
@@ -161,6 +163,7 @@ pub async fn run(
         ha_view.clone(),
         setup.access.clone(),
         setup.reload.clone(),
+        reader,
     );
     let current = Arc::new(RwLock::new(standby));
     let (stop_http, http_stopping) = watch::channel(false);

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `GET /livez`, `GET /readyz` | nothing, ever |
 //! | any change (a method other than `GET`/`HEAD`) | an `admin` token covering the cluster |
-//! | `GET …/config` (config contents are credentials) | an `admin` token covering the cluster |
+//! | `GET …/config`, `…/config/history`, `…/config/versions/…` (config contents are credentials) | an `admin` token covering the cluster |
 //! | any other read, `/metrics` included | a token of either role, with `--auth-reads`; nothing without |
 //!
 //! A read or change of one cluster (`/v1/clusters/{cluster}/…`, or the watch and the
@@ -100,7 +100,7 @@ fn need(method: &Method, route: &str, cluster: Option<String>) -> Need {
     }
     let scope = cluster.map_or(Scope::Fleet, Scope::Cluster);
     let read = *method == Method::GET || *method == Method::HEAD;
-    if !read || route.ends_with("/config") {
+    if !read || route.contains("/config") {
         Need::Admin(scope)
     } else {
         Need::Read(scope)

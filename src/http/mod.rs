@@ -29,6 +29,9 @@
 //! | `GET /v1/keys`, `GET /v1/clusters/{cluster}/keys` | the seed's status lines |
 //! | `GET /v1/clusters/{cluster}/gate` | open, or the blockers |
 //! | `GET`/`PUT /v1/clusters/{cluster}/config` | the config version / push one |
+//! | `GET /v1/clusters/{cluster}/config/history` | the stored versions, who made them |
+//! | `GET /v1/clusters/{cluster}/config/versions/{version}` | one version, with its content |
+//! | `POST /v1/clusters/{cluster}/config/rollback` | make an earlier version's content current |
 //! | `POST /v1/clusters/{cluster}/switch` | switch a hostgroup's datasource |
 //! | `GET /v1/watch` | server-sent events: the committed changes |
 //! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
@@ -67,13 +70,15 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::api::{
-    ClusterList, ClusterView, ConfigView, GateView, ProxyView, Pushed, Removed, StoreView,
-    SwitchRequest, Switched,
+    ClusterList, ClusterView, ConfigContent, ConfigHistory, ConfigVersionView, ConfigView,
+    GateView, ProxyView, Pushed, Removed, RollbackRequest, RolledBack, StoreView, SwitchRequest,
+    Switched,
 };
 use crate::configdoc::MAX_CONFIG_BYTES;
 use crate::driver::keeper::KeeperHandle;
 use crate::ha::{HaView, Role};
 use crate::hub::ChangeHub;
+use crate::store::{StoreRead, StoredConfig};
 use access::Caller;
 use problem::Problem;
 use view::View;
@@ -113,6 +118,9 @@ struct Api {
     etcd: Option<Arc<crate::ha::EtcdHealth>>,
     /// What `POST /v1/reload` does (`None`: nothing reloads).
     reload: Option<Arc<dyn Reload>>,
+    /// The store's config versions, read beside its commits (`None`: a keeper without a
+    /// store keeps no history).
+    store: Option<Arc<dyn StoreRead>>,
 }
 
 impl Api {
@@ -209,13 +217,15 @@ pub fn router_with(
         HaView::single(),
         Access::open(),
         None,
+        None,
     )
 }
 
 /// [`router_with`], for a keeper whose role is `role` (one of several keepers): a
 /// standby answers reads from `view` (the committed state) and refuses changes with
 /// `503 not-leader`, naming the leader; who may call what is `access`'s (see
-/// `access.rs`).
+/// `access.rs`). The config history and rollback read the versions from `versions`.
+#[allow(clippy::too_many_arguments)]
 pub fn router_for(
     handle: KeeperHandle,
     hub: Arc<ChangeHub>,
@@ -224,6 +234,7 @@ pub fn router_for(
     ha: HaView,
     access: Access,
     reload: Option<Arc<dyn Reload>>,
+    versions: Option<Arc<dyn StoreRead>>,
 ) -> Router {
     let role = ha.role.clone();
     Router::new()
@@ -245,6 +256,12 @@ pub fn router_for(
             "/v1/clusters/{cluster}/config",
             get(config).put(push_config),
         )
+        .route("/v1/clusters/{cluster}/config/history", get(config_history))
+        .route(
+            "/v1/clusters/{cluster}/config/versions/{version}",
+            get(config_version),
+        )
+        .route("/v1/clusters/{cluster}/config/rollback", post(rollback))
         .route("/v1/clusters/{cluster}/switch", post(switch))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/store", get(store))
@@ -264,6 +281,7 @@ pub fn router_for(
             role: ha.role,
             etcd: ha.etcd,
             reload,
+            store: versions,
         })
         // Every answer of a keeper of several says what the keeper is, so a client
         // reading a standby knows it reads the committed state, not the leader's memory.
@@ -552,6 +570,175 @@ async fn push_config(
     Ok(Json(Pushed {
         cluster,
         version: applied.value.version,
+        revision: applied.revision,
+        changed: applied.value.changed,
+    }))
+}
+
+/// How many versions `…/config/history` lists unless `limit` says otherwise.
+pub const HISTORY_LIMIT: usize = 20;
+/// Most versions one history answer lists.
+pub const MAX_HISTORY_LIMIT: usize = 1_000;
+
+/// `…/config/history`'s query.
+#[derive(serde::Deserialize)]
+struct HistoryParams {
+    /// At most this many, the newest.
+    limit: Option<usize>,
+}
+
+/// Why a keeper without a store answers no history.
+fn no_history() -> Problem {
+    Problem::internal("this keeper has no store, so it keeps no config history")
+}
+
+/// Runs a read of the store on tokio's blocking pool.
+async fn read_store<T: Send + 'static>(
+    store: Arc<dyn StoreRead>,
+    read: impl FnOnce(&dyn StoreRead) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(move || read(store.as_ref()))
+        .await
+        .map_err(|_| Problem::internal("the store read panicked"))?
+        .map_err(|e| Problem::internal(format!("cannot read the store: {e}")))
+}
+
+/// The history's entry of a stored version.
+fn version_view(
+    stored: &StoredConfig,
+    current: u64,
+    made: Option<&view::audit::Made>,
+) -> Result<ConfigVersionView, Box<Problem>> {
+    let rendered = crate::configdoc::ConfigVersion::render(
+        stored.version,
+        Arc::from(stored.base.as_slice()),
+        stored.datasources.clone(),
+    )
+    .map_err(|e| {
+        Box::new(Problem::internal(format!(
+            "a stored version cannot be shown: {e}"
+        )))
+    })?;
+    Ok(ConfigVersionView {
+        version: stored.version,
+        id: stored.id.unwrap_or(rendered.id).to_string(),
+        digest: crate::api::hex(&rendered.digest),
+        size: rendered.bytes.len() as u64,
+        base_size: stored.base.len() as u64,
+        datasources: stored.datasources.clone(),
+        current: stored.version == current,
+        made_by: made.map(|m| m.action.clone()),
+        at: made.map(|m| crate::api::rfc3339_ms(m.at_unix_ms)),
+        by: made.and_then(|m| m.by.clone()),
+    })
+}
+
+/// `GET /v1/clusters/{cluster}/config/history[?limit=N]`: the newest stored versions,
+/// oldest first, each with who made it (from the audit record).
+async fn config_history(
+    State(api): State<Api>,
+    Segments(cluster): Segments<String>,
+    params: Result<axum::extract::Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ConfigHistory>, Problem> {
+    let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
+    let limit = params.limit.unwrap_or(HISTORY_LIMIT);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(Problem::malformed(format!(
+            "limit must be from 1 to {MAX_HISTORY_LIMIT}, not {limit}"
+        )));
+    }
+    let current = api.view.config(&cluster)?.version;
+    let store = api.store.clone().ok_or_else(no_history)?;
+    let name = cluster.clone();
+    let stored = read_store(store, move |s| s.config_versions(&name, limit)).await?;
+    let made = api.view.versions_made(&cluster);
+    let versions = stored
+        .iter()
+        .map(|c| version_view(c, current, made.get(&c.version)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| *e)?;
+    Ok(Json(ConfigHistory {
+        cluster,
+        current,
+        versions,
+    }))
+}
+
+/// `GET /v1/clusters/{cluster}/config/versions/{version}` (`current` or a number): the
+/// version with the operator's file.
+async fn config_version(
+    State(api): State<Api>,
+    Segments((cluster, version)): Segments<(String, String)>,
+) -> Result<Json<ConfigContent>, Problem> {
+    use base64::Engine as _;
+    let current = api.view.config(&cluster)?.version;
+    let version = match version.as_str() {
+        "current" => current,
+        number => number.parse::<u64>().map_err(|_| {
+            Problem::malformed(format!(
+                "{number:?} is not a config version (a number, or \"current\")"
+            ))
+        })?,
+    };
+    let store = api.store.clone().ok_or_else(no_history)?;
+    let name = cluster.clone();
+    let stored = read_store(store, move |s| s.config_version(&name, version))
+        .await?
+        .ok_or_else(|| unknown_version(&cluster, version, current))?;
+    let made = api.view.versions_made(&cluster);
+    let meta = version_view(&stored, current, made.get(&version)).map_err(|e| *e)?;
+    Ok(Json(ConfigContent {
+        cluster,
+        meta,
+        content_base64: base64::engine::general_purpose::STANDARD.encode(&stored.base),
+    }))
+}
+
+fn unknown_version(cluster: &str, version: u64, current: u64) -> Problem {
+    let detail = if version == 1 {
+        format!(
+            "cluster {cluster} does not store version 1: it is the empty initial config every cluster starts with (current version {current})"
+        )
+    } else {
+        format!(
+            "cluster {cluster} has no stored config version {version} (current version {current})"
+        )
+    };
+    Problem::unknown_version(cluster, detail)
+}
+
+/// `POST /v1/clusters/{cluster}/config/rollback` (`{"to": VERSION}`): makes the content
+/// of an earlier version current again, as a new version (gated, as a push is).
+async fn rollback(
+    State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
+    Segments(cluster): Segments<String>,
+    JsonBody(request): JsonBody<RollbackRequest>,
+) -> Result<Json<RolledBack>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
+    let to = request.to;
+    // The cluster first, as the core checks it: an unknown one is 404 whatever else.
+    api.view.config(&cluster)?;
+    let store = api.store.clone().ok_or_else(no_history)?;
+    let name = cluster.clone();
+    let stored = read_store(store, move |s| s.config_version(&name, to)).await?;
+    // A version the store does not hold is refused by the core, which records it.
+    let applied = api
+        .handle
+        .rollback_by(
+            by,
+            cluster.clone(),
+            to,
+            stored.map(|c| (Arc::from(c.base), c.datasources)),
+        )
+        .await?;
+    settle(&api.view, applied.revision).await;
+    Ok(Json(RolledBack {
+        cluster,
+        version: applied.value.version,
+        restored: to,
         revision: applied.revision,
         changed: applied.value.changed,
     }))

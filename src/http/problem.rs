@@ -57,6 +57,12 @@ impl Problem {
         self
     }
 
+    /// `404 unknown-version` of `cluster`.
+    pub(crate) fn unknown_version(cluster: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(ProblemKind::UnknownVersion, detail)
+            .with(|b| b.cluster = Some(cluster.to_owned()))
+    }
+
     /// A cluster name, proxy address, hostgroup or datasource failed validation.
     pub(crate) fn invalid_name(detail: impl Into<String>) -> Problem {
         Problem::new(ProblemKind::InvalidName, detail)
@@ -334,6 +340,10 @@ impl From<AdminError> for Problem {
                 })
             }
             AdminError::Config(e) => e.into(),
+            AdminError::NoSuchVersion { cluster, .. } => {
+                Problem::new(ProblemKind::UnknownVersion, detail)
+                    .with(|b| b.cluster = Some(cluster))
+            }
             AdminError::RegistryFull { cluster, .. } => {
                 Problem::new(ProblemKind::RegistryFull, detail).with(|b| b.cluster = Some(cluster))
             }

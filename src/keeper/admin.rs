@@ -4,6 +4,7 @@
 //! Each mutator checks and acts in one call, so nothing can slip between the gate check
 //! and the operation. Every error says that nothing changed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,6 +88,19 @@ pub enum AdminError {
         /// The keeper's `max_clusters`.
         max_clusters: usize,
     },
+    /// A rollback named a version the cluster cannot go back to: not an earlier one, or
+    /// one the store no longer holds. Nothing changed.
+    #[error(
+        "cluster {cluster} has no stored version {version} earlier than its current version {current} to roll back to (version 1, the empty initial config, is never stored). Nothing changed."
+    )]
+    NoSuchVersion {
+        /// The cluster.
+        cluster: String,
+        /// The version asked for.
+        version: u64,
+        /// The cluster's current version.
+        current: u64,
+    },
     /// The hostgroup is not served by the datasource the switch expected. Nothing changed.
     #[error("hostgroup {hostgroup} is served by {actual}, not {expected}")]
     DatasourceMismatch {
@@ -98,6 +112,9 @@ pub enum AdminError {
         actual: String,
     },
 }
+
+/// A stored config version's content: the operator's file and the datasources.
+pub type StoredContent = (Arc<[u8]>, BTreeMap<String, String>);
 
 /// What a push did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -400,6 +417,58 @@ impl Keeper {
         Ok(self.install(id, next, cause, by))
     }
 
+    /// Makes the content of version `to` of `cluster` (`stored`: its file and
+    /// datasources, as the store holds them; `None`: the store holds no such version)
+    /// current again, as a new version, if the gate is open and `to` is an earlier
+    /// version. Content identical to the current version's makes none (`changed:
+    /// false`), as a push does.
+    pub fn rollback_config_by(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        to: u64,
+        stored: Option<StoredContent>,
+    ) -> Result<Pushed, AdminError> {
+        let result = self.try_rollback(now, by.clone(), cluster, to, stored);
+        if let Err(e) = &result {
+            self.record_refusal(by, cluster, "rollback", format!("to version {to}"), e);
+        }
+        result
+    }
+
+    fn try_rollback(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        to: u64,
+        stored: Option<StoredContent>,
+    ) -> Result<Pushed, AdminError> {
+        self.enter(now);
+        let id = self.cluster_named(cluster)?;
+        self.gate(cluster)?;
+        let current = self.registry.cluster(id).config.clone();
+        let Some((base, datasources)) = stored.filter(|_| to < current.version) else {
+            return Err(AdminError::NoSuchVersion {
+                cluster: cluster.to_owned(),
+                version: to,
+                current: current.version,
+            });
+        };
+        if *current.base == *base && current.datasources == datasources {
+            return Ok(Pushed {
+                version: current.version,
+                changed: false,
+            });
+        }
+        let next = ConfigVersion::render(current.version + 1, base, datasources)?;
+        Ok(Pushed {
+            version: self.install(id, next, ConfigCause::Rollback { to }, by),
+            changed: true,
+        })
+    }
+
     /// Records in the audit record that `action` on `cluster` was refused with `error`,
     /// unless the request was malformed (a name that is not one, names no cluster; the
     /// HTTP log has those). `asked` is cut like the reason, for the same bound.
@@ -456,6 +525,11 @@ impl Keeper {
                 hostgroup: hostgroup.clone(),
                 from: from.clone(),
                 to: to.clone(),
+                version,
+            },
+            ConfigCause::Rollback { to } => AdminAction::Rollback {
+                cluster: name.to_string(),
+                to: *to,
                 version,
             },
         };

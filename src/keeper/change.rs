@@ -190,6 +190,12 @@ pub enum ConfigCause {
         /// The datasource it has now.
         to: String,
     },
+    /// An operator rolled the cluster back: the version has the content (file and
+    /// datasources) of version `to`.
+    Rollback {
+        /// The earlier version whose content it has.
+        to: u64,
+    },
 }
 
 /// An operator's action, for the audit record.
@@ -226,13 +232,22 @@ pub enum AdminAction {
         /// The new config version.
         version: u64,
     },
+    /// An earlier version's content was made current again, as a new version.
+    Rollback {
+        /// The cluster.
+        cluster: String,
+        /// The earlier version whose content it has.
+        to: u64,
+        /// The new config version.
+        version: u64,
+    },
     /// An operator asked for one of the actions above and was refused; nothing else
     /// changed. (Requests refused for a malformed name are not recorded: they name no
     /// cluster.)
     Refused {
         /// The cluster named.
         cluster: String,
-        /// What was asked: `remove`, `push_config` or `switch`.
+        /// What was asked: `remove`, `push_config`, `switch` or `rollback`.
         action: String,
         /// What was asked of it, for people: `proxy 10.0.0.1:3307`, `70 bytes`,
         /// `hostgroup hg0 from a to b`.
@@ -254,6 +269,7 @@ impl AdminAction {
             AdminAction::Remove { cluster, .. }
             | AdminAction::PushConfig { cluster, .. }
             | AdminAction::Switch { cluster, .. }
+            | AdminAction::Rollback { cluster, .. }
             | AdminAction::Refused { cluster, .. } => cluster,
         }
     }
@@ -265,6 +281,7 @@ impl AdminAction {
             AdminAction::Remove { .. } => "remove",
             AdminAction::PushConfig { .. } => "push_config",
             AdminAction::Switch { .. } => "switch",
+            AdminAction::Rollback { .. } => "rollback",
             AdminAction::Refused { action, .. } => action,
         }
     }

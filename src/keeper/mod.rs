@@ -69,7 +69,7 @@ use crate::wire::MAX_TIMING_MS;
 
 /// What a config version is, without its content (as the change stream and views show it).
 pub use admin::summary as config_summary;
-pub use admin::{AdminError, Blocker, ClusterInfo, GateClosed, ProxyInfo, Pushed};
+pub use admin::{AdminError, Blocker, ClusterInfo, GateClosed, ProxyInfo, Pushed, StoredContent};
 pub use change::{
     AdminAction, Change, ChangeKind, ConfigBlob, ConfigCause, ConfigSummary, StatusChange,
     StoredConfig, StoredProxy, WallChange,

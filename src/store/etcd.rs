@@ -123,8 +123,8 @@ use super::record::{AuditRecord, ConfigReadError, ConfigRecord, decode};
 use super::redb::now_secs;
 use super::seal::{self, StoreKeys};
 use super::{
-    AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoredConfig, StoredProxy,
-    WallChange, apply, check_batch, next_epoch,
+    AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoreRead, StoredConfig,
+    StoredProxy, WallChange, apply, check_batch, next_epoch,
 };
 use crate::configdoc::ConfigVersion;
 use crate::keeper::change::{ChangeKind, ConfigBlob};
@@ -240,6 +240,38 @@ struct Meta {
 enum Outcome {
     Applied,
     Refused,
+}
+
+/// Reads an [`EtcdStore`]'s config versions beside its commits, on the same client
+/// thread and connection (one read at a time).
+#[derive(Debug)]
+struct EtcdReader(std::sync::Mutex<EtcdStore>);
+
+impl EtcdReader {
+    fn store(&self) -> std::sync::MutexGuard<'_, EtcdStore> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl StoreRead for EtcdReader {
+    fn config_versions(
+        &self,
+        cluster: &str,
+        newest: usize,
+    ) -> Result<Vec<StoredConfig>, StoreError> {
+        self.store().read_versions(cluster, (0, u64::MAX), newest)
+    }
+
+    fn config_version(
+        &self,
+        cluster: &str,
+        version: u64,
+    ) -> Result<Option<StoredConfig>, StoreError> {
+        Ok(self
+            .store()
+            .read_versions(cluster, (version, version), 1)?
+            .pop())
+    }
 }
 
 /// A [`Store`] in etcd. See the module's documentation.
@@ -963,6 +995,44 @@ impl EtcdStore {
         Ok(configs)
     }
 
+    /// The newest `newest` versions of `cluster` from `from` to `to` (included), as
+    /// materialised, oldest first: their pointers, then the blob of each.
+    fn read_versions(
+        &self,
+        cluster: &str,
+        (from, to): (u64, u64),
+        newest: usize,
+    ) -> Result<Vec<StoredConfig>, StoreError> {
+        let mut at = 0;
+        let prefix = self.keys.configs();
+        let mut end = self.keys.config(cluster, to);
+        end.push(0);
+        let mut pointers: Vec<(u64, u64)> = Vec::new();
+        self.scan(
+            self.keys.config(cluster, from),
+            end,
+            PAGE_KEYS,
+            &mut at,
+            |key, value| {
+                let (_, rest) =
+                    super::record::split_key(&key[prefix.len()..]).map_err(|e| self.corrupt(e))?;
+                let version = super::record::config_version(rest).map_err(|e| self.corrupt(e))?;
+                let blob = parse_u64(value)
+                    .ok_or_else(|| self.corrupt("a config pointer is not a revision"))?;
+                pointers.push((version, blob));
+                Ok(true)
+            },
+        )?;
+        let skip = pointers.len().saturating_sub(newest);
+        let mut configs = Vec::with_capacity(pointers.len() - skip);
+        for (version, blob) in pointers.into_iter().skip(skip) {
+            let (content, format) = self.read_blob(blob, &mut at)?;
+            let record = self.config_record(cluster, version, &content, format)?;
+            configs.push(record.into_stored(cluster.to_owned(), version));
+        }
+        Ok(configs)
+    }
+
     /// The config record in a blob's content.
     fn config_record(
         &self,
@@ -1454,6 +1524,29 @@ impl Store for EtcdStore {
         };
         let mut at = 0;
         self.read_log(from, self.revision, limit, &mut at)
+    }
+
+    fn reader(&self) -> Result<Arc<dyn StoreRead>, StoreError> {
+        let reader = EtcdStore {
+            etcd: self.etcd.sibling(),
+            keys: self.keys.clone(),
+            revision: self.revision,
+            materialised: self.materialised,
+            generation: self.generation,
+            epoch: self.epoch,
+            id: self.id.clone(),
+            // It never writes: it has not taken the root and holds no fence.
+            claimed: false,
+            seen_writer: None,
+            fence: None,
+            retention: self.retention,
+            dirty: false,
+            in_doubt: false,
+            store_keys: self.store_keys.clone(),
+            #[cfg(feature = "test-hooks")]
+            crash: None,
+        };
+        Ok(Arc::new(EtcdReader(std::sync::Mutex::new(reader))))
     }
 
     fn set_retention(&mut self, changes: usize) {

@@ -160,6 +160,30 @@ pub trait Store: Send {
     /// How many changes the log keeps (default [`DEFAULT_RETENTION`]); older ones are
     /// pruned by the next commit. A setting of this handle, not stored.
     fn set_retention(&mut self, changes: usize);
+
+    /// A handle that reads what this store holds from another thread, beside its
+    /// commits (the admin API's reads of config versions). It reads what is committed;
+    /// once this store is dropped its reads fail.
+    fn reader(&self) -> Result<Arc<dyn StoreRead>, StoreError>;
+}
+
+/// Reads of what a [`Store`] holds that the read view does not: the content of config
+/// versions. Safe to call from any thread while the store commits.
+pub trait StoreRead: Send + Sync + std::fmt::Debug {
+    /// The newest `newest` config versions of `cluster` stored, oldest first (none for a
+    /// cluster that has none).
+    fn config_versions(
+        &self,
+        cluster: &str,
+        newest: usize,
+    ) -> Result<Vec<StoredConfig>, StoreError>;
+
+    /// Version `version` of `cluster`'s config, if stored.
+    fn config_version(
+        &self,
+        cluster: &str,
+        version: u64,
+    ) -> Result<Option<StoredConfig>, StoreError>;
 }
 
 /// An admin action as the audit records it: one line of JSON, for instance
@@ -195,6 +219,13 @@ pub fn audit_json(action: &AdminAction, by: Option<&str>) -> String {
         } => serde_json::json!({
             "action": "switch", "cluster": cluster, "hostgroup": hostgroup, "from": from, "to": to,
             "version": version,
+        }),
+        AdminAction::Rollback {
+            cluster,
+            to,
+            version,
+        } => serde_json::json!({
+            "action": "rollback", "cluster": cluster, "to": to, "version": version,
         }),
         AdminAction::Refused {
             cluster,
@@ -359,6 +390,37 @@ fn next_epoch(stored: u32) -> Option<u32> {
 
 // ----- The memory store -----
 
+impl StoreRead for MemoryStore {
+    fn config_versions(
+        &self,
+        cluster: &str,
+        newest: usize,
+    ) -> Result<Vec<StoredConfig>, StoreError> {
+        let state = self.state();
+        let mut configs: Vec<StoredConfig> = state
+            .configs
+            .range((cluster.to_owned(), 0)..=(cluster.to_owned(), u64::MAX))
+            .rev()
+            .take(newest)
+            .map(|(_, c)| c.clone())
+            .collect();
+        configs.reverse();
+        Ok(configs)
+    }
+
+    fn config_version(
+        &self,
+        cluster: &str,
+        version: u64,
+    ) -> Result<Option<StoredConfig>, StoreError> {
+        Ok(self
+            .state()
+            .configs
+            .get(&(cluster.to_owned(), version))
+            .cloned())
+    }
+}
+
 /// The state of a [`MemoryStore`].
 #[derive(Debug)]
 struct MemoryState {
@@ -518,6 +580,10 @@ impl Store for MemoryStore {
 
     fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(self.state().audit.clone())
+    }
+
+    fn reader(&self) -> Result<Arc<dyn StoreRead>, StoreError> {
+        Ok(Arc::new(self.clone()))
     }
 
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<WallChange>, StoreError> {

@@ -66,7 +66,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::backends::FileBackend;
@@ -79,8 +79,8 @@ use serde::{Deserialize, Serialize};
 use super::record::{self, AuditRecord, AuditRecordOut, ConfigReadError, ProxyRecord};
 use super::seal::{self, Sealing, StoreKeys};
 use super::{
-    AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoredConfig, StoredProxy, Tables,
-    WallChange, apply, check_batch, next_epoch,
+    AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoreRead, StoredConfig,
+    StoredProxy, Tables, WallChange, apply, check_batch, next_epoch,
 };
 use crate::configdoc::ConfigVersion;
 use crate::keeper::Status;
@@ -128,7 +128,9 @@ struct ProxyRecordV1 {
 /// [`revision`](Store::revision) and [`generation`](Store::generation) read nothing.
 #[derive(Debug)]
 pub struct RedbStore {
-    db: Database,
+    /// Shared with the [`reader`](Store::reader)s, which hold it weakly: they read while
+    /// this handle commits, and stop reading once it is dropped.
+    db: Arc<Database>,
     /// The database file, for error messages.
     path: PathBuf,
     /// The revision of the last change committed, as stored.
@@ -328,7 +330,7 @@ impl RedbStore {
             found
         };
         Ok(RedbStore {
-            db,
+            db: Arc::new(db),
             path,
             revision,
             generation,
@@ -443,6 +445,14 @@ impl Store for RedbStore {
             });
         }
         Ok(entries)
+    }
+
+    fn reader(&self) -> Result<Arc<dyn StoreRead>, StoreError> {
+        Ok(Arc::new(RedbReader {
+            db: Arc::downgrade(&self.db),
+            path: self.path.clone(),
+            keys: self.keys.clone(),
+        }))
     }
 
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<WallChange>, StoreError> {
@@ -1234,6 +1244,93 @@ fn read_proxies(
     Ok(proxies)
 }
 
+/// Reads a [`RedbStore`]'s config versions beside its commits (redb's readers see the
+/// last committed transaction and never block the writer).
+#[derive(Debug)]
+struct RedbReader {
+    db: Weak<Database>,
+    path: PathBuf,
+    keys: Option<StoreKeys>,
+}
+
+impl RedbReader {
+    /// The versions of `cluster` from `from` to `to` (included), newest first, at most
+    /// `newest` of them.
+    fn versions(
+        &self,
+        cluster: &str,
+        (from, to): (u64, u64),
+        newest: usize,
+    ) -> Result<Vec<StoredConfig>, StoreError> {
+        let path = &self.path;
+        let db = self
+            .db
+            .upgrade()
+            .ok_or_else(|| StoreError::Io(format!("{}: the store is closed", path.display())))?;
+        let txn = db.begin_read().map_err(fail(path, "cannot begin a read"))?;
+        let table = txn
+            .open_table(CONFIGS)
+            .map_err(fail(path, "cannot open configs"))?;
+        let (mut low, mut high) = (Vec::new(), Vec::new());
+        config_key(&mut low, cluster, from);
+        config_key(&mut high, cluster, to);
+        let mut configs = Vec::new();
+        for entry in table
+            .range::<&[u8]>(low.as_slice()..=high.as_slice())
+            .map_err(fail(path, "cannot read configs"))?
+            .rev()
+            .take(newest)
+        {
+            let (key, value) = entry.map_err(fail(path, "cannot read configs"))?;
+            let (_, version) = split_key(key.value(), path)?;
+            let version = record::config_version(version).map_err(|e| corrupt(path, e))?;
+            configs.push(open_config(
+                self.keys.as_ref(),
+                cluster,
+                version,
+                value.value(),
+                path,
+            )?);
+        }
+        Ok(configs)
+    }
+}
+
+impl StoreRead for RedbReader {
+    fn config_versions(
+        &self,
+        cluster: &str,
+        newest: usize,
+    ) -> Result<Vec<StoredConfig>, StoreError> {
+        let mut configs = self.versions(cluster, (0, u64::MAX), newest)?;
+        configs.reverse();
+        Ok(configs)
+    }
+
+    fn config_version(
+        &self,
+        cluster: &str,
+        version: u64,
+    ) -> Result<Option<StoredConfig>, StoreError> {
+        Ok(self.versions(cluster, (version, version), 1)?.pop())
+    }
+}
+
+/// The stored config `value` of `cluster`'s `version`, opened with `keys`.
+fn open_config(
+    keys: Option<&StoreKeys>,
+    cluster: &str,
+    version: u64,
+    value: &[u8],
+    path: &Path,
+) -> Result<StoredConfig, StoreError> {
+    let (record, _) = record::read_config(keys, cluster, version, value).map_err(|e| match e {
+        ConfigReadError::NoKey(what) => StoreError::Sealed(format!("{}: {what}", path.display())),
+        ConfigReadError::Corrupt(what) => corrupt(path, &what),
+    })?;
+    Ok(record.into_stored(cluster.to_owned(), version))
+}
+
 /// The latest version of every cluster's config, sorted by cluster: walks the table
 /// backwards and decodes only the first (highest) version of each cluster.
 fn read_latest_configs(
@@ -1256,14 +1353,7 @@ fn read_latest_configs(
         }
         last = Some(escaped.to_vec());
         let cluster = unescape_cluster(escaped, path)?;
-        let (record, _) =
-            record::read_config(keys, &cluster, version, value.value()).map_err(|e| match e {
-                ConfigReadError::NoKey(what) => {
-                    StoreError::Sealed(format!("{}: {what}", path.display()))
-                }
-                ConfigReadError::Corrupt(what) => corrupt(path, &what),
-            })?;
-        configs.push(record.into_stored(cluster, version));
+        configs.push(open_config(keys, &cluster, version, value.value(), path)?);
     }
     configs.reverse();
     Ok(configs)

@@ -306,3 +306,38 @@ pub fn expect_sealed<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions
         other => panic!("expected Sealed, got {other:?}"),
     }
 }
+
+/// Checks a store's [`Store::reader`] on a booted, empty `store`: the versions of a
+/// cluster come back oldest first, the newest of them when limited, not those of a
+/// cluster whose name prefixes it, and one version alone; a reader made before a commit
+/// reads it.
+pub fn check_reader(store: &mut dyn Store) {
+    let reader = store.reader().expect("a reader");
+    assert_eq!(reader.config_versions("c", 10).expect("reads"), []);
+    commit(
+        store,
+        &[put_config("c", 2), put_config("cc", 2), put_config("b", 7)],
+    );
+    commit(store, &[put_config("c", 3), put_config("c", 4)]);
+    let versions = |cluster: &str, newest: usize| -> Vec<u64> {
+        reader
+            .config_versions(cluster, newest)
+            .expect("reads")
+            .iter()
+            .map(|c| c.version)
+            .collect()
+    };
+    assert_eq!(versions("c", 10), [2, 3, 4]);
+    assert_eq!(versions("c", 2), [3, 4]);
+    assert_eq!(versions("cc", 10), [2]);
+    assert_eq!(versions("nope", 10), Vec::<u64>::new());
+    assert_eq!(
+        reader.config_version("c", 3).expect("reads"),
+        Some(config("c", 3))
+    );
+    assert_eq!(reader.config_version("c", 5).expect("reads"), None);
+    assert_eq!(
+        reader.config_version("b", 7).expect("reads"),
+        Some(config("b", 7))
+    );
+}

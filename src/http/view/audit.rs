@@ -108,6 +108,51 @@ impl Audit {
     }
 }
 
+/// Who made a config version, as the audit record says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Made {
+    /// `push_config`, `switch` or `rollback`.
+    pub action: String,
+    /// When (wall-clock ms).
+    pub at_unix_ms: u64,
+    /// The admin token's name.
+    pub by: Option<String>,
+}
+
+impl Audit {
+    /// The config versions of `cluster` the record says were made, and by whom (the
+    /// last entry of a version wins: a restored backup may have made one twice).
+    pub(super) fn made(&self, cluster: &str) -> std::collections::BTreeMap<u64, Made> {
+        let mut made = std::collections::BTreeMap::new();
+        for row in self.rows.iter().filter(|r| *r.cluster == *cluster) {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&row.action) else {
+                continue;
+            };
+            let text = |name: &str| value.get(name).and_then(|v| v.as_str());
+            if text("result").is_some() {
+                continue;
+            }
+            let (Some(action), Some(version)) = (
+                text("action"),
+                value.get("version").and_then(|v| v.as_u64()),
+            ) else {
+                continue;
+            };
+            if matches!(action, "push_config" | "switch" | "rollback") {
+                made.insert(
+                    version,
+                    Made {
+                        action: action.to_owned(),
+                        at_unix_ms: row.at_unix_ms,
+                        by: row.by.as_deref().map(str::to_owned),
+                    },
+                );
+            }
+        }
+        made
+    }
+}
+
 /// The listing of `rows` (see [`Audit::select`]).
 pub(super) fn views(
     generation: u64,

@@ -544,6 +544,11 @@ impl View {
         Ok(audit::views(generation, revision, &query, rows, matching))
     }
 
+    /// Who made each config version of `cluster` the audit record names, and when.
+    pub fn versions_made(&self, cluster: &str) -> std::collections::BTreeMap<u64, audit::Made> {
+        self.read().audit.made(cluster)
+    }
+
     /// A cluster's current config version.
     pub fn config(&self, cluster: &str) -> Result<ConfigView, ViewError> {
         let state = self.read();

@@ -106,6 +106,17 @@ pub(super) struct Etcd {
 }
 
 impl Etcd {
+    /// Another handle on the same client thread and connection, with counters of its
+    /// own (for a reader beside the handle that commits).
+    pub(super) fn sibling(&self) -> Etcd {
+        Etcd {
+            jobs: self.jobs.clone(),
+            timeout: self.timeout,
+            endpoints: self.endpoints.clone(),
+            stats: Cell::new(EtcdStats::default()),
+        }
+    }
+
     /// Starts the client thread and connects (etcd-client connects lazily: an etcd that is
     /// down is noticed at the first request, not here, unless a user must authenticate).
     pub(super) fn connect(options: &EtcdOptions) -> Result<Etcd, StoreError> {
