@@ -289,6 +289,93 @@ fn an_identical_push_makes_no_version_and_an_empty_one_is_refused() {
     assert!(out.contains("0 bytes: the config file is empty"), "{out}");
 }
 
+#[test]
+fn a_change_that_expects_a_version_meanwhile_replaced_is_refused_with_exit_11() {
+    let keeper = Keeper::start();
+    let file = fresh_file("pool_size = 1\n");
+    let push = |expect: &str| {
+        keeper.cli(&[
+            "push-config",
+            "--cluster",
+            CLUSTER,
+            "--file",
+            &file,
+            "--expect-version",
+            expect,
+        ])
+    };
+    // A cluster not created yet is at version 1, the initial config.
+    let (code, out, err) = push("1");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("pushed config version 2"), "{out}");
+    // Another operator pushed version 2 meanwhile: a push, a switch and a rollback that
+    // expect version 1 are refused, and nothing changes.
+    let (code, _, err) = push("1");
+    assert_eq!(code, 11, "{err}");
+    assert!(err.contains("is at config version 2, not 1"), "{err}");
+    let (code, _, err) = keeper.cli(&[
+        "switch",
+        "--cluster",
+        CLUSTER,
+        "--hostgroup",
+        "hg",
+        "--from",
+        "a",
+        "--to",
+        "b",
+        "--expect-version",
+        "1",
+    ]);
+    assert_eq!(code, 11, "{err}");
+    let (code, _, err) = keeper.cli(&[
+        "config",
+        "rollback",
+        "--cluster",
+        CLUSTER,
+        "--to",
+        "2",
+        "--expect-version",
+        "1",
+    ]);
+    assert_eq!(code, 11, "{err}");
+    let config = keeper
+        .get_json(&format!("/v1/clusters/{CLUSTER}/config"))
+        .expect("the config");
+    assert_eq!(
+        (config["version"].as_u64(), config["datasources"].clone()),
+        (Some(2), serde_json::json!({}))
+    );
+    // Expecting the current version goes through.
+    let (code, out, err) = keeper.cli(&[
+        "switch",
+        "--cluster",
+        CLUSTER,
+        "--hostgroup",
+        "hg",
+        "--from",
+        "a",
+        "--to",
+        "b",
+        "--expect-version",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = keeper.cli(&["audit", "--cluster", CLUSTER]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("refused").count(), 3, "{out}");
+    assert!(
+        out.contains("replacing version 1: cluster test_cluster is at config version 2, not 1"),
+        "{out}"
+    );
+}
+
+/// A file holding `text`, in a fresh directory; its path.
+fn fresh_file(text: &str) -> String {
+    let path = procs::fresh_dir("file").join("proxy.toml");
+    std::fs::write(&path, text).expect("write");
+    path.to_str().expect("utf-8").to_owned()
+}
+
 /// The first 8 bytes of `bytes`' SHA-256 in hex, as the trial proxy logs what it runs.
 fn short_sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;

@@ -44,6 +44,7 @@ struct Answer {
     status: u16,
     content_type: String,
     allow: Option<String>,
+    etag: Option<String>,
     body: String,
 }
 
@@ -134,6 +135,7 @@ impl Client {
             };
             let content_type = header("content-type").unwrap_or_default();
             let allow = header("allow");
+            let etag = header("etag");
             let status = response.status().as_u16();
             let body = response
                 .body_mut()
@@ -143,6 +145,7 @@ impl Client {
                 status,
                 content_type,
                 allow,
+                etag,
                 body,
             }
         })
@@ -203,6 +206,7 @@ impl Client {
                 status: response.status().as_u16(),
                 content_type: header("content-type"),
                 allow: None,
+                etag: None,
                 body: String::new(),
             });
             let reader = BufReader::new(response.into_body().into_reader());
@@ -746,6 +750,37 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
         without(same, &["revision"]),
         json!({"cluster": "fresh", "version": 3, "changed": false})
     );
+    // The version is the config's entity tag; If-Match names the version a push
+    // replaces, or nothing changes.
+    let answer = rig.client.get("/v1/clusters/fresh/config").await;
+    assert_eq!(answer.etag.as_deref(), Some("\"3\""));
+    let stale = rig
+        .client
+        .send(
+            "PUT",
+            "/v1/clusters/fresh/config",
+            &[("if-match", "\"2\"")],
+            Some(b"x = 9\n".to_vec()),
+        )
+        .await
+        .problem(412, "precondition-failed");
+    assert_eq!(
+        (stale["cluster"].as_str(), stale["current"].as_u64()),
+        (Some("fresh"), Some(3))
+    );
+    for bad in ["\"three\"", "W/\"3\""] {
+        rig.client
+            .send(
+                "PUT",
+                "/v1/clusters/fresh/config",
+                &[("if-match", bad)],
+                Some(b"x = 9\n".to_vec()),
+            )
+            .await
+            .problem(400, "malformed-body");
+    }
+    let config = rig.client.get("/v1/clusters/fresh/config").await.ok_json();
+    assert_eq!(config["version"], 3);
     let empty = rig
         .client
         .put("/v1/clusters/fresh/config", Vec::new())

@@ -406,13 +406,15 @@ fn change_answers_and_refusals_decode_into_the_shared_types() {
     let client = rig.client();
 
     // Push and switch run on the real core (the cluster is new there: its gate is open).
-    let pushed = client.push_config("fresh", b"pool = 1\n").expect("pushed");
+    let pushed = client
+        .push_config("fresh", b"pool = 1\n", None)
+        .expect("pushed");
     assert_eq!(
         (pushed.cluster.as_str(), pushed.version, pushed.changed),
         ("fresh", 2, true)
     );
     let switched = client
-        .switch("fresh", "hg1", "ds_a", "ds_b")
+        .switch("fresh", "hg1", "ds_a", "ds_b", None)
         .expect("switched");
     assert_eq!(
         (
@@ -423,7 +425,7 @@ fn change_answers_and_refusals_decode_into_the_shared_types() {
         (3, "ds_a", "ds_b")
     );
     let e = client
-        .switch("fresh", "hg1", "ds_a", "ds_c")
+        .switch("fresh", "hg1", "ds_a", "ds_c", None)
         .expect_err("hg1 is served by ds_b now");
     assert_eq!(e.exit(), Exit::Conflict);
     let p = problem(&e);
@@ -441,7 +443,7 @@ fn change_answers_and_refusals_decode_into_the_shared_types() {
     rig.proxy(CLUSTER, A, InitPolicy::Held);
     rig.wait_core(CLUSTER, A, "ready");
     let e = client
-        .push_config(CLUSTER, b"x")
+        .push_config(CLUSTER, b"x", None)
         .expect_err("the gate is closed");
     assert_eq!(e.exit(), Exit::GateClosed);
     let blockers: Vec<(&str, &str)> = problem(&e)

@@ -175,8 +175,8 @@ pub enum ProblemKind {
     /// 507: the keeper holds `max_proxies` or `max_clusters` already (today: a push
     /// that would create a cluster past `max_clusters`).
     RegistryFull,
-    /// 412 (to come): the version the request expects to replace is not the current
-    /// one; `current` names it.
+    /// 412: the version the request expects to replace (`If-Match`, `--expect-version`)
+    /// is not the current one; `current` names it.
     PreconditionFailed,
     /// 409 (to come): the switch names a hostgroup the cluster's config does not have.
     UnknownHostgroup,
@@ -330,8 +330,7 @@ impl ProblemKind {
     pub fn served(self) -> bool {
         !matches!(
             self,
-            ProblemKind::PreconditionFailed
-                | ProblemKind::UnknownHostgroup
+            ProblemKind::UnknownHostgroup
                 | ProblemKind::ClusterNotEmpty
                 | ProblemKind::RolloutFailed
                 | ProblemKind::RolloutStuck

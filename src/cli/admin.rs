@@ -195,6 +195,10 @@ pub struct PushConfigArgs {
     /// The config file, sent as it is.
     #[arg(long, value_name = "PATH")]
     pub file: PathBuf,
+    /// Refuse unless the cluster's current config version is this one (so a change made
+    /// meanwhile by someone else is not overwritten; exit 11).
+    #[arg(long, value_name = "VERSION")]
+    pub expect_version: Option<u64>,
     /// The keeper's admin API.
     #[command(flatten)]
     pub http: HttpArg,
@@ -205,7 +209,7 @@ impl PushConfigArgs {
     pub fn run(self) -> ExitCode {
         let result = read_config(&self.file).and_then(|bytes| {
             let client = self.http.client()?;
-            let pushed = client.push_config(&self.cluster, &bytes)?;
+            let pushed = client.push_config(&self.cluster, &bytes, self.expect_version)?;
             Ok(Some(if pushed.changed {
                 format!(
                     "pushed config version {} to {}",
@@ -237,6 +241,10 @@ pub struct SwitchArgs {
     /// The datasource it should use.
     #[arg(long, value_name = "DATASOURCE", value_parser = NonEmptyStringValueParser::new())]
     pub to: String,
+    /// Refuse unless the cluster's current config version is this one (so a change made
+    /// meanwhile by someone else is not overwritten; exit 11).
+    #[arg(long, value_name = "VERSION")]
+    pub expect_version: Option<u64>,
     /// The keeper's admin API.
     #[command(flatten)]
     pub http: HttpArg,
@@ -246,7 +254,13 @@ impl SwitchArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
         let result = self.http.client().and_then(|client| {
-            let s = client.switch(&self.cluster, &self.hostgroup, &self.from, &self.to)?;
+            let s = client.switch(
+                &self.cluster,
+                &self.hostgroup,
+                &self.from,
+                &self.to,
+                self.expect_version,
+            )?;
             Ok(Some(format!(
                 "switched hostgroup {} of {} from {} to {} (config version {})",
                 s.hostgroup, s.cluster, s.from, s.to, s.version

@@ -425,6 +425,17 @@ impl Client {
         }
     }
 
+    /// `builder` with `If-Match: "N"` when the change expects to replace version `N`.
+    fn expecting<B>(
+        builder: ureq::RequestBuilder<B>,
+        expect: Option<u64>,
+    ) -> ureq::RequestBuilder<B> {
+        match expect {
+            Some(version) => builder.header("if-match", format!("\"{version}\"")),
+            None => builder,
+        }
+    }
+
     /// The keeper's base URL.
     pub fn base_url(&self) -> &str {
         &self.base
@@ -546,14 +557,20 @@ impl Client {
     }
 
     /// Makes the content of version `to` current again
-    /// (`POST /v1/clusters/{cluster}/config/rollback`).
-    pub fn rollback(&self, cluster: &str, to: u64) -> Result<crate::api::RolledBack, ClientError> {
+    /// (`POST /v1/clusters/{cluster}/config/rollback`), replacing version `expect` or
+    /// nothing if given.
+    pub fn rollback(
+        &self,
+        cluster: &str,
+        to: u64,
+        expect: Option<u64>,
+    ) -> Result<crate::api::RolledBack, ClientError> {
         let url = self.url(&format!(
             "/v1/clusters/{}/config/rollback",
             segment(cluster)
         ));
         let body = crate::api::RollbackRequest { to };
-        let answer = self.request(self.agent.post(&url)).send_json(&body);
+        let answer = Self::expecting(self.request(self.agent.post(&url)), expect).send_json(&body);
         self.json_answer("POST", url, answer)
     }
 
@@ -569,24 +586,31 @@ impl Client {
     }
 
     /// Stores `config` as the cluster's next config version
-    /// (`PUT /v1/clusters/{cluster}/config`).
-    pub fn push_config(&self, cluster: &str, config: &[u8]) -> Result<Pushed, ClientError> {
+    /// (`PUT /v1/clusters/{cluster}/config`), replacing version `expect` or nothing if
+    /// given (`If-Match`).
+    pub fn push_config(
+        &self,
+        cluster: &str,
+        config: &[u8],
+        expect: Option<u64>,
+    ) -> Result<Pushed, ClientError> {
         let url = self.url(&format!("/v1/clusters/{}/config", segment(cluster)));
-        let answer = self
-            .request(self.agent.put(&url))
+        let answer = Self::expecting(self.request(self.agent.put(&url)), expect)
             .header("content-type", "application/octet-stream")
             .send(config);
         self.json_answer("PUT", url, answer)
     }
 
     /// Switches a hostgroup's datasource from `from` to `to`
-    /// (`POST /v1/clusters/{cluster}/switch`).
+    /// (`POST /v1/clusters/{cluster}/switch`), replacing version `expect` or nothing if
+    /// given.
     pub fn switch(
         &self,
         cluster: &str,
         hostgroup: &str,
         from: &str,
         to: &str,
+        expect: Option<u64>,
     ) -> Result<Switched, ClientError> {
         let url = self.url(&format!("/v1/clusters/{}/switch", segment(cluster)));
         let body = SwitchRequest {
@@ -594,7 +618,7 @@ impl Client {
             from: from.to_owned(),
             to: to.to_owned(),
         };
-        let answer = self.request(self.agent.post(&url)).send_json(&body);
+        let answer = Self::expecting(self.request(self.agent.post(&url)), expect).send_json(&body);
         self.json_answer("POST", url, answer)
     }
 

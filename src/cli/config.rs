@@ -330,6 +330,10 @@ pub struct RollbackArgs {
     /// The earlier version whose content becomes current again.
     #[arg(long, value_name = "VERSION")]
     pub to: u64,
+    /// Refuse unless the cluster's current config version is this one (so a change made
+    /// meanwhile by someone else is not overwritten; exit 11).
+    #[arg(long, value_name = "VERSION")]
+    pub expect_version: Option<u64>,
     /// The keeper's admin API.
     #[command(flatten)]
     pub http: HttpArg,
@@ -338,7 +342,7 @@ pub struct RollbackArgs {
 impl RollbackArgs {
     fn run(self) -> ExitCode {
         let result = self.http.client().and_then(|client| {
-            let done = client.rollback(&self.cluster, self.to)?;
+            let done = client.rollback(&self.cluster, self.to, self.expect_version)?;
             Ok(Some(if done.changed {
                 format!(
                     "rolled {} back to version {}: it is config version {}",

@@ -196,19 +196,25 @@ impl KeeperHandle {
         cluster: String,
         config: Arc<[u8]>,
     ) -> Result<Applied<crate::keeper::Pushed>, CallError> {
-        self.push_config_by(None, cluster, config).await
+        self.push_config_by(None, None, cluster, config).await
     }
 
     /// [`push_config`](KeeperHandle::push_config), on behalf of the admin token named
-    /// `by`.
+    /// `by`, replacing version `expect` if given (refused otherwise, in the same turn).
     pub async fn push_config_by(
         &self,
         by: Option<Arc<str>>,
+        expect: Option<u64>,
         cluster: String,
         config: Arc<[u8]>,
     ) -> Result<Applied<crate::keeper::Pushed>, CallError> {
-        self.apply(move |k, c| k.push_config_outcome(c.now(), by, &cluster, config))
-            .await
+        self.apply(move |k, c| {
+            if let Some(expected) = expect {
+                k.expect_version(c.now(), by.clone(), &cluster, "push_config", expected)?;
+            }
+            k.push_config_outcome(c.now(), by, &cluster, config)
+        })
+        .await
     }
 
     /// Switches a hostgroup's datasource, if the gate is open; returns the new version.
@@ -219,21 +225,25 @@ impl KeeperHandle {
         from: String,
         to: String,
     ) -> Result<Applied<u64>, CallError> {
-        self.switch_datasource_by(None, cluster, hostgroup, from, to)
+        self.switch_datasource_by(None, None, cluster, hostgroup, from, to)
             .await
     }
 
     /// [`switch_datasource`](KeeperHandle::switch_datasource), on behalf of the admin
-    /// token named `by`.
+    /// token named `by`, replacing version `expect` if given.
     pub async fn switch_datasource_by(
         &self,
         by: Option<Arc<str>>,
+        expect: Option<u64>,
         cluster: String,
         hostgroup: String,
         from: String,
         to: String,
     ) -> Result<Applied<u64>, CallError> {
         self.apply(move |k, c| {
+            if let Some(expected) = expect {
+                k.expect_version(c.now(), by.clone(), &cluster, "switch", expected)?;
+            }
             k.switch_datasource_by(c.now(), by, &cluster, &hostgroup, &from, &to)
         })
         .await
@@ -246,12 +256,18 @@ impl KeeperHandle {
     pub async fn rollback_by(
         &self,
         by: Option<Arc<str>>,
+        expect: Option<u64>,
         cluster: String,
         to: u64,
         stored: Option<crate::keeper::StoredContent>,
     ) -> Result<Applied<crate::keeper::Pushed>, CallError> {
-        self.apply(move |k, c| k.rollback_config_by(c.now(), by, &cluster, to, stored))
-            .await
+        self.apply(move |k, c| {
+            if let Some(expected) = expect {
+                k.expect_version(c.now(), by.clone(), &cluster, "rollback", expected)?;
+            }
+            k.rollback_config_by(c.now(), by, &cluster, to, stored)
+        })
+        .await
     }
 
     /// The gate of a cluster: `Ok` when open, the blockers when closed.

@@ -70,9 +70,8 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::api::{
-    ClusterList, ClusterView, ConfigContent, ConfigHistory, ConfigVersionView, ConfigView,
-    GateView, ProxyView, Pushed, Removed, RollbackRequest, RolledBack, StoreView, SwitchRequest,
-    Switched,
+    ClusterList, ClusterView, ConfigContent, ConfigHistory, ConfigVersionView, GateView, ProxyView,
+    Pushed, Removed, RollbackRequest, RolledBack, StoreView, SwitchRequest, Switched,
 };
 use crate::configdoc::MAX_CONFIG_BYTES;
 use crate::driver::keeper::KeeperHandle;
@@ -548,23 +547,53 @@ async fn gate(
 async fn config(
     State(api): State<Api>,
     Segments(cluster): Segments<String>,
-) -> Result<Json<ConfigView>, Problem> {
-    Ok(Json(api.view.config(&cluster)?))
+) -> Result<Response, Problem> {
+    let config = api.view.config(&cluster)?;
+    // The version as an entity tag: what `If-Match` on a change names to replace it.
+    let etag = HeaderValue::from_str(&format!("\"{}\"", config.version))
+        .map_err(|_| Problem::internal("a version is not a header value"))?;
+    let mut response = Json(config).into_response();
+    response.headers_mut().insert(header::ETAG, etag);
+    Ok(response)
 }
 
-/// `PUT /v1/clusters/{cluster}/config`: the body, byte for byte, is the config file.
+/// The config version a change expects to replace: `If-Match: "N"` (the `ETag` that
+/// `GET …/config` sends; `N` unquoted too), `None` without the header or with `*`.
+fn expected_version(headers: &axum::http::HeaderMap) -> Result<Option<u64>, Box<Problem>> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    bare.parse::<u64>().map(Some).map_err(|_| {
+        Box::new(Problem::malformed(format!(
+            "If-Match must be the config version the change replaces, as the ETag of GET …/config gives it (\"7\"), not {text:?}"
+        )))
+    })
+}
+
+/// `PUT /v1/clusters/{cluster}/config`: the body, byte for byte, is the config file;
+/// `If-Match: "N"` makes it replace version N or nothing.
 async fn push_config(
     State(api): State<Api>,
     Extension(Caller(by)): Extension<Caller>,
     Segments(cluster): Segments<String>,
+    headers: axum::http::HeaderMap,
     Limited(body): Limited<MAX_CONFIG_BODY>,
 ) -> Result<Json<Pushed>, Problem> {
     if let Some(refused) = api.refusal() {
         return Err(refused);
     }
+    let expect = expected_version(&headers).map_err(|e| *e)?;
     let applied = api
         .handle
-        .push_config_by(by, cluster.clone(), Arc::from(body.as_ref()))
+        .push_config_by(by, expect, cluster.clone(), Arc::from(body.as_ref()))
         .await?;
     settle(&api.view, applied.revision).await;
     Ok(Json(Pushed {
@@ -713,11 +742,13 @@ async fn rollback(
     State(api): State<Api>,
     Extension(Caller(by)): Extension<Caller>,
     Segments(cluster): Segments<String>,
+    headers: axum::http::HeaderMap,
     JsonBody(request): JsonBody<RollbackRequest>,
 ) -> Result<Json<RolledBack>, Problem> {
     if let Some(refused) = api.refusal() {
         return Err(refused);
     }
+    let expect = expected_version(&headers).map_err(|e| *e)?;
     let to = request.to;
     // The cluster first, as the core checks it: an unknown one is 404 whatever else.
     api.view.config(&cluster)?;
@@ -729,6 +760,7 @@ async fn rollback(
         .handle
         .rollback_by(
             by,
+            expect,
             cluster.clone(),
             to,
             stored.map(|c| (Arc::from(c.base), c.datasources)),
@@ -749,11 +781,13 @@ async fn switch(
     State(api): State<Api>,
     Extension(Caller(by)): Extension<Caller>,
     Segments(cluster): Segments<String>,
+    headers: axum::http::HeaderMap,
     JsonBody(request): JsonBody<SwitchRequest>,
 ) -> Result<Json<Switched>, Problem> {
     if let Some(refused) = api.refusal() {
         return Err(refused);
     }
+    let expect = expected_version(&headers).map_err(|e| *e)?;
     let SwitchRequest {
         hostgroup,
         from,
@@ -763,6 +797,7 @@ async fn switch(
         .handle
         .switch_datasource_by(
             by,
+            expect,
             cluster.clone(),
             hostgroup.clone(),
             from.clone(),

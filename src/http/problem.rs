@@ -340,6 +340,12 @@ impl From<AdminError> for Problem {
                 })
             }
             AdminError::Config(e) => e.into(),
+            AdminError::VersionMismatch {
+                cluster, current, ..
+            } => Problem::new(ProblemKind::PreconditionFailed, detail).with(|b| {
+                b.cluster = Some(cluster);
+                b.current = Some(current);
+            }),
             AdminError::NoSuchVersion { cluster, .. } => {
                 Problem::new(ProblemKind::UnknownVersion, detail)
                     .with(|b| b.cluster = Some(cluster))

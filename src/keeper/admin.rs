@@ -88,6 +88,19 @@ pub enum AdminError {
         /// The keeper's `max_clusters`.
         max_clusters: usize,
     },
+    /// The request expected to replace another version than the cluster's current one
+    /// (another operator changed it meanwhile). Nothing changed.
+    #[error(
+        "cluster {cluster} is at config version {current}, not {expected} as the request expected: someone changed it meanwhile. Nothing changed."
+    )]
+    VersionMismatch {
+        /// The cluster.
+        cluster: String,
+        /// The version the request expected to replace.
+        expected: u64,
+        /// The cluster's current version.
+        current: u64,
+    },
     /// A rollback named a version the cluster cannot go back to: not an earlier one, or
     /// one the store no longer holds. Nothing changed.
     #[error(
@@ -467,6 +480,42 @@ impl Keeper {
             version: self.install(id, next, ConfigCause::Rollback { to }, by),
             changed: true,
         })
+    }
+
+    /// Checks that `cluster` is at config version `expected` (a cluster that does not
+    /// exist yet is at 1, the initial config), as a push, switch or rollback that says
+    /// which version it replaces asks; a mismatch is refused and recorded as a refusal of
+    /// `action`. Call it in the same turn as the change, so nothing slips between them.
+    pub fn expect_version(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        action: &str,
+        expected: u64,
+    ) -> Result<(), AdminError> {
+        self.enter(now);
+        validate_cluster(cluster)?;
+        let current = self
+            .registry
+            .cluster_id(cluster)
+            .map_or(1, |id| self.registry.cluster(id).config.version);
+        if current == expected {
+            return Ok(());
+        }
+        let error = AdminError::VersionMismatch {
+            cluster: cluster.to_owned(),
+            expected,
+            current,
+        };
+        self.record_refusal(
+            by,
+            cluster,
+            action,
+            format!("replacing version {expected}"),
+            &error,
+        );
+        Err(error)
     }
 
     /// Records in the audit record that `action` on `cluster` was refused with `error`,
