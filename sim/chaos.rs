@@ -312,7 +312,10 @@ fn apply(
             });
         }
         Fault::Push { cluster } => {
-            let path = format!("/v1/clusters/{}/config", plan.clusters[*cluster]);
+            let path = format!(
+                "/v1/clusters/{}/config?create=true",
+                plan.clusters[*cluster]
+            );
             operator.send(Request {
                 method: "PUT",
                 path,

@@ -55,6 +55,8 @@ enum Command {
     PushConfig(zerokeeper::cli::admin::PushConfigArgs),
     /// Switches a hostgroup's datasource (gated).
     Switch(zerokeeper::cli::admin::SwitchArgs),
+    /// The clusters the keeper holds.
+    Cluster(zerokeeper::cli::cluster::ClusterArgs),
     /// A cluster's config versions: get, history, diff, rollback.
     Config(zerokeeper::cli::config::ConfigArgs),
     /// Shows the audit record: who did what, when, and the result.
@@ -196,6 +198,7 @@ fn main() -> ExitCode {
         Command::Reload(args) => return args.run(),
         Command::Audit(args) => return args.run(),
         Command::Config(args) => return args.run(),
+        Command::Cluster(args) => return args.run(),
         Command::Demo(args) => return demo(args),
         Command::Scenario(args) => return run_scenario(args),
         Command::Keygen(args) => keygen(args),

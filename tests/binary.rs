@@ -287,15 +287,31 @@ fn an_identical_push_makes_no_version_and_an_empty_one_is_refused() {
         "{out}"
     );
     assert!(out.contains("0 bytes: the config file is empty"), "{out}");
+    let (code, out, err) = keeper.cli(&["cluster", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "CLUSTER       READY  UP  LOST  CONFIG  GATE  DELETION\n{CLUSTER}  0      0   0     2       open  -\n"
+        )
+    );
 }
 
 #[test]
 fn a_change_that_expects_a_version_meanwhile_replaced_is_refused_with_exit_11() {
     let keeper = Keeper::start();
     let file = fresh_file("pool_size = 1\n");
+    // Without --create, a push to a cluster the keeper does not know is refused.
+    let (code, _, err) = keeper.cli(&["push-config", "--cluster", CLUSTER, "--file", &file]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("creates a cluster only when asked to"),
+        "{err}"
+    );
     let push = |expect: &str| {
         keeper.cli(&[
             "push-config",
+            "--create",
             "--cluster",
             CLUSTER,
             "--file",
@@ -362,7 +378,11 @@ fn a_change_that_expects_a_version_meanwhile_replaced_is_refused_with_exit_11() 
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, _) = keeper.cli(&["audit", "--cluster", CLUSTER]);
     assert_eq!(code, 0);
-    assert_eq!(out.matches("refused").count(), 3, "{out}");
+    assert_eq!(out.matches("refused").count(), 4, "{out}");
+    assert!(
+        out.contains("without --create: no cluster named test_cluster"),
+        "{out}"
+    );
     assert!(
         out.contains("replacing version 1: cluster test_cluster is at config version 2, not 1"),
         "{out}"
@@ -598,9 +618,23 @@ fn a_push_creating_a_cluster_past_max_clusters_exits_10_and_says_the_registry_is
         &["--config", config.to_str().expect("utf-8")],
     );
     let file = file.to_str().expect("utf-8");
-    let (code, _, err) = keeper.cli(&["push-config", "--cluster", "first", "--file", file]);
+    let (code, _, err) = keeper.cli(&[
+        "push-config",
+        "--create",
+        "--cluster",
+        "first",
+        "--file",
+        file,
+    ]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = keeper.cli(&["push-config", "--cluster", "second", "--file", file]);
+    let (code, _, err) = keeper.cli(&[
+        "push-config",
+        "--create",
+        "--cluster",
+        "second",
+        "--file",
+        file,
+    ]);
     assert_eq!(code, 10, "{err}");
     assert!(err.contains("registry is full"), "{err}");
     assert!(err.contains("Nothing changed."), "{err}");

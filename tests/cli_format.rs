@@ -594,7 +594,11 @@ fn a_gate_closed_answer_becomes_exit_3_end_to_end() {
         GATE_CLOSED,
     )]);
     let e = Client::new(&base)
-        .push_config("test_cluster", b"config bytes", None)
+        .push_config(
+            "test_cluster",
+            b"config bytes",
+            zerokeeper::driver::keeper::PushTerms::default(),
+        )
         .expect_err("gate closed");
     assert_eq!(e.exit(), Exit::GateClosed);
     assert_eq!(e.report().len(), 3);

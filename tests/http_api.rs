@@ -681,7 +681,7 @@ async fn keys_endpoints_print_exactly_the_seed_lines() {
     );
     // A cluster made by a push has no proxies: an empty body.
     rig.client
-        .put("/v1/clusters/empty/config", "x")
+        .put("/v1/clusters/empty/config?create=true", "x")
         .await
         .ok_json();
     assert_eq!(
@@ -694,9 +694,25 @@ async fn keys_endpoints_print_exactly_the_seed_lines() {
 async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
     let rig = Rig::start().await;
     let file = b"[proxy]\nmax_connections = 100\n".to_vec();
-    let pushed = rig
+    // Only when asked to: a typo must not make a cluster.
+    let refused = rig
         .client
         .put("/v1/clusters/fresh/config", file.clone())
+        .await
+        .problem(404, "unknown-cluster");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("only when asked to (--create, ?create=true)")),
+        "{refused}"
+    );
+    rig.client
+        .get("/v1/clusters/fresh")
+        .await
+        .problem(404, "unknown-cluster");
+    let pushed = rig
+        .client
+        .put("/v1/clusters/fresh/config?create=true", file.clone())
         .await
         .ok_json();
     assert!(pushed["revision"].as_u64() > Some(0), "{pushed}");
@@ -731,7 +747,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
         .client
         .send(
             "PUT",
-            "/v1/clusters/fresh/config",
+            "/v1/clusters/fresh/config?create=true",
             &[("content-type", "application/octet-stream")],
             Some(other.clone()),
         )
@@ -743,7 +759,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
     );
     let same = rig
         .client
-        .put("/v1/clusters/fresh/config", other)
+        .put("/v1/clusters/fresh/config?create=true", other)
         .await
         .ok_json();
     assert_eq!(
@@ -758,7 +774,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
         .client
         .send(
             "PUT",
-            "/v1/clusters/fresh/config",
+            "/v1/clusters/fresh/config?create=true",
             &[("if-match", "\"2\"")],
             Some(b"x = 9\n".to_vec()),
         )
@@ -772,7 +788,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
         rig.client
             .send(
                 "PUT",
-                "/v1/clusters/fresh/config",
+                "/v1/clusters/fresh/config?create=true",
                 &[("if-match", bad)],
                 Some(b"x = 9\n".to_vec()),
             )
@@ -783,7 +799,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
     assert_eq!(config["version"], 3);
     let empty = rig
         .client
-        .put("/v1/clusters/fresh/config", Vec::new())
+        .put("/v1/clusters/fresh/config?create=true", Vec::new())
         .await
         .problem(400, "malformed-body");
     assert!(
@@ -965,7 +981,7 @@ async fn the_audit_record_lists_what_was_done_and_what_was_refused_and_why() {
     let mut rig = Rig::start().await;
     let _c = rig.mixed_cluster().await;
     rig.client
-        .put("/v1/clusters/fresh/config", "a = 1\n")
+        .put("/v1/clusters/fresh/config?create=true", "a = 1\n")
         .await
         .ok_json();
     rig.client
@@ -1149,7 +1165,10 @@ async fn a_push_creating_a_cluster_past_max_clusters_is_507_registry_full_and_ch
     let before = rig.stored().await;
     let answer = rig
         .client
-        .put("/v1/clusters/second_cluster/config", "pool_size = 1\n")
+        .put(
+            "/v1/clusters/second_cluster/config?create=true",
+            "pool_size = 1\n",
+        )
         .await;
     let problem = answer.problem(507, "registry-full");
     assert_eq!(problem["title"], "Registry full");
@@ -1336,7 +1355,7 @@ async fn wrong_methods_are_405_with_an_allow_header_and_change_nothing() {
 async fn configs_over_the_limit_are_413_and_change_nothing() {
     let rig = Rig::start().await;
     rig.client
-        .put("/v1/clusters/test_cluster/config", "base")
+        .put("/v1/clusters/test_cluster/config?create=true", "base")
         .await
         .ok_json();
     let before = rig.stored().await;
@@ -1344,7 +1363,10 @@ async fn configs_over_the_limit_are_413_and_change_nothing() {
     for size in [MAX_CONFIG_BYTES, MAX_CONFIG_BYTES + 1, MAX_CONFIG_BODY + 1] {
         let problem = rig
             .client
-            .put("/v1/clusters/test_cluster/config", vec![b'x'; size])
+            .put(
+                "/v1/clusters/test_cluster/config?create=true",
+                vec![b'x'; size],
+            )
             .await
             .problem(413, "config-too-large");
         assert_eq!(problem["title"], "Config too large", "{size}");
@@ -1353,7 +1375,7 @@ async fn configs_over_the_limit_are_413_and_change_nothing() {
     // Nor does a refused body create a cluster.
     rig.client
         .put(
-            "/v1/clusters/brand_new/config",
+            "/v1/clusters/brand_new/config?create=true",
             vec![b'x'; MAX_CONFIG_BODY + 1],
         )
         .await
@@ -1497,7 +1519,7 @@ async fn watch_replays_held_events_after_last_event_id_then_goes_live() {
         .expect("the stream opens")
         .expect("the answer has a head");
     rig.client
-        .put("/v1/clusters/test_cluster/config", "pushed")
+        .put("/v1/clusters/test_cluster/config?create=true", "pushed")
         .await
         .ok_json();
     let resumed = resumed.await.expect("reader");
@@ -1578,7 +1600,7 @@ async fn watch_filters_events_by_cluster() {
     rig.wait_for(&[(CLUSTER, A, "up")]).await;
     for (cluster, body) in [("other", "x"), (CLUSTER, "y"), ("other", "z")] {
         rig.client
-            .put(&format!("/v1/clusters/{cluster}/config"), body)
+            .put(&format!("/v1/clusters/{cluster}/config?create=true"), body)
             .await
             .ok_json();
     }
@@ -1602,7 +1624,7 @@ async fn metrics_expose_every_named_series() {
     let mut rig = Rig::start().await;
     let _c = rig.mixed_cluster().await;
     rig.client
-        .put("/v1/clusters/other/config", "x")
+        .put("/v1/clusters/other/config?create=true", "x")
         .await
         .ok_json();
     let answer = rig.client.get("/metrics").await;

@@ -142,7 +142,7 @@ fn push_configs(addr: &str, cluster: &str, count: usize, connections: usize) {
                     let body = format!("pool_size = {}\n", c * per + i);
                     write!(
                         stream,
-                        "PUT /v1/clusters/{cluster}/config HTTP/1.1\r\nhost: keeper\r\ncontent-length: {}\r\n\r\n{body}",
+                        "PUT /v1/clusters/{cluster}/config?create=true HTTP/1.1\r\nhost: keeper\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
                     )
                     .expect("send");
@@ -450,7 +450,7 @@ fn sigterm_with_stalled_clients_of_every_kind_exits_0_by_the_deadline_and_keeps_
     mid_body
         .write_all(
             format!(
-                "PUT /v1/clusters/{CLUSTER}/config HTTP/1.1\r\nhost: keeper\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n"
+                "PUT /v1/clusters/{CLUSTER}/config?create=true HTTP/1.1\r\nhost: keeper\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n"
             )
             .as_bytes(),
         )

@@ -21,6 +21,7 @@ use zerokeeper::auth::{Key, Keyring};
 use zerokeeper::cli::client::{Client, ClientError, EventStream, Exit};
 use zerokeeper::cli::format::Output;
 use zerokeeper::cli::watch::{Backoff, StatusWatch, Step};
+use zerokeeper::driver::keeper::PushTerms;
 use zerokeeper::driver::keeper::{KeeperDriver, KeeperHandle};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyDriver, ProxyExit};
 use zerokeeper::driver::{DriverClock, unix_micros};
@@ -407,7 +408,7 @@ fn change_answers_and_refusals_decode_into_the_shared_types() {
 
     // Push and switch run on the real core (the cluster is new there: its gate is open).
     let pushed = client
-        .push_config("fresh", b"pool = 1\n", None)
+        .push_config("fresh", b"pool = 1\n", PushTerms::CREATE)
         .expect("pushed");
     assert_eq!(
         (pushed.cluster.as_str(), pushed.version, pushed.changed),
@@ -443,7 +444,7 @@ fn change_answers_and_refusals_decode_into_the_shared_types() {
     rig.proxy(CLUSTER, A, InitPolicy::Held);
     rig.wait_core(CLUSTER, A, "ready");
     let e = client
-        .push_config(CLUSTER, b"x", None)
+        .push_config(CLUSTER, b"x", PushTerms::CREATE)
         .expect_err("the gate is closed");
     assert_eq!(e.exit(), Exit::GateClosed);
     let blockers: Vec<(&str, &str)> = problem(&e)

@@ -189,9 +189,13 @@ impl RemoveArgs {
 /// `zerokeeper push-config`: stores a file as a cluster's next config version.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PushConfigArgs {
-    /// The cluster (created if the keeper does not know it yet).
+    /// The cluster.
     #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
     pub cluster: String,
+    /// Create the cluster if the keeper does not know it yet (without it, a push to an
+    /// unknown cluster is refused: a typo would make a cluster no proxy runs).
+    #[arg(long)]
+    pub create: bool,
     /// The config file, sent as it is.
     #[arg(long, value_name = "PATH")]
     pub file: PathBuf,
@@ -209,7 +213,14 @@ impl PushConfigArgs {
     pub fn run(self) -> ExitCode {
         let result = read_config(&self.file).and_then(|bytes| {
             let client = self.http.client()?;
-            let pushed = client.push_config(&self.cluster, &bytes, self.expect_version)?;
+            let pushed = client.push_config(
+                &self.cluster,
+                &bytes,
+                crate::driver::keeper::PushTerms {
+                    expect: self.expect_version,
+                    create: self.create,
+                },
+            )?;
             Ok(Some(if pushed.changed {
                 format!(
                     "pushed config version {} to {}",

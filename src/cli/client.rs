@@ -586,16 +586,20 @@ impl Client {
     }
 
     /// Stores `config` as the cluster's next config version
-    /// (`PUT /v1/clusters/{cluster}/config`), replacing version `expect` or nothing if
-    /// given (`If-Match`).
+    /// (`PUT /v1/clusters/{cluster}/config`), as `terms` say: replacing version
+    /// `expect` or nothing if given (`If-Match`), creating the cluster only if `create`.
     pub fn push_config(
         &self,
         cluster: &str,
         config: &[u8],
-        expect: Option<u64>,
+        terms: crate::driver::keeper::PushTerms,
     ) -> Result<Pushed, ClientError> {
-        let url = self.url(&format!("/v1/clusters/{}/config", segment(cluster)));
-        let answer = Self::expecting(self.request(self.agent.put(&url)), expect)
+        let mut path = format!("/v1/clusters/{}/config", segment(cluster));
+        if terms.create {
+            path.push_str("?create=true");
+        }
+        let url = self.url(&path);
+        let answer = Self::expecting(self.request(self.agent.put(&url)), terms.expect)
             .header("content-type", "application/octet-stream")
             .send(config);
         self.json_answer("PUT", url, answer)

@@ -4,12 +4,14 @@
 //! - [`client`]: the HTTP client (over the API's shared types, [`crate::api`]), problem
 //!   documents and exit codes, and the `text/event-stream` parser for `/v1/watch`;
 //! - [`admin`]: the commands, as clap argument structs with a `run`;
+//! - [`cluster`]: `cluster list`;
 //! - [`config`]: `config get|history|diff|rollback`, the history of a cluster's config;
 //! - [`format`](mod@format): tables, human durations and watch lines, as pure functions;
 //! - [`watch`]: `status --watch`, the listing then its changes, as steps a test can drive.
 
 pub mod admin;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod format;
 pub mod watch;

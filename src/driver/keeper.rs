@@ -130,6 +130,23 @@ pub struct KeeperHandle {
     counters: Arc<Mutex<DriverCounters>>,
 }
 
+/// What a push asks besides its content.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushTerms {
+    /// Replace this version or nothing.
+    pub expect: Option<u64>,
+    /// Create the cluster if it does not exist (refused otherwise).
+    pub create: bool,
+}
+
+impl PushTerms {
+    /// Any version; creating the cluster if needed (as calls from inside the process do).
+    pub const CREATE: PushTerms = PushTerms {
+        expect: None,
+        create: true,
+    };
+}
+
 impl KeeperHandle {
     /// A handle to no keeper: every call answers [`Stopped`]. A standby's admin API holds
     /// one (it runs no core; its changes are refused before they reach the handle).
@@ -196,20 +213,25 @@ impl KeeperHandle {
         cluster: String,
         config: Arc<[u8]>,
     ) -> Result<Applied<crate::keeper::Pushed>, CallError> {
-        self.push_config_by(None, None, cluster, config).await
+        self.push_config_by(None, PushTerms::CREATE, cluster, config)
+            .await
     }
 
     /// [`push_config`](KeeperHandle::push_config), on behalf of the admin token named
-    /// `by`, replacing version `expect` if given (refused otherwise, in the same turn).
+    /// `by`, as `terms` say: replacing version `expect` if given, and creating the
+    /// cluster only if `create` (each refused otherwise, in the same turn).
     pub async fn push_config_by(
         &self,
         by: Option<Arc<str>>,
-        expect: Option<u64>,
+        terms: PushTerms,
         cluster: String,
         config: Arc<[u8]>,
     ) -> Result<Applied<crate::keeper::Pushed>, CallError> {
         self.apply(move |k, c| {
-            if let Some(expected) = expect {
+            if !terms.create {
+                k.require_cluster(c.now(), by.clone(), &cluster, "push_config")?;
+            }
+            if let Some(expected) = terms.expect {
                 k.expect_version(c.now(), by.clone(), &cluster, "push_config", expected)?;
             }
             k.push_config_outcome(c.now(), by, &cluster, config)

@@ -578,22 +578,36 @@ fn expected_version(headers: &axum::http::HeaderMap) -> Result<Option<u64>, Box<
     })
 }
 
-/// `PUT /v1/clusters/{cluster}/config`: the body, byte for byte, is the config file;
-/// `If-Match: "N"` makes it replace version N or nothing.
+/// `PUT …/config`'s query.
+#[derive(serde::Deserialize)]
+struct PushParams {
+    /// Create the cluster if it does not exist (refused otherwise: a typo would make a
+    /// cluster no proxy runs).
+    #[serde(default)]
+    create: bool,
+}
+
+/// `PUT /v1/clusters/{cluster}/config[?create=true]`: the body, byte for byte, is the
+/// config file; `If-Match: "N"` makes it replace version N or nothing.
 async fn push_config(
     State(api): State<Api>,
     Extension(Caller(by)): Extension<Caller>,
     Segments(cluster): Segments<String>,
+    params: Result<axum::extract::Query<PushParams>, axum::extract::rejection::QueryRejection>,
     headers: axum::http::HeaderMap,
     Limited(body): Limited<MAX_CONFIG_BODY>,
 ) -> Result<Json<Pushed>, Problem> {
     if let Some(refused) = api.refusal() {
         return Err(refused);
     }
-    let expect = expected_version(&headers).map_err(|e| *e)?;
+    let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
+    let terms = crate::driver::keeper::PushTerms {
+        expect: expected_version(&headers).map_err(|e| *e)?,
+        create: params.create,
+    };
     let applied = api
         .handle
-        .push_config_by(by, expect, cluster.clone(), Arc::from(body.as_ref()))
+        .push_config_by(by, terms, cluster.clone(), Arc::from(body.as_ref()))
         .await?;
     settle(&api.view, applied.revision).await;
     Ok(Json(Pushed {

@@ -340,6 +340,8 @@ impl From<AdminError> for Problem {
                 })
             }
             AdminError::Config(e) => e.into(),
+            AdminError::NotCreated(cluster) => Problem::new(ProblemKind::UnknownCluster, detail)
+                .with(|b| b.cluster = Some(cluster)),
             AdminError::VersionMismatch {
                 cluster, current, ..
             } => Problem::new(ProblemKind::PreconditionFailed, detail).with(|b| {

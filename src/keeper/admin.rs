@@ -101,6 +101,12 @@ pub enum AdminError {
         /// The cluster's current version.
         current: u64,
     },
+    /// A push named a cluster that does not exist, and was not asked to create it. Nothing
+    /// changed.
+    #[error(
+        "no cluster named {0}: a push creates a cluster only when asked to (--create, ?create=true), so that a typo does not make a cluster no proxy runs. Nothing changed."
+    )]
+    NotCreated(String),
     /// A rollback named a version the cluster cannot go back to: not an earlier one, or
     /// one the store no longer holds. Nothing changed.
     #[error(
@@ -515,6 +521,25 @@ impl Keeper {
             format!("replacing version {expected}"),
             &error,
         );
+        Err(error)
+    }
+
+    /// Refuses `action` on `cluster` if it does not exist (recorded as a refusal): what a
+    /// push that was not asked to create its cluster checks first, in the same turn.
+    pub fn require_cluster(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        action: &str,
+    ) -> Result<(), AdminError> {
+        self.enter(now);
+        validate_cluster(cluster)?;
+        if self.registry.cluster_id(cluster).is_some() {
+            return Ok(());
+        }
+        let error = AdminError::NotCreated(cluster.to_owned());
+        self.record_refusal(by, cluster, action, "without --create".to_owned(), &error);
         Err(error)
     }
 

@@ -286,13 +286,14 @@ impl Keeper {
         cli_at(&self.http, None, args)
     }
 
-    /// Pushes `body` as the cluster's next config with `push-config`: (exit code, stdout,
-    /// stderr).
+    /// Pushes `body` as the cluster's next config with `push-config --create`: (exit
+    /// code, stdout, stderr).
     pub fn push_config(&self, body: &str) -> (i32, String, String) {
         let file = fresh_dir("push").join("proxy.toml");
         std::fs::write(&file, body).expect("write the config");
         self.cli(&[
             "push-config",
+            "--create",
             "--cluster",
             CLUSTER,
             "--file",
