@@ -301,8 +301,9 @@ fn apply(
         Fault::KeeperLossy { loss, duplicate } => shared.keeper_faults.set(*loss, *duplicate),
         Fault::Remove { proxy } => {
             let spec = &plan.proxies[*proxy];
+            // The operator means it: a remove of any proxy, alive or not.
             let path = format!(
-                "/v1/clusters/{}/proxies/{}",
+                "/v1/clusters/{}/proxies/{}?force=true",
                 plan.clusters[spec.cluster], spec.identity
             );
             operator.send(Request {

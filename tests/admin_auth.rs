@@ -280,7 +280,7 @@ fn changes_need_an_admin_token_of_the_cluster_and_name_it_in_the_audit() {
     let (code, out, err) = cli(
         &base,
         Some(BOB),
-        &["remove", "--cluster", CLUSTER, "--addr", A],
+        &["remove", "--cluster", CLUSTER, "--addr", A, "--force"],
     );
     assert_eq!(code, 0, "{out}{err}");
     // A token file that no longer parses is reported; the tokens in force stay.

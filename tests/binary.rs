@@ -96,7 +96,7 @@ fn sigterm_on_a_proxy_unregisters_it() {
 #[test]
 fn remove_deletes_a_proxy_and_a_second_remove_is_not_found() {
     let keeper = Keeper::start();
-    let _a = keeper.proxy(A, &[]);
+    let a = keeper.proxy(A, &[]);
     let c = keeper.proxy(C, &[]);
     keeper.wait_keys(&[(A, "up"), (C, "up")]);
     c.signal(Signal::SIGKILL);
@@ -107,6 +107,37 @@ fn remove_deletes_a_proxy_and_a_second_remove_is_not_found() {
     assert_eq!(keeper.keys(), vec![line(A, "up")]);
     let (code, _, err) = keeper.cli(&["remove", "--cluster", CLUSTER, "--addr", C]);
     assert_eq!(code, 4, "{err}");
+
+    // A is up: alive. A dry run says what would happen; a remove without --force is
+    // refused (exit 5) and A keeps running, never told to restart.
+    let (code, out, err) = keeper.cli(&["remove", "--cluster", CLUSTER, "--addr", A, "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would refuse to remove") && out.contains("it is up"),
+        "{out}"
+    );
+    let (code, out, err) = keeper.cli(&[
+        "remove",
+        "--cluster",
+        CLUSTER,
+        "--addr",
+        A,
+        "--dry-run",
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("would tell the process to restart"), "{out}");
+    let (code, _, err) = keeper.cli(&["remove", "--cluster", CLUSTER, "--addr", A]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("it is alive") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(keeper.keys(), vec![line(A, "up")]);
+    let (code, out, err) = keeper.cli(&["remove", "--cluster", CLUSTER, "--addr", A, "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("it was up"), "{out}");
+    a.wait_log(&["the keeper asked for a restart"]);
 }
 
 #[test]

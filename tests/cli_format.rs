@@ -378,6 +378,7 @@ fn every_problem_type_of_the_contract_maps_to_its_exit_code() {
         ("method-not-allowed", 405, 1),
         ("gate-closed", 409, 3),
         ("datasource-mismatch", 409, 5),
+        ("proxy-alive", 409, 5),
         ("config-too-large", 413, 6),
         ("keeper-stopped", 503, 1),
         ("mass-loss", 503, 1),
@@ -611,7 +612,7 @@ fn proxy_identities_are_percent_encoded_in_paths() {
     let body = r#"{"cluster":"c","proxy":"[::1]:3000","status":"lost","revision":4,"extra":1}"#;
     let (base, server) = canned(vec![answer("200 OK", "application/json", body)]);
     let removed = Client::new(&base)
-        .remove("c", "[::1]:3000")
+        .remove("c", "[::1]:3000", false)
         .expect("removed");
     assert_eq!(
         (removed.proxy.as_str(), removed.status.as_str()),

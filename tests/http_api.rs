@@ -899,9 +899,27 @@ async fn removing_a_proxy_answers_the_status_it_had() {
         without(removed, &["revision"]),
         json!({"cluster": CLUSTER, "proxy": B, "status": "lost"})
     );
-    let removed = rig
+    // C is `ready`, alive: not without force, and nothing changes.
+    let before = rig.stored().await;
+    let alive = rig
         .client
         .delete("/v1/clusters/test_cluster/proxies/10.25.0.13:3000")
+        .await
+        .problem(409, "proxy-alive");
+    assert_eq!(
+        (alive["cluster"].as_str(), alive["proxy"].as_str()),
+        (Some(CLUSTER), Some(C))
+    );
+    assert!(
+        alive["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("is ready: it is alive") && d.contains("--force")),
+        "{alive}"
+    );
+    assert_eq!(rig.stored().await, before);
+    let removed = rig
+        .client
+        .delete("/v1/clusters/test_cluster/proxies/10.25.0.13:3000?force=true")
         .await
         .ok_json();
     assert_eq!(

@@ -460,7 +460,7 @@ fn change_answers_and_refusals_decode_into_the_shared_types() {
             "  blocked by 10.25.0.11:3000 (ready)".to_owned(),
         ]
     );
-    let removed = client.remove(CLUSTER, A).expect("removed");
+    let removed = client.remove(CLUSTER, A, true).expect("removed");
     assert_eq!(
         (removed.proxy.as_str(), removed.status.as_str()),
         (A, "ready")
@@ -477,7 +477,7 @@ fn change_answers_and_refusals_decode_into_the_shared_types() {
         (e.exit(), problem(&e).body.cluster.as_deref()),
         (Exit::NotFound, Some("nope"))
     );
-    let e = client.remove("nope", A).expect_err("unknown");
+    let e = client.remove("nope", A, false).expect_err("unknown");
     assert_eq!(problem(&e).short_type(), "unknown-cluster");
     assert_eq!(
         problem(&e).body.detail.as_deref(),

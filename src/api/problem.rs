@@ -153,6 +153,9 @@ pub enum ProblemKind {
     GateClosed,
     /// 409: the hostgroup is not served by the switch's `from`.
     DatasourceMismatch,
+    /// 409: a remove named a proxy that is alive (`up` or `ready`) without `force`;
+    /// `proxy` names it.
+    ProxyAlive,
     /// 410: the changes after the watch position are not held; `oldest`, `current`,
     /// `generation`.
     Gone,
@@ -205,6 +208,7 @@ impl ProblemKind {
         ProblemKind::MethodNotAllowed,
         ProblemKind::GateClosed,
         ProblemKind::DatasourceMismatch,
+        ProblemKind::ProxyAlive,
         ProblemKind::Gone,
         ProblemKind::ConfigTooLarge,
         ProblemKind::Internal,
@@ -239,6 +243,7 @@ impl ProblemKind {
             ProblemKind::MethodNotAllowed => "method-not-allowed",
             ProblemKind::GateClosed => "gate-closed",
             ProblemKind::DatasourceMismatch => "datasource-mismatch",
+            ProblemKind::ProxyAlive => "proxy-alive",
             ProblemKind::Gone => "gone",
             ProblemKind::ConfigTooLarge => "config-too-large",
             ProblemKind::Internal => "internal",
@@ -273,6 +278,7 @@ impl ProblemKind {
             ProblemKind::RequestTimeout => 408,
             ProblemKind::GateClosed
             | ProblemKind::DatasourceMismatch
+            | ProblemKind::ProxyAlive
             | ProblemKind::UnknownHostgroup
             | ProblemKind::ClusterNotEmpty
             | ProblemKind::RolloutFailed
@@ -308,6 +314,7 @@ impl ProblemKind {
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::GateClosed => "Gate closed",
             ProblemKind::DatasourceMismatch => "Datasource mismatch",
+            ProblemKind::ProxyAlive => "Proxy alive",
             ProblemKind::Gone => "Gone",
             ProblemKind::ConfigTooLarge => "Config too large",
             ProblemKind::Internal => "Internal error",

@@ -167,16 +167,47 @@ pub struct RemoveArgs {
     /// The proxy's identity (the address it serves on).
     #[arg(long, value_name = "ADDR", value_parser = NonEmptyStringValueParser::new())]
     pub addr: String,
+    /// Remove it even if it is alive (`up` or `ready`): the keeper then tells the process
+    /// to restart at its next heartbeat, which drops its clients.
+    #[arg(long)]
+    pub force: bool,
+    /// Say what the remove would do, and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// The keeper's admin API.
     #[command(flatten)]
     pub http: HttpArg,
+}
+
+/// What `remove --dry-run` says of a proxy in `status` (with `--force` or not).
+pub fn remove_preview(cluster: &str, proxy: &str, status: &str, force: bool) -> String {
+    match (status, force) {
+        ("lost", _) => format!(
+            "would remove {proxy} from {cluster} (it is lost): it stops blocking the gate; if the process comes back it is told to restart"
+        ),
+        (_, false) => format!(
+            "would refuse to remove {proxy} from {cluster}: it is {status}, alive (exit 5). With --force it would be removed, and the keeper would tell the process to restart at its next heartbeat, dropping its clients"
+        ),
+        (_, true) => format!(
+            "would remove {proxy} from {cluster} (it is {status}, alive): the keeper would tell the process to restart at its next heartbeat, dropping its clients"
+        ),
+    }
 }
 
 impl RemoveArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
         let result = self.http.client().and_then(|client| {
-            let r = client.remove(&self.cluster, &self.addr)?;
+            if self.dry_run {
+                let p = client.proxy(&self.cluster, &self.addr)?;
+                return Ok(Some(remove_preview(
+                    &self.cluster,
+                    &self.addr,
+                    &p.status,
+                    self.force,
+                )));
+            }
+            let r = client.remove(&self.cluster, &self.addr, self.force)?;
             Ok(Some(format!(
                 "removed {} from {} (it was {})",
                 r.proxy, r.cluster, r.status

@@ -575,11 +575,13 @@ impl Client {
     }
 
     /// Deletes a proxy (`DELETE /v1/clusters/{cluster}/proxies/{proxy}`).
-    pub fn remove(&self, cluster: &str, proxy: &str) -> Result<Removed, ClientError> {
+    /// A proxy that is alive (`up`, `ready`) is removed only if `force`.
+    pub fn remove(&self, cluster: &str, proxy: &str, force: bool) -> Result<Removed, ClientError> {
         let url = self.url(&format!(
-            "/v1/clusters/{}/proxies/{}",
+            "/v1/clusters/{}/proxies/{}{}",
             segment(cluster),
-            segment(proxy)
+            segment(proxy),
+            if force { "?force=true" } else { "" }
         ));
         let answer = self.request(self.agent.delete(&url)).call();
         self.json_answer("DELETE", url, answer)

@@ -192,17 +192,19 @@ impl KeeperHandle {
         cluster: String,
         proxy: String,
     ) -> Result<Applied<Status>, CallError> {
-        self.remove_by(None, cluster, proxy).await
+        self.remove_by(None, true, cluster, proxy).await
     }
 
-    /// [`remove`](KeeperHandle::remove), on behalf of the admin token named `by`.
+    /// [`remove`](KeeperHandle::remove), on behalf of the admin token named `by`; a
+    /// proxy that is alive (`up`, `ready`) only if `force`.
     pub async fn remove_by(
         &self,
         by: Option<Arc<str>>,
+        force: bool,
         cluster: String,
         proxy: String,
     ) -> Result<Applied<Status>, CallError> {
-        self.apply(move |k, c| k.remove_proxy_by(c.now(), by, &cluster, &proxy))
+        self.apply(move |k, c| k.remove_proxy_by(c.now(), by, force, &cluster, &proxy))
             .await
     }
 

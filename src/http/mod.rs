@@ -494,18 +494,28 @@ async fn proxy(
     Ok(Json(api.view.proxy(&cluster, &proxy)?))
 }
 
-/// `DELETE /v1/clusters/{cluster}/proxies/{proxy}`.
+/// `DELETE …/proxies/{proxy}`'s query.
+#[derive(serde::Deserialize)]
+struct RemoveParams {
+    /// Remove it even if it is alive (`up`, `ready`).
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /v1/clusters/{cluster}/proxies/{proxy}[?force=true]`.
 async fn remove(
     State(api): State<Api>,
     Extension(Caller(by)): Extension<Caller>,
     Segments((cluster, proxy)): Segments<(String, String)>,
+    params: Result<axum::extract::Query<RemoveParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Removed>, Problem> {
     if let Some(refused) = api.refusal() {
         return Err(refused);
     }
+    let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
     let applied = api
         .handle
-        .remove_by(by, cluster.clone(), proxy.clone())
+        .remove_by(by, params.force, cluster.clone(), proxy.clone())
         .await?;
     settle(&api.view, applied.revision).await;
     Ok(Json(Removed {

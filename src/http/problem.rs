@@ -340,6 +340,12 @@ impl From<AdminError> for Problem {
                 })
             }
             AdminError::Config(e) => e.into(),
+            AdminError::ProxyAlive { cluster, proxy, .. } => {
+                Problem::new(ProblemKind::ProxyAlive, detail).with(|b| {
+                    b.cluster = Some(cluster);
+                    b.proxy = Some(proxy);
+                })
+            }
             AdminError::NotCreated(cluster) => Problem::new(ProblemKind::UnknownCluster, detail)
                 .with(|b| b.cluster = Some(cluster)),
             AdminError::VersionMismatch {

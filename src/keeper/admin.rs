@@ -101,6 +101,19 @@ pub enum AdminError {
         /// The cluster's current version.
         current: u64,
     },
+    /// A remove named a proxy that is alive (`up` or `ready`) without being forced.
+    /// Nothing changed.
+    #[error(
+        "proxy {proxy} of cluster {cluster} is {status}: it is alive, and if it were removed the keeper would tell it to restart at its next heartbeat, dropping its clients. Remove a proxy that is alive only if you mean that (--force, ?force=true); a lost one needs no force. Nothing changed."
+    )]
+    ProxyAlive {
+        /// The cluster.
+        cluster: String,
+        /// The proxy.
+        proxy: String,
+        /// Its status (`up` or `ready`).
+        status: Status,
+    },
     /// A push named a cluster that does not exist, and was not asked to create it. Nothing
     /// changed.
     #[error(
@@ -232,19 +245,21 @@ impl Keeper {
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
-        self.remove_proxy_by(now, None, cluster, proxy)
+        self.remove_proxy_by(now, None, true, cluster, proxy)
     }
 
     /// [`remove_proxy`](Keeper::remove_proxy), on behalf of the admin token named `by`
-    /// (for the audit record).
+    /// (for the audit record). Unless `force`, a proxy that is `up` or `ready` (alive) is
+    /// not removed: [`AdminError::ProxyAlive`].
     pub fn remove_proxy_by(
         &mut self,
         now: Instant,
         by: Option<Arc<str>>,
+        force: bool,
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
-        let result = self.try_remove(now, by.clone(), cluster, proxy);
+        let result = self.try_remove(now, by.clone(), force, cluster, proxy);
         if let Err(e) = &result {
             self.record_refusal(by, cluster, "remove", format!("proxy {proxy}"), e);
         }
@@ -255,6 +270,7 @@ impl Keeper {
         &mut self,
         now: Instant,
         by: Option<Arc<str>>,
+        force: bool,
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
@@ -273,6 +289,13 @@ impl Keeper {
             .get(slot)
             .map(|r| r.status)
             .unwrap_or(Status::Ready);
+        if !force && status != Status::Lost {
+            return Err(AdminError::ProxyAlive {
+                cluster: cluster.to_owned(),
+                proxy: proxy.to_owned(),
+                status,
+            });
+        }
         self.delete(slot, Reason::Removed, now);
         self.record(ChangeKind::Admin {
             action: AdminAction::Remove {
