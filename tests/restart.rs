@@ -234,3 +234,53 @@ fn serve_refuses_a_data_directory_that_is_not_its_store_and_leaves_it_alone() {
         b"not a database, and precious"
     );
 }
+
+/// The first 8 bytes of `bytes`' SHA-256 in hex, as the trial proxy logs what it runs.
+fn short_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn after_a_restore_from_an_older_backup_the_next_push_is_applied_by_every_proxy() {
+    let dir = fresh_dir("restore");
+    let mut keeper = Keeper::start_on(&dir, "127.0.0.1:0");
+    let udp = keeper.udp.clone();
+    let fleet = &PROXIES[..3];
+    let proxies: Vec<Process> = fleet.iter().map(|p| keeper.proxy(p, &[])).collect();
+    wait_up(&keeper, fleet);
+    let push = |keeper: &Keeper, text: &str| {
+        let (code, out, err) = keeper.push_config(text);
+        assert_eq!(code, 0, "{out}{err}");
+        let applied = format!("sha256 {}", short_sha256(text.as_bytes()));
+        for p in &proxies {
+            p.wait_log(&["config version applied", &applied]);
+        }
+    };
+    push(&keeper, "pool = 2\n");
+    // A backup of the data directory, taken while the keeper is stopped.
+    keeper.process.signal(Signal::SIGTERM);
+    assert_eq!(keeper.process.wait_exit(), 0);
+    let file = dir.join(zerokeeper::store::redb::FILE_NAME);
+    let backup = fresh_dir("backup").join("zerokeeper.redb");
+    std::fs::copy(&file, &backup).expect("back up the store");
+    keeper = Keeper::start_on(&dir, &udp);
+    wait_up(&keeper, fleet);
+    push(&keeper, "pool = 3\n");
+    push(&keeper, "pool = 4\n");
+    assert_eq!(config_version(&keeper), 4);
+    // Restored: the keeper is back at version 2 while every proxy runs version 4.
+    keeper.process.signal(Signal::SIGTERM);
+    assert_eq!(keeper.process.wait_exit(), 0);
+    std::fs::copy(&backup, &file).expect("restore the store");
+    keeper = Keeper::start_on(&dir, &udp);
+    assert_eq!(config_version(&keeper), 2);
+    wait_up(&keeper, fleet);
+    // The urgent fix is version 3, a number below the one the proxies run: they run it
+    // all the same, as a config is named by the keeper's id of it, not its number.
+    push(&keeper, "pool = 3 # the urgent fix\n");
+    assert_eq!(config_version(&keeper), 3);
+}
