@@ -353,13 +353,18 @@ impl ReloadArgs {
     }
 }
 
-/// How `zerokeeper audit` prints the record.
+/// How a listing other than `status` prints (`audit`, `cluster list`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AuditOutput {
+pub enum ListOutput {
     /// Aligned columns for people.
     Table,
     /// The keeper's answer, as JSON (pretty).
     Json,
+}
+
+/// `value` as pretty JSON, as `-o json` prints the keeper's answers.
+pub(super) fn pretty(value: &impl serde::Serialize) -> Result<String, Failure> {
+    serde_json::to_string_pretty(value).map_err(|e| Failure::Output(io::Error::other(e)))
 }
 
 /// `zerokeeper audit`: who did what to the keeper, when, and whether it was done or
@@ -389,7 +394,7 @@ pub struct AuditArgs {
         default_value = "table",
         value_name = "FORMAT"
     )]
-    pub output: AuditOutput,
+    pub output: ListOutput,
     /// The keeper's admin API.
     #[command(flatten)]
     pub http: HttpArg,
@@ -401,11 +406,8 @@ impl AuditArgs {
         let result = self.http.client().and_then(|client| {
             let list = client.audit(self.cluster.as_deref(), self.by.as_deref(), self.limit)?;
             match self.output {
-                AuditOutput::Json => Ok(Some(
-                    serde_json::to_string_pretty(&list)
-                        .map_err(|e| Failure::Output(io::Error::other(e)))?,
-                )),
-                AuditOutput::Table => {
+                ListOutput::Json => Ok(Some(pretty(&list)?)),
+                ListOutput::Table => {
                     let mut text = format::audit_table(&list.entries);
                     if list.more {
                         text.push_str(&format!(

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use crate::api::ClusterView;
-use crate::cli::admin::{Failure, HttpArg, finish, write_out};
+use crate::cli::admin::{HttpArg, ListOutput, finish, pretty, write_out};
 use crate::cli::format::{self, printable};
 
 /// `zerokeeper cluster`.
@@ -20,15 +20,6 @@ pub enum ClusterCommand {
     /// Lists every cluster: its proxies by status, config version, gate and mass-loss
     /// pause.
     List(ListArgs),
-}
-
-/// How `cluster list` prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ListOutput {
-    /// Aligned columns for people.
-    Table,
-    /// The keeper's answer, as JSON (pretty).
-    Json,
 }
 
 /// `cluster list`.
@@ -87,9 +78,7 @@ impl ListArgs {
         let result = self.http.client().and_then(|client| {
             let list = client.clusters()?;
             match self.output {
-                ListOutput::Json => serde_json::to_string_pretty(&list)
-                    .map(Some)
-                    .map_err(|e| Failure::Answer(e.to_string())),
+                ListOutput::Json => Ok(Some(pretty(&list)?)),
                 ListOutput::Table => {
                     write_out(&cluster_table(&list.clusters))?;
                     Ok(None)

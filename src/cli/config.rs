@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::builder::NonEmptyStringValueParser;
 
 use crate::api::{ConfigContent, ConfigVersionView};
-use crate::cli::admin::{Failure, HttpArg, finish, write_out};
+use crate::cli::admin::{Failure, HttpArg, finish, pretty, write_out};
 use crate::cli::format::{self, printable};
 
 /// `zerokeeper config`.
@@ -99,7 +99,7 @@ impl GetArgs {
         let result = self.http.client().and_then(|client| {
             let content = client.config_version(&self.cluster, self.version.0)?;
             match self.output {
-                ConfigOutput::Json => Ok(Some(json(&content)?)),
+                ConfigOutput::Json => Ok(Some(pretty(&content)?)),
                 ConfigOutput::Text => {
                     let bytes = decode(&content)?;
                     let mut stdout = io::stdout().lock();
@@ -189,7 +189,7 @@ impl HistoryArgs {
         let result = self.http.client().and_then(|client| {
             let history = client.config_history(&self.cluster, self.limit)?;
             match self.output {
-                ConfigOutput::Json => Ok(Some(json(&history)?)),
+                ConfigOutput::Json => Ok(Some(pretty(&history)?)),
                 ConfigOutput::Text => {
                     write_out(&history_table(&history.versions))?;
                     Ok(None)
@@ -357,10 +357,6 @@ impl RollbackArgs {
         });
         finish(result)
     }
-}
-
-fn json(value: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string_pretty(value).map_err(|e| Failure::Output(io::Error::other(e)))
 }
 
 fn decode(content: &ConfigContent) -> Result<Vec<u8>, Failure> {

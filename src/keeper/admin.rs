@@ -260,10 +260,7 @@ impl Keeper {
         proxy: &str,
     ) -> Result<Status, AdminError> {
         let result = self.try_remove(now, by.clone(), force, cluster, proxy);
-        if let Err(e) = &result {
-            self.record_refusal(by, cluster, "remove", format!("proxy {proxy}"), e);
-        }
-        result
+        self.audited(result, by, cluster, "remove", || format!("proxy {proxy}"))
     }
 
     fn try_remove(
@@ -347,10 +344,9 @@ impl Keeper {
     ) -> Result<Pushed, AdminError> {
         let size = config.len();
         let result = self.try_push(now, by.clone(), cluster, config);
-        if let Err(e) = &result {
-            self.record_refusal(by, cluster, "push_config", format!("{size} bytes"), e);
-        }
-        result
+        self.audited(result, by, cluster, "push_config", || {
+            format!("{size} bytes")
+        })
     }
 
     fn try_push(
@@ -417,11 +413,9 @@ impl Keeper {
         to: &str,
     ) -> Result<u64, AdminError> {
         let result = self.try_switch(now, by.clone(), cluster, hostgroup, from, to);
-        if let Err(e) = &result {
-            let asked = format!("hostgroup {hostgroup} from {from} to {to}");
-            self.record_refusal(by, cluster, "switch", asked, e);
-        }
-        result
+        self.audited(result, by, cluster, "switch", || {
+            format!("hostgroup {hostgroup} from {from} to {to}")
+        })
     }
 
     fn try_switch(
@@ -473,10 +467,9 @@ impl Keeper {
         stored: Option<StoredContent>,
     ) -> Result<Pushed, AdminError> {
         let result = self.try_rollback(now, by.clone(), cluster, to, stored);
-        if let Err(e) = &result {
-            self.record_refusal(by, cluster, "rollback", format!("to version {to}"), e);
-        }
-        result
+        self.audited(result, by, cluster, "rollback", || {
+            format!("to version {to}")
+        })
     }
 
     fn try_rollback(
@@ -532,19 +525,14 @@ impl Keeper {
         if current == expected {
             return Ok(());
         }
-        let error = AdminError::VersionMismatch {
+        let refused = Err(AdminError::VersionMismatch {
             cluster: cluster.to_owned(),
             expected,
             current,
-        };
-        self.record_refusal(
-            by,
-            cluster,
-            action,
-            format!("replacing version {expected}"),
-            &error,
-        );
-        Err(error)
+        });
+        self.audited(refused, by, cluster, action, || {
+            format!("replacing version {expected}")
+        })
     }
 
     /// Refuses `action` on `cluster` if it does not exist (recorded as a refusal): what a
@@ -561,34 +549,40 @@ impl Keeper {
         if self.registry.cluster_id(cluster).is_some() {
             return Ok(());
         }
-        let error = AdminError::NotCreated(cluster.to_owned());
-        self.record_refusal(by, cluster, action, "without --create".to_owned(), &error);
-        Err(error)
+        let refused = Err(AdminError::NotCreated(cluster.to_owned()));
+        self.audited(refused, by, cluster, action, || {
+            "without --create".to_owned()
+        })
     }
 
-    /// Records in the audit record that `action` on `cluster` was refused with `error`,
-    /// unless the request was malformed (a name that is not one, names no cluster; the
-    /// HTTP log has those). `asked` is cut like the reason, for the same bound.
-    fn record_refusal(
+    /// `result`, recorded in the audit record as a refusal of `action` on `cluster` if it
+    /// is an error, unless the request was malformed (a name that is not one names no
+    /// cluster; the HTTP log has those). What was `asked` is cut like the reason, for the
+    /// same bound.
+    fn audited<T>(
         &mut self,
+        result: Result<T, AdminError>,
         by: Option<Arc<str>>,
         cluster: &str,
         action: &str,
-        asked: String,
-        error: &AdminError,
-    ) {
+        asked: impl FnOnce() -> String,
+    ) -> Result<T, AdminError> {
+        let Err(error) = &result else {
+            return result;
+        };
         if matches!(error, AdminError::Invalid(_)) || validate_cluster(cluster).is_err() {
-            return;
+            return result;
         }
         self.record(ChangeKind::Admin {
             action: AdminAction::Refused {
                 cluster: cluster.to_owned(),
                 action: action.to_owned(),
-                asked: bounded(asked),
+                asked: bounded(asked()),
                 reason: bounded(error.to_string()),
             },
             by,
         });
+        result
     }
 
     fn install(
