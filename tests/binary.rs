@@ -182,6 +182,24 @@ fn push_config_and_switch_are_refused_while_a_proxy_is_lost_and_applied_when_all
     let (code, out, err) = keeper.cli(&switch);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("version 3"), "{out}");
+    // The switches, refused and done, from the audit record.
+    let (code, out, err) = keeper.cli(&["switch", "--cluster", CLUSTER, "--history"]);
+    assert_eq!(code, 0, "{err}");
+    let results: Vec<(&str, &str)> = out
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (cells[2], cells[4])
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [("switch", "refused"), ("switch", "done")],
+        "{out}"
+    );
+    let (code, _, err) = keeper.cli(&["switch", "--cluster", CLUSTER, "--history", "--to", "x"]);
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]

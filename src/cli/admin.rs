@@ -275,18 +275,25 @@ pub struct SwitchArgs {
     #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
     pub cluster: String,
     /// The hostgroup to switch.
-    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
-    pub hostgroup: String,
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new(),
+          required_unless_present = "history")]
+    pub hostgroup: Option<String>,
     /// The datasource it uses now (the switch is refused if it does not).
-    #[arg(long, value_name = "DATASOURCE", value_parser = NonEmptyStringValueParser::new())]
-    pub from: String,
+    #[arg(long, value_name = "DATASOURCE", value_parser = NonEmptyStringValueParser::new(),
+          required_unless_present = "history")]
+    pub from: Option<String>,
     /// The datasource it should use.
-    #[arg(long, value_name = "DATASOURCE", value_parser = NonEmptyStringValueParser::new())]
-    pub to: String,
+    #[arg(long, value_name = "DATASOURCE", value_parser = NonEmptyStringValueParser::new(),
+          required_unless_present = "history")]
+    pub to: Option<String>,
     /// Refuse unless the cluster's current config version is this one (so a change made
     /// meanwhile by someone else is not overwritten; exit 11).
     #[arg(long, value_name = "VERSION")]
     pub expect_version: Option<u64>,
+    /// List the cluster's switches instead (done and refused, from the audit record,
+    /// the newest 100, oldest first).
+    #[arg(long, conflicts_with_all = ["hostgroup", "from", "to", "expect_version"])]
+    pub history: bool,
     /// The keeper's admin API.
     #[command(flatten)]
     pub http: HttpArg,
@@ -296,13 +303,18 @@ impl SwitchArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
         let result = self.http.client().and_then(|client| {
-            let s = client.switch(
-                &self.cluster,
-                &self.hostgroup,
-                &self.from,
-                &self.to,
-                self.expect_version,
-            )?;
+            let (Some(hostgroup), Some(from), Some(to)) = (&self.hostgroup, &self.from, &self.to)
+            else {
+                let list = client.audit(&crate::http::view::AuditQuery {
+                    cluster: Some(self.cluster.clone()),
+                    by: None,
+                    action: Some("switch".to_owned()),
+                    limit: crate::http::AUDIT_LIMIT,
+                })?;
+                write_out(&format::audit_table(&list.entries))?;
+                return Ok(None);
+            };
+            let s = client.switch(&self.cluster, hostgroup, from, to, self.expect_version)?;
             Ok(Some(format!(
                 "switched hostgroup {} of {} from {} to {} (config version {})",
                 s.hostgroup, s.cluster, s.from, s.to, s.version
@@ -377,6 +389,9 @@ pub struct AuditArgs {
     /// Only the entries of the admin token of this name.
     #[arg(long, value_name = "TOKEN-NAME", value_parser = NonEmptyStringValueParser::new())]
     pub by: Option<String>,
+    /// Only the entries of this action: remove, push_config, switch or rollback.
+    #[arg(long, value_name = "ACTION", value_parser = NonEmptyStringValueParser::new())]
+    pub action: Option<String>,
     /// At most this many entries, the newest.
     #[arg(
         long,
@@ -404,7 +419,12 @@ impl AuditArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
         let result = self.http.client().and_then(|client| {
-            let list = client.audit(self.cluster.as_deref(), self.by.as_deref(), self.limit)?;
+            let list = client.audit(&crate::http::view::AuditQuery {
+                cluster: self.cluster.clone(),
+                by: self.by.clone(),
+                action: self.action.clone(),
+                limit: self.limit,
+            })?;
             match self.output {
                 ListOutput::Json => Ok(Some(pretty(&list)?)),
                 ListOutput::Table => {

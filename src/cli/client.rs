@@ -511,20 +511,21 @@ impl Client {
         self.get_json("/v1/store")
     }
 
-    /// The audit record (`GET /v1/audit`): the newest `limit` entries, of `cluster` and
-    /// of the token named `by` if given, oldest first.
+    /// The audit record (`GET /v1/audit`): the newest `query.limit` entries of those
+    /// `query` selects, oldest first.
     pub fn audit(
         &self,
-        cluster: Option<&str>,
-        by: Option<&str>,
-        limit: usize,
+        query: &crate::http::view::AuditQuery,
     ) -> Result<crate::api::AuditList, ClientError> {
-        let mut path = format!("/v1/audit?limit={limit}");
-        if let Some(c) = cluster {
-            path.push_str(&format!("&cluster={}", component(c)));
-        }
-        if let Some(b) = by {
-            path.push_str(&format!("&by={}", component(b)));
+        let mut path = format!("/v1/audit?limit={}", query.limit);
+        for (name, value) in [
+            ("cluster", &query.cluster),
+            ("by", &query.by),
+            ("action", &query.action),
+        ] {
+            if let Some(value) = value {
+                path.push_str(&format!("&{name}={}", component(value)));
+            }
         }
         self.get_json(&path)
     }

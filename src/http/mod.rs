@@ -460,6 +460,8 @@ struct AuditParams {
     cluster: Option<String>,
     /// Only this admin token's entries.
     by: Option<String>,
+    /// Only this action's entries.
+    action: Option<String>,
     /// At most this many, the newest (default [`AUDIT_LIMIT`], at most
     /// [`view::audit::MAX_LIMIT`]).
     limit: Option<usize>,
@@ -481,6 +483,7 @@ async fn audit(
     let query = view::AuditQuery {
         cluster: params.cluster,
         by: params.by,
+        action: params.action,
         limit,
     };
     off_the_runtime(&api, JSON, move |view| json_bytes(view.audit(&query))).await

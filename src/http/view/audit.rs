@@ -16,12 +16,14 @@ pub const KEPT: usize = 10_000;
 /// Most entries one answer holds.
 pub const MAX_LIMIT: usize = KEPT;
 
-/// One entry: when, the cluster (to filter on without parsing), and the stored JSON.
+/// One entry: when, the cluster, token and action's name (to filter on without
+/// parsing), and the stored JSON.
 #[derive(Clone, Debug)]
 struct Row {
     at_unix_ms: u64,
     cluster: Arc<str>,
     by: Option<Arc<str>>,
+    name: Arc<str>,
     action: Arc<str>,
 }
 
@@ -38,6 +40,9 @@ pub struct AuditQuery {
     pub cluster: Option<String>,
     /// Only the entries of this admin token.
     pub by: Option<String>,
+    /// Only the entries of this action (`remove`, `push_config`, `switch`, `rollback`),
+    /// done or refused.
+    pub action: Option<String>,
     /// At most this many (the newest).
     pub limit: usize,
 }
@@ -60,6 +65,7 @@ impl Audit {
                 at_unix_ms: change.at,
                 cluster: Arc::from(action.cluster()),
                 by: by.clone(),
+                name: Arc::from(action.name()),
                 action: Arc::from(audit_json(action, by.as_deref())),
             });
         }
@@ -73,6 +79,7 @@ impl Audit {
             at_unix_ms,
             cluster: field("cluster").unwrap_or_else(|| Arc::from("")),
             by: field("by"),
+            name: field("action").unwrap_or_else(|| Arc::from("")),
             action: Arc::from(action),
         });
     }
@@ -93,6 +100,7 @@ impl Audit {
                     .by
                     .as_deref()
                     .is_none_or(|b| row.by.as_deref() == Some(b))
+                && query.action.as_deref().is_none_or(|a| *row.name == *a)
         };
         let matching = self.rows.iter().filter(selected).count();
         let mut rows: Vec<(u64, Arc<str>)> = self

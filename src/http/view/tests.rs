@@ -571,6 +571,7 @@ fn the_audit_record_is_the_stored_one_then_every_admin_change_newest_kept() {
             .audit(&AuditQuery {
                 cluster: cluster.map(str::to_owned),
                 by: by.map(str::to_owned),
+                action: None,
                 limit,
             })
             .expect("live");
@@ -582,6 +583,14 @@ fn the_audit_record_is_the_stored_one_then_every_admin_change_newest_kept() {
     assert_eq!(of(None, Some("bob"), 100), (vec![at(3)], false));
     assert_eq!(of(None, None, 2), (vec![at(2), at(3)], true));
     assert_eq!(of(Some("nobody"), None, 100), (vec![], false));
+    let removes = view
+        .audit(&AuditQuery {
+            action: Some("remove".to_owned()),
+            ..all(100)
+        })
+        .expect("live");
+    assert_eq!(removes.entries.len(), 1);
+    assert_eq!(removes.entries[0].cluster, "other");
     assert!(matches!(
         view.audit(&AuditQuery {
             cluster: Some("no/such".to_owned()),
