@@ -183,6 +183,10 @@ impl Store for FencedStore {
         self.inner.set_retention(changes);
     }
 
+    fn set_history(&mut self, history: zerokeeper::store::History) {
+        self.inner.set_history(history);
+    }
+
     fn reader(&self) -> Result<std::sync::Arc<dyn zerokeeper::store::StoreRead>, StoreError> {
         self.inner.reader()
     }

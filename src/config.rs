@@ -15,6 +15,8 @@
 //! ready_timeout = "60s"
 //! delete_after = "60s"
 //! log_format = "text"                 # or "json"
+//! config_history = 100                # config versions kept per cluster
+//! audit_retention = 100000            # audit entries kept
 //! max_proxies = 2000000
 //! max_clusters = 10000
 //! http_max_connections = 512          # the admin API's limits: http_* (see the README)
@@ -138,6 +140,13 @@ pub struct ServeArgs {
     /// Changes kept for watchers to resume from (and in the store) [default: 100000].
     #[arg(long, env = "ZEROKEEPER_WATCH_RETENTION", value_name = "CHANGES")]
     pub watch_retention: Option<usize>,
+    /// Config versions the store keeps per cluster, the newest (what `config history`
+    /// lists and a rollback can go back to) [default: 100].
+    #[arg(long, env = "ZEROKEEPER_CONFIG_HISTORY", value_name = "VERSIONS")]
+    pub config_history: Option<usize>,
+    /// Audit entries the store keeps, the newest [default: 100000].
+    #[arg(long, env = "ZEROKEEPER_AUDIT_RETENTION", value_name = "ENTRIES")]
+    pub audit_retention: Option<usize>,
     /// Log format [default: text]; the filter comes from RUST_LOG (default `info`).
     #[arg(long, env = "ZEROKEEPER_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -326,6 +335,8 @@ struct FileConfig {
     #[serde(default, with = "opt_duration")]
     restart_round: Option<Duration>,
     watch_retention: Option<usize>,
+    config_history: Option<usize>,
+    audit_retention: Option<usize>,
     #[serde(default, with = "opt_duration")]
     http_header_read_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
@@ -405,6 +416,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Changes kept for watchers to resume from, in memory and in the store.
     pub watch_retention: usize,
+    /// Config versions per cluster and audit entries the store keeps.
+    pub history: crate::store::History,
     /// The admin API's limits.
     pub http_limits: ServeLimits,
     /// The kernel send buffer of each admin connection, in bytes (0: the kernel's own).
@@ -691,6 +704,18 @@ impl ServeArgs {
                 .or(file.watch_retention)
                 .unwrap_or(DEFAULT_WATCH_RETENTION)
                 .max(1),
+            history: crate::store::History {
+                configs: self
+                    .config_history
+                    .or(file.config_history)
+                    .unwrap_or(crate::store::History::DEFAULT.configs)
+                    .max(1),
+                audit: self
+                    .audit_retention
+                    .or(file.audit_retention)
+                    .unwrap_or(crate::store::History::DEFAULT.audit)
+                    .max(1),
+            },
             http_limits,
             http_send_buffer,
             etcd: self.etcd_settings(&file, &in_file)?,
@@ -923,11 +948,13 @@ mod tests {
             &dir,
             "zk.toml",
             "udp = \"127.0.0.1:9000\"\nkey_file = \"default.key\"\nlost_after = \"5s\"\ndelete_after = \"2m\"\n\
+             config_history = 7\naudit_retention = 50\n\
              [clusters.payments]\nkey_files = [\"pay.key\"]\n",
         );
         let args = ServeArgs {
             config: Some(file),
             lost_after: Some(Duration::from_secs(4)),
+            audit_retention: Some(60),
             ..ServeArgs::default()
         };
         let config = args.resolve().expect("valid");
@@ -936,6 +963,13 @@ mod tests {
         assert_eq!(config.keeper.lost_after, Duration::from_secs(4));
         assert_eq!(config.keeper.delete_after, Duration::from_secs(120));
         assert_eq!(config.keyring.len(), 2);
+        assert_eq!(
+            config.history,
+            crate::store::History {
+                configs: 7,
+                audit: 60
+            }
+        );
     }
 
     #[test]

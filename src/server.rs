@@ -74,6 +74,8 @@ pub struct Setup {
     pub reload: Option<Arc<dyn crate::http::Reload>>,
     /// Changes retained for watchers, in memory and in the store.
     pub retention: usize,
+    /// Config versions per cluster and audit entries the store keeps.
+    pub history: crate::store::History,
     /// The epoch of a keeper without a store (one with a store takes the store's).
     pub epoch: u32,
     /// Random bytes the freshness tokens are keyed with, drawn at every start. A keeper
@@ -121,6 +123,7 @@ impl Setup {
             key_updates: None,
             reload: None,
             retention: crate::config::DEFAULT_WATCH_RETENTION,
+            history: crate::store::History::DEFAULT,
             epoch: 1,
             token_secret: [0; 32],
             clock: DriverClock::start(),
@@ -145,6 +148,7 @@ impl Debug for Setup {
             .field("store", &self.store.is_some())
             .field("commit_mode", &self.commit_mode)
             .field("retention", &self.retention)
+            .field("history", &self.history)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -219,6 +223,7 @@ where
     let (mut core, hub, seed) = match setup.store.as_mut() {
         Some(store) => {
             store.set_retention(setup.retention);
+            store.set_history(setup.history);
             let snapshot = store.boot()?;
             if let Some(on_boot) = setup.on_boot.take() {
                 on_boot(&snapshot.proxies);

@@ -438,6 +438,56 @@ fn a_change_that_expects_a_version_meanwhile_replaced_is_refused_with_exit_11() 
     );
 }
 
+#[test]
+fn the_store_keeps_as_many_config_versions_and_audit_entries_as_configured() {
+    let keeper = Keeper::start_with(
+        &procs::fresh_dir("data"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config-history", "2", "--audit-retention", "2"],
+    );
+    for n in 2..=4 {
+        let (code, _, err) = keeper.push_config(&format!("pool = {n}\n"));
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, err) = keeper.cli(&["config", "history", "--cluster", CLUSTER]);
+    assert_eq!(code, 0, "{err}");
+    let versions: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(versions, ["3", "4"], "{out}");
+    // Version 2 is gone from the store: no rollback to it.
+    let (code, _, err) = keeper.cli(&["config", "rollback", "--cluster", CLUSTER, "--to", "2"]);
+    assert_eq!(code, 4, "{err}");
+    // After a restart (the keeper's view of the audit record comes from the store), the
+    // record holds the newest two entries: the last push and the refused rollback.
+    let data = keeper.data_dir.clone();
+    drop(keeper);
+    let keeper = Keeper::start_with(
+        &data,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--audit-retention", "2"],
+    );
+    let (code, out, err) = keeper.cli(&["audit"]);
+    assert_eq!(code, 0, "{err}");
+    let actions: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().skip(2).take(3).collect())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ["push_config", CLUSTER, "done"],
+            ["rollback", CLUSTER, "refused"]
+        ],
+        "{out}"
+    );
+}
+
 /// A file holding `text`, in a fresh directory; its path.
 fn fresh_file(text: &str) -> String {
     let path = procs::fresh_dir("file").join("proxy.toml");

@@ -267,6 +267,10 @@ impl zerokeeper::store::Store for SlowDisk {
         self.inner.set_retention(changes);
     }
 
+    fn set_history(&mut self, history: zerokeeper::store::History) {
+        self.inner.set_history(history);
+    }
+
     fn reader(
         &self,
     ) -> Result<std::sync::Arc<dyn zerokeeper::store::StoreRead>, zerokeeper::store::StoreError>

@@ -321,6 +321,20 @@ fn a_reader_reads_config_versions_beside_the_commits() {
 }
 
 #[test]
+fn the_history_kept_is_bounded() {
+    let etcd = Etcd::start("history");
+    let root = root("history");
+    let mut store = etcd.store(&root);
+    store.boot().expect("boots");
+    check_history(&mut store);
+    // Nothing of the pruned versions is left: the three versions kept (c's 4 and 5, d's
+    // 1) have a blob each, a header and one part, and a pointer each.
+    assert_eq!(etcd.keys(&format!("{}blob/", private(&root))).len(), 3 * 2);
+    assert_eq!(etcd.keys(&format!("{}configs/", private(&root))).len(), 3);
+    assert_eq!(etcd.keys(&format!("{}audit/", private(&root))).len(), 3);
+}
+
+#[test]
 fn a_follower_reads_admin_changes_with_the_token_that_made_them() {
     let etcd = Etcd::start("follow-by");
     let root = root("follow-by");

@@ -327,6 +327,17 @@ fn a_reader_reads_config_versions_beside_the_commits_of_every_local_store() {
 }
 
 #[test]
+fn the_history_kept_is_bounded_in_every_local_store() {
+    let mut memory = MemoryStore::new();
+    memory.boot().expect("boots");
+    check_history(&mut memory);
+    let dir = TempDir::new("history");
+    let mut redb = open(&dir);
+    redb.boot().expect("boots");
+    check_history(&mut redb);
+}
+
+#[test]
 fn audit_entries_come_back_oldest_first_across_commits_and_reopening() {
     let dir = TempDir::new("audit");
     let mut store = open(&dir);

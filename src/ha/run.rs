@@ -94,6 +94,7 @@ pub async fn run(
         return Ok(Ended::Shutdown);
     };
     store.set_retention(retention);
+    store.set_history(setup.history);
     let keys = store.election_keys();
     let mut election = tokio::select! {
         biased;

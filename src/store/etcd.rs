@@ -123,7 +123,7 @@ use super::record::{AuditRecord, ConfigReadError, ConfigRecord, decode};
 use super::redb::now_secs;
 use super::seal::{self, StoreKeys};
 use super::{
-    AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoreRead, StoredConfig,
+    AuditEntry, DEFAULT_RETENTION, History, Snapshot, Store, StoreError, StoreRead, StoredConfig,
     StoredProxy, WallChange, apply, check_batch, next_epoch,
 };
 use crate::configdoc::ConfigVersion;
@@ -293,6 +293,7 @@ pub struct EtcdStore {
     seen_writer: Option<Vec<u8>>,
     fence: Option<Fence>,
     retention: usize,
+    history: History,
     /// Staged keys of a batch that did not reach its commit point may be above the
     /// revision: deleted before the next commit.
     dirty: bool,
@@ -341,6 +342,7 @@ impl EtcdStore {
             seen_writer: None,
             fence: None,
             retention: DEFAULT_RETENTION,
+            history: History::DEFAULT,
             dirty: false,
             in_doubt: false,
             store_keys: options.store_keys.clone(),
@@ -781,16 +783,30 @@ impl EtcdStore {
                 .map(|mut found| found.pop().flatten().map(|(v, _)| v))
                 .map_err(|f| self.failed("cannot read before a commit", f))
         };
+        let range = |start: Vec<u8>, end: Vec<u8>, limit: i64| {
+            let mut answer = self
+                .etcd
+                .range(start, end, limit, 0)
+                .map_err(|f| self.failed("cannot read before a commit", f))?;
+            let count = u64::try_from(answer.count()).unwrap_or(0);
+            let kvs = answer
+                .take_kvs()
+                .into_iter()
+                .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+                .collect();
+            Ok((count, kvs))
+        };
         let mut plan = Plan::new(
             &self.keys,
             mode,
             read,
             &fetch,
+            &range,
             self.generation,
             self.epoch,
             self.store_keys.as_ref(),
         );
-        apply(&mut plan, changes, blobs, self.retention)?;
+        apply(&mut plan, changes, blobs, self.retention, self.history)?;
         plan.writes()
     }
 
@@ -1540,6 +1556,7 @@ impl Store for EtcdStore {
             seen_writer: None,
             fence: None,
             retention: self.retention,
+            history: self.history,
             dirty: false,
             in_doubt: false,
             store_keys: self.store_keys.clone(),
@@ -1551,5 +1568,9 @@ impl Store for EtcdStore {
 
     fn set_retention(&mut self, changes: usize) {
         self.retention = changes;
+    }
+
+    fn set_history(&mut self, history: History) {
+        self.history = history;
     }
 }

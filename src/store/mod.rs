@@ -70,6 +70,31 @@ pub use crate::keeper::change::{ConfigBlob, StoredConfig, StoredProxy, WallChang
 /// How many changes the log keeps unless [`Store::set_retention`] says otherwise.
 pub const DEFAULT_RETENTION: usize = 100_000;
 
+/// How much history a store keeps besides the change log: a setting of each handle, as
+/// the retention is ([`Store::set_history`]). Older entries are pruned by the commits
+/// that add new ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct History {
+    /// Config versions kept per cluster, the newest (at least 1: the current one).
+    pub configs: usize,
+    /// Audit entries kept, the newest.
+    pub audit: usize,
+}
+
+impl History {
+    /// 100 versions a cluster, 100,000 audit entries.
+    pub const DEFAULT: History = History {
+        configs: 100,
+        audit: 100_000,
+    };
+}
+
+impl Default for History {
+    fn default() -> History {
+        History::DEFAULT
+    }
+}
+
 /// An admin action, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -160,6 +185,11 @@ pub trait Store: Send {
     /// How many changes the log keeps (default [`DEFAULT_RETENTION`]); older ones are
     /// pruned by the next commit. A setting of this handle, not stored.
     fn set_retention(&mut self, changes: usize);
+
+    /// How many config versions per cluster and audit entries the store keeps (default
+    /// [`History::DEFAULT`]); older ones are pruned by the next commit that adds one. A
+    /// setting of this handle, not stored.
+    fn set_history(&mut self, history: History);
 
     /// A handle that reads what this store holds from another thread, beside its
     /// commits (the admin API's reads of config versions). It reads what is committed;
@@ -258,6 +288,12 @@ trait Tables {
     fn put_config(&mut self, cluster: &str, config: &ConfigVersion) -> Result<(), StoreError>;
     /// Appends an audit entry.
     fn push_audit(&mut self, entry: AuditEntry) -> Result<(), StoreError>;
+    /// Deletes the config versions of `cluster` up to `through` (included).
+    fn prune_configs(&mut self, cluster: &str, through: u64) -> Result<(), StoreError>;
+    /// Deletes the oldest audit entries stored before this batch until at most `keep`
+    /// are left, this batch's own counted (a store that cannot delete an entry in the
+    /// batch that writes it keeps those).
+    fn prune_audit(&mut self, keep: usize) -> Result<(), StoreError>;
     /// Appends a change to the log.
     fn push_change(&mut self, change: &WallChange) -> Result<(), StoreError>;
     /// Starts a new generation and raises the stored epoch to `seen_epoch`.
@@ -313,6 +349,7 @@ fn apply(
     changes: &[WallChange],
     blobs: &[ConfigBlob],
     retention: usize,
+    history: History,
 ) -> Result<(), StoreError> {
     let Some(last) = changes.last() else {
         return Ok(());
@@ -367,6 +404,10 @@ fn apply(
                     ))
                 })?;
                 tables.put_config(cluster, &blob.config)?;
+                let keep = u64::try_from(history.configs.max(1)).unwrap_or(u64::MAX);
+                if let Some(through) = config.version.checked_sub(keep).filter(|&t| t > 0) {
+                    tables.prune_configs(cluster, through)?;
+                }
             }
             ChangeKind::Admin { action, by } => tables.push_audit(AuditEntry {
                 at_unix_ms: change.at,
@@ -378,6 +419,12 @@ fn apply(
             | ChangeKind::DeletionPaused { .. }
             | ChangeKind::Stall { .. } => {}
         }
+    }
+    if changes
+        .iter()
+        .any(|c| matches!(c.kind, ChangeKind::Admin { .. }))
+    {
+        tables.prune_audit(history.audit)?;
     }
     let retention = u64::try_from(retention).unwrap_or(u64::MAX);
     tables.finish(last.revision, last.revision.saturating_sub(retention))
@@ -480,6 +527,24 @@ impl Tables for MemoryState {
         Ok(())
     }
 
+    fn prune_configs(&mut self, cluster: &str, through: u64) -> Result<(), StoreError> {
+        let pruned: Vec<(String, u64)> = self
+            .configs
+            .range((cluster.to_owned(), 0)..=(cluster.to_owned(), through))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in pruned {
+            self.configs.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn prune_audit(&mut self, keep: usize) -> Result<(), StoreError> {
+        let excess = self.audit.len().saturating_sub(keep);
+        self.audit.drain(..excess);
+        Ok(())
+    }
+
     fn push_change(&mut self, change: &WallChange) -> Result<(), StoreError> {
         self.changes.push_back(change.clone());
         Ok(())
@@ -514,6 +579,7 @@ impl Tables for MemoryState {
 pub struct MemoryStore {
     state: Arc<Mutex<MemoryState>>,
     retention: usize,
+    history: History,
 }
 
 impl Default for MemoryStore {
@@ -536,6 +602,7 @@ impl MemoryStore {
                 changes: VecDeque::new(),
             })),
             retention: DEFAULT_RETENTION,
+            history: History::DEFAULT,
         }
     }
 
@@ -567,7 +634,7 @@ impl Store for MemoryStore {
     fn commit(&mut self, changes: &[WallChange], blobs: &[ConfigBlob]) -> Result<(), StoreError> {
         let mut state = self.state();
         check_batch(state.revision, changes, blobs)?;
-        apply(&mut *state, changes, blobs, self.retention)
+        apply(&mut *state, changes, blobs, self.retention, self.history)
     }
 
     fn revision(&self) -> u64 {
@@ -600,6 +667,10 @@ impl Store for MemoryStore {
 
     fn set_retention(&mut self, changes: usize) {
         self.retention = changes;
+    }
+
+    fn set_history(&mut self, history: History) {
+        self.history = history;
     }
 }
 

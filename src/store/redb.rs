@@ -71,15 +71,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::backends::FileBackend;
 use redb::{
-    BackendError, Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, Table,
-    TableDefinition, TableHandle, WriteTransaction,
+    BackendError, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageBackend, Table, TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
 use super::record::{self, AuditRecord, AuditRecordOut, ConfigReadError, ProxyRecord};
 use super::seal::{self, Sealing, StoreKeys};
 use super::{
-    AuditEntry, DEFAULT_RETENTION, Snapshot, Store, StoreError, StoreRead, StoredConfig,
+    AuditEntry, DEFAULT_RETENTION, History, Snapshot, Store, StoreError, StoreRead, StoredConfig,
     StoredProxy, Tables, WallChange, apply, check_batch, next_epoch,
 };
 use crate::configdoc::ConfigVersion;
@@ -139,6 +139,8 @@ pub struct RedbStore {
     generation: u64,
     /// How many changes the log keeps.
     retention: usize,
+    /// How many config versions and audit entries it keeps.
+    history: History,
     /// The store keys configs are sealed under (`None`: stored plain).
     keys: Option<StoreKeys>,
 }
@@ -335,6 +337,7 @@ impl RedbStore {
             revision,
             generation,
             retention: DEFAULT_RETENTION,
+            history: History::DEFAULT,
             keys,
         })
     }
@@ -405,7 +408,7 @@ impl Store for RedbStore {
                     ),
                 ));
             }
-            apply(&mut tables, changes, blobs, self.retention)?;
+            apply(&mut tables, changes, blobs, self.retention, self.history)?;
             tables.generation
         };
         // On any error above, dropping `txn` aborts it: nothing of the batch is stored.
@@ -472,6 +475,10 @@ impl Store for RedbStore {
 
     fn set_retention(&mut self, changes: usize) {
         self.retention = changes;
+    }
+
+    fn set_history(&mut self, history: History) {
+        self.history = history;
     }
 }
 
@@ -837,6 +844,37 @@ impl Tables for TxnTables<'_> {
                 .ok_or_else(|| corrupt(path, "the audit sequence is exhausted"))?,
         );
         Ok(())
+    }
+
+    fn prune_configs(&mut self, cluster: &str, through: u64) -> Result<(), StoreError> {
+        let (mut low, mut high) = (Vec::new(), Vec::new());
+        config_key(&mut low, cluster, 0);
+        config_key(&mut high, cluster, through);
+        self.configs
+            .retain_in::<&[u8], _>(low.as_slice()..=high.as_slice(), |_, _| false)
+            .map_err(fail(self.path, "cannot prune configs"))
+    }
+
+    fn prune_audit(&mut self, keep: usize) -> Result<(), StoreError> {
+        let path = self.path;
+        let held = self.audit.len().map_err(fail(path, "cannot count audit"))?;
+        let excess = held.saturating_sub(u64::try_from(keep).unwrap_or(u64::MAX));
+        if excess == 0 {
+            return Ok(());
+        }
+        // Sequence numbers are consecutive from the oldest held: cut after `excess`.
+        let first = match self
+            .audit
+            .first()
+            .map_err(fail(path, "cannot read audit"))?
+        {
+            Some((key, _)) => decode_u64_key(key.value(), path, "an audit key")?,
+            None => return Ok(()),
+        };
+        let cut = first.saturating_add(excess).to_be_bytes();
+        self.audit
+            .retain_in::<&[u8], _>(..cut.as_slice(), |_, _| false)
+            .map_err(fail(path, "cannot prune audit"))
     }
 
     fn push_change(&mut self, change: &WallChange) -> Result<(), StoreError> {

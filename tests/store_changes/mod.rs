@@ -341,3 +341,56 @@ pub fn check_reader(store: &mut dyn Store) {
         Some(config("b", 7))
     );
 }
+
+/// Checks a store's [`Store::set_history`] on a booted, empty `store`: each cluster keeps
+/// its newest config versions (those a batch makes and prunes at once included), and the
+/// audit its newest entries.
+pub fn check_history(store: &mut dyn Store) {
+    use zerokeeper::store::History;
+    store.set_history(History {
+        configs: 2,
+        audit: 3,
+    });
+    let reader = store.reader().expect("a reader");
+    let versions = |cluster: &str| -> Vec<u64> {
+        reader
+            .config_versions(cluster, 100)
+            .expect("reads")
+            .iter()
+            .map(|c| c.version)
+            .collect()
+    };
+    commit(store, &[put_config("c", 1), put_config("d", 1)]);
+    commit(store, &[put_config("c", 2)]);
+    assert_eq!(versions("c"), [1, 2]);
+    commit(store, &[put_config("c", 3)]);
+    assert_eq!(versions("c"), [2, 3]);
+    // Two in one batch: the older of them is never kept.
+    commit(store, &[put_config("c", 4), put_config("c", 5)]);
+    assert_eq!(versions("c"), [4, 5]);
+    assert_eq!(versions("d"), [1], "another cluster keeps its own");
+    let snapshot = store.boot().expect("boots");
+    let latest: Vec<(String, u64)> = snapshot
+        .configs
+        .iter()
+        .map(|c| (c.cluster.clone(), c.version))
+        .collect();
+    assert_eq!(latest, [("c".to_owned(), 5), ("d".to_owned(), 1)]);
+    for v in 1..=4 {
+        commit(store, &[admin(push_action("c", 10 + v))]);
+    }
+    commit(
+        store,
+        &[admin(push_action("c", 15)), admin(push_action("c", 16))],
+    );
+    let audit: Vec<String> = store
+        .audit()
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        audit,
+        [push_json("c", 14), push_json("c", 15), push_json("c", 16)]
+    );
+}

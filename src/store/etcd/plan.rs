@@ -150,6 +150,13 @@ pub(super) struct Plan<'k> {
     read: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Reads that were not prefetched, done when asked.
     fetch: &'k dyn Fn(Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>,
+    /// Range reads, for pruning: how many keys `start..end` holds, and the first `limit`
+    /// of them with their values.
+    range: &'k RangeRead<'k>,
+    /// Config versions to prune: each cluster's, up to the version (included).
+    prune_configs: BTreeMap<String, u64>,
+    /// Audit entries to keep at most, if the batch prunes them.
+    prune_audit: Option<usize>,
     /// The generation and stored epoch before the batch.
     generation: u64,
     epoch: u32,
@@ -192,11 +199,13 @@ pub(super) fn reads(keys: &Keys, changes: &[WallChange]) -> Vec<Vec<u8>> {
 }
 
 impl<'k> Plan<'k> {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         keys: &'k Keys,
         mode: Mode,
         read: HashMap<Vec<u8>, Option<Vec<u8>>>,
         fetch: &'k dyn Fn(Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>,
+        range: &'k RangeRead<'k>,
         generation: u64,
         epoch: u32,
         store_keys: Option<&'k StoreKeys>,
@@ -208,6 +217,9 @@ impl<'k> Plan<'k> {
             current: None,
             read,
             fetch,
+            range,
+            prune_configs: BTreeMap::new(),
+            prune_audit: None,
             generation,
             epoch,
             proxies: BTreeMap::new(),
@@ -309,6 +321,7 @@ impl<'k> Plan<'k> {
                 }
             }
         }
+        self.prune(&mut writes)?;
         for ((cluster, version), revision) in std::mem::take(&mut self.configs) {
             let key = self.keys.config(&cluster, version);
             // A blob this version had before is replaced: deleted with the pointer's move.
@@ -341,6 +354,81 @@ impl<'k> Plan<'k> {
             ));
         }
         Ok(writes)
+    }
+}
+
+/// A range read: `(start, end, limit)` → how many keys `start..end` holds, and the first
+/// `limit` of them with their values.
+pub(super) type RangeRead<'k> =
+    dyn Fn(Vec<u8>, Vec<u8>, i64) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>), StoreError> + 'k;
+
+impl Plan<'_> {
+    /// The deletions of the batch's pruning, into `writes`: the config versions (pointer
+    /// and blob) of each cluster up to its cut, those of this batch included (never
+    /// written), and the oldest audit entries stored.
+    fn prune(&mut self, writes: &mut Writes) -> Result<(), StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt(format!("etcd: {e}"));
+        for (cluster, through) in std::mem::take(&mut self.prune_configs) {
+            // Made and pruned by this batch: neither pointer nor blob is written.
+            let made: Vec<(String, u64)> = self
+                .configs
+                .range((cluster.clone(), 0)..=(cluster.clone(), through))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in made {
+                if let Some(revision) = self.configs.remove(&key) {
+                    writes
+                        .staged
+                        .retain(|op| !staged_for(op, self.keys, revision));
+                }
+            }
+            let start = self.keys.config(&cluster, 0);
+            let mut end = self.keys.config(&cluster, through);
+            end.push(0);
+            let (_, stored) = (self.range)(start.clone(), end.clone(), i64::MAX)?;
+            if stored.is_empty() {
+                continue;
+            }
+            for (key, value) in &stored {
+                let revision = parse_u64(value).ok_or_else(|| {
+                    corrupt(format!(
+                        "the config pointer {:?} is not a revision",
+                        String::from_utf8_lossy(key)
+                    ))
+                })?;
+                let blob = self.keys.blob(revision);
+                let blob_end = prefix_end(&blob);
+                writes.materialise.push(Op::DeleteRange(blob, blob_end));
+            }
+            writes.materialise.push(Op::DeleteRange(start, end));
+        }
+        if let Some(keep) = self.prune_audit.take() {
+            let prefix = self.keys.audits();
+            let (held, _) = (self.range)(prefix.clone(), prefix_end(&prefix), 1)?;
+            let pending = self.audit.len() as u64;
+            let excess = (held + pending)
+                .saturating_sub(u64::try_from(keep).unwrap_or(u64::MAX))
+                .min(held);
+            if excess > 0 {
+                let limit = i64::try_from(excess).unwrap_or(i64::MAX);
+                let (_, oldest) = (self.range)(prefix.clone(), prefix_end(&prefix), limit)?;
+                if let Some((last, _)) = oldest.last() {
+                    let mut end = last.clone();
+                    end.push(0);
+                    writes.materialise.push(Op::DeleteRange(prefix, end));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `op` writes the blob of `revision` (its header or a part).
+fn staged_for(op: &Op, keys: &Keys, revision: u64) -> bool {
+    let blob = keys.blob(revision);
+    match op {
+        Op::Put(key, _) => key.starts_with(&blob),
+        Op::Delete(_) | Op::DeleteRange(..) => false,
     }
 }
 
@@ -406,6 +494,17 @@ impl Tables for Plan<'_> {
         })
         .map_err(|e| StoreError::Io(format!("etcd: {e}")))?;
         self.audit.push((revision, value));
+        Ok(())
+    }
+
+    fn prune_configs(&mut self, cluster: &str, through: u64) -> Result<(), StoreError> {
+        let cut = self.prune_configs.entry(cluster.to_owned()).or_insert(0);
+        *cut = (*cut).max(through);
+        Ok(())
+    }
+
+    fn prune_audit(&mut self, keep: usize) -> Result<(), StoreError> {
+        self.prune_audit = Some(keep);
         Ok(())
     }
 
