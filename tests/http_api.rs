@@ -858,6 +858,23 @@ async fn switching_a_datasource_makes_a_new_version_and_a_wrong_from_is_a_mismat
         "hostgroup hg1 is served by ds_b, not ds_a"
     );
     assert_eq!(rig.stored().await, before);
+    // A switch to the datasource it has already would change nothing: refused.
+    let same = rig
+        .client
+        .post_json(
+            "/v1/clusters/test_cluster/switch",
+            r#"{"hostgroup":"hg1","from":"ds_b","to":"ds_b"}"#,
+        )
+        .await
+        .problem(400, "malformed-body");
+    assert_eq!(same["hostgroup"], "hg1");
+    assert!(
+        same["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("--to must differ from --from")),
+        "{same}"
+    );
+    assert_eq!(rig.stored().await, before);
 
     // Switching back from the right datasource works, without a content type too.
     let back = rig

@@ -340,6 +340,9 @@ impl From<AdminError> for Problem {
                 })
             }
             AdminError::Config(e) => e.into(),
+            AdminError::SameDatasource { hostgroup, .. } => {
+                Problem::malformed(detail).with(|b| b.hostgroup = Some(hostgroup))
+            }
             AdminError::ProxyAlive { cluster, proxy, .. } => {
                 Problem::new(ProblemKind::ProxyAlive, detail).with(|b| {
                     b.cluster = Some(cluster);

@@ -101,6 +101,16 @@ pub enum AdminError {
         /// The cluster's current version.
         current: u64,
     },
+    /// A switch whose `to` is its `from`: it would change nothing. Nothing changed.
+    #[error(
+        "a switch of hostgroup {hostgroup} from {datasource} to {datasource} changes nothing: --to must differ from --from. Nothing changed."
+    )]
+    SameDatasource {
+        /// The hostgroup.
+        hostgroup: String,
+        /// The datasource named as both.
+        datasource: String,
+    },
     /// A remove named a proxy that is alive (`up` or `ready`) without being forced.
     /// Nothing changed.
     #[error(
@@ -432,6 +442,12 @@ impl Keeper {
         // Names first: a malformed request is refused as such, whatever the gate says.
         for name in [hostgroup, from, to] {
             validate_datasource_name(name)?;
+        }
+        if from == to {
+            return Err(AdminError::SameDatasource {
+                hostgroup: hostgroup.to_owned(),
+                datasource: to.to_owned(),
+            });
         }
         self.gate(cluster)?;
         let current = self.registry.cluster(id).config.clone();
