@@ -380,6 +380,8 @@ struct FileConfig {
 struct ClusterFileConfig {
     #[serde(default)]
     key_files: Vec<PathBuf>,
+    /// The format the cluster's config files are in, checked before a push is stored.
+    config_format: Option<crate::configdoc::ConfigFormat>,
 }
 
 mod opt_duration {
@@ -418,6 +420,8 @@ pub struct ServeConfig {
     pub watch_retention: usize,
     /// Config versions per cluster and audit entries the store keeps.
     pub history: crate::store::History,
+    /// The formats clusters declare their config files are in (`config_format`).
+    pub config_formats: BTreeMap<String, crate::configdoc::ConfigFormat>,
     /// The admin API's limits.
     pub http_limits: ServeLimits,
     /// The kernel send buffer of each admin connection, in bytes (0: the kernel's own).
@@ -704,6 +708,11 @@ impl ServeArgs {
                 .or(file.watch_retention)
                 .unwrap_or(DEFAULT_WATCH_RETENTION)
                 .max(1),
+            config_formats: file
+                .clusters
+                .iter()
+                .filter_map(|(name, c)| Some((name.clone(), c.config_format?)))
+                .collect(),
             history: crate::store::History {
                 configs: self
                     .config_history
@@ -949,7 +958,7 @@ mod tests {
             "zk.toml",
             "udp = \"127.0.0.1:9000\"\nkey_file = \"default.key\"\nlost_after = \"5s\"\ndelete_after = \"2m\"\n\
              config_history = 7\naudit_retention = 50\n\
-             [clusters.payments]\nkey_files = [\"pay.key\"]\n",
+             [clusters.payments]\nkey_files = [\"pay.key\"]\nconfig_format = \"toml\"\n",
         );
         let args = ServeArgs {
             config: Some(file),
@@ -969,6 +978,10 @@ mod tests {
                 configs: 7,
                 audit: 60
             }
+        );
+        assert_eq!(
+            config.config_formats,
+            BTreeMap::from([("payments".to_owned(), crate::configdoc::ConfigFormat::Toml)])
         );
     }
 

@@ -62,6 +62,56 @@ pub enum ConfigError {
     /// file, a wrong path to a new file).
     #[error("the config file is empty; a push must carry the cluster's whole config")]
     Empty,
+    /// The file is not in the format its cluster declares.
+    #[error("the config file is not valid {format}, as its cluster declares: {detail}")]
+    NotFormat {
+        /// `TOML` or `JSON`.
+        format: &'static str,
+        /// What the parser said, with the place.
+        detail: String,
+    },
+}
+
+/// A format a cluster may declare its config files are in (`config_format` in the keeper's
+/// config file), checked before a push or rollback stores anything. Configs stay opaque
+/// bytes otherwise: the keeper parses only to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigFormat {
+    /// TOML 1.0.
+    Toml,
+    /// JSON (RFC 8259).
+    Json,
+}
+
+impl ConfigFormat {
+    /// Checks that `bytes` are a document of this format.
+    pub fn check(self, bytes: &[u8]) -> Result<(), ConfigError> {
+        let not = |detail: String| ConfigError::NotFormat {
+            format: self.name(),
+            detail,
+        };
+        match self {
+            ConfigFormat::Toml => {
+                let text =
+                    std::str::from_utf8(bytes).map_err(|e| not(format!("not UTF-8 ({e})")))?;
+                toml::from_str::<toml::Table>(text)
+                    .map(|_| ())
+                    .map_err(|e| not(e.to_string().trim().replace('\n', " ")))
+            }
+            ConfigFormat::Json => serde_json::from_slice::<serde_json::Value>(bytes)
+                .map(|_| ())
+                .map_err(|e| not(e.to_string())),
+        }
+    }
+
+    /// `TOML` or `JSON`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigFormat::Toml => "TOML",
+            ConfigFormat::Json => "JSON",
+        }
+    }
 }
 
 /// One config version of a cluster, rendered and ready to serve in chunks.

@@ -274,6 +274,7 @@ fn serve_setup(
     let mut setup = Setup::new(config.keeper.clone(), config.keyring.clone());
     setup.retention = config.watch_retention;
     setup.history = config.history;
+    setup.config_formats = config.config_formats.clone();
     setup.config_id_key = config.store_keys.as_ref().map(|k| k.config_id_key());
     setup.limits = config.http_limits.clone();
     // A fresh token secret: tokens of an earlier run never count.

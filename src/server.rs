@@ -76,6 +76,8 @@ pub struct Setup {
     pub retention: usize,
     /// Config versions per cluster and audit entries the store keeps.
     pub history: crate::store::History,
+    /// The formats clusters declare their config files are in.
+    pub config_formats: std::collections::BTreeMap<String, crate::configdoc::ConfigFormat>,
     /// The epoch of a keeper without a store (one with a store takes the store's).
     pub epoch: u32,
     /// Random bytes the freshness tokens are keyed with, drawn at every start. A keeper
@@ -124,6 +126,7 @@ impl Setup {
             reload: None,
             retention: crate::config::DEFAULT_WATCH_RETENTION,
             history: crate::store::History::DEFAULT,
+            config_formats: std::collections::BTreeMap::new(),
             epoch: 1,
             token_secret: [0; 32],
             clock: DriverClock::start(),
@@ -293,6 +296,7 @@ where
         ..seed
     };
     core.set_config_id_key(setup.config_id_key.clone());
+    core.set_config_formats(setup.config_formats.clone());
     if let Some(adjust) = setup.adjust.take() {
         adjust(&mut core);
     }

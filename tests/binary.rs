@@ -794,3 +794,45 @@ fn a_flood_of_clusters_whose_proxies_died_leaves_room_for_a_new_real_one() {
         real.log()
     );
 }
+
+#[test]
+fn a_cluster_that_declares_toml_refuses_a_file_that_is_not_toml_and_stores_nothing() {
+    let dir = procs::fresh_dir("format");
+    let config = dir.join("zk.toml");
+    std::fs::write(
+        &config,
+        format!("[clusters.{CLUSTER}]\nconfig_format = \"toml\"\n"),
+    )
+    .expect("write config");
+    let keeper = Keeper::start_with(
+        &dir.join("data"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let (code, _, err) = keeper.push_config("pool_size = 128\n[limits\nmax = 1\n");
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.contains("not valid TOML, as its cluster declares"),
+        "{err}"
+    );
+    assert_eq!(
+        keeper.get_json(&format!("/v1/clusters/{CLUSTER}/config")),
+        None,
+        "nothing stored, not even the cluster"
+    );
+    let (code, out, err) = keeper.push_config("pool_size = 128\n[limits]\nmax = 1\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pushed config version 2"), "{out}");
+    // Another cluster declares nothing: any bytes.
+    let file = fresh_file("{ not toml");
+    let (code, _, err) = keeper.cli(&[
+        "push-config",
+        "--create",
+        "--cluster",
+        "other",
+        "--file",
+        &file,
+    ]);
+    assert_eq!(code, 0, "{err}");
+}

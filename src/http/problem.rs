@@ -311,7 +311,7 @@ impl From<ConfigError> for Problem {
         match e {
             ConfigError::TooLarge(_) => Problem::new(ProblemKind::ConfigTooLarge, detail),
             ConfigError::InvalidName => Problem::invalid_name(detail),
-            ConfigError::Empty => Problem::malformed(detail),
+            ConfigError::Empty | ConfigError::NotFormat { .. } => Problem::malformed(detail),
             // Only a decoded document can be malformed, and the API never decodes one.
             ConfigError::Malformed => Problem::internal(detail),
         }

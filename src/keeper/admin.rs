@@ -12,7 +12,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::auth::{Keyring, KeyringChange};
-use crate::configdoc::{ConfigError, ConfigVersion, validate_datasource_name};
+use crate::configdoc::{ConfigError, ConfigFormat, ConfigVersion, validate_datasource_name};
 use crate::identity::{IdentityError, status_key, validate_cluster, validate_proxy};
 use crate::keeper::change::MAX_REASON;
 use crate::keeper::{
@@ -371,6 +371,7 @@ impl Keeper {
         if config.is_empty() {
             return Err(ConfigError::Empty.into());
         }
+        self.check_format(cluster, &config)?;
         if let Some(id) = self.registry.cluster_id(cluster) {
             self.gate(cluster)?;
             let current = &self.registry.cluster(id).config;
@@ -507,6 +508,8 @@ impl Keeper {
                 current: current.version,
             });
         };
+        // The format may have been declared since that version was made.
+        self.check_format(cluster, &base)?;
         if *current.base == *base && current.datasources == datasources {
             return Ok(Pushed {
                 version: current.version,
@@ -754,6 +757,20 @@ impl Keeper {
     /// with `None`, with [`ConfigId::of`]. A version keeps the id it was made with.
     pub fn set_config_id_key(&mut self, key: Option<ConfigIdKey>) {
         self.config_id_key = key;
+    }
+
+    /// Checks every config file pushed to (or rolled back to in) a cluster of `formats`
+    /// against the format it declares before anything is stored.
+    pub fn set_config_formats(&mut self, formats: BTreeMap<String, ConfigFormat>) {
+        self.config_formats = formats;
+    }
+
+    /// `config` checked against the format `cluster` declares, if any.
+    fn check_format(&self, cluster: &str, config: &[u8]) -> Result<(), AdminError> {
+        match self.config_formats.get(cluster) {
+            Some(format) => Ok(format.check(config)?),
+            None => Ok(()),
+        }
     }
 
     /// Puts `keys` in force instead of the keys it holds (a key rotation without a

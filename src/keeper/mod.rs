@@ -352,6 +352,8 @@ pub struct Keeper {
     /// The secret the config versions this keeper makes are named under (`None`: by
     /// [`ConfigId::of`](crate::wire::ConfigId::of), which anyone can compute).
     config_id_key: Option<crate::wire::ConfigIdKey>,
+    /// The formats clusters declare their config files are in.
+    config_formats: std::collections::BTreeMap<String, crate::configdoc::ConfigFormat>,
     clock: KeeperClock,
     registry: Registry,
     timers: Timers,
@@ -427,6 +429,7 @@ impl Keeper {
             challenges,
             sealers: std::collections::HashMap::default(),
             config_id_key: None,
+            config_formats: std::collections::BTreeMap::new(),
             clock,
             registry: Registry::default(),
             timers: Timers::default(),
