@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use procs::{BIN, CLUSTER, Keeper, PATIENCE, Process, line};
+use procs::{BIN, CLUSTER, Keeper, PATIENCE, Process, line, short_sha256};
 
 const A: &str = "10.25.0.11:3000";
 const B: &str = "10.25.0.12:3000";
@@ -493,15 +493,6 @@ fn fresh_file(text: &str) -> String {
     let path = procs::fresh_dir("file").join("proxy.toml");
     std::fs::write(&path, text).expect("write");
     path.to_str().expect("utf-8").to_owned()
-}
-
-/// The first 8 bytes of `bytes`' SHA-256 in hex, as the trial proxy logs what it runs.
-fn short_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod procs;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use procs::{CLUSTER, Keeper, PATIENCE, Process, fresh_dir, line};
+use procs::{CLUSTER, Keeper, PATIENCE, Process, fresh_dir, line, short_sha256};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -233,15 +233,6 @@ fn serve_refuses_a_data_directory_that_is_not_its_store_and_leaves_it_alone() {
         std::fs::read(&file).expect("still there"),
         b"not a database, and precious"
     );
-}
-
-/// The first 8 bytes of `bytes`' SHA-256 in hex, as the trial proxy logs what it runs.
-fn short_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]

@@ -387,7 +387,6 @@ impl<S: DatagramSocket> ProxyDriver<S> {
     }
 }
 
-/// A one-line summary of a config document, for logs.
 /// What a proxy applied, for its log: the file's size and the first 8 bytes of its
 /// SHA-256 (so a test or an operator can tell which content it runs), and the
 /// datasources.
@@ -396,7 +395,7 @@ fn describe(config: &[u8]) -> String {
     match ConfigDocument::decode(config) {
         Ok(doc) => {
             let digest = sha2::Sha256::digest(doc.base);
-            let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let short = crate::api::hex(&digest[..8]);
             let datasources: Vec<String> = doc
                 .datasources
                 .iter()

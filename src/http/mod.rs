@@ -467,19 +467,25 @@ struct AuditParams {
     limit: Option<usize>,
 }
 
+/// A listing's `limit` query parameter: `given`, or `default` without one; `400` unless
+/// from 1 to `max`.
+fn limit_of(given: Option<usize>, default: usize, max: usize) -> Result<usize, Box<Problem>> {
+    let limit = given.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(Box::new(Problem::malformed(format!(
+            "limit must be from 1 to {max}, not {limit}"
+        ))));
+    }
+    Ok(limit)
+}
+
 /// `GET /v1/audit[?cluster=C][&by=NAME][&limit=N]`: the audit record, oldest first.
 async fn audit(
     State(api): State<Api>,
     params: Result<axum::extract::Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
-    let limit = params.limit.unwrap_or(AUDIT_LIMIT);
-    if limit == 0 || limit > view::audit::MAX_LIMIT {
-        return Err(Problem::malformed(format!(
-            "limit must be from 1 to {}, not {limit}",
-            view::audit::MAX_LIMIT
-        )));
-    }
+    let limit = limit_of(params.limit, AUDIT_LIMIT, view::audit::MAX_LIMIT).map_err(|e| *e)?;
     let query = view::AuditQuery {
         cluster: params.cluster,
         by: params.by,
@@ -697,12 +703,7 @@ async fn config_history(
     params: Result<axum::extract::Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ConfigHistory>, Problem> {
     let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
-    let limit = params.limit.unwrap_or(HISTORY_LIMIT);
-    if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(Problem::malformed(format!(
-            "limit must be from 1 to {MAX_HISTORY_LIMIT}, not {limit}"
-        )));
-    }
+    let limit = limit_of(params.limit, HISTORY_LIMIT, MAX_HISTORY_LIMIT).map_err(|e| *e)?;
     let current = api.view.config(&cluster)?.version;
     let store = api.store.clone().ok_or_else(no_history)?;
     let name = cluster.clone();

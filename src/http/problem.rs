@@ -357,10 +357,7 @@ impl From<AdminError> for Problem {
                 b.cluster = Some(cluster);
                 b.current = Some(current);
             }),
-            AdminError::NoSuchVersion { cluster, .. } => {
-                Problem::new(ProblemKind::UnknownVersion, detail)
-                    .with(|b| b.cluster = Some(cluster))
-            }
+            AdminError::NoSuchVersion { cluster, .. } => Problem::unknown_version(&cluster, detail),
             AdminError::RegistryFull { cluster, .. } => {
                 Problem::new(ProblemKind::RegistryFull, detail).with(|b| b.cluster = Some(cluster))
             }

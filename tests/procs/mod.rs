@@ -402,3 +402,12 @@ pub fn fresh_dir(what: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// The first 8 bytes of `bytes`' SHA-256 in hex, as the trial proxy logs what it runs.
+pub fn short_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
