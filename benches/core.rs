@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the sans-IO cores: the wire format, the keeper's hot path at
 //! 1k, 100k and 1M proxies (senders in random order, so caches are honest), its timers,
-//! the agent, and a heartbeat round trip over the in-memory network.
+//! the agent, a heartbeat round trip over the in-memory network, and a 1 MiB config
+//! rollout to one proxy over it (every chunk requested, sealed, opened and checked).
 //!
 //! `cargo bench --bench core` runs them all; `cargo bench --bench core -- keeper` runs a
 //! group. Each runs in a few seconds with the settings below.
@@ -232,6 +233,94 @@ fn bench_round_trip(c: &mut Criterion) {
     g.finish();
 }
 
+/// Delivers everything in flight between `agent` and `keeper` at `now`, answers
+/// included, until nothing moves.
+fn settle(
+    agent: &mut Agent,
+    keeper: &mut Keeper,
+    net: &mut Network,
+    buf: &mut [u8],
+    from: SocketAddr,
+    now: Instant,
+) {
+    let keeper_addr: SocketAddr = "127.0.0.1:7946".parse().expect("valid");
+    loop {
+        let mut moved = false;
+        while let Some(d) = agent.poll_transmit() {
+            net.send(now, from, keeper_addr, &d);
+        }
+        while let Some(p) = net.deliver(now) {
+            moved = true;
+            if p.to == keeper_addr {
+                keeper.handle_datagram(now, p.from, &p.bytes);
+                while let Some(t) = keeper.poll_transmit(buf) {
+                    net.send(now, keeper_addr, t.destination, &buf[..t.len]);
+                }
+            } else {
+                agent.handle_datagram(now, &p.bytes);
+            }
+        }
+        while agent.poll_event().is_some() {}
+        while keeper.poll_change().is_some() {}
+        if !moved {
+            return;
+        }
+    }
+}
+
+fn bench_config_transfer(c: &mut Criterion) {
+    // A 1 MiB config from a push to the proxy running it: the Ack that names it, 1024
+    // padded requests, 1024 sealed chunks opened and reassembled, the keyed digest
+    // checked. Only the transfer is timed (the push, which renders and hashes the
+    // document, is not), on a perfect network without latency: the cores' cost alone.
+    const SIZE: usize = 1 << 20;
+    let mut g = c.benchmark_group("config_transfer");
+    g.throughput(Throughput::Bytes(SIZE as u64));
+    g.sample_size(20);
+    let (mut agent, mut keeper, from) = up_agent();
+    let keeper_addr: SocketAddr = "127.0.0.1:7946".parse().expect("valid");
+    let mut net = Network::new(
+        NetConfig {
+            latency: Duration::ZERO,
+            ..NetConfig::perfect()
+        },
+        1,
+        keeper_addr.ip(),
+    );
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Just after `up_agent` made it `up` (virtual time): the proxy keeps heartbeating as
+    // time moves on, so it stays `up` and the gate open.
+    let mut now = Instant::from_millis(500);
+    let mut n = 0u64;
+    // `up_agent` stops as soon as the agent is up: its `up` heartbeat is still to send.
+    settle(&mut agent, &mut keeper, &mut net, &mut buf, from, now);
+    assert_eq!(keeper.gate(CLUSTER), Ok(()));
+    g.bench_function("1MiB_over_in_memory_network", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let mut config = vec![b'#'; SIZE];
+                config[..8].copy_from_slice(&n.to_be_bytes());
+                let version = keeper
+                    .push_config(now, CLUSTER, config.into())
+                    .expect("the gate is open");
+                let started = std::time::Instant::now();
+                while agent.config_version() != version {
+                    now = now + Duration::from_millis(1);
+                    agent.handle_timeout(now);
+                    keeper.handle_timeout(now);
+                    settle(&mut agent, &mut keeper, &mut net, &mut buf, from, now);
+                }
+                total += started.elapsed();
+                assert_eq!(agent.phase(), Phase::Up, "the proxy stayed up");
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_wire,
@@ -239,6 +328,7 @@ criterion_group!(
     bench_steady_writes,
     bench_timers,
     bench_agent,
-    bench_round_trip
+    bench_round_trip,
+    bench_config_transfer
 );
 criterion_main!(benches);

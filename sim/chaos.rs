@@ -145,6 +145,7 @@ fn run(seed: u64, broken: Option<BrokenRule>) -> Run {
         }
     }
     let last = listing(&mut sim, &operator);
+    let rollouts = rollout_violations(&mut sim, &operator, &plan, &slots, &last);
     // Quiesce before comparing counters: cut every proxy off and let what is in flight
     // land, so the keeper's count and the tap's are taken over the same datagrams.
     for (p, spec) in plan.proxies.iter().enumerate() {
@@ -206,6 +207,7 @@ fn run(seed: u64, broken: Option<BrokenRule>) -> Run {
     }
     let mut violations: Vec<String> = failure.into_iter().collect();
     violations.extend(check::check(&trace));
+    violations.extend(rollouts);
     let log_digest = events
         .iter()
         .map(|l| format!("{:?} {} {:?}\n", l.at, l.boot, l.event))
@@ -327,6 +329,59 @@ fn apply(
         Fault::RestartKeeper => sim.bounce("keeper"),
         Fault::StallKeeper { length } => shared.stall(*length),
     }
+}
+
+/// The rollout invariant, at the end of a run: in every cluster whose rollout the keeper
+/// reports converged, every proxy listed `up` runs the keeper's current config version,
+/// as its own process says (whatever the order of numbers: a rollback is a new version).
+fn rollout_violations(
+    sim: &mut turmoil::Sim<'_>,
+    operator: &Operator,
+    plan: &Plan,
+    slots: &[Rc<ProxySlot>],
+    last: &[(String, String, String)],
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    for (c, cluster) in plan.clusters.iter().enumerate() {
+        let ticket = operator.send(Request {
+            method: "GET",
+            path: format!("/v1/clusters/{cluster}/rollout"),
+            body: Vec::new(),
+        });
+        let Ok(answer) = support::await_answer(sim, operator, ticket, Duration::from_secs(5))
+        else {
+            continue;
+        };
+        let Ok(body) = serde_json::from_str::<Value>(&answer.body) else {
+            continue; // a cluster the keeper does not hold (404)
+        };
+        if body["state"] != "converged" {
+            continue;
+        }
+        let version = body["version"].as_u64().unwrap_or(0);
+        for (p, spec) in plan.proxies.iter().enumerate() {
+            let listed_up = last
+                .iter()
+                .any(|(lc, lp, ls)| lc == cluster && *lp == spec.identity && ls == "up");
+            if spec.cluster != c || !listed_up {
+                continue;
+            }
+            let runs = slots[p]
+                .control
+                .borrow()
+                .as_ref()
+                .map(|control| control.state.borrow().config_version);
+            if let Some(runs) = runs
+                && runs != version
+            {
+                violations.push(format!(
+                    "the rollout of {cluster} is converged at version {version}, but {} (up) runs version {runs}",
+                    spec.identity
+                ));
+            }
+        }
+    }
+    violations
 }
 
 /// Every listed proxy of every cluster: (cluster, proxy, status), over HTTP.

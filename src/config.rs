@@ -14,6 +14,7 @@
 //! lost_after = "3s"
 //! ready_timeout = "60s"
 //! delete_after = "60s"
+//! rollout_timeout = "60s"             # a rollout not converged by then is stuck
 //! log_format = "text"                 # or "json"
 //! config_history = 100                # config versions kept per cluster
 //! audit_retention = 100000            # audit entries kept
@@ -122,6 +123,10 @@ pub struct ServeArgs {
     /// replay flood from spoofed sources gets no more (0: no limit) [default: 4].
     #[arg(long, env = "ZEROKEEPER_CHALLENGE_LIMIT", value_name = "N")]
     pub challenge_limit: Option<u32>,
+    /// A config rollout not converged this long after it began (or after a proxy that
+    /// joined later registered) is reported stuck [default: 60s].
+    #[arg(long, env = "ZEROKEEPER_ROLLOUT_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub rollout_timeout: Option<Duration>,
     /// Refuse protocol version 1 config requests, whose chunks would travel in clear
     /// (version 2 seals them); version 1 proxies then never get a config.
     #[arg(long, env = "ZEROKEEPER_REFUSE_PLAINTEXT_CONFIGS")]
@@ -329,6 +334,8 @@ struct FileConfig {
     stall_slop: Option<Duration>,
     challenge_limit: Option<u32>,
     refuse_plaintext_configs: Option<bool>,
+    #[serde(default, with = "opt_duration")]
+    rollout_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     adopt_window: Option<Duration>,
     restart_share: Option<f64>,
@@ -623,6 +630,10 @@ impl ServeArgs {
                 .unwrap_or(defaults.challenge_limit),
             refuse_plaintext_configs: self.refuse_plaintext_configs
                 || file.refuse_plaintext_configs.unwrap_or(false),
+            rollout_timeout: self
+                .rollout_timeout
+                .or(file.rollout_timeout)
+                .unwrap_or(defaults.rollout_timeout),
         };
         keeper.validate()?;
 

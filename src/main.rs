@@ -59,6 +59,9 @@ enum Command {
     Cluster(zerokeeper::cli::cluster::ClusterArgs),
     /// A cluster's config versions: get, history, diff, rollback.
     Config(zerokeeper::cli::config::ConfigArgs),
+    /// Shows the rollout of a cluster's current config: who runs it, who does not yet,
+    /// who rejected it.
+    Rollout(zerokeeper::cli::rollout::RolloutArgs),
     /// Shows the audit record: who did what, when, and the result.
     Audit(zerokeeper::cli::admin::AuditArgs),
     /// Makes the keeper re-read its key files, admin tokens and TLS certificate (as
@@ -116,6 +119,10 @@ struct ProxyArgs {
     /// Exit without a word once the keeper has acknowledged the registration.
     #[arg(long)]
     crash_on_start: bool,
+    /// Reject config version N whenever it arrives, as a proxy whose config fails to load
+    /// would: it keeps running what it ran and tells the keeper why (protocol 2).
+    #[arg(long, value_name = "N")]
+    reject_config_version: Option<u64>,
     /// Run as if the host's clock were this far ahead (the incarnation comes from the
     /// wall clock): for trials of clock skew.
     #[arg(long, hide = true, value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -199,6 +206,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => return args.run(),
         Command::Config(args) => return args.run(),
         Command::Cluster(args) => return args.run(),
+        Command::Rollout(args) => return args.run(),
         Command::Demo(args) => return demo(args),
         Command::Scenario(args) => return run_scenario(args),
         Command::Keygen(args) => keygen(args),
@@ -561,6 +569,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
             _ => InitPolicy::After(args.init_delay),
         };
         let (driver, control) = ProxyDriver::with_keepers(agent, socket, keepers_rx, init, clock);
+        let driver = driver.reject_version(args.reject_config_version);
         tokio::spawn(reread_key_on_hangup(
             args.key_file.clone(),
             control.commands.clone(),

@@ -301,6 +301,7 @@ where
         adjust(&mut core);
     }
     let view = View::new(seed, core.last_seen(), setup.clock);
+    view.set_rollout_timeout(setup.config.rollout_timeout);
     let (driver, handle) = KeeperDriver::new(core, socket, setup.clock);
     let mut driver = driver.with_sink(hub.clone() as Arc<dyn ChangeSink>);
     let mut reader = None;

@@ -229,6 +229,9 @@ pub enum Kind {
     Unregister = 0x02,
     /// Proxy → keeper: "send me these chunks of this config version".
     ConfigRequest = 0x03,
+    /// Proxy → keeper (version 2 only): a heartbeat that also says "I could not apply
+    /// this config, and here is why" (`docs/PROTOCOL.md` §17.4).
+    ConfigReject = 0x05,
     /// Keeper → proxy: "heard you; here is the timing, the config version, a fresh token".
     Ack = 0x81,
     /// Keeper → proxy: "your freshness token is stale; send again with this one".
@@ -251,6 +254,7 @@ impl Kind {
             0x01 => Kind::Heartbeat,
             0x02 => Kind::Unregister,
             0x03 => Kind::ConfigRequest,
+            0x05 => Kind::ConfigReject,
             0x81 => Kind::Ack,
             0x82 => Kind::Challenge,
             0x83 => Kind::Restart,
@@ -273,6 +277,7 @@ impl Kind {
             Kind::Heartbeat
                 | Kind::Unregister
                 | Kind::ConfigRequest
+                | Kind::ConfigReject
                 | Kind::Ack
                 | Kind::ConfigChunk
                 | Kind::SealedChunk
@@ -395,6 +400,42 @@ pub struct ConfigRequest<'a> {
     pub padding: &'a [u8],
 }
 
+/// Longest reason a `ConfigReject` carries, in bytes.
+pub const MAX_REJECT_REASON: usize = 200;
+
+/// Body of a `ConfigReject`: a heartbeat's fields (it counts as the proxy's heartbeat),
+/// then the config the proxy could not apply and why.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ConfigReject<'a> {
+    /// The heartbeat it is, field for field.
+    pub heartbeat: Heartbeat<'a>,
+    /// The id of the config rejected (the trailer names the one the process still runs).
+    pub rejected: ConfigId,
+    /// Why, in one line: at most [`MAX_REJECT_REASON`] bytes, no control characters.
+    pub reason: &'a str,
+}
+
+impl ConfigReject<'_> {
+    /// Whether `reason` may travel in a `ConfigReject`.
+    pub fn valid_reason(reason: &str) -> bool {
+        reason.len() <= MAX_REJECT_REASON && !reason.chars().any(char::is_control)
+    }
+}
+
+/// `reason` cut to what a `ConfigReject` carries: control characters become spaces and
+/// the text is cut at a character boundary within [`MAX_REJECT_REASON`] bytes.
+pub fn reject_reason(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(MAX_REJECT_REASON));
+    for c in reason.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > MAX_REJECT_REASON {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Body of an `Ack`.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Ack {
@@ -479,6 +520,8 @@ pub enum Message<'a> {
     Unregister(Heartbeat<'a>),
     /// A config request.
     ConfigRequest(ConfigRequest<'a>),
+    /// A heartbeat that rejects a config (version 2 only).
+    ConfigReject(ConfigReject<'a>),
     /// An acknowledgement.
     Ack(Ack),
     /// A freshness challenge.
@@ -501,6 +544,7 @@ impl Message<'_> {
             Message::Heartbeat(_) => Kind::Heartbeat,
             Message::Unregister(_) => Kind::Unregister,
             Message::ConfigRequest(_) => Kind::ConfigRequest,
+            Message::ConfigReject(_) => Kind::ConfigReject,
             Message::Ack(_) => Kind::Ack,
             Message::Challenge(_) => Kind::Challenge,
             Message::Restart(_) => Kind::Restart,
@@ -639,6 +683,13 @@ pub fn decode_body<'a>(header: Header, datagram: &'a [u8]) -> Result<Message<'a>
         Kind::Heartbeat => Message::Heartbeat(take_all(body)?),
         Kind::Unregister => Message::Unregister(take_all(body)?),
         Kind::ConfigRequest => Message::ConfigRequest(take_all(body)?),
+        Kind::ConfigReject => {
+            let reject: ConfigReject<'a> = take_all(body)?;
+            if !ConfigReject::valid_reason(reject.reason) {
+                return Err(WireError::Malformed);
+            }
+            Message::ConfigReject(reject)
+        }
         Kind::Ack => Message::Ack(take_all(body)?),
         Kind::Challenge => Message::Challenge(take_all(body)?),
         Kind::Restart => Message::Restart(take_all(body)?),
@@ -721,6 +772,7 @@ pub fn encode_framed(
     let body_len = match message {
         Message::Heartbeat(m) | Message::Unregister(m) => put(m, body_room),
         Message::ConfigRequest(m) => put(m, body_room),
+        Message::ConfigReject(m) => put(m, body_room),
         Message::Ack(m) => put(m, body_room),
         Message::Challenge(m) => put(m, body_room),
         Message::Restart(m) => put(m, body_room),

@@ -341,7 +341,7 @@ fn an_identical_push_makes_no_version_and_an_empty_one_is_refused() {
     assert_eq!(
         out,
         format!(
-            "CLUSTER       READY  UP  LOST  CONFIG  GATE  DELETION\n{CLUSTER}  0      0   0     2       open  -\n"
+            "CLUSTER       READY  UP  LOST  CONFIG  GATE  DELETION  ROLLOUT\n{CLUSTER}  0      0   0     2       open  -         converged\n"
         )
     );
 }

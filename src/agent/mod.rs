@@ -13,7 +13,8 @@
 //! # Methods
 //!
 //! - **input**: [`Agent::handle_datagram`], [`Agent::handle_timeout`];
-//! - **host calls**: [`Agent::initialized`], [`Agent::fail_start`], [`Agent::unregister`];
+//! - **host calls**: [`Agent::initialized`], [`Agent::reject_config`],
+//!   [`Agent::fail_start`], [`Agent::unregister`];
 //! - **output**: [`Agent::poll_transmit_to`] (every datagram, and the keeper it goes
 //!   to), [`Agent::poll_event`], [`Agent::poll_timeout`];
 //! - **getters**: [`Agent::phase`], [`Agent::incarnation`], [`Agent::interval`], ….
@@ -199,6 +200,10 @@ pub enum AgentError {
     /// `initialized` was called before the startup config arrived, or twice.
     #[error("cannot go up from phase {0}")]
     NotInitialising(Phase),
+    /// `reject_config` was called with no config delivered since the last one (or the
+    /// last rejection).
+    #[error("no config was delivered to reject")]
+    NothingToReject,
 }
 
 /// Counters of what the agent read.
@@ -219,6 +224,8 @@ pub struct AgentStats {
     pub plain_chunks: u64,
     /// Sealed chunks that did not open (authenticated, yet not sealed for this config).
     pub unsealable: u64,
+    /// Configs the host rejected.
+    pub rejected: u64,
 }
 
 /// Where a datagram goes.
@@ -253,6 +260,12 @@ pub struct Agent {
     running_version: u64,
     /// Its id (version 2; none yet, or version 1: [`ConfigId::NONE`]).
     running_id: ConfigId,
+    /// What ran before the config last delivered, to go back to if the host rejects it;
+    /// `None` once it is accepted as delivered or rejected (nothing to reject).
+    before_delivered: Option<(u64, ConfigId)>,
+    /// The config the host rejected (version, id): not pulled again in this life unless
+    /// the keeper names another.
+    rejected: Option<Rejected>,
     /// The largest leadership term accepted (version 2): answers under older ones are
     /// ignored. Kept across restarts of the lifecycle.
     term: u64,
@@ -307,6 +320,8 @@ impl Agent {
             keeper_version: 0,
             running_version: 0,
             running_id: ConfigId::NONE,
+            before_delivered: None,
+            rejected: None,
             term: 0,
             pull: None,
             final_attempts_left: 0,
@@ -416,6 +431,53 @@ impl Agent {
         Ok(())
     }
 
+    /// The host could not apply the config last delivered ([`AgentEvent::ConfigReady`] or
+    /// [`AgentEvent::ConfigUpdated`]): the agent goes back to what it ran before (nothing,
+    /// for a startup config: it stays `ready` and waits for another), does not pull that
+    /// config again while the keeper names it, and in protocol version 2 tells the keeper
+    /// with a `ConfigReject` carrying `reason` (cut to one line of at most 200 bytes) in
+    /// place of its heartbeats until the keeper acknowledges one. A version 1 keeper
+    /// cannot be told: the agent only goes back.
+    pub fn reject_config(&mut self, now: Instant, reason: &str) -> Result<(), AgentError> {
+        let now = self.clock.advance(now);
+        if matches!(
+            self.phase,
+            Phase::Stopped(_) | Phase::Failing | Phase::Leaving
+        ) {
+            return Err(AgentError::NothingToReject);
+        }
+        let (version, id) = (self.running_version, self.running_id);
+        let (old_version, old_id) = self
+            .before_delivered
+            .take()
+            .ok_or(AgentError::NothingToReject)?;
+        self.running_version = old_version;
+        self.running_id = old_id;
+        self.stats.rejected += 1;
+        let pending = self.cfg.protocol == Version::V2;
+        self.rejected = Some(Rejected {
+            version,
+            id,
+            reason: wire::reject_reason(reason),
+            pending,
+            sent_at: 0,
+        });
+        if self.phase == Phase::Initialising {
+            // The startup config did not load: wait for another one.
+            self.set_phase(Phase::Pulling);
+        }
+        if pending {
+            self.heartbeat_now(now);
+        }
+        Ok(())
+    }
+
+    /// The config the host rejected last, and whether the keeper has yet to acknowledge
+    /// the rejection.
+    pub fn rejected(&self) -> Option<(u64, bool)> {
+        self.rejected.as_ref().map(|r| (r.version, r.pending))
+    }
+
     /// The proxy failed to start for a known reason: send `down` until acknowledged.
     pub fn fail_start(&mut self, now: Instant) {
         let now = self.clock.advance(now);
@@ -510,7 +572,10 @@ impl Agent {
             Message::Restart(m) => (m.incarnation, m.seq),
             Message::Superseded(m) => (m.incarnation, m.seq),
             Message::ConfigChunk(m) | Message::SealedChunk(m) => (m.incarnation, m.seq),
-            Message::Heartbeat(_) | Message::Unregister(_) | Message::ConfigRequest(_) => {
+            Message::Heartbeat(_)
+            | Message::Unregister(_)
+            | Message::ConfigRequest(_)
+            | Message::ConfigReject(_) => {
                 return false;
             }
         };
@@ -582,7 +647,8 @@ impl Agent {
             Message::SealedChunk(_)
             | Message::Heartbeat(_)
             | Message::Unregister(_)
-            | Message::ConfigRequest(_) => false,
+            | Message::ConfigRequest(_)
+            | Message::ConfigReject(_) => false,
         }
     }
 
@@ -603,6 +669,20 @@ impl Agent {
         }
         self.interval = Duration::from_millis(u64::from(ack.interval_ms.max(1)));
         self.lost_after = Some(Duration::from_millis(u64::from(ack.lost_after_ms)));
+        if let Some(r) = self.rejected.as_mut() {
+            let names_it = match id {
+                Some(id) => id == r.id,
+                None => ack.config_version == r.version,
+            };
+            if r.pending && r.sent_at != 0 && ack.seq >= r.sent_at {
+                // The keeper has the rejection.
+                r.pending = false;
+            } else if !r.pending && names_it && ack.seq > r.sent_at && id.is_some() {
+                // An answer to a plain heartbeat names the rejected config: the keeper
+                // does not know of the rejection (it restarted, or a leader took over).
+                r.pending = true;
+            }
+        }
         match (ack.status, self.phase) {
             (AckStatus::Gone, Phase::Failing) => self.set_phase(Phase::Stopped(StopReason::Failed)),
             (AckStatus::Gone, Phase::Leaving) => {
@@ -639,7 +719,11 @@ impl Agent {
                     }
                     (None, _) => false,
                 };
-                if follow {
+                let refused = self.rejected.as_ref().is_some_and(|r| match id {
+                    Some(id) => id == r.id,
+                    None => ack.config_version == r.version,
+                });
+                if follow && !refused {
                     self.pull = Some(Pull::new(ack.config_version, id));
                     self.request_chunks(now);
                 }
@@ -707,6 +791,7 @@ impl Agent {
             Progress::Complete(config) => {
                 let version = chunk.version;
                 self.pull = None;
+                self.before_delivered = Some((self.running_version, self.running_id));
                 self.running_version = version;
                 self.running_id = pulled.unwrap_or(ConfigId::NONE);
                 if self.phase == Phase::Pulling {
@@ -733,6 +818,8 @@ impl Agent {
         self.pull = None;
         self.running_version = 0;
         self.running_id = ConfigId::NONE;
+        self.before_delivered = None;
+        self.rejected = None;
         self.events.push_back(AgentEvent::Restarting {
             old_incarnation: old,
             new_incarnation: self.incarnation,
@@ -858,15 +945,27 @@ impl Agent {
             slot: self.slot,
             token: self.token,
         };
-        let message = if kind_unregister {
-            Message::Unregister(hb)
-        } else {
-            Message::Heartbeat(hb)
-        };
         let to = self.destination();
         let trailer = Trailer {
             term: self.term,
             config: self.running_id,
+        };
+        let seq = self.seq;
+        let rejecting = self
+            .rejected
+            .as_mut()
+            .filter(|r| r.pending && !kind_unregister && status != ProxyStatus::Down);
+        let message = match rejecting {
+            _ if kind_unregister => Message::Unregister(hb),
+            Some(r) => {
+                r.sent_at = seq;
+                Message::ConfigReject(wire::ConfigReject {
+                    heartbeat: hb,
+                    rejected: r.id,
+                    reason: &r.reason,
+                })
+            }
+            None => Message::Heartbeat(hb),
         };
         push(
             &self.cfg,
@@ -938,6 +1037,19 @@ impl Agent {
             );
         }
     }
+}
+
+/// A config the host rejected.
+#[derive(Debug, Clone)]
+struct Rejected {
+    version: u64,
+    id: ConfigId,
+    /// One line, at most [`wire::MAX_REJECT_REASON`] bytes.
+    reason: String,
+    /// The keeper has yet to acknowledge a `ConfigReject` of it.
+    pending: bool,
+    /// The seq of the last `ConfigReject` sent (0: none yet).
+    sent_at: u64,
 }
 
 fn push(

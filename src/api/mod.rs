@@ -89,6 +89,80 @@ pub struct ClusterView {
     pub gate: String,
     /// Mass-loss protection holds: its lost proxies are not being deleted.
     pub deletion_paused: bool,
+    /// How the rollout of the current config stands: `converged`, `in-progress`,
+    /// `failed` or `stuck` (`GET /v1/clusters/{cluster}/rollout` has the details).
+    #[serde(default)]
+    pub rollout: String,
+    /// Proxies that run the current config.
+    #[serde(default)]
+    pub running: u64,
+    /// Proxies that do not run it yet.
+    #[serde(default)]
+    pub pending: u64,
+    /// Proxies that rejected it.
+    #[serde(default)]
+    pub rejected: u64,
+}
+
+/// The body of `GET /v1/clusters/{cluster}/rollout`: the rollout of the cluster's
+/// current config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// The store generation it belongs to.
+    pub generation: u64,
+    /// The revision it reflects.
+    pub revision: u64,
+    /// The cluster.
+    pub cluster: String,
+    /// The config version rolled out (the current one).
+    pub version: u64,
+    /// SHA-256 of its rendered document, lowercase hex.
+    pub digest: String,
+    /// `converged`, `in-progress`, `failed` or `stuck`.
+    pub state: String,
+    /// When the version became current, RFC 3339 (`None`: before this keeper's view
+    /// began, which then counts as the start).
+    pub started: Option<String>,
+    /// A pending proxy is overdue (the rollout stuck) after this long, in ms.
+    pub timeout_ms: u64,
+    /// Registered proxies.
+    pub total: u64,
+    /// Proxies that run the version.
+    pub running: u64,
+    /// Proxies that do not run it yet.
+    pub pending: u64,
+    /// Proxies that rejected it.
+    pub rejected: u64,
+    /// Every proxy that does not run it (pending or rejected), sorted by identity; at
+    /// most [`RolloutView::MAX_LISTED`] (`truncated` says how many more).
+    pub proxies: Vec<RolloutProxy>,
+    /// Proxies not listed past the limit.
+    #[serde(default)]
+    pub truncated: u64,
+}
+
+impl RolloutView {
+    /// Most proxies a rollout lists.
+    pub const MAX_LISTED: usize = 1000;
+}
+
+/// A proxy that does not run its cluster's current config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutProxy {
+    /// Its identity.
+    pub proxy: String,
+    /// Its status.
+    pub status: String,
+    /// The config version it reports running (0: none yet).
+    pub config_version: u64,
+    /// `pending`, `overdue` (pending past the timeout) or `rejected`.
+    pub state: String,
+    /// Its reason, if it rejected the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How long it has been pending, in ms (`None` if it rejected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_ms: Option<u64>,
 }
 
 /// `open` or `closed`, as [`ClusterView::gate`] says it.
@@ -514,7 +588,44 @@ mod tests {
                 config_version: 4,
                 gate: "closed".into(),
                 deletion_paused: true,
+                rollout: "failed".into(),
+                running: 4,
+                pending: 1,
+                rejected: 1,
             }],
+        });
+        round_trip(RolloutView {
+            generation: 3,
+            revision: 9,
+            cluster: "c".into(),
+            version: 4,
+            digest: "ab".into(),
+            state: "failed".into(),
+            started: Some("2026-12-02T00:00:00.000Z".into()),
+            timeout_ms: 60_000,
+            total: 6,
+            running: 4,
+            pending: 1,
+            rejected: 1,
+            proxies: vec![
+                RolloutProxy {
+                    proxy: "10.25.0.11:3000".into(),
+                    status: "up".into(),
+                    config_version: 3,
+                    state: "rejected".into(),
+                    reason: Some("does not parse".into()),
+                    pending_ms: None,
+                },
+                RolloutProxy {
+                    proxy: "10.25.0.12:3000".into(),
+                    status: "ready".into(),
+                    config_version: 0,
+                    state: "pending".into(),
+                    reason: None,
+                    pending_ms: Some(120),
+                },
+            ],
+            truncated: 0,
         });
         round_trip(ProxyList {
             generation: 3,

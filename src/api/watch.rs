@@ -287,6 +287,18 @@ impl WatchEvent {
                 e.shifted = Some(*shifted as u64);
             }
             ChangeKind::Rewound { seen_epoch } => e.seen_epoch = Some(*seen_epoch),
+            ChangeKind::Rejected {
+                proxy,
+                incarnation,
+                config_version,
+                reason,
+                ..
+            } => {
+                e.proxy = Some(proxy.to_string());
+                e.incarnation = Some(*incarnation);
+                e.version = Some(*config_version);
+                e.reason = Some(reason.to_string());
+            }
         }
         e
     }

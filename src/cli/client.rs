@@ -79,8 +79,11 @@ pub enum Exit {
     PreconditionFailed,
     /// 12: the rollout failed: a proxy rejected the version (409 `rollout-failed`).
     RolloutFailed,
-    /// 13: the rollout did not finish in the time allowed (409 `rollout-stuck`).
+    /// 13: the rollout did not finish in the time allowed (409 `rollout-stuck`, or
+    /// `rollout status` of a stuck rollout).
     RolloutStuck,
+    /// 14: the rollout is still in progress (`rollout status` without `--wait`).
+    RolloutInProgress,
 }
 
 impl Exit {
@@ -99,6 +102,7 @@ impl Exit {
         Exit::PreconditionFailed,
         Exit::RolloutFailed,
         Exit::RolloutStuck,
+        Exit::RolloutInProgress,
     ];
 
     /// The process exit code.
@@ -117,6 +121,7 @@ impl Exit {
             Exit::PreconditionFailed => 11,
             Exit::RolloutFailed => 12,
             Exit::RolloutStuck => 13,
+            Exit::RolloutInProgress => 14,
         }
     }
 
@@ -499,6 +504,11 @@ impl Client {
     /// A cluster's gate (`GET /v1/clusters/{cluster}/gate`).
     pub fn gate(&self, cluster: &str) -> Result<GateView, ClientError> {
         self.get_json(&format!("/v1/clusters/{}/gate", segment(cluster)))
+    }
+
+    /// The rollout of a cluster's current config (`GET /v1/clusters/{cluster}/rollout`).
+    pub fn rollout(&self, cluster: &str) -> Result<crate::api::RolloutView, ClientError> {
+        self.get_json(&format!("/v1/clusters/{}/rollout", segment(cluster)))
     }
 
     /// A cluster's config (`GET /v1/clusters/{cluster}/config`).

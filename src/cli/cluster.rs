@@ -17,8 +17,8 @@ pub struct ClusterArgs {
 /// The `cluster` subcommands.
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum ClusterCommand {
-    /// Lists every cluster: its proxies by status, config version, gate and mass-loss
-    /// pause.
+    /// Lists every cluster: its proxies by status, config version, gate, mass-loss pause
+    /// and rollout.
     List(ListArgs),
 }
 
@@ -49,12 +49,13 @@ impl ClusterArgs {
 }
 
 /// The header of `cluster list`'s table.
-pub const CLUSTER_COLUMNS: [&str; 7] = [
-    "CLUSTER", "READY", "UP", "LOST", "CONFIG", "GATE", "DELETION",
+pub const CLUSTER_COLUMNS: [&str; 8] = [
+    "CLUSTER", "READY", "UP", "LOST", "CONFIG", "GATE", "DELETION", "ROLLOUT",
 ];
 
 /// `cluster list`'s table, one row per cluster in the keeper's (name) order. DELETION is
-/// `paused` while mass-loss protection holds, `-` otherwise.
+/// `paused` while mass-loss protection holds, `-` otherwise; ROLLOUT is the current
+/// version's rollout state (`-` from a keeper that does not say).
 pub fn cluster_table(clusters: &[ClusterView]) -> String {
     let rows: Vec<Vec<String>> = clusters
         .iter()
@@ -67,6 +68,11 @@ pub fn cluster_table(clusters: &[ClusterView]) -> String {
                 c.config_version.to_string(),
                 printable(&c.gate),
                 if c.deletion_paused { "paused" } else { "-" }.to_owned(),
+                if c.rollout.is_empty() {
+                    "-".to_owned()
+                } else {
+                    printable(&c.rollout)
+                },
             ]
         })
         .collect();

@@ -14,4 +14,5 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod format;
+pub mod rollout;
 pub mod watch;

@@ -91,6 +91,8 @@ pub struct DriverCounters {
     pub superseded_sent: u64,
     /// Config versions made.
     pub config_changes: u64,
+    /// Rejections of configs by proxies (`ConfigReject`s recorded).
+    pub rejections: u64,
     /// Transactions committed to the store.
     pub commits: u64,
     /// Changes committed to the store.
@@ -863,6 +865,17 @@ fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
                 "a proxy echoed a token of a newer keeper epoch than the store's: \
                   the store went back in time (a backup copied back?); starting a new generation of revisions"
             );
+        }
+        ChangeKind::Rejected {
+            cluster,
+            proxy,
+            config_version,
+            reason,
+            ..
+        } => {
+            warn!(%cluster, %proxy, version = config_version, %reason, revision,
+                  "a proxy rejected its cluster's config and runs what it ran before");
+            counters.rejections += 1;
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct ProxyState {
     pub term: u64,
     /// Answers it ignored because they came under an older term than one it accepted.
     pub old_term_answers: u64,
+    /// Configs it rejected.
+    pub rejected: u64,
 }
 
 /// Faults injected into one proxy's traffic (the demo's partitions): datagrams the driver
@@ -120,6 +122,8 @@ pub struct ProxyDriver<S> {
     clock: DriverClock,
     init: InitPolicy,
     init_at: Option<tokio::time::Instant>,
+    /// The config version this proxy refuses to apply (`--reject-config-version`).
+    reject_version: Option<u64>,
     commands: mpsc::Receiver<ProxyCommand>,
     state: watch::Sender<ProxyState>,
     faults: Arc<Faults>,
@@ -164,11 +168,38 @@ impl<S: DatagramSocket> ProxyDriver<S> {
             clock,
             init,
             init_at: None,
+            reject_version: None,
             commands,
             state,
             faults,
         };
         (driver, control)
+    }
+
+    /// Makes the proxy reject config `version` whenever it arrives, as a proxy whose
+    /// config fails to load would (`zerokeeper proxy --reject-config-version`).
+    pub fn reject_version(mut self, version: Option<u64>) -> Self {
+        self.reject_version = version;
+        self
+    }
+
+    /// Rejects the config just delivered if it is the version this proxy refuses.
+    fn refuses(&mut self, version: u64) -> bool {
+        if self.reject_version != Some(version) {
+            return false;
+        }
+        let reason =
+            format!("config version {version} refused (--reject-config-version {version})");
+        match self.agent.reject_config(self.clock.now(), &reason) {
+            Ok(()) => {
+                warn!(version, "config rejected: running what ran before");
+                true
+            }
+            Err(e) => {
+                debug!(error = %e, "config not rejected");
+                false
+            }
+        }
     }
 
     /// Runs the proxy until it stops, crashes on purpose, or `shutdown` completes (then
@@ -284,6 +315,14 @@ impl<S: DatagramSocket> ProxyDriver<S> {
     /// Sends what the agent wants sent and reacts to its events. Returns an exit if the
     /// proxy is done.
     async fn flush(&mut self) -> io::Result<Option<ProxyExit>> {
+        // Events first: the host's answer to one (a rejected config) is sent with the
+        // rest.
+        let mut exit = None;
+        while let Some(event) = self.agent.poll_event() {
+            if let Some(e) = self.on_event(event) {
+                exit = Some(e);
+            }
+        }
         while let Some((to, bytes)) = self.agent.poll_transmit_to() {
             if self.faults.drop_outbound.load(Ordering::Relaxed) {
                 continue;
@@ -315,16 +354,11 @@ impl<S: DatagramSocket> ProxyDriver<S> {
                 info!(keeper = ?self.current_keeper(), "a keeper answers: sending to it");
             }
         }
-        let mut exit = None;
-        while let Some(event) = self.agent.poll_event() {
-            if let Some(e) = self.on_event(event) {
-                exit = Some(e);
-            }
-        }
         self.state.send_modify(|s| {
             s.phase = Some(self.agent.phase());
             s.incarnation = self.agent.incarnation();
             s.config_version = self.agent.config_version();
+            s.rejected = self.agent.stats().rejected;
             s.searching = searching;
             s.keeper = self.current_keeper();
             s.term = self.agent.term();
@@ -354,6 +388,8 @@ impl<S: DatagramSocket> ProxyDriver<S> {
                     return Some(ProxyExit::Stopped(reason));
                 }
             }
+            AgentEvent::ConfigReady { version, .. } if self.refuses(version) => {}
+            AgentEvent::ConfigUpdated { version, .. } if self.refuses(version) => {}
             AgentEvent::ConfigReady { version, config } => {
                 let summary = describe(&config);
                 info!(version, bytes = config.len(), %summary, "startup config received; initialising");

@@ -142,6 +142,7 @@ pub async fn run(
         LastSeen::new(),
         clock,
     );
+    view.set_rollout_timeout(setup.config.rollout_timeout);
     let (stop_standby, standby_stopping) = watch::channel(false);
     let view_task = tokio::spawn(
         view.clone()

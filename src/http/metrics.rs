@@ -38,8 +38,16 @@ pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> 
         Role::Standby(_) => None,
         Role::Single | Role::Leader(_) => Some(api.handle.metrics().await?),
     };
-    let text = render_with(snapshot, &role, api.etcd.as_deref().map(EtcdHealth::read))
-        .map_err(|_| Problem::internal("the metrics could not be encoded"))?;
+    // Rollouts are judged on the read view (a standby's too); a view that cannot answer
+    // (stopped, behind) leaves them out rather than failing the scrape.
+    let rollouts = api.view.clusters().map(|l| l.clusters).unwrap_or_default();
+    let text = render_with(
+        snapshot,
+        rollouts,
+        &role,
+        api.etcd.as_deref().map(EtcdHealth::read),
+    )
+    .map_err(|_| Problem::internal("the metrics could not be encoded"))?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS))],
         text,
@@ -50,12 +58,13 @@ pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> 
 /// The exposition of one snapshot, ending in `# EOF`.
 #[cfg(test)]
 pub(crate) fn render(snapshot: MetricsSnapshot) -> Result<String, fmt::Error> {
-    render_with(Some(snapshot), &Role::Single, None)
+    render_with(Some(snapshot), Vec::new(), &Role::Single, None)
 }
 
 /// The exposition of one snapshot (if the keeper runs one) and of the keeper's role.
 fn render_with(
     snapshot: Option<MetricsSnapshot>,
+    rollouts: Vec<crate::api::ClusterView>,
     role: &Role,
     etcd: Option<(bool, u64, u64)>,
 ) -> Result<String, fmt::Error> {
@@ -63,6 +72,7 @@ fn render_with(
     if let Some(snapshot) = snapshot {
         registry.register_collector(Box::new(Snapshot(snapshot)));
     }
+    registry.register_collector(Box::new(Rollouts(rollouts)));
     registry.register_collector(Box::new(RoleMetrics(role.clone(), etcd)));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
@@ -108,6 +118,48 @@ impl Collector for RoleMetrics {
                 "Renewals of the leader's lease that etcd confirmed.",
                 renewals,
             )?;
+        }
+        Ok(())
+    }
+}
+
+/// The rollout of each cluster's current config, as the read view judges it.
+#[derive(Debug)]
+struct Rollouts(Vec<crate::api::ClusterView>);
+
+impl Collector for Rollouts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_rollout_proxies",
+            "Proxies by how they stand in their cluster's rollout of its current config: running, pending or rejected.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in &self.0 {
+            for (state, n) in [
+                ("running", cluster.running),
+                ("pending", cluster.pending),
+                ("rejected", cluster.rejected),
+            ] {
+                let labels = [("cluster", cluster.name.as_str()), ("state", state)];
+                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_rollout_state",
+            "1 for the state the rollout of a cluster's current config is in (converged, in-progress, failed, stuck), 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in &self.0 {
+            for state in crate::keeper::RolloutState::ALL {
+                let on = u64::from(cluster.rollout == state.as_str());
+                let labels = [
+                    ("cluster", cluster.name.as_str()),
+                    ("state", state.as_str()),
+                ];
+                ConstGauge::new(on).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
@@ -203,6 +255,23 @@ impl Collector for Snapshot {
                 ];
                 ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
             }
+        }
+
+        counter(
+            &mut encoder,
+            "zerokeeper_config_rejections",
+            "Rejections of a cluster's current config recorded from proxies (ConfigReject).",
+            s.counters.rejections,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_config_version",
+            "The current config version of each cluster.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in &s.clusters {
+            ConstGauge::new(cluster.config_version)
+                .encode(family.encode_family(&[("cluster", cluster.name.as_str())])?)?;
         }
 
         let mut family = encoder.encode_descriptor(

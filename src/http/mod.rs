@@ -28,6 +28,7 @@
 //! | `DELETE /v1/clusters/{cluster}/proxies/{proxy}` | the status it had |
 //! | `GET /v1/keys`, `GET /v1/clusters/{cluster}/keys` | the seed's status lines |
 //! | `GET /v1/clusters/{cluster}/gate` | open, or the blockers |
+//! | `GET /v1/clusters/{cluster}/rollout` | the current config's rollout: who runs it, who does not, who rejected it |
 //! | `GET`/`PUT /v1/clusters/{cluster}/config` | the config version / push one |
 //! | `GET /v1/clusters/{cluster}/config/history` | the stored versions, who made them |
 //! | `GET /v1/clusters/{cluster}/config/versions/{version}` | one version, with its content |
@@ -251,6 +252,7 @@ pub fn router_for(
         .route("/v1/keys", get(all_keys))
         .route("/v1/clusters/{cluster}/keys", get(cluster_keys))
         .route("/v1/clusters/{cluster}/gate", get(gate))
+        .route("/v1/clusters/{cluster}/rollout", get(rollout))
         .route(
             "/v1/clusters/{cluster}/config",
             get(config).put(push_config),
@@ -560,6 +562,14 @@ async fn gate(
     Segments(cluster): Segments<String>,
 ) -> Result<Json<GateView>, Problem> {
     Ok(Json(api.view.gate(&cluster)?))
+}
+
+/// `GET /v1/clusters/{cluster}/rollout`.
+async fn rollout(
+    State(api): State<Api>,
+    Segments(cluster): Segments<String>,
+) -> Result<Json<crate::api::RolloutView>, Problem> {
+    Ok(Json(api.view.rollout(&cluster)?))
 }
 
 /// `GET /v1/clusters/{cluster}/config`.

@@ -612,6 +612,7 @@ impl Keeper {
         by: Option<Arc<str>>,
     ) -> u64 {
         let mut next = next;
+        let started = self.clock.now();
         let cluster = self.registry.cluster_mut(id);
         if let Some(key) = &self.config_id_key {
             next.id = ConfigId::keyed(key, &cluster.name, next.version, &next.digest);
@@ -619,6 +620,8 @@ impl Keeper {
         let version = next.version;
         let config = Arc::new(next);
         cluster.config = config.clone();
+        cluster.rejections.clear();
+        cluster.rollout_since = Some(started);
         let name = cluster.name.clone();
         let action = match &cause {
             ConfigCause::Push => AdminAction::PushConfig {
@@ -684,6 +687,55 @@ impl Keeper {
             .collect();
         out.sort_by(|a, b| a.proxy.cmp(&b.proxy));
         Ok(out)
+    }
+
+    /// The rollout of a cluster's current config: who runs it, who does not yet, who
+    /// rejected it (see [`super::rollout`]). O(proxies of the cluster): for tests,
+    /// simulations and harnesses; the admin API judges its own view.
+    pub fn rollout(&self, cluster: &str) -> Result<super::Rollout, AdminError> {
+        let id = self.cluster_named(cluster)?;
+        let c = self.registry.cluster(id);
+        let now = self.clock.now();
+        let (mut running, mut pending, mut rejected) = (Vec::new(), Vec::new(), Vec::new());
+        let mut overdue = 0;
+        for &slot in c.index.iter() {
+            let Some(r) = self.registry.get(slot) else {
+                continue;
+            };
+            let name = r.proxy.to_string();
+            if r.runs(&c.config) {
+                running.push(name);
+            } else if let Some(rej) = c
+                .rejections
+                .get(&slot)
+                .filter(|rej| rej.incarnation == r.stamp.incarnation && rej.config == c.config.id)
+            {
+                rejected.push((name, rej.reason.to_string()));
+            } else {
+                // A proxy that joined after the rollout began has its own time to pull;
+                // one that was there is late from the start (going lost does not reset it).
+                let since = match (c.rollout_since, r.status) {
+                    (Some(s), Status::Ready) => s.max(r.since),
+                    (Some(s), _) => s,
+                    (None, _) => r.since,
+                };
+                if now >= since + self.config.rollout_timeout {
+                    overdue += 1;
+                }
+                pending.push(name);
+            }
+        }
+        running.sort_unstable();
+        pending.sort_unstable();
+        rejected.sort_unstable();
+        Ok(super::Rollout {
+            version: c.config.version,
+            config: c.config.id,
+            state: super::rollout::judge(pending.len() as u64, rejected.len() as u64, overdue),
+            running,
+            pending,
+            rejected,
+        })
     }
 
     /// One proxy of a cluster. O(1).

@@ -69,6 +69,11 @@ pub(crate) struct Reply {
     pub(crate) version: Version,
     pub(crate) budget: usize,
     pub(crate) stamp: Stamp,
+    /// The config id the datagram reports running (version 2; [`ConfigId::NONE`]
+    /// otherwise).
+    pub(crate) config: ConfigId,
+    /// Answer with an `Ack` whatever else holds (a `ConfigReject` is always acked).
+    pub(crate) must_ack: bool,
 }
 
 impl Reply {

@@ -133,6 +133,23 @@ pub enum ChangeKind<T = Instant> {
         /// The newest epoch seen in a token.
         seen_epoch: u32,
     },
+    /// A proxy rejected its cluster's current config (`ConfigReject`): it could not
+    /// apply it and runs what it ran before. (Last, so stored changes of older releases
+    /// still decode.)
+    Rejected {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// The proxy's identity.
+        proxy: Arc<str>,
+        /// Its slot in the registry.
+        slot: u32,
+        /// The incarnation that rejected it.
+        incarnation: u64,
+        /// The config version rejected (the cluster's current one).
+        config_version: u64,
+        /// Why, in the proxy's words: one line, at most 200 bytes.
+        reason: Arc<str>,
+    },
 }
 
 /// A proxy's status changed (it may have entered or left the registry).
@@ -296,7 +313,8 @@ impl<T> ChangeKind<T> {
             | ChangeKind::Config { cluster, .. }
             | ChangeKind::RestartSent { cluster, .. }
             | ChangeKind::Superseded { cluster, .. }
-            | ChangeKind::DeletionPaused { cluster, .. } => Some(cluster),
+            | ChangeKind::DeletionPaused { cluster, .. }
+            | ChangeKind::Rejected { cluster, .. } => Some(cluster),
             ChangeKind::Admin { action, .. } => Some(action.cluster()),
             ChangeKind::Stall { .. } | ChangeKind::Rewound { .. } => None,
         }
@@ -315,6 +333,7 @@ impl<T> ChangeKind<T> {
             ChangeKind::DeletionPaused { paused: false, .. } => "deletion_resumed",
             ChangeKind::Stall { .. } => "stall",
             ChangeKind::Rewound { .. } => "rewound",
+            ChangeKind::Rejected { .. } => "rejected",
         }
     }
 }
@@ -396,6 +415,21 @@ impl<T> Change<T> {
             },
             ChangeKind::Stall { length, shifted } => ChangeKind::Stall { length, shifted },
             ChangeKind::Rewound { seen_epoch } => ChangeKind::Rewound { seen_epoch },
+            ChangeKind::Rejected {
+                cluster,
+                proxy,
+                slot,
+                incarnation,
+                config_version,
+                reason,
+            } => ChangeKind::Rejected {
+                cluster,
+                proxy,
+                slot,
+                incarnation,
+                config_version,
+                reason,
+            },
         };
         Change {
             revision: self.revision,

@@ -24,6 +24,8 @@ struct To {
     version: Version,
     /// The config id its trailer names (version 2).
     config: ConfigId,
+    /// Ack it whatever else holds.
+    must_ack: bool,
 }
 
 impl To {
@@ -34,6 +36,8 @@ impl To {
             version: self.version,
             budget: self.budget,
             stamp,
+            config: self.config,
+            must_ack: self.must_ack,
         }
     }
 }
@@ -71,9 +75,13 @@ impl Keeper {
             budget: datagram.len(),
             version: header.version,
             config: trailer.config,
+            must_ack: false,
         };
         match message {
             Message::Heartbeat(hb) => self.on_hello(now, to, &hb, Said::Heartbeat(hb.status)),
+            Message::ConfigReject(reject) if header.version == Version::V2 => {
+                self.on_reject(now, to, &reject)
+            }
             Message::Unregister(hb) => self.on_hello(now, to, &hb, Said::Unregister),
             Message::ConfigRequest(req) => self.on_config_request(now, to, &req),
             // `is_from_proxy` was checked above; the other kinds never reach here.
@@ -170,6 +178,75 @@ impl Keeper {
             self.adopt_from(now);
         }
         self.tokens.check(&hb.token, now, from)
+    }
+
+    /// A `ConfigReject`: a heartbeat (acked always), then the rejection, recorded against
+    /// the cluster's current config if that is the config rejected and the record holds
+    /// the rejecting incarnation.
+    fn on_reject(
+        &mut self,
+        now: Instant,
+        to: To,
+        reject: &wire::ConfigReject<'_>,
+    ) -> Result<Outcome, DropReason> {
+        let hb = &reject.heartbeat;
+        if hb.status == wire::ProxyStatus::Down {
+            return Err(DropReason::UnexpectedKind);
+        }
+        let to = To {
+            must_ack: true,
+            ..to
+        };
+        let outcome = self.on_hello(now, to, hb, Said::Heartbeat(hb.status))?;
+        self.note_rejection(hb, reject.rejected, reject.reason);
+        Ok(outcome)
+    }
+
+    fn note_rejection(&mut self, hb: &Heartbeat<'_>, rejected: ConfigId, reason: &str) {
+        let Some(cluster) = self.registry.cluster_id(hb.cluster) else {
+            return;
+        };
+        let Some(slot) = self.registry.find(cluster, hb.proxy, hb.slot) else {
+            return;
+        };
+        let Some(record) = self.registry.get(slot) else {
+            return;
+        };
+        let c = self.registry.cluster(cluster);
+        if record.stamp.incarnation != hb.incarnation || c.config.id != rejected {
+            return;
+        }
+        if c.rejections
+            .get(&slot)
+            .is_some_and(|r| r.incarnation == hb.incarnation && *r.reason == *reason)
+        {
+            return;
+        }
+        let change = ChangeKind::Rejected {
+            cluster: c.name.clone(),
+            proxy: hb.proxy.into(),
+            slot,
+            incarnation: hb.incarnation,
+            config_version: c.config.version,
+            reason: reason.into(),
+        };
+        let rejection = super::registry::Rejection {
+            incarnation: hb.incarnation,
+            config: rejected,
+            reason: reason.into(),
+        };
+        info!(
+            cluster = hb.cluster,
+            proxy = hb.proxy,
+            version = c.config.version,
+            reason,
+            "a proxy rejected its cluster's config"
+        );
+        self.registry
+            .cluster_mut(cluster)
+            .rejections
+            .insert(slot, rejection);
+        self.record(change);
     }
 
     /// A heartbeat or an unregister.

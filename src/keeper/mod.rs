@@ -50,6 +50,7 @@ pub mod limit;
 mod mass_loss;
 mod persist;
 mod registry;
+pub mod rollout;
 pub mod seen;
 mod timers;
 mod token;
@@ -76,6 +77,7 @@ pub use change::{
 };
 pub use event::{DropReason, Outcome, Stats};
 pub use persist::RestoreError;
+pub use rollout::{Rollout, RolloutState};
 pub use transition::Reason;
 
 use answer::Pending;
@@ -181,7 +183,14 @@ pub struct KeeperConfig {
     /// chunks travel in clear (`false`, the default, serves them and counts them as
     /// `config_served_plaintext`).
     pub refuse_plaintext_configs: bool,
+    /// A rollout not converged this long after its config became current (or, for a
+    /// proxy that registered later, after it did) is reported `stuck`, naming the proxies
+    /// that do not run it.
+    pub rollout_timeout: Duration,
 }
+
+/// The default [`KeeperConfig::rollout_timeout`].
+pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for KeeperConfig {
     /// The defaults of DESIGN.md: 1 s heartbeats, `lost` after 3 s, 60 s ready timeout,
@@ -202,6 +211,7 @@ impl Default for KeeperConfig {
             stall_slop: DEFAULT_STALL_SLOP,
             challenge_limit: limit::CHALLENGES_PER_INTERVAL,
             refuse_plaintext_configs: false,
+            rollout_timeout: DEFAULT_ROLLOUT_TIMEOUT,
         }
     }
 }

@@ -141,6 +141,7 @@ impl Keeper {
                 since: now,
                 deadline: now,
                 config_version: p.config_version,
+                config_id: crate::wire::ConfigId::NONE,
             });
         }
         // Restoring is not a change: nothing to persist, nothing to report. A cluster

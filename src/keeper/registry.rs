@@ -8,7 +8,7 @@
 //! stored once. Hashing uses a fixed seed (iteration order is never shown: listings are
 //! sorted when built).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::configdoc::ConfigVersion;
 use crate::keeper::Status;
 use crate::keeper::transition::Stamp;
 use crate::time::Instant;
+use crate::wire::ConfigId;
 
 /// Index of a cluster in the registry.
 pub(crate) type ClusterId = u32;
@@ -43,6 +44,32 @@ pub(crate) struct Record {
     pub(crate) deadline: Instant,
     /// The config version the proxy reports running.
     pub(crate) config_version: u64,
+    /// Its id, as a version 2 proxy reports it ([`ConfigId::NONE`]: a version 1 proxy,
+    /// one that runs none yet, or a record restored from the store, which keeps only the
+    /// number).
+    pub(crate) config_id: ConfigId,
+}
+
+impl Record {
+    /// Whether the proxy runs `config`: by id where it reported one, else by number.
+    pub(crate) fn runs(&self, config: &ConfigVersion) -> bool {
+        if self.config_id.is_none() {
+            self.config_version == config.version
+        } else {
+            self.config_id == config.id
+        }
+    }
+}
+
+/// A proxy's rejection of its cluster's current config (`ConfigReject`).
+#[derive(Debug, Clone)]
+pub(crate) struct Rejection {
+    /// The incarnation that rejected it.
+    pub(crate) incarnation: u64,
+    /// The config it rejected (the cluster's current one when it did).
+    pub(crate) config: ConfigId,
+    /// Why, in the proxy's words (at most 200 bytes).
+    pub(crate) reason: Arc<str>,
 }
 
 /// What remains of a deleted proxy, for at least `delete_after`.
@@ -73,6 +100,11 @@ pub(crate) struct Cluster {
     pub(crate) config: Arc<ConfigVersion>,
     /// The restart budget's current round, if a `Restart` was sent.
     pub(crate) restarts: Option<RestartRound>,
+    /// When the current config became current in this run (`None`: before this run
+    /// began, or the cluster's initial config).
+    pub(crate) rollout_since: Option<Instant>,
+    /// Rejections of the current config, by slot (cleared when the config changes).
+    pub(crate) rejections: BTreeMap<u32, Rejection>,
 }
 
 /// One round of a cluster's restart budget.
@@ -127,6 +159,8 @@ impl Registry {
             deletion_paused: false,
             config: Arc::new(ConfigVersion::initial()),
             restarts: None,
+            rollout_since: None,
+            rejections: BTreeMap::new(),
         };
         let id = match self.free_clusters.pop() {
             Some(id) => {

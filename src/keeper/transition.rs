@@ -265,6 +265,7 @@ impl Keeper {
             (Decision::Adopt, _) => self.register(now, reply, hb, Status::Up),
             (Decision::NewLife, Some(slot)) => {
                 self.registry.settle(slot);
+                self.forget_rejection(slot);
                 self.touch(slot, now, reply, hb.config_version);
                 let old = self.registry.get(slot).map(|r| r.status);
                 self.registry.set_status(slot, Status::Ready, now);
@@ -339,6 +340,7 @@ impl Keeper {
             since: now,
             deadline: now,
             config_version: hb.config_version,
+            config_id: reply.config,
         });
         self.seen.set(slot, self.clock.real(), reply.key);
         if status == Status::Up {
@@ -386,7 +388,12 @@ impl Keeper {
         };
         let status = record.status;
         let cluster = self.registry.cluster(record.cluster);
-        let config_current = cluster.config.version == hb.config_version;
+        // A proxy that rejected the current config is not told of it again: it knows.
+        let config_current = record.runs(&cluster.config)
+            || cluster
+                .rejections
+                .get(&slot)
+                .is_some_and(|r| r.incarnation == record.stamp.incarnation);
         if observed {
             self.record(ChangeKind::Observed {
                 cluster: cluster.name.clone(),
@@ -403,7 +410,12 @@ impl Keeper {
         // Acks are due at once for any change, for every `ready` heartbeat (the proxy is
         // waiting for one), and often enough to keep tokens fresh; a steady `up`
         // heartbeat with a young token needs none.
-        if status == Status::Ready || token_aging || !config_current || hb.slot != slot {
+        if status == Status::Ready
+            || token_aging
+            || !config_current
+            || hb.slot != slot
+            || reply.must_ack
+        {
             self.ack(reply, slot, status, now);
         }
     }
@@ -415,12 +427,30 @@ impl Keeper {
         let Some(record) = self.registry.get_mut(slot) else {
             return false;
         };
-        let changed = record.reply_to != reply.to || record.config_version != config_version;
+        let changed = record.reply_to != reply.to
+            || record.config_version != config_version
+            || record.config_id != reply.config;
         record.stamp = reply.stamp;
         record.reply_to = reply.to;
         record.last_heard = now;
         record.config_version = config_version;
+        record.config_id = reply.config;
+        if changed {
+            let record = record.clone();
+            let cluster = record.cluster;
+            if record.runs(&self.registry.cluster(cluster).config) {
+                // It applied the current config after all (a later incarnation did).
+                self.registry.cluster_mut(cluster).rejections.remove(&slot);
+            }
+        }
         changed
+    }
+
+    /// Forgets the rejection the record in `slot` made, if any (a new life, a deletion).
+    fn forget_rejection(&mut self, slot: u32) {
+        if let Some(cluster) = self.registry.get(slot).map(|r| r.cluster) {
+            self.registry.cluster_mut(cluster).rejections.remove(&slot);
+        }
     }
 
     /// Arms the one timer of the record's status, from its last heartbeat.
@@ -483,6 +513,7 @@ impl Keeper {
     /// Deletes the record in `slot`, leaving a tombstone, and records the change.
     pub(crate) fn delete(&mut self, slot: u32, reason: Reason, now: Instant) {
         let last_heartbeat = self.seen.get(slot);
+        self.forget_rejection(slot);
         let Some(record) = self.registry.remove(slot) else {
             return;
         };

@@ -417,7 +417,8 @@ fn apply(
             ChangeKind::RestartSent { .. }
             | ChangeKind::Superseded { .. }
             | ChangeKind::DeletionPaused { .. }
-            | ChangeKind::Stall { .. } => {}
+            | ChangeKind::Stall { .. }
+            | ChangeKind::Rejected { .. } => {}
         }
     }
     if changes

@@ -40,11 +40,11 @@ pub mod audit;
 mod state;
 
 pub use audit::AuditQuery;
-use state::{Cluster, Row, State};
+use state::{Row, State};
 
 use crate::api::{
     AuditList, Blocker, ClusterList, ClusterView, ConfigView, Extra, GateView, Gone, ProxyList,
-    ProxyView, hex, key_lines, rfc3339_ms,
+    ProxyView, RolloutProxy, RolloutView, hex, key_lines, rfc3339_ms,
 };
 use crate::driver::DriverClock;
 use crate::hub::ChangeHub;
@@ -162,7 +162,8 @@ impl View {
     /// A view of `seed`, reading last-heard times from `seen` (the core's table) and
     /// converting them to wall-clock times with `clock` (the driver's).
     pub fn new(seed: ViewSeed, seen: LastSeen, clock: DriverClock) -> View {
-        let state = State::new(seed);
+        let mut state = State::new(seed);
+        state.began = unix_ms(clock.wall(clock.now()));
         let applied = watch::Sender::new(Applied {
             revision: state.revision,
             seeds: 0,
@@ -204,9 +205,17 @@ impl View {
         if keep {
             state.audit = old.audit;
         }
+        state.began = old.began;
+        state.rollout_timeout = old.rollout_timeout;
         self.publish(&state);
         drop(state);
         self.inner.applied.send_modify(|a| a.seeds += 1);
+    }
+
+    /// Sets how long a rollout may take before the view reports it stuck (the keeper's
+    /// `rollout_timeout`).
+    pub fn set_rollout_timeout(&self, timeout: Duration) {
+        self.write().rollout_timeout = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     }
 
     /// The revision the view reflects.
@@ -353,7 +362,12 @@ impl View {
     pub fn clusters(&self) -> Result<ClusterList, ViewError> {
         let state = self.read();
         state.check()?;
-        let mut clusters: Vec<ClusterView> = state.held().map(Cluster::view).collect();
+        let now = self.now_ms();
+        let mut clusters: Vec<ClusterView> = state
+            .cluster_ids
+            .values()
+            .filter_map(|&id| Some(state.cluster(id)?.view(&state.rollout(id, now))))
+            .collect();
         let (generation, revision) = (state.generation, state.revision);
         drop(state);
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
@@ -368,8 +382,63 @@ impl View {
     pub fn cluster(&self, name: &str) -> Result<ClusterView, ViewError> {
         let state = self.read();
         state.check()?;
-        let (_, c) = state.cluster_named(name)?;
-        Ok(c.view())
+        let (id, c) = state.cluster_named(name)?;
+        Ok(c.view(&state.rollout(id, self.now_ms())))
+    }
+
+    /// The rollout of a cluster's current config: counts, and every proxy that does not
+    /// run it (at most [`RolloutView::MAX_LISTED`]).
+    pub fn rollout(&self, name: &str) -> Result<RolloutView, ViewError> {
+        let now = self.now_ms();
+        let state = self.read();
+        state.check()?;
+        let (id, c) = state.cluster_named(name)?;
+        let counts = state.rollout(id, now);
+        let mut proxies: Vec<RolloutProxy> = state
+            .not_running(id)
+            .map(|(slot, e)| {
+                let rejection = c.rejections.get(&e.proxy);
+                let waited = now.saturating_sub(state.pending_since(c, e));
+                let word = match rejection {
+                    Some(_) => "rejected",
+                    None if waited >= state.rollout_timeout => "overdue",
+                    None => "pending",
+                };
+                RolloutProxy {
+                    proxy: e.proxy.to_string(),
+                    status: e.status().as_str().to_owned(),
+                    config_version: state.version_of(slot).unwrap_or(0),
+                    state: word.to_owned(),
+                    reason: rejection.map(|(_, reason)| reason.to_string()),
+                    pending_ms: rejection.is_none().then_some(waited),
+                }
+            })
+            .collect();
+        let view = RolloutView {
+            generation: state.generation,
+            revision: state.revision,
+            cluster: name.to_owned(),
+            version: c.config.version,
+            digest: hex(&c.config.digest),
+            state: counts.state.as_str().to_owned(),
+            started: c.rollout_started.map(rfc3339_ms),
+            timeout_ms: state.rollout_timeout,
+            total: c.total(),
+            running: counts.running,
+            pending: counts.pending,
+            rejected: counts.rejected,
+            proxies: Vec::new(),
+            truncated: 0,
+        };
+        drop(state);
+        proxies.sort_unstable_by(|a, b| a.proxy.cmp(&b.proxy));
+        let truncated = proxies.len().saturating_sub(RolloutView::MAX_LISTED) as u64;
+        proxies.truncate(RolloutView::MAX_LISTED);
+        Ok(RolloutView {
+            proxies,
+            truncated,
+            ..view
+        })
     }
 
     /// The names of the clusters in mass loss, sorted.

@@ -2,7 +2,7 @@
 //! identity index, and the rules that apply a change to them. See the parent module for
 //! the memory budget.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, OnceLock};
@@ -18,6 +18,7 @@ use crate::api::{ClusterView, gate_word};
 use crate::configdoc::ConfigVersion;
 use crate::identity::validate_cluster;
 use crate::keeper::change::{ChangeKind, ConfigSummary, StatusChange, WallChange};
+use crate::keeper::rollout::{RolloutState, judge};
 use crate::keeper::{AdminError, Status};
 
 /// One registered proxy. 56 bytes: see the module's memory note.
@@ -94,6 +95,21 @@ pub(super) struct Cluster {
     pub(super) lost: u64,
     /// The slots of its proxies, found by identity (compared against the entries).
     pub(super) index: HashTable<u32>,
+    /// When its current config became current (wall ms; `None`: before the view began).
+    pub(super) rollout_started: Option<u64>,
+    /// Its proxies that report running the current config version.
+    pub(super) running: u64,
+    /// Rejections of the current config, by proxy: (incarnation, reason).
+    pub(super) rejections: BTreeMap<CompactString, (u64, Arc<str>)>,
+}
+
+/// How a cluster's rollout stands, as the view judges it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct RolloutCounts {
+    pub(super) state: RolloutState,
+    pub(super) running: u64,
+    pub(super) pending: u64,
+    pub(super) rejected: u64,
 }
 
 impl Cluster {
@@ -106,7 +122,14 @@ impl Cluster {
             up: 0,
             lost: 0,
             index: HashTable::new(),
+            rollout_started: None,
+            running: 0,
+            rejections: BTreeMap::new(),
         }
+    }
+
+    pub(super) fn total(&self) -> u64 {
+        self.ready + self.up + self.lost
     }
 
     pub(super) fn count(&mut self, status: Status, add: bool) {
@@ -122,8 +145,12 @@ impl Cluster {
         self.ready == 0 && self.lost == 0
     }
 
-    pub(super) fn view(&self) -> ClusterView {
+    pub(super) fn view(&self, rollout: &RolloutCounts) -> ClusterView {
         ClusterView {
+            rollout: rollout.state.as_str().to_owned(),
+            running: rollout.running,
+            pending: rollout.pending,
+            rejected: rollout.rejected,
             name: self.name.to_string(),
             ready: self.ready,
             up: self.up,
@@ -157,6 +184,10 @@ pub(super) struct State {
     pub(super) condition: Condition,
     /// The newest entries of the audit record.
     pub(super) audit: Audit,
+    /// When the view began (wall ms): the start of rollouts older than it.
+    pub(super) began: u64,
+    /// A rollout not converged this long is stuck (ms).
+    pub(super) rollout_timeout: u64,
 }
 
 /// A proxy copied out of the view, to be turned into a [`ProxyView`] after the lock is
@@ -188,6 +219,9 @@ impl State {
             hasher: FixedState::default(),
             condition: Condition::Live,
             audit: Audit::new(seed.audit),
+            began: 0,
+            rollout_timeout: u64::try_from(crate::keeper::DEFAULT_ROLLOUT_TIMEOUT.as_millis())
+                .unwrap_or(u64::MAX),
         };
         for c in seed.clusters {
             let id = state.cluster_id(&c.name);
@@ -348,11 +382,19 @@ impl State {
             return;
         };
         let hash = self.hasher.hash_one(entry.proxy.as_str());
+        let version = match entry.config_version {
+            BIG_VERSION => self.big_versions.get(&slot).copied().unwrap_or(u64::MAX),
+            v => u64::from(v),
+        };
         if let Some(Some(c)) = self.clusters.get_mut(entry.cluster as usize) {
             if let Ok(found) = c.index.find_entry(hash, |&s| s == slot) {
                 found.remove();
             }
             c.count(entry.status(), false);
+            if version == c.config.version {
+                c.running = c.running.saturating_sub(1);
+            }
+            c.rejections.remove(&entry.proxy);
         }
         self.heard.remove(&slot);
         self.sources_v6.remove(&slot);
@@ -374,16 +416,114 @@ impl State {
         }
     }
 
+    /// The config version the proxy in `slot` reports.
+    pub(super) fn version_of(&self, slot: u32) -> Option<u64> {
+        Some(match self.entry(slot)?.config_version {
+            BIG_VERSION => self.big_versions.get(&slot).copied().unwrap_or(u64::MAX),
+            v => u64::from(v),
+        })
+    }
+
     pub(super) fn set_version(&mut self, slot: u32, version: u64) {
+        let Some(before) = self.version_of(slot) else {
+            return;
+        };
         let small = u32::try_from(version).ok().filter(|&v| v != BIG_VERSION);
-        if let Some(e) = self.entry_mut(slot) {
-            e.config_version = small.unwrap_or(BIG_VERSION);
-        }
+        let Some(e) = self.entry_mut(slot) else {
+            return;
+        };
+        e.config_version = small.unwrap_or(BIG_VERSION);
+        let (cluster, proxy) = (e.cluster, e.proxy.clone());
         if small.is_some() {
             self.big_versions.remove(&slot);
         } else {
             self.big_versions.insert(slot, version);
         }
+        if let Some(c) = self.cluster_mut(cluster)
+            && before != version
+        {
+            let current = c.config.version;
+            if before == current {
+                c.running = c.running.saturating_sub(1);
+            }
+            if version == current {
+                c.running += 1;
+                c.rejections.remove(&proxy);
+            }
+        }
+    }
+
+    /// Counts again which proxies of cluster `id` run its current config (after it
+    /// changed), and forgets the rejections of the one before.
+    fn recount(&mut self, id: u32) {
+        let Some(c) = self.cluster(id) else {
+            return;
+        };
+        let current = c.config.version;
+        let running = c
+            .index
+            .iter()
+            .filter(|&&slot| self.version_of(slot) == Some(current))
+            .count() as u64;
+        if let Some(c) = self.cluster_mut(id) {
+            c.running = running;
+            c.rejections.clear();
+        }
+    }
+
+    /// How the rollout of cluster `id` stands at wall time `now` (ms). O(1) while none
+    /// is pending; otherwise O(proxies of the cluster), to find the overdue ones.
+    pub(super) fn rollout(&self, id: u32, now: u64) -> RolloutCounts {
+        let Some(c) = self.cluster(id) else {
+            return RolloutCounts {
+                state: RolloutState::Converged,
+                running: 0,
+                pending: 0,
+                rejected: 0,
+            };
+        };
+        let rejected = c.rejections.len() as u64;
+        let pending = c.total().saturating_sub(c.running + rejected);
+        let overdue = if pending == 0 {
+            0
+        } else {
+            self.not_running(id)
+                .filter(|(_, e)| !c.rejections.contains_key(&e.proxy))
+                .filter(|(_, e)| self.overdue(c, e, now))
+                .count() as u64
+        };
+        RolloutCounts {
+            state: judge(pending, rejected, overdue),
+            running: c.running,
+            pending,
+            rejected,
+        }
+    }
+
+    /// The proxies of cluster `id` that do not report its current config, with slots.
+    pub(super) fn not_running(&self, id: u32) -> impl Iterator<Item = (u32, &Entry)> {
+        let current = self.cluster(id).map(|c| c.config.version);
+        self.cluster(id)
+            .into_iter()
+            .flat_map(|c| c.index.iter())
+            .filter(move |&&slot| self.version_of(slot) != current)
+            .filter_map(|&slot| Some((slot, self.entry(slot)?)))
+    }
+
+    /// When a pending proxy began to wait for its cluster's rollout (wall ms): the
+    /// rollout's start, or for a `ready` proxy the later of that and its registration.
+    pub(super) fn pending_since(&self, c: &Cluster, e: &Entry) -> u64 {
+        let started = c.rollout_started.unwrap_or(self.began);
+        match e.status() {
+            // Joined after the rollout began: its own time to pull.
+            Status::Ready => started.max(e.since().unwrap_or(0)),
+            // There when it began: late from the start (going lost does not reset it).
+            Status::Up | Status::Lost => started,
+        }
+    }
+
+    fn overdue(&self, c: &Cluster, e: &Entry, now: u64) -> bool {
+        now.saturating_sub(self.pending_since(c, e)) >= self.rollout_timeout
     }
 
     pub(super) fn apply(&mut self, change: &WallChange) {
@@ -409,6 +549,30 @@ impl State {
                 let id = self.cluster_id(cluster);
                 if let Some(c) = self.cluster_mut(id) {
                     c.config = config.clone();
+                    c.rollout_started = Some(change.at);
+                }
+                self.recount(id);
+            }
+            ChangeKind::Rejected {
+                cluster,
+                proxy,
+                slot,
+                incarnation,
+                config_version,
+                reason,
+            } => {
+                let id = self.cluster_id(cluster);
+                let found = self.locate(id, proxy, *slot);
+                let runs = found.and_then(|s| self.version_of(s));
+                if let Some(c) = self.cluster_mut(id)
+                    && found.is_some()
+                    && c.config.version == *config_version
+                    && runs != Some(*config_version)
+                {
+                    c.rejections.insert(
+                        CompactString::from(&**proxy),
+                        (*incarnation, reason.clone()),
+                    );
                 }
             }
             ChangeKind::DeletionPaused {
@@ -447,7 +611,11 @@ impl State {
                 if before != to {
                     entry.set(to, Some(at));
                 }
+                let new_life = entry.incarnation != c.incarnation;
                 entry.incarnation = c.incarnation;
+                if new_life && let Some(cluster) = self.cluster_mut(id) {
+                    cluster.rejections.remove(c.proxy.as_ref());
+                }
                 if before != to
                     && let Some(cluster) = self.cluster_mut(id)
                 {
