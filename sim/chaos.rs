@@ -15,7 +15,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use plan::{Fault, Plan, Start, Way};
 use serde_json::Value;
 use support::{KeeperShared, Operator, ProxySlot, Request};
 use zerokeeper::driver::proxy::{InitPolicy, ProxyCommand};
-use zerokeeper::keeper::{BrokenRule, KeeperConfig};
+use zerokeeper::keeper::{BrokenRule, ChangeKind, KeeperConfig};
 
 /// How long faults are injected.
 const FAULT_PHASE: Duration = Duration::from_secs(12);
@@ -52,6 +52,8 @@ struct Run {
     plan: Plan,
     violations: Vec<String>,
     log_digest: String,
+    /// How many `Leave`s the keeper sent.
+    leaves: usize,
 }
 
 impl Run {
@@ -208,6 +210,10 @@ fn run(seed: u64, broken: Option<BrokenRule>) -> Run {
     let mut violations: Vec<String> = failure.into_iter().collect();
     violations.extend(check::check(&trace));
     violations.extend(rollouts);
+    let leaves = events
+        .iter()
+        .filter(|l| matches!(l.event.kind, ChangeKind::LeaveSent { .. }))
+        .count();
     let log_digest = events
         .iter()
         .map(|l| format!("{:?} {} {:?}\n", l.at, l.boot, l.event))
@@ -216,6 +222,7 @@ fn run(seed: u64, broken: Option<BrokenRule>) -> Run {
         plan,
         violations,
         log_digest,
+        leaves,
     }
 }
 
@@ -455,8 +462,15 @@ fn seeds() -> Vec<u64> {
     support::seeds(200)
 }
 
-/// Runs `seeds` over the machine's cores; returns the failed runs' reports.
-fn run_all(seeds: Vec<u64>, broken: Option<BrokenRule>) -> Vec<(u64, String)> {
+/// What a set of seeds did: the failed runs' reports, and how many `Leave`s the keeper
+/// sent over all of them (so a test can tell that forced removals of live proxies ran).
+struct Runs {
+    failures: Vec<(u64, String)>,
+    leaves: usize,
+}
+
+/// Runs `seeds` over the machine's cores.
+fn run_all(seeds: Vec<u64>, broken: Option<BrokenRule>) -> Runs {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = std::env::var("SIM_THREADS")
         .ok()
@@ -465,9 +479,10 @@ fn run_all(seeds: Vec<u64>, broken: Option<BrokenRule>) -> Vec<(u64, String)> {
     let threads = threads.min(seeds.len()).max(1);
     let queue = Arc::new(Mutex::new(seeds));
     let failures = Arc::new(Mutex::new(BTreeMap::new()));
+    let leaves = Arc::new(AtomicUsize::new(0));
     std::thread::scope(|scope| {
         for _ in 0..threads {
-            let (queue, failures) = (queue.clone(), failures.clone());
+            let (queue, failures, leaves) = (queue.clone(), failures.clone(), leaves.clone());
             scope.spawn(move || {
                 loop {
                     // Taken in its own statement: a guard in a `while let` condition would
@@ -475,6 +490,7 @@ fn run_all(seeds: Vec<u64>, broken: Option<BrokenRule>) -> Vec<(u64, String)> {
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                     let Some(seed) = next else { break };
                     let run = run(seed, broken);
+                    leaves.fetch_add(run.leaves, Ordering::Relaxed);
                     if !run.violations.is_empty() {
                         failures
                             .lock()
@@ -486,7 +502,10 @@ fn run_all(seeds: Vec<u64>, broken: Option<BrokenRule>) -> Vec<(u64, String)> {
         }
     });
     let failures = failures.lock().unwrap_or_else(|e| e.into_inner());
-    failures.iter().map(|(s, r)| (*s, r.clone())).collect()
+    Runs {
+        failures: failures.iter().map(|(s, r)| (*s, r.clone())).collect(),
+        leaves: leaves.load(Ordering::Relaxed),
+    }
 }
 
 #[test]
@@ -496,7 +515,12 @@ fn random_fault_schedules_keep_every_invariant() {
         println!("{}", Plan::generate(seeds[0], FAULT_PHASE));
     }
     let count = seeds.len();
-    let failures = run_all(seeds, None);
+    let Runs { failures, leaves } = run_all(seeds, None);
+    if count >= 50 {
+        // Forced removals of live proxies are in the schedules: some must have reached a
+        // live process, or the Leave invariant checked nothing.
+        assert!(leaves > 0, "no Leave was sent in {count} seeds");
+    }
     for (_, report) in &failures {
         eprintln!("{report}\n");
     }
@@ -522,7 +546,7 @@ fn a_seed_gives_the_same_trace_twice() {
 
 #[test]
 fn the_checker_catches_a_keeper_that_lets_a_delayed_ready_overwrite_up() {
-    let failures = run_all((1..=12).collect(), Some(BrokenRule::StaleReadyOverwritesUp));
+    let failures = run_all((1..=12).collect(), Some(BrokenRule::StaleReadyOverwritesUp)).failures;
     assert!(!failures.is_empty(), "no seed caught the broken keeper");
     let (seed, report) = &failures[0];
     println!("{report}");

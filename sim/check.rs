@@ -22,7 +22,10 @@
 //!    config pull and initialisation take about ten heartbeat intervals), and by
 //!    `max(ready_timeout, delete_after) + 2 s` every dead one is gone (but those that
 //!    mass-loss protection keeps, as `lost`, in a cluster whose deletions it pauses). A live proxy that
-//!    was deleted while up or lost got a `Restart` (the only way back for it).
+//!    was deleted while up or lost got a `Restart` (the only way back for it), or, when
+//!    an operator removed it while it was alive, a `Leave`; a process told to leave never
+//!    has a status or a `Restart` again (the simulated operator starts it again as a new
+//!    process, with a larger incarnation).
 //! 6. **Keeper restarts keep state and restart nobody.** The keeper's store survives its
 //!    crashes: the registry a boot restores is exactly the registry at the crash (every
 //!    change is committed before the keeper answers or waits again), and no `Restart` goes
@@ -305,16 +308,57 @@ pub fn check(trace: &Trace<'_>) -> Vec<String> {
             if !deleted_up || !mine(&c.cluster, &c.proxy) || c.incarnation < first_incarnation {
                 continue;
             }
-            let restarted = trace.events[i..].iter().any(|later| {
+            // Back by a Restart, or (forced removal of a live proxy) told to leave, after
+            // which the simulated operator started it again as a new process.
+            let answered = trace.events[i..].iter().any(|later| {
                 matches!(&later.event.kind, ChangeKind::RestartSent { proxy, cluster: c2, incarnation, .. }
+                    | ChangeKind::LeaveSent { proxy, cluster: c2, incarnation, .. }
                     if mine(c2, proxy) && *incarnation >= c.incarnation)
             });
-            if !restarted {
+            if !answered {
                 violations.push(format!(
-                    "proxy {p} ({}) was deleted at {:?} ({:?}) while alive and never got a Restart",
+                    "proxy {p} ({}) was deleted at {:?} ({:?}) while alive and got neither a Restart nor a Leave",
                     spec.identity, l.at, c.reason
                 ));
             }
+        }
+    }
+
+    // 5 (continued): a process told to leave never comes back. No later change gives its
+    // identity a status in that incarnation or an earlier one, and it is never sent a
+    // Restart (which would put it back into the cluster).
+    for (i, l) in trace.events.iter().enumerate() {
+        let ChangeKind::LeaveSent {
+            cluster,
+            proxy,
+            incarnation,
+            ..
+        } = &l.event.kind
+        else {
+            continue;
+        };
+        let back = trace.events[i..]
+            .iter()
+            .find(|later| match &later.event.kind {
+                ChangeKind::Status(c) => {
+                    c.cluster == *cluster
+                        && c.proxy == *proxy
+                        && c.incarnation <= *incarnation
+                        && c.to.is_some()
+                }
+                ChangeKind::RestartSent {
+                    cluster: c2,
+                    proxy: p2,
+                    incarnation: i2,
+                    ..
+                } => c2 == cluster && p2 == proxy && *i2 <= *incarnation,
+                _ => false,
+            });
+        if let Some(back) = back {
+            violations.push(format!(
+                "{proxy} in {cluster} was told to leave at {:?} (incarnation {incarnation}) and came back at {:?}: {:?}",
+                l.at, back.at, back.event.kind
+            ));
         }
     }
 

@@ -389,6 +389,51 @@ struct ClusterFileConfig {
     key_files: Vec<PathBuf>,
     /// The format the cluster's config files are in, checked before a push is stored.
     config_format: Option<crate::configdoc::ConfigFormat>,
+    /// The cluster's hostgroups: their datasources and the one serving each now.
+    #[serde(default)]
+    hostgroups: BTreeMap<String, HostgroupFileConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostgroupFileConfig {
+    datasources: Vec<String>,
+    current: String,
+}
+
+/// The hostgroups the file declares, each checked as the API checks a declaration.
+fn declared_hostgroups(
+    file: &FileConfig,
+    path: Option<&Path>,
+) -> Result<crate::keeper::cluster::DeclaredHostgroups, ConfigFileError> {
+    let mut out = crate::keeper::cluster::DeclaredHostgroups::new();
+    for (cluster, c) in &file.clusters {
+        if c.hostgroups.len() > crate::keeper::cluster::MAX_HOSTGROUPS {
+            return Err(ConfigFileError::Parse {
+                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                message: format!(
+                    "cluster {cluster} declares more than {} hostgroups",
+                    crate::keeper::cluster::MAX_HOSTGROUPS
+                ),
+            });
+        }
+        for (name, h) in &c.hostgroups {
+            let datasources =
+                crate::keeper::cluster::check_declaration(name, &h.datasources, &h.current)
+                    .map_err(|e| ConfigFileError::Parse {
+                        path: path.map(Path::to_path_buf).unwrap_or_default(),
+                        message: format!("[clusters.{cluster}.hostgroups.{name}]: {e}"),
+                    })?;
+            out.entry(cluster.clone()).or_default().insert(
+                name.clone(),
+                crate::keeper::Hostgroup {
+                    datasources,
+                    initial: h.current.clone(),
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 mod opt_duration {
@@ -429,6 +474,8 @@ pub struct ServeConfig {
     pub history: crate::store::History,
     /// The formats clusters declare their config files are in (`config_format`).
     pub config_formats: BTreeMap<String, crate::configdoc::ConfigFormat>,
+    /// The hostgroups clusters declare (`[clusters.NAME.hostgroups.HG]`).
+    pub hostgroups: crate::keeper::cluster::DeclaredHostgroups,
     /// The admin API's limits.
     pub http_limits: ServeLimits,
     /// The kernel send buffer of each admin connection, in bytes (0: the kernel's own).
@@ -724,6 +771,7 @@ impl ServeArgs {
                 .iter()
                 .filter_map(|(name, c)| Some((name.clone(), c.config_format?)))
                 .collect(),
+            hostgroups: declared_hostgroups(&file, self.config.as_deref())?,
             history: crate::store::History {
                 configs: self
                     .config_history
@@ -994,6 +1042,40 @@ mod tests {
             config.config_formats,
             BTreeMap::from([("payments".to_owned(), crate::configdoc::ConfigFormat::Toml)])
         );
+    }
+
+    #[test]
+    fn the_file_declares_hostgroups_checked_as_the_api_checks_them() {
+        let dir = temp_dir("hostgroups");
+        write(&dir, "default.key", &"2a".repeat(32));
+        let good = write(
+            &dir,
+            "good.toml",
+            "key_file = \"default.key\"\n[clusters.c.hostgroups.hg_orders]\n\
+             datasources = [\"mysql-b:3306\", \"mysql-a:3306\"]\ncurrent = \"mysql-a:3306\"\n",
+        );
+        let config = ServeArgs {
+            config: Some(good),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect("valid");
+        let hg = &config.hostgroups["c"]["hg_orders"];
+        assert_eq!(hg.initial, "mysql-a:3306");
+        assert_eq!(hg.datasources.len(), 2);
+        let bad = write(
+            &dir,
+            "bad.toml",
+            "key_file = \"default.key\"\n[clusters.c.hostgroups.hg_orders]\n\
+             datasources = [\"mysql-b:3306\"]\ncurrent = \"mysql-a:3306\"\n",
+        );
+        let error = ServeArgs {
+            config: Some(bad),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect_err("a current datasource not among them");
+        assert!(error.to_string().contains("hg_orders"), "{error}");
     }
 
     #[test]

@@ -57,6 +57,8 @@ enum Command {
     Switch(zerokeeper::cli::admin::SwitchArgs),
     /// The clusters the keeper holds.
     Cluster(zerokeeper::cli::cluster::ClusterArgs),
+    /// Declares and lists a cluster's hostgroups and their datasources.
+    Hostgroup(zerokeeper::cli::cluster::HostgroupArgs),
     /// A cluster's config versions: get, history, diff, rollback.
     Config(zerokeeper::cli::config::ConfigArgs),
     /// Shows the rollout of a cluster's current config: who runs it, who does not yet,
@@ -206,6 +208,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => return args.run(),
         Command::Config(args) => return args.run(),
         Command::Cluster(args) => return args.run(),
+        Command::Hostgroup(args) => return args.run(),
         Command::Rollout(args) => return args.run(),
         Command::Demo(args) => return demo(args),
         Command::Scenario(args) => return run_scenario(args),
@@ -283,6 +286,7 @@ fn serve_setup(
     setup.retention = config.watch_retention;
     setup.history = config.history;
     setup.config_formats = config.config_formats.clone();
+    setup.hostgroups = config.hostgroups.clone();
     setup.config_id_key = config.store_keys.as_ref().map(|k| k.config_id_key());
     setup.limits = config.http_limits.clone();
     // A fresh token secret: tokens of an earlier run never count.
@@ -594,6 +598,14 @@ fn proxy(args: ProxyArgs) -> ExitCode {
         ProxyExit::Shutdown(other) => {
             eprintln!("stopped without the keeper acknowledging the unregister ({other:?})");
             ExitCode::SUCCESS
+        }
+        ProxyExit::Stopped(StopReason::Removed) => {
+            eprintln!(
+                "proxy stopped: {}; exiting {} so that a supervisor does not start it again",
+                StopReason::Removed,
+                zerokeeper::driver::proxy::REMOVED_EXIT
+            );
+            ExitCode::from(zerokeeper::driver::proxy::REMOVED_EXIT)
         }
         ProxyExit::Stopped(reason) => {
             eprintln!("proxy stopped: {reason}");

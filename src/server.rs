@@ -78,6 +78,8 @@ pub struct Setup {
     pub history: crate::store::History,
     /// The formats clusters declare their config files are in.
     pub config_formats: std::collections::BTreeMap<String, crate::configdoc::ConfigFormat>,
+    /// The hostgroups the keeper's config file declares.
+    pub hostgroups: crate::keeper::cluster::DeclaredHostgroups,
     /// The epoch of a keeper without a store (one with a store takes the store's).
     pub epoch: u32,
     /// Random bytes the freshness tokens are keyed with, drawn at every start. A keeper
@@ -127,6 +129,7 @@ impl Setup {
             retention: crate::config::DEFAULT_WATCH_RETENTION,
             history: crate::store::History::DEFAULT,
             config_formats: std::collections::BTreeMap::new(),
+            hostgroups: Default::default(),
             epoch: 1,
             token_secret: [0; 32],
             clock: DriverClock::start(),
@@ -241,6 +244,8 @@ where
                 &snapshot.configs,
                 snapshot.revision,
             )?;
+            let mut core = core;
+            core.restore_settings(&snapshot.clusters);
             let proxies = snapshot
                 .proxies
                 .iter()
@@ -287,16 +292,18 @@ where
         clusters: core
             .cluster_seeds()
             .into_iter()
-            .map(|(name, config, deletion_paused)| SeedCluster {
+            .map(|(name, config, deletion_paused, settings)| SeedCluster {
                 name,
                 config,
                 deletion_paused,
+                settings,
             })
             .collect(),
         ..seed
     };
     core.set_config_id_key(setup.config_id_key.clone());
     core.set_config_formats(setup.config_formats.clone());
+    core.set_declared_hostgroups(setup.hostgroups.clone());
     if let Some(adjust) = setup.adjust.take() {
         adjust(&mut core);
     }

@@ -242,6 +242,8 @@ pub enum Kind {
     Superseded = 0x84,
     /// Keeper → proxy: one chunk of a config version.
     ConfigChunk = 0x85,
+    /// Keeper → proxy (version 2 only): "an operator removed this process: stop and exit".
+    Leave = 0x87,
     /// Keeper → proxy (version 2 only): a config chunk sealed with AES-256-GCM under a
     /// key of its config's own, its digest keyed (`docs/PROTOCOL.md` §17.6).
     SealedChunk = 0x89,
@@ -260,6 +262,7 @@ impl Kind {
             0x83 => Kind::Restart,
             0x84 => Kind::Superseded,
             0x85 => Kind::ConfigChunk,
+            0x87 => Kind::Leave,
             0x89 => Kind::SealedChunk,
             _ => return None,
         })
@@ -490,6 +493,17 @@ pub struct Superseded {
     pub winner: u64,
 }
 
+/// Body of a `Leave` (version 2 only): an operator removed the process answered, which
+/// must stop serving and exit rather than register again.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Leave {
+    /// Incarnation of the heartbeat answered: that process, or an earlier life, was
+    /// removed.
+    pub incarnation: u64,
+    /// Sequence number of the heartbeat answered.
+    pub seq: u64,
+}
+
 /// Body of a `ConfigChunk`.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ConfigChunk<'a> {
@@ -530,6 +544,8 @@ pub enum Message<'a> {
     Restart(Restart),
     /// A superseded notice.
     Superseded(Superseded),
+    /// A removal notice (version 2 only).
+    Leave(Leave),
     /// A config chunk.
     ConfigChunk(ConfigChunk<'a>),
     /// A sealed config chunk: a chunk's body whose `digest` is the keyed digest and whose
@@ -549,6 +565,7 @@ impl Message<'_> {
             Message::Challenge(_) => Kind::Challenge,
             Message::Restart(_) => Kind::Restart,
             Message::Superseded(_) => Kind::Superseded,
+            Message::Leave(_) => Kind::Leave,
             Message::ConfigChunk(_) => Kind::ConfigChunk,
             Message::SealedChunk(_) => Kind::SealedChunk,
         }
@@ -694,6 +711,7 @@ pub fn decode_body<'a>(header: Header, datagram: &'a [u8]) -> Result<Message<'a>
         Kind::Challenge => Message::Challenge(take_all(body)?),
         Kind::Restart => Message::Restart(take_all(body)?),
         Kind::Superseded => Message::Superseded(take_all(body)?),
+        Kind::Leave => Message::Leave(take_all(body)?),
         Kind::ConfigChunk => Message::ConfigChunk(take_all(body)?),
         Kind::SealedChunk => Message::SealedChunk(take_all(body)?),
     })
@@ -777,6 +795,7 @@ pub fn encode_framed(
         Message::Challenge(m) => put(m, body_room),
         Message::Restart(m) => put(m, body_room),
         Message::Superseded(m) => put(m, body_room),
+        Message::Leave(m) => put(m, body_room),
         Message::ConfigChunk(m) | Message::SealedChunk(m) => put(m, body_room),
     }
     .map_err(|_| EncodeError::TooLarge(limit))?;

@@ -96,7 +96,7 @@ fn sigterm_on_a_proxy_unregisters_it() {
 #[test]
 fn remove_deletes_a_proxy_and_a_second_remove_is_not_found() {
     let keeper = Keeper::start();
-    let a = keeper.proxy(A, &[]);
+    let mut a = keeper.proxy(A, &[]);
     let c = keeper.proxy(C, &[]);
     keeper.wait_keys(&[(A, "up"), (C, "up")]);
     c.signal(Signal::SIGKILL);
@@ -126,7 +126,7 @@ fn remove_deletes_a_proxy_and_a_second_remove_is_not_found() {
         "--force",
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("would tell the process to restart"), "{out}");
+    assert!(out.contains("would tell the process to leave"), "{out}");
     let (code, _, err) = keeper.cli(&["remove", "--cluster", CLUSTER, "--addr", A]);
     assert_eq!(code, 5, "{err}");
     assert!(
@@ -137,7 +137,13 @@ fn remove_deletes_a_proxy_and_a_second_remove_is_not_found() {
     let (code, out, err) = keeper.cli(&["remove", "--cluster", CLUSTER, "--addr", A, "--force"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("it was up"), "{out}");
-    a.wait_log(&["the keeper asked for a restart"]);
+    // Told to leave, it stops and exits 78, and is not restarted into the cluster.
+    assert_eq!(a.wait_exit(), 78, "{}", a.log());
+    assert!(
+        !a.log().contains("the keeper asked for a restart"),
+        "{}",
+        a.log()
+    );
 }
 
 #[test]

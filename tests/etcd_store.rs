@@ -118,6 +118,7 @@ fn a_fresh_root_boots_at_epoch_one_with_a_generation_of_now_and_nothing_stored()
             oldest_retained: 1,
             proxies: vec![],
             configs: vec![],
+            clusters: vec![],
             recent: vec![],
         }
     );

@@ -552,8 +552,8 @@ async fn read_endpoints_answer_with_the_documented_shapes() {
     assert_eq!(
         json!({"clusters": listed}),
         json!({"clusters": [
-            {"name": "other", "ready": 0, "up": 1, "lost": 0, "config_version": 1, "gate": "open", "deletion_paused": false},
-            {"name": CLUSTER, "ready": 1, "up": 1, "lost": 0, "config_version": 1, "gate": "closed", "deletion_paused": false},
+            {"name": "other", "ready": 0, "up": 1, "lost": 0, "config_version": 1, "gate": "open", "deletion_paused": false, "frozen": false},
+            {"name": CLUSTER, "ready": 1, "up": 1, "lost": 0, "config_version": 1, "gate": "closed", "deletion_paused": false, "frozen": false},
         ]})
     );
     let one = rig.client.get("/v1/clusters/test_cluster").await.ok_json();
@@ -755,7 +755,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
     let cluster = rig.client.get("/v1/clusters/fresh").await.ok_json();
     assert_eq!(
         cluster,
-        json!({"name": "fresh", "ready": 0, "up": 0, "lost": 0, "config_version": 2, "gate": "open", "deletion_paused": false,
+        json!({"name": "fresh", "ready": 0, "up": 0, "lost": 0, "config_version": 2, "gate": "open", "deletion_paused": false, "frozen": false,
                "rollout": "converged", "running": 0, "pending": 0, "rejected": 0})
     );
     // Any content type; the same bytes again make no version; an empty file is refused.
@@ -1373,7 +1373,7 @@ async fn wrong_methods_are_405_with_an_allow_header_and_change_nothing() {
         ("POST", "/livez", "GET,HEAD"),
         ("PUT", "/metrics", "GET,HEAD"),
         ("POST", "/v1/clusters", "GET,HEAD"),
-        ("DELETE", "/v1/clusters/test_cluster", "GET,HEAD"),
+        ("PUT", "/v1/clusters/test_cluster", "GET,HEAD,DELETE"),
         (
             "PUT",
             "/v1/clusters/test_cluster/proxies/10.25.0.11:3000",

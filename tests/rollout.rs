@@ -421,3 +421,232 @@ fn a_config_reject_is_acked_always_and_decodes_only_with_a_one_line_reason() {
     let mut buf = vec![0; MAX_DATAGRAM];
     assert!(keeper.poll_transmit(&mut buf).is_none());
 }
+
+// ----- Cluster operations: declared hostgroups, freezing, deletion, removal -----
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn a_switch_names_a_declared_hostgroup_its_current_datasource_and_another_of_its_datasources() {
+    use zerokeeper::keeper::AdminError;
+    let mut rig = Rig::new(3);
+    assert!(rig.run_until(Duration::from_secs(3), Rig::all_up));
+    let (info, changed) = rig
+        .keeper
+        .set_hostgroup_by(
+            rig.now,
+            None,
+            CLUSTER,
+            "hg_orders",
+            &names(&["mysql-a:3306", "mysql-b:3306", "mysql-c:3306"]),
+            Some("mysql-a:3306"),
+        )
+        .expect("declared");
+    assert!(changed);
+    assert_eq!(info.current, "mysql-a:3306");
+    let version = rig.keeper.config_of(CLUSTER).expect("exists").version;
+    let switch = |rig: &mut Rig, hg: &str, from: &str, to: &str| {
+        rig.keeper.switch_datasource(rig.now, CLUSTER, hg, from, to)
+    };
+    match switch(&mut rig, "hg_ordres", "mysql-a:3306", "mysql-b:3306") {
+        Err(AdminError::UnknownHostgroup { declared, .. }) => {
+            assert_eq!(declared, names(&["hg_orders"]));
+        }
+        other => panic!("an undeclared hostgroup is refused, not {other:?}"),
+    }
+    match switch(&mut rig, "hg_orders", "mysql-b:3306", "mysql-c:3306") {
+        Err(e @ AdminError::DatasourceMismatch { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("mysql-a:3306") && text.contains("mysql-b:3306, mysql-c:3306"),
+                "{text}"
+            );
+        }
+        other => panic!("a from that is not current is refused, not {other:?}"),
+    }
+    match switch(&mut rig, "hg_orders", "mysql-a:3306", "whatever:1") {
+        Err(AdminError::UnknownDatasource { choices, .. }) => {
+            assert_eq!(choices, names(&["mysql-b:3306", "mysql-c:3306"]));
+        }
+        other => panic!("a to that is not declared is refused, not {other:?}"),
+    }
+    assert!(matches!(
+        switch(&mut rig, "hg_orders", "mysql-a:3306", "mysql-a:3306"),
+        Err(AdminError::SameDatasource { .. })
+    ));
+    assert_eq!(
+        rig.keeper.config_of(CLUSTER).expect("exists").version,
+        version,
+        "no refused switch made a version"
+    );
+    let made = switch(&mut rig, "hg_orders", "mysql-a:3306", "mysql-b:3306").expect("valid");
+    assert_eq!(made, version + 1);
+    assert!(rig.run_until(Duration::from_secs(3), |r| {
+        r.rollout().state == RolloutState::Converged
+    }));
+    let listed = rig.keeper.hostgroups(CLUSTER).expect("exists");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].current, "mysql-b:3306");
+    // A declaration keeps the current datasource: a switch changes it.
+    assert!(matches!(
+        rig.keeper.set_hostgroup_by(
+            rig.now,
+            None,
+            CLUSTER,
+            "hg_orders",
+            &names(&["mysql-a:3306", "mysql-b:3306"]),
+            Some("mysql-a:3306"),
+        ),
+        Err(AdminError::BadHostgroup(_))
+    ));
+    assert!(
+        matches!(
+            rig.keeper.set_hostgroup_by(
+                rig.now,
+                None,
+                CLUSTER,
+                "hg_orders",
+                &names(&["mysql-a:3306", "mysql-c:3306"]),
+                None,
+            ),
+            Err(AdminError::BadHostgroup(_))
+        ),
+        "the current datasource must stay declared"
+    );
+}
+
+#[test]
+fn a_frozen_cluster_deletes_no_lost_proxy_until_it_is_unfrozen() {
+    let mut rig = Rig::new(3);
+    assert!(rig.run_until(Duration::from_secs(3), Rig::all_up));
+    assert!(
+        rig.keeper
+            .set_frozen_by(rig.now, None, CLUSTER, true)
+            .expect("exists")
+    );
+    assert!(rig.keeper.frozen(CLUSTER));
+    rig.cut[0] = true;
+    assert!(rig.run_until(Duration::from_secs(5), |r| {
+        r.keeper.proxy(CLUSTER, PROXIES[0]).ok().map(|p| p.status) == Some(Status::Lost)
+    }));
+    // Well past delete_after (10 s): frozen, it stays.
+    assert!(!rig.run_until(Duration::from_secs(25), |r| {
+        r.keeper.proxy(CLUSTER, PROXIES[0]).is_err()
+    }));
+    assert!(
+        rig.keeper
+            .set_frozen_by(rig.now, None, CLUSTER, false)
+            .expect("exists")
+    );
+    let unfrozen = rig.now;
+    assert!(rig.run_until(Duration::from_secs(15), |r| {
+        r.keeper.proxy(CLUSTER, PROXIES[0]).is_err()
+    }));
+    assert!(
+        rig.now - unfrozen >= Duration::from_secs(10),
+        "unfreezing gives a fresh delete window"
+    );
+    // The settings went through the store: a keeper booted from it finds them.
+    assert!(rig.changes.iter().any(|c| matches!(
+        c,
+        ChangeKind::Cluster { settings: Some(s), .. } if s.frozen
+    )));
+    rig.keeper
+        .set_frozen_by(rig.now, None, CLUSTER, true)
+        .expect("exists");
+    rig.settle();
+    let mut store = rig.store.clone();
+    let snapshot = store.boot().expect("boots");
+    assert!(
+        snapshot
+            .clusters
+            .iter()
+            .any(|(name, s)| name == CLUSTER && s.frozen),
+        "{:?}",
+        snapshot.clusters
+    );
+    let mut again = boot(&mut rig.store.clone(), rig.now);
+    again.restore_settings(&snapshot.clusters);
+    assert!(again.frozen(CLUSTER));
+}
+
+#[test]
+fn a_cluster_is_deleted_only_when_no_proxy_is_registered() {
+    use zerokeeper::keeper::AdminError;
+    let mut rig = Rig::new(1);
+    assert!(rig.run_until(Duration::from_secs(3), Rig::all_up));
+    rig.push("a = 1\n");
+    match rig.keeper.delete_cluster_by(rig.now, None, CLUSTER) {
+        Err(AdminError::ClusterNotEmpty { proxies, names, .. }) => {
+            assert_eq!((proxies, names), (1, vec![PROXIES[0].to_owned()]));
+        }
+        other => panic!("a cluster with a proxy is not deleted: {other:?}"),
+    }
+    rig.agents[0].1.unregister(rig.now);
+    assert!(rig.run_until(Duration::from_secs(3), |r| {
+        r.keeper.proxy(CLUSTER, PROXIES[0]).is_err()
+    }));
+    rig.keeper
+        .delete_cluster_by(rig.now, None, CLUSTER)
+        .expect("empty now");
+    rig.settle();
+    assert!(matches!(
+        rig.keeper.config_of(CLUSTER),
+        Err(AdminError::UnknownCluster(_))
+    ));
+    let snapshot = rig.store.clone().boot().expect("boots");
+    assert!(
+        snapshot.configs.iter().all(|c| c.cluster != CLUSTER),
+        "every version of it is gone from the store"
+    );
+}
+
+#[test]
+fn a_live_proxy_removed_by_force_is_told_to_leave_and_a_later_life_registers() {
+    use zerokeeper::agent::StopReason;
+    let mut rig = Rig::new(2);
+    assert!(rig.run_until(Duration::from_secs(3), Rig::all_up));
+    let removed = rig
+        .keeper
+        .remove_proxy_by(rig.now, None, true, CLUSTER, PROXIES[0])
+        .expect("forced");
+    assert_eq!(removed, Status::Up);
+    assert_eq!(
+        rig.keeper
+            .settings(CLUSTER)
+            .removed
+            .get(PROXIES[0])
+            .copied(),
+        Some(rig.agents[0].1.incarnation())
+    );
+    assert!(rig.run_until(Duration::from_secs(3), |r| {
+        r.agents[0].1.phase() == Phase::Stopped(StopReason::Removed)
+    }));
+    rig.step(Duration::from_millis(500));
+    assert!(
+        rig.keeper.proxy(CLUSTER, PROXIES[0]).is_err(),
+        "not registered again"
+    );
+    assert!(
+        !rig.changes
+            .iter()
+            .any(|c| matches!(c, ChangeKind::RestartSent { .. })),
+        "a removed proxy is never told to restart"
+    );
+    assert!(
+        rig.changes
+            .iter()
+            .any(|c| matches!(c, ChangeKind::LeaveSent { proxy, .. } if &**proxy == PROXIES[0]))
+    );
+    assert!(
+        rig.keeper.settings(CLUSTER).removed.is_empty(),
+        "the agent's acknowledgement dropped the marker"
+    );
+    // The operator starts it again: a new process, a larger incarnation.
+    let mut cfg = AgentConfig::new(CLUSTER, PROXIES[0], key());
+    cfg.default_interval = Duration::from_millis(100);
+    rig.agents[0].1 = Agent::new(cfg, WallTime::from_micros(9_000_000), rig.now).expect("valid");
+    assert!(rig.run_until(Duration::from_secs(3), Rig::all_up));
+}

@@ -198,6 +198,7 @@ fn a_fresh_store_boots_at_epoch_one_with_nothing_stored() {
             generation,
             revision: 0,
             oldest_retained: 1,
+            clusters: Vec::new(),
             proxies: vec![],
             configs: vec![],
             recent: vec![],
@@ -813,6 +814,7 @@ fn a_store_of_schema_one_is_migrated_in_place_and_keeps_every_record() {
             generation,
             revision: 3,
             oldest_retained: 4,
+            clusters: Vec::new(),
             proxies: vec![
                 fixture_proxy("alpha", "10.0.0.1:3307", 101, Status::Up, 7_000),
                 fixture_proxy("alpha", "10.0.0.2:3307", 102, Status::Up, 2_000),

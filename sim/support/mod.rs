@@ -22,10 +22,10 @@ use http_body_util::{BodyExt, Full};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
-use zerokeeper::agent::{Agent, AgentConfig};
+use zerokeeper::agent::{Agent, AgentConfig, StopReason};
 use zerokeeper::auth::{Key, Keyring};
 use zerokeeper::driver::keeper::CommitMode;
-use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver};
+use zerokeeper::driver::proxy::{InitPolicy, ProxyControl, ProxyDriver, ProxyExit};
 use zerokeeper::driver::{DatagramSocket, DriverClock};
 use zerokeeper::keeper::{Change, KeeperConfig};
 use zerokeeper::server::{self, Setup};
@@ -458,6 +458,10 @@ impl ProxySlot {
     }
 }
 
+/// How long the simulated operator takes to start a proxy again after it was removed
+/// while alive and left.
+pub const REMOVED_COMES_BACK_AFTER: Duration = Duration::from_millis(300);
+
 /// Registers a proxy host named `host` with identity `identity`; it starts with the
 /// policy in its slot, and again on every `bounce`.
 pub fn proxy_host(
@@ -474,26 +478,35 @@ pub fn proxy_host(
         let slot = slot.clone();
         let (cluster, identity) = (cluster.clone(), identity.clone());
         async move {
-            let init = slot
-                .init
-                .borrow()
-                .unwrap_or(InitPolicy::After(Duration::ZERO));
-            *slot.starts.borrow_mut() += 1;
-            let start_no = *slot.starts.borrow();
-            let udp = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
-            let keeper = SocketAddr::new(turmoil::lookup("keeper"), UDP_PORT);
-            let mut cfg = AgentConfig::new(cluster, identity, key());
-            cfg.default_interval = interval;
-            let clock = DriverClock::start_at(wall_now());
-            let since_epoch = wall_now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            let start = WallTime::from_micros(since_epoch.as_micros() as u64);
-            let agent = Agent::new(cfg, start, clock.now())?;
-            let socket =
-                LossySocket::new(SimSocket(udp), slot.faults.clone(), seed ^ (start_no << 32));
-            let (driver, control) = ProxyDriver::new(agent, socket, keeper, init, clock);
-            *slot.control.borrow_mut() = Some(control);
-            driver.run(std::future::pending()).await?;
-            Ok(())
+            loop {
+                let init = slot
+                    .init
+                    .borrow()
+                    .unwrap_or(InitPolicy::After(Duration::ZERO));
+                *slot.starts.borrow_mut() += 1;
+                let start_no = *slot.starts.borrow();
+                let udp = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
+                let keeper = SocketAddr::new(turmoil::lookup("keeper"), UDP_PORT);
+                let mut cfg = AgentConfig::new(cluster.clone(), identity.clone(), key());
+                cfg.default_interval = interval;
+                let clock = DriverClock::start_at(wall_now());
+                let since_epoch = wall_now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let start = WallTime::from_micros(since_epoch.as_micros() as u64);
+                let agent = Agent::new(cfg, start, clock.now())?;
+                let socket =
+                    LossySocket::new(SimSocket(udp), slot.faults.clone(), seed ^ (start_no << 32));
+                let (driver, control) = ProxyDriver::new(agent, socket, keeper, init, clock);
+                *slot.control.borrow_mut() = Some(control);
+                let exit = driver.run(std::future::pending()).await?;
+                if exit != ProxyExit::Stopped(StopReason::Removed) {
+                    return Ok(());
+                }
+                // An operator removed this live proxy on purpose and it left. The
+                // simulated operator then starts it again, as a new process: a larger
+                // incarnation, which registers normally.
+                slot.forget();
+                tokio::time::sleep(REMOVED_COMES_BACK_AFTER).await;
+            }
         }
     });
 }

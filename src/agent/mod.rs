@@ -138,6 +138,8 @@ pub enum StopReason {
     GaveUp,
     /// A newer process holds the identity.
     Superseded,
+    /// An operator removed this process from its cluster (`Leave`).
+    Removed,
 }
 
 impl fmt::Display for StopReason {
@@ -147,6 +149,7 @@ impl fmt::Display for StopReason {
             StopReason::Unregistered => "unregistered",
             StopReason::GaveUp => "no acknowledgement, gave up",
             StopReason::Superseded => "superseded by a newer process",
+            StopReason::Removed => "removed by an operator",
         })
     }
 }
@@ -189,6 +192,10 @@ pub enum AgentEvent {
         /// The newer process's incarnation.
         winner: u64,
     },
+    /// An operator removed this process from its cluster (`Leave`, protocol version 2):
+    /// stop serving and exit; do not start again on your own. The agent has sent its
+    /// acknowledgement (one `Unregister`) and is stopped.
+    Removed,
 }
 
 /// Why a host call was refused. Nothing changed.
@@ -571,6 +578,7 @@ impl Agent {
             Message::Challenge(m) => (m.incarnation, m.seq),
             Message::Restart(m) => (m.incarnation, m.seq),
             Message::Superseded(m) => (m.incarnation, m.seq),
+            Message::Leave(m) => (m.incarnation, m.seq),
             Message::ConfigChunk(m) | Message::SealedChunk(m) => (m.incarnation, m.seq),
             Message::Heartbeat(_)
             | Message::Unregister(_)
@@ -617,6 +625,27 @@ impl Agent {
                 self.set_phase(Phase::Stopped(StopReason::Superseded));
                 true
             }
+            Message::Leave(_) if framed.version == Version::V2 => {
+                // A `down` in flight is answered as one: the process is going anyway.
+                if self.phase == Phase::Failing {
+                    return false;
+                }
+                self.pull = None;
+                if self.phase != Phase::Leaving {
+                    self.leaving_status = if self.phase == Phase::Up {
+                        ProxyStatus::Up
+                    } else {
+                        ProxyStatus::Ready
+                    };
+                    self.set_phase(Phase::Leaving);
+                }
+                // The acknowledgement: one unregister, so the keeper drops its marker.
+                self.send_current(now);
+                self.set_phase(Phase::Stopped(StopReason::Removed));
+                self.events.push_back(AgentEvent::Removed);
+                true
+            }
+            Message::Leave(_) => false,
             // Version 1 only: a version 2 config travels sealed, always.
             Message::ConfigChunk(chunk) if framed.version == Version::V1 => {
                 self.on_chunk(now, &chunk, id, None)

@@ -67,6 +67,9 @@ pub struct ProxyView {
     /// Mass-loss protection holds for its cluster: lost proxies are not being deleted.
     #[serde(default)]
     pub deletion_paused: bool,
+    /// Its cluster is frozen for maintenance: no proxy is deleted or restarted.
+    #[serde(default)]
+    pub frozen: bool,
     /// Fields this build does not know (the server sends none).
     #[serde(flatten)]
     pub extra: Extra,
@@ -89,6 +92,10 @@ pub struct ClusterView {
     pub gate: String,
     /// Mass-loss protection holds: its lost proxies are not being deleted.
     pub deletion_paused: bool,
+    /// Frozen for maintenance (`zerokeeper cluster freeze`): no proxy is deleted or
+    /// restarted until it is unfrozen.
+    #[serde(default)]
+    pub frozen: bool,
     /// How the rollout of the current config stands: `converged`, `in-progress`,
     /// `failed` or `stuck` (`GET /v1/clusters/{cluster}/rollout` has the details).
     #[serde(default)]
@@ -367,6 +374,50 @@ pub struct Switched {
     pub revision: u64,
 }
 
+/// The body of `PUT /v1/clusters/{cluster}/hostgroups/{hostgroup}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostgroupRequest {
+    /// Its datasources.
+    pub datasources: Vec<String>,
+    /// The datasource serving it now: required for a new hostgroup; for one that has a
+    /// current datasource, only that one (a switch changes it).
+    #[serde(default)]
+    pub current: Option<String>,
+}
+
+/// One hostgroup, as `GET /v1/clusters/{cluster}/hostgroups` lists it and `PUT …` answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostgroupView {
+    /// Its name.
+    pub hostgroup: String,
+    /// Its datasources, sorted.
+    pub datasources: Vec<String>,
+    /// The datasource serving it now.
+    pub current: String,
+    /// Where it is declared: `api` (stored) or `file` (the keeper's config file).
+    pub declared: String,
+    /// Whether the request changed anything (`PUT` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+}
+
+/// The answer to `POST /v1/clusters/{cluster}/freeze`, `…/unfreeze` and `DELETE
+/// /v1/clusters/{cluster}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterChanged {
+    /// The cluster.
+    pub cluster: String,
+    /// Whether it is frozen now (`false` for a deleted cluster).
+    pub frozen: bool,
+    /// Whether it was deleted.
+    pub deleted: bool,
+    /// Whether the request changed anything.
+    pub changed: bool,
+    /// The revision after the request.
+    pub revision: u64,
+}
+
 /// The body of `GET /v1/store`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreView {
@@ -570,6 +621,7 @@ mod tests {
             config_version: 2,
             key_id: Some("0a1b2c3d".into()),
             deletion_paused: true,
+            frozen: false,
             extra: Extra::new(),
         }
     }
@@ -588,6 +640,7 @@ mod tests {
                 config_version: 4,
                 gate: "closed".into(),
                 deletion_paused: true,
+                frozen: true,
                 rollout: "failed".into(),
                 running: 4,
                 pending: 1,
@@ -709,7 +762,7 @@ mod tests {
         assert_eq!(json["last_heartbeat"], "1970-01-01T00:00:01.000Z");
         assert_eq!(json["key_id"], "0a1b2c3d");
         // No member of `extra` leaks in.
-        assert_eq!(json.as_object().map(|o| o.len()), Some(12));
+        assert_eq!(json.as_object().map(|o| o.len()), Some(13));
     }
 
     #[test]

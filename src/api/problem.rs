@@ -43,6 +43,11 @@ pub struct ProblemBody {
     /// The datasource it has (`datasource-mismatch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual: Option<String>,
+    /// What the request may name instead: the hostgroups a cluster declares
+    /// (`unknown-hostgroup`), or the datasources a hostgroup may be switched to
+    /// (`datasource-mismatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<String>>,
     /// The oldest revision held (`gone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest: Option<u64>,
@@ -78,6 +83,7 @@ impl Default for ProblemBody {
             hostgroup: None,
             expected: None,
             actual: None,
+            choices: None,
             oldest: None,
             current: None,
             generation: None,
@@ -151,7 +157,8 @@ pub enum ProblemKind {
     MethodNotAllowed,
     /// 409: a proxy of the cluster is not `up`; `blockers` names every one.
     GateClosed,
-    /// 409: the hostgroup is not served by the switch's `from`.
+    /// 409: the hostgroup is not served by the switch's `from`, or its `to` is not one of
+    /// the hostgroup's datasources; `choices` lists those it may be switched to.
     DatasourceMismatch,
     /// 409: a remove named a proxy that is alive (`up` or `ready`) without `force`;
     /// `proxy` names it.
@@ -181,9 +188,10 @@ pub enum ProblemKind {
     /// 412: the version the request expects to replace (`If-Match`, `--expect-version`)
     /// is not the current one; `current` names it.
     PreconditionFailed,
-    /// 409 (to come): the switch names a hostgroup the cluster's config does not have.
+    /// 409: the switch names a hostgroup the cluster does not declare; `choices` lists
+    /// those it does.
     UnknownHostgroup,
-    /// 409 (to come): the cluster still has proxies, so it cannot be deleted.
+    /// 409: the cluster still has proxies, so it cannot be deleted.
     ClusterNotEmpty,
     /// 409 (to come): a proxy rejected the config version being rolled out.
     RolloutFailed,
@@ -335,13 +343,7 @@ impl ProblemKind {
 
     /// Whether the keeper sends this kind today (the others are defined for work to come).
     pub fn served(self) -> bool {
-        !matches!(
-            self,
-            ProblemKind::UnknownHostgroup
-                | ProblemKind::ClusterNotEmpty
-                | ProblemKind::RolloutFailed
-                | ProblemKind::RolloutStuck
-        )
+        !matches!(self, ProblemKind::RolloutFailed | ProblemKind::RolloutStuck)
     }
 
     /// The whole `type`: `urn:zerokeeper:problem:NAME`.

@@ -65,6 +65,12 @@ impl FromStr for EventId {
 /// | `deletion_paused`, `deletion_resumed` | `lost`, `total` |
 /// | `stall` | `length_ms`, `shifted` (no `cluster`) |
 /// | `rewound` | `seen_epoch` (no `cluster`) |
+/// | `rejected` | `proxy`, `incarnation`, `version` (rejected), `reason` |
+/// | `cluster` | `frozen`, `hostgroups` (how many declared), `removed` (removal markers held); or `deleted` (`true`) |
+/// | `leave` | `proxy`, `incarnation` (told to leave), `address` |
+///
+/// `admin` also has `hostgroup_set` (`hostgroup`, `datasources`, `current_datasource`),
+/// `freeze`, `unfreeze` and `delete_cluster` (no more members).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WatchEvent {
     /// The revision of the change.
@@ -158,6 +164,24 @@ pub struct WatchEvent {
     /// The newest keeper epoch a proxy echoed (`rewound`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_epoch: Option<u32>,
+    /// Whether the cluster is frozen (`cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<bool>,
+    /// Hostgroups the cluster declares through the API (`cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostgroups: Option<u64>,
+    /// Removal markers the cluster holds (`cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<u64>,
+    /// `true`: the cluster was deleted (`cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<bool>,
+    /// A hostgroup's datasources (`admin` hostgroup_set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasources: Option<Vec<String>>,
+    /// A hostgroup's current datasource (`admin` hostgroup_set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_datasource: Option<String>,
     /// Fields this build does not know (the server sends none).
     #[serde(flatten)]
     pub extra: Extra,
@@ -244,6 +268,20 @@ impl WatchEvent {
                     e.restored = Some(*to);
                     e.version = Some(*version);
                 }
+                AdminAction::Hostgroup {
+                    hostgroup,
+                    datasources,
+                    current,
+                    ..
+                } => {
+                    e.action = Some("hostgroup_set".to_owned());
+                    e.hostgroup = Some(hostgroup.clone());
+                    e.datasources = Some(datasources.clone());
+                    e.current_datasource = Some(current.clone());
+                }
+                a @ (AdminAction::Freeze { .. } | AdminAction::DeleteCluster { .. }) => {
+                    e.action = Some(a.name().to_owned());
+                }
                 AdminAction::Refused {
                     action,
                     asked,
@@ -298,6 +336,24 @@ impl WatchEvent {
                 e.incarnation = Some(*incarnation);
                 e.version = Some(*config_version);
                 e.reason = Some(reason.to_string());
+            }
+            ChangeKind::Cluster { settings, .. } => match settings {
+                Some(s) => {
+                    e.frozen = Some(s.frozen);
+                    e.hostgroups = Some(s.hostgroups.len() as u64);
+                    e.removed = Some(s.removed.len() as u64);
+                }
+                None => e.deleted = Some(true),
+            },
+            ChangeKind::LeaveSent {
+                proxy,
+                incarnation,
+                to,
+                ..
+            } => {
+                e.proxy = Some(proxy.to_string());
+                e.incarnation = Some(*incarnation);
+                e.address = Some(to.to_string());
             }
         }
         e

@@ -186,10 +186,10 @@ pub fn remove_preview(cluster: &str, proxy: &str, status: &str, force: bool) -> 
             "would remove {proxy} from {cluster} (it is lost): it stops blocking the gate; if the process comes back it is told to restart"
         ),
         (_, false) => format!(
-            "would refuse to remove {proxy} from {cluster}: it is {status}, alive (exit 5). With --force it would be removed, and the keeper would tell the process to restart at its next heartbeat, dropping its clients"
+            "would refuse to remove {proxy} from {cluster}: it is {status}, alive (exit 5). With --force it would be removed, and the keeper would tell the process to leave (stop serving, drop its clients and exit 78) at its next heartbeat, rather than restart it"
         ),
         (_, true) => format!(
-            "would remove {proxy} from {cluster} (it is {status}, alive): the keeper would tell the process to restart at its next heartbeat, dropping its clients"
+            "would remove {proxy} from {cluster} (it is {status}, alive): the keeper would tell the process to leave (stop serving, drop its clients and exit 78) at its next heartbeat, rather than restart it"
         ),
     }
 }

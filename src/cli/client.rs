@@ -639,6 +639,46 @@ impl Client {
         self.json_answer("POST", url, answer)
     }
 
+    /// The hostgroups a cluster declares (`GET /v1/clusters/{cluster}/hostgroups`).
+    pub fn hostgroups(&self, cluster: &str) -> Result<Vec<crate::api::HostgroupView>, ClientError> {
+        self.get_json(&format!("/v1/clusters/{}/hostgroups", segment(cluster)))
+    }
+
+    /// Declares a hostgroup (`PUT /v1/clusters/{cluster}/hostgroups/{hostgroup}`).
+    pub fn set_hostgroup(
+        &self,
+        cluster: &str,
+        hostgroup: &str,
+        body: &crate::api::HostgroupRequest,
+    ) -> Result<crate::api::HostgroupView, ClientError> {
+        let url = self.url(&format!(
+            "/v1/clusters/{}/hostgroups/{}",
+            segment(cluster),
+            segment(hostgroup)
+        ));
+        let answer = self.request(self.agent.put(&url)).send_json(body);
+        self.json_answer("PUT", url, answer)
+    }
+
+    /// Freezes or unfreezes a cluster (`POST /v1/clusters/{cluster}/freeze`, `…/unfreeze`).
+    pub fn set_frozen(
+        &self,
+        cluster: &str,
+        frozen: bool,
+    ) -> Result<crate::api::ClusterChanged, ClientError> {
+        let verb = if frozen { "freeze" } else { "unfreeze" };
+        let url = self.url(&format!("/v1/clusters/{}/{verb}", segment(cluster)));
+        let answer = self.request(self.agent.post(&url)).send_empty();
+        self.json_answer("POST", url, answer)
+    }
+
+    /// Deletes an empty cluster (`DELETE /v1/clusters/{cluster}`).
+    pub fn delete_cluster(&self, cluster: &str) -> Result<crate::api::ClusterChanged, ClientError> {
+        let url = self.url(&format!("/v1/clusters/{}", segment(cluster)));
+        let answer = self.request(self.agent.delete(&url)).call();
+        self.json_answer("DELETE", url, answer)
+    }
+
     /// Makes the keeper re-read its key files, tokens and certificate
     /// (`POST /v1/reload`).
     pub fn reload(&self) -> Result<crate::api::Reloaded, ClientError> {

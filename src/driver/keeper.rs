@@ -188,13 +188,15 @@ impl KeeperHandle {
         Ok(Applied { value, revision })
     }
 
-    /// Deletes a proxy; returns the status it had.
+    /// Deletes a proxy, as the seed's remove does (a live one comes back through
+    /// `Restart`: [`Keeper::remove_proxy`]); returns the status it had.
     pub async fn remove(
         &self,
         cluster: String,
         proxy: String,
     ) -> Result<Applied<Status>, CallError> {
-        self.remove_by(None, true, cluster, proxy).await
+        self.apply(move |k, c| k.remove_proxy(c.now(), &cluster, &proxy))
+            .await
     }
 
     /// [`remove`](KeeperHandle::remove), on behalf of the admin token named `by`; a
@@ -273,6 +275,57 @@ impl KeeperHandle {
             k.switch_datasource_by(c.now(), by, &cluster, &hostgroup, &from, &to)
         })
         .await
+    }
+
+    /// Declares a hostgroup of `cluster`, on behalf of the admin token named `by`.
+    pub async fn set_hostgroup_by(
+        &self,
+        by: Option<Arc<str>>,
+        cluster: String,
+        hostgroup: String,
+        datasources: Vec<String>,
+        current: Option<String>,
+    ) -> Result<Applied<(crate::keeper::HostgroupInfo, bool)>, CallError> {
+        self.apply(move |k, c| {
+            k.set_hostgroup_by(
+                c.now(),
+                by,
+                &cluster,
+                &hostgroup,
+                &datasources,
+                current.as_deref(),
+            )
+        })
+        .await
+    }
+
+    /// The hostgroups `cluster` declares.
+    pub async fn hostgroups(
+        &self,
+        cluster: String,
+    ) -> Result<Vec<crate::keeper::HostgroupInfo>, CallError> {
+        Ok(self.call(move |k, _| k.hostgroups(&cluster)).await??)
+    }
+
+    /// Freezes or unfreezes `cluster`, on behalf of the admin token named `by`.
+    pub async fn set_frozen_by(
+        &self,
+        by: Option<Arc<str>>,
+        cluster: String,
+        frozen: bool,
+    ) -> Result<Applied<bool>, CallError> {
+        self.apply(move |k, c| k.set_frozen_by(c.now(), by, &cluster, frozen))
+            .await
+    }
+
+    /// Deletes the empty `cluster`, on behalf of the admin token named `by`.
+    pub async fn delete_cluster_by(
+        &self,
+        by: Option<Arc<str>>,
+        cluster: String,
+    ) -> Result<Applied<()>, CallError> {
+        self.apply(move |k, c| k.delete_cluster_by(c.now(), by, &cluster))
+            .await
     }
 
     /// Makes the content of version `to` (`stored`: its file and datasources, as the
@@ -801,6 +854,28 @@ fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
         } => {
             info!(%cluster, %proxy, incarnation, %to, revision, "restart sent");
             counters.restarts_sent += 1;
+        }
+        ChangeKind::LeaveSent {
+            cluster,
+            proxy,
+            incarnation,
+            to,
+        } => {
+            info!(%cluster, %proxy, incarnation, %to, revision,
+                  "leave sent: an operator removed this process");
+        }
+        ChangeKind::Cluster {
+            cluster,
+            settings: Some(s),
+        } => {
+            info!(%cluster, frozen = s.frozen, hostgroups = s.hostgroups.len(),
+                  removal_markers = s.removed.len(), revision, "cluster settings changed");
+        }
+        ChangeKind::Cluster {
+            cluster,
+            settings: None,
+        } => {
+            info!(%cluster, revision, "cluster deleted");
         }
         ChangeKind::Superseded {
             cluster,

@@ -86,6 +86,11 @@ impl Faults {
     }
 }
 
+/// The exit code of a `zerokeeper proxy` an operator removed (`Leave`): 78, so that a
+/// supervisor told not to restart it (systemd's `RestartPreventExitStatus=78`) leaves it
+/// stopped, as the operator asked. (Any other stop exits 1, a clean unregister 0.)
+pub const REMOVED_EXIT: u8 = 78;
+
 /// How a proxy driver ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyExit {
@@ -417,6 +422,12 @@ impl<S: DatagramSocket> ProxyDriver<S> {
             }
             AgentEvent::Superseded { winner } => {
                 warn!(winner, "a newer process holds this identity: stopping");
+            }
+            AgentEvent::Removed => {
+                warn!(
+                    code = REMOVED_EXIT,
+                    "an operator removed this proxy from its cluster: stopping, not registering again"
+                );
             }
         }
         None

@@ -43,6 +43,12 @@ pub fn seed_of(snapshot: &Snapshot) -> ViewSeed {
                     name: Arc::from(c.cluster.as_str()),
                     config: crate::keeper::config_summary(&version),
                     deletion_paused: false,
+                    settings: snapshot
+                        .clusters
+                        .iter()
+                        .find(|(name, _)| *name == c.cluster)
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_default(),
                 }),
                 Err(e) => {
                     warn!(cluster = %c.cluster, version = c.version, error = %e,

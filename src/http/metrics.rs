@@ -286,6 +286,17 @@ impl Collector for Snapshot {
                 .encode(family.encode_family(&[("cluster", cluster.name.as_str())])?)?;
         }
 
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_cluster_frozen",
+            "1 while an operator froze the cluster: no proxy of it is deleted or restarted.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in &s.clusters {
+            ConstGauge::new(u64::from(cluster.frozen))
+                .encode(family.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
+
         counter(
             &mut encoder,
             "zerokeeper_store_commits",
@@ -408,6 +419,7 @@ mod tests {
                 lost: 0,
                 config_version: 1,
                 deletion_paused: false,
+                frozen: false,
             }],
             tombstones: 0,
             epoch: 1,

@@ -71,8 +71,9 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::api::{
-    ClusterList, ClusterView, ConfigContent, ConfigHistory, ConfigVersionView, GateView, ProxyView,
-    Pushed, Removed, RollbackRequest, RolledBack, StoreView, SwitchRequest, Switched,
+    ClusterChanged, ClusterList, ClusterView, ConfigContent, ConfigHistory, ConfigVersionView,
+    GateView, HostgroupRequest, HostgroupView, ProxyView, Pushed, Removed, RollbackRequest,
+    RolledBack, StoreView, SwitchRequest, Switched,
 };
 use crate::configdoc::MAX_CONFIG_BYTES;
 use crate::driver::keeper::KeeperHandle;
@@ -242,7 +243,17 @@ pub fn router_for(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
         .route("/v1/clusters", get(clusters))
-        .route("/v1/clusters/{cluster}", get(cluster))
+        .route(
+            "/v1/clusters/{cluster}",
+            get(cluster).delete(delete_cluster),
+        )
+        .route("/v1/clusters/{cluster}/hostgroups", get(hostgroups))
+        .route(
+            "/v1/clusters/{cluster}/hostgroups/{hostgroup}",
+            axum::routing::put(set_hostgroup),
+        )
+        .route("/v1/clusters/{cluster}/freeze", post(freeze))
+        .route("/v1/clusters/{cluster}/unfreeze", post(unfreeze))
         .route("/v1/proxies", get(all_proxies))
         .route("/v1/clusters/{cluster}/proxies", get(cluster_proxies))
         .route(
@@ -849,6 +860,114 @@ async fn switch(
         hostgroup,
         from,
         to,
+        revision: applied.revision,
+    }))
+}
+
+fn hostgroup_view(h: crate::keeper::HostgroupInfo, changed: Option<bool>) -> HostgroupView {
+    HostgroupView {
+        hostgroup: h.hostgroup,
+        datasources: h.datasources,
+        current: h.current,
+        declared: match h.declared {
+            crate::keeper::Declared::Api => "api",
+            crate::keeper::Declared::File => "file",
+        }
+        .to_owned(),
+        changed,
+    }
+}
+
+/// `GET /v1/clusters/{cluster}/hostgroups`.
+async fn hostgroups(
+    State(api): State<Api>,
+    Segments(cluster): Segments<String>,
+) -> Result<Json<Vec<HostgroupView>>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
+    let list = api.handle.hostgroups(cluster).await?;
+    Ok(Json(
+        list.into_iter().map(|h| hostgroup_view(h, None)).collect(),
+    ))
+}
+
+/// `PUT /v1/clusters/{cluster}/hostgroups/{hostgroup}`.
+async fn set_hostgroup(
+    State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
+    Segments((cluster, hostgroup)): Segments<(String, String)>,
+    JsonBody(request): JsonBody<HostgroupRequest>,
+) -> Result<Json<HostgroupView>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
+    let applied = api
+        .handle
+        .set_hostgroup_by(by, cluster, hostgroup, request.datasources, request.current)
+        .await?;
+    settle(&api.view, applied.revision).await;
+    let (info, changed) = applied.value;
+    Ok(Json(hostgroup_view(info, Some(changed))))
+}
+
+/// `POST /v1/clusters/{cluster}/freeze`.
+async fn freeze(
+    State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
+    Segments(cluster): Segments<String>,
+) -> Result<Json<ClusterChanged>, Problem> {
+    set_frozen(api, by, cluster, true).await
+}
+
+/// `POST /v1/clusters/{cluster}/unfreeze`.
+async fn unfreeze(
+    State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
+    Segments(cluster): Segments<String>,
+) -> Result<Json<ClusterChanged>, Problem> {
+    set_frozen(api, by, cluster, false).await
+}
+
+async fn set_frozen(
+    api: Api,
+    by: Option<Arc<str>>,
+    cluster: String,
+    frozen: bool,
+) -> Result<Json<ClusterChanged>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
+    let applied = api
+        .handle
+        .set_frozen_by(by, cluster.clone(), frozen)
+        .await?;
+    settle(&api.view, applied.revision).await;
+    Ok(Json(ClusterChanged {
+        cluster,
+        frozen,
+        deleted: false,
+        changed: applied.value,
+        revision: applied.revision,
+    }))
+}
+
+/// `DELETE /v1/clusters/{cluster}`.
+async fn delete_cluster(
+    State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
+    Segments(cluster): Segments<String>,
+) -> Result<Json<ClusterChanged>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
+    let applied = api.handle.delete_cluster_by(by, cluster.clone()).await?;
+    settle(&api.view, applied.revision).await;
+    Ok(Json(ClusterChanged {
+        cluster,
+        frozen: false,
+        deleted: true,
+        changed: true,
         revision: applied.revision,
     }))
 }

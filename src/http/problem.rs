@@ -365,11 +365,39 @@ impl From<AdminError> for Problem {
                 hostgroup,
                 expected,
                 actual,
+                choices,
             } => Problem::new(ProblemKind::DatasourceMismatch, detail).with(|b| {
                 b.hostgroup = Some(hostgroup);
                 b.expected = Some(expected);
                 b.actual = Some(actual);
+                b.choices = Some(choices);
             }),
+            AdminError::UnknownDatasource {
+                hostgroup,
+                datasource,
+                choices,
+            } => Problem::new(ProblemKind::DatasourceMismatch, detail).with(|b| {
+                b.hostgroup = Some(hostgroup);
+                b.expected = Some(datasource);
+                b.choices = Some(choices);
+            }),
+            AdminError::UnknownHostgroup {
+                cluster,
+                hostgroup,
+                declared,
+            } => Problem::new(ProblemKind::UnknownHostgroup, detail).with(|b| {
+                b.cluster = Some(cluster);
+                b.hostgroup = Some(hostgroup);
+                b.choices = Some(declared);
+            }),
+            AdminError::BadHostgroup(_) => Problem::malformed(detail),
+            AdminError::ClusterNotEmpty { cluster, .. } => {
+                Problem::new(ProblemKind::ClusterNotEmpty, detail)
+                    .with(|b| b.cluster = Some(cluster))
+            }
+            AdminError::TooManyRemoved { cluster, .. } => {
+                Problem::new(ProblemKind::RegistryFull, detail).with(|b| b.cluster = Some(cluster))
+            }
         }
     }
 }
@@ -473,6 +501,7 @@ mod tests {
                     hostgroup: "h".into(),
                     expected: "a".into(),
                     actual: "b".into(),
+                    choices: vec!["c".into()],
                 }
                 .into(),
                 409,

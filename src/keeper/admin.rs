@@ -114,7 +114,7 @@ pub enum AdminError {
     /// A remove named a proxy that is alive (`up` or `ready`) without being forced.
     /// Nothing changed.
     #[error(
-        "proxy {proxy} of cluster {cluster} is {status}: it is alive, and if it were removed the keeper would tell it to restart at its next heartbeat, dropping its clients. Remove a proxy that is alive only if you mean that (--force, ?force=true); a lost one needs no force. Nothing changed."
+        "proxy {proxy} of cluster {cluster} is {status}: it is alive, and if it were removed the keeper would tell it to leave at its next heartbeat: it would drop its clients and exit. Remove a proxy that is alive only if you mean that (--force, ?force=true); a lost one needs no force. Nothing changed."
     )]
     ProxyAlive {
         /// The cluster.
@@ -144,7 +144,10 @@ pub enum AdminError {
         current: u64,
     },
     /// The hostgroup is not served by the datasource the switch expected. Nothing changed.
-    #[error("hostgroup {hostgroup} is served by {actual}, not {expected}")]
+    #[error(
+        "hostgroup {hostgroup} is served by {actual}, not {expected}{}",
+        if choices.is_empty() { String::new() } else { format!(": switch --from {actual} --to one of {}. Nothing changed.", join(choices)) }
+    )]
     DatasourceMismatch {
         /// The hostgroup.
         hostgroup: String,
@@ -152,8 +155,66 @@ pub enum AdminError {
         expected: String,
         /// The datasource it actually has.
         actual: String,
+        /// The datasources it may be switched to.
+        choices: Vec<String>,
+    },
+    /// A switch named a hostgroup the cluster does not declare. Nothing changed.
+    #[error(
+        "cluster {cluster} declares no hostgroup {hostgroup}: {}. Nothing changed.",
+        if declared.is_empty() { "it declares none (zerokeeper hostgroup set)".to_owned() } else { format!("its hostgroups are {}", join(declared)) }
+    )]
+    UnknownHostgroup {
+        /// The cluster.
+        cluster: String,
+        /// The hostgroup asked for.
+        hostgroup: String,
+        /// The hostgroups it declares, sorted.
+        declared: Vec<String>,
+    },
+    /// A switch's `to` is not one of the hostgroup's datasources. Nothing changed.
+    #[error(
+        "{datasource} is not a datasource of hostgroup {hostgroup}: switch --to one of {}. Nothing changed.",
+        join(choices)
+    )]
+    UnknownDatasource {
+        /// The hostgroup.
+        hostgroup: String,
+        /// The datasource asked for.
+        datasource: String,
+        /// The datasources it may be switched to.
+        choices: Vec<String>,
+    },
+    /// A hostgroup declaration that cannot be: no datasource, too many, a current
+    /// datasource not among them, or one that a switch should change. Nothing changed.
+    #[error("{0}. Nothing changed.")]
+    BadHostgroup(String),
+    /// A cluster that still has proxies cannot be deleted. Nothing changed.
+    #[error(
+        "cluster {cluster} has {proxies} registered proxies ({}{}): a cluster is deleted only when none is left (stop them, or remove them). Nothing changed.",
+        names.join(", "), if *proxies > names.len() { ", …" } else { "" }
+    )]
+    ClusterNotEmpty {
+        /// The cluster.
+        cluster: String,
+        /// How many proxies it has.
+        proxies: usize,
+        /// The first of them, sorted (at most 10).
+        names: Vec<String>,
+    },
+    /// A forced remove while the cluster holds as many removal markers as it may.
+    /// Nothing changed.
+    #[error(
+        "cluster {cluster} holds {limit} removal markers of processes told to leave that have not acknowledged: no more can be added until some do. Nothing changed."
+    )]
+    TooManyRemoved {
+        /// The cluster.
+        cluster: String,
+        /// [`super::cluster::MAX_REMOVED`].
+        limit: usize,
     },
 }
+
+use super::cluster::join;
 
 /// A stored config version's content: the operator's file and the datasources.
 pub type StoredContent = (Arc<[u8]>, BTreeMap<String, String>);
@@ -203,6 +264,8 @@ pub struct ClusterInfo {
     pub config_version: u64,
     /// Mass-loss protection holds: its lost proxies are not being deleted.
     pub deletion_paused: bool,
+    /// Frozen for maintenance: no proxy is deleted or restarted.
+    pub frozen: bool,
 }
 
 impl ClusterInfo {
@@ -213,7 +276,10 @@ impl ClusterInfo {
 }
 
 impl Keeper {
-    fn cluster_named(&self, cluster: &str) -> Result<super::registry::ClusterId, AdminError> {
+    pub(crate) fn cluster_named(
+        &self,
+        cluster: &str,
+    ) -> Result<super::registry::ClusterId, AdminError> {
         validate_cluster(cluster)?;
         self.registry
             .cluster_id(cluster)
@@ -248,14 +314,17 @@ impl Keeper {
     /// Deletes a proxy from its cluster, as an operator does for one known to be gone.
     ///
     /// If the process is in fact alive, its next `up` heartbeat is answered with
-    /// `Restart` and it comes back through `ready`.
+    /// `Restart` and it comes back through `ready` (the seed's remove, as the scenario
+    /// and simulations use it; an operator's forced remove through
+    /// [`remove_proxy_by`](Keeper::remove_proxy_by) tells a live process to leave).
     pub fn remove_proxy(
         &mut self,
         now: Instant,
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
-        self.remove_proxy_by(now, None, true, cluster, proxy)
+        let result = self.try_remove(now, None, true, false, cluster, proxy);
+        self.audited(result, None, cluster, "remove", || format!("proxy {proxy}"))
     }
 
     /// [`remove_proxy`](Keeper::remove_proxy), on behalf of the admin token named `by`
@@ -269,7 +338,7 @@ impl Keeper {
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
-        let result = self.try_remove(now, by.clone(), force, cluster, proxy);
+        let result = self.try_remove(now, by.clone(), force, force, cluster, proxy);
         self.audited(result, by, cluster, "remove", || format!("proxy {proxy}"))
     }
 
@@ -278,6 +347,7 @@ impl Keeper {
         now: Instant,
         by: Option<Arc<str>>,
         force: bool,
+        leave: bool,
         cluster: &str,
         proxy: &str,
     ) -> Result<Status, AdminError> {
@@ -302,6 +372,11 @@ impl Keeper {
                 proxy: proxy.to_owned(),
                 status,
             });
+        }
+        if leave && status != Status::Lost {
+            // Alive: it is told to leave, not restarted, when it is next heard.
+            let incarnation = self.registry.get(slot).map_or(0, |r| r.stamp.incarnation);
+            self.mark_removed(id, proxy, incarnation)?;
         }
         self.delete(slot, Reason::Removed, now);
         self.record(ChangeKind::Admin {
@@ -450,15 +525,23 @@ impl Keeper {
                 datasource: to.to_owned(),
             });
         }
+        let declared_any = !self.hostgroup_names(id).is_empty();
+        if declared_any {
+            self.check_switch(id, cluster, hostgroup, from, to)?;
+        }
         self.gate(cluster)?;
         let current = self.registry.cluster(id).config.clone();
-        if let Some(actual) = current.datasources.get(hostgroup)
+        // A cluster that declares no hostgroup yet switches as before declarations
+        // existed: `from` must be what the config names (if it names anything).
+        if !declared_any
+            && let Some(actual) = current.datasources.get(hostgroup)
             && actual != from
         {
             return Err(AdminError::DatasourceMismatch {
                 hostgroup: hostgroup.to_owned(),
                 expected: from.to_owned(),
                 actual: actual.clone(),
+                choices: Vec::new(),
             });
         }
         let next = current.with_datasource(hostgroup, to)?;
@@ -468,6 +551,47 @@ impl Keeper {
             to: to.to_owned(),
         };
         Ok(self.install(id, next, cause, by))
+    }
+
+    /// Checks a switch against the cluster's declared hostgroups: `hostgroup` declared,
+    /// `from` its current datasource, `to` another of its datasources.
+    fn check_switch(
+        &self,
+        id: super::registry::ClusterId,
+        cluster: &str,
+        hostgroup: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), AdminError> {
+        let Some(declared) = self.hostgroup_of(id, hostgroup) else {
+            return Err(AdminError::UnknownHostgroup {
+                cluster: cluster.to_owned(),
+                hostgroup: hostgroup.to_owned(),
+                declared: self.hostgroup_names(id),
+            });
+        };
+        let choices: Vec<String> = declared
+            .datasources
+            .iter()
+            .filter(|d| **d != declared.current)
+            .cloned()
+            .collect();
+        if declared.current != from {
+            return Err(AdminError::DatasourceMismatch {
+                hostgroup: hostgroup.to_owned(),
+                expected: from.to_owned(),
+                actual: declared.current,
+                choices,
+            });
+        }
+        if !choices.iter().any(|d| d == to) {
+            return Err(AdminError::UnknownDatasource {
+                hostgroup: hostgroup.to_owned(),
+                datasource: to.to_owned(),
+                choices,
+            });
+        }
+        Ok(())
     }
 
     /// Makes the content of version `to` of `cluster` (`stored`: its file and
@@ -578,7 +702,7 @@ impl Keeper {
     /// is an error, unless the request was malformed (a name that is not one names no
     /// cluster; the HTTP log has those). What was `asked` is cut like the reason, for the
     /// same bound.
-    fn audited<T>(
+    pub(crate) fn audited<T>(
         &mut self,
         result: Result<T, AdminError>,
         by: Option<Arc<str>>,
@@ -776,6 +900,7 @@ impl Keeper {
                 lost: c.lost,
                 config_version: c.config.version,
                 deletion_paused: c.deletion_paused,
+                frozen: c.settings.frozen,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -788,12 +913,26 @@ impl Keeper {
         self.registry.find(id, proxy, 0)
     }
 
-    /// Every cluster's config summary and mass-loss state (for the HTTP view's seed at
-    /// boot). O(clusters).
-    pub fn cluster_seeds(&self) -> Vec<(Arc<str>, ConfigSummary, bool)> {
+    /// Every cluster's config summary, mass-loss state and settings (for the HTTP
+    /// view's seed at boot). O(clusters).
+    pub fn cluster_seeds(
+        &self,
+    ) -> Vec<(
+        Arc<str>,
+        ConfigSummary,
+        bool,
+        super::cluster::ClusterSettings,
+    )> {
         self.registry
             .clusters()
-            .map(|(_, c)| (c.name.clone(), summary(&c.config), c.deletion_paused))
+            .map(|(_, c)| {
+                (
+                    c.name.clone(),
+                    summary(&c.config),
+                    c.deletion_paused,
+                    c.settings.clone(),
+                )
+            })
             .collect()
     }
 

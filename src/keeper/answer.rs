@@ -48,6 +48,9 @@ pub(crate) enum Answer {
     Restart {
         stamp: Stamp,
     },
+    Leave {
+        stamp: Stamp,
+    },
     Superseded {
         stamp: Stamp,
         winner: u64,
@@ -280,6 +283,10 @@ impl Keeper {
                 token: *token,
             }),
             Answer::Restart { stamp } => Message::Restart(wire::Restart {
+                incarnation: stamp.incarnation,
+                seq: stamp.seq,
+            }),
+            Answer::Leave { stamp } => Message::Leave(wire::Leave {
                 incarnation: stamp.incarnation,
                 seq: stamp.seq,
             }),

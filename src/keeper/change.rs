@@ -150,6 +150,26 @@ pub enum ChangeKind<T = Instant> {
         /// Why, in the proxy's words: one line, at most 200 bytes.
         reason: Arc<str>,
     },
+    /// What operators declared about a cluster changed (its hostgroups, whether it is
+    /// frozen, the processes removed from it), or the cluster was deleted (`None`).
+    Cluster {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// Its settings now, whole (`None`: the cluster was deleted, with every config
+        /// version of it).
+        settings: Option<super::cluster::ClusterSettings>,
+    },
+    /// A `Leave` was sent to a process an operator removed.
+    LeaveSent {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// The proxy's identity.
+        proxy: Arc<str>,
+        /// The incarnation told to leave.
+        incarnation: u64,
+        /// Where the notice went.
+        to: SocketAddr,
+    },
 }
 
 /// A proxy's status changed (it may have entered or left the registry).
@@ -258,6 +278,29 @@ pub enum AdminAction {
         /// The new config version.
         version: u64,
     },
+    /// A hostgroup of the cluster was declared (or its declaration changed).
+    Hostgroup {
+        /// The cluster.
+        cluster: String,
+        /// The hostgroup.
+        hostgroup: String,
+        /// Its datasources, sorted.
+        datasources: Vec<String>,
+        /// Its current datasource.
+        current: String,
+    },
+    /// The cluster was frozen (or unfrozen) for maintenance.
+    Freeze {
+        /// The cluster.
+        cluster: String,
+        /// Whether it is frozen now.
+        frozen: bool,
+    },
+    /// The cluster was deleted, with every config version of it.
+    DeleteCluster {
+        /// The cluster.
+        cluster: String,
+    },
     /// An operator asked for one of the actions above and was refused; nothing else
     /// changed. (Requests refused for a malformed name are not recorded: they name no
     /// cluster.)
@@ -287,6 +330,9 @@ impl AdminAction {
             | AdminAction::PushConfig { cluster, .. }
             | AdminAction::Switch { cluster, .. }
             | AdminAction::Rollback { cluster, .. }
+            | AdminAction::Hostgroup { cluster, .. }
+            | AdminAction::Freeze { cluster, .. }
+            | AdminAction::DeleteCluster { cluster }
             | AdminAction::Refused { cluster, .. } => cluster,
         }
     }
@@ -299,6 +345,10 @@ impl AdminAction {
             AdminAction::PushConfig { .. } => "push_config",
             AdminAction::Switch { .. } => "switch",
             AdminAction::Rollback { .. } => "rollback",
+            AdminAction::Hostgroup { .. } => "hostgroup_set",
+            AdminAction::Freeze { frozen: true, .. } => "freeze",
+            AdminAction::Freeze { frozen: false, .. } => "unfreeze",
+            AdminAction::DeleteCluster { .. } => "delete_cluster",
             AdminAction::Refused { action, .. } => action,
         }
     }
@@ -314,7 +364,9 @@ impl<T> ChangeKind<T> {
             | ChangeKind::RestartSent { cluster, .. }
             | ChangeKind::Superseded { cluster, .. }
             | ChangeKind::DeletionPaused { cluster, .. }
-            | ChangeKind::Rejected { cluster, .. } => Some(cluster),
+            | ChangeKind::Rejected { cluster, .. }
+            | ChangeKind::Cluster { cluster, .. }
+            | ChangeKind::LeaveSent { cluster, .. } => Some(cluster),
             ChangeKind::Admin { action, .. } => Some(action.cluster()),
             ChangeKind::Stall { .. } | ChangeKind::Rewound { .. } => None,
         }
@@ -334,6 +386,8 @@ impl<T> ChangeKind<T> {
             ChangeKind::Stall { .. } => "stall",
             ChangeKind::Rewound { .. } => "rewound",
             ChangeKind::Rejected { .. } => "rejected",
+            ChangeKind::Cluster { .. } => "cluster",
+            ChangeKind::LeaveSent { .. } => "leave",
         }
     }
 }
@@ -429,6 +483,18 @@ impl<T> Change<T> {
                 incarnation,
                 config_version,
                 reason,
+            },
+            ChangeKind::Cluster { cluster, settings } => ChangeKind::Cluster { cluster, settings },
+            ChangeKind::LeaveSent {
+                cluster,
+                proxy,
+                incarnation,
+                to,
+            } => ChangeKind::LeaveSent {
+                cluster,
+                proxy,
+                incarnation,
+                to,
             },
         };
         Change {

@@ -273,6 +273,24 @@ impl Keeper {
         let decision = self.break_rule(decision, lookup.known, said);
         let reply = to.reply(stamp);
         let from = to.from;
+        if let Some(cluster) = lookup.cluster
+            && lookup.slot.is_none()
+            && let Some(marker) = self.removed_marker(cluster, hb.proxy)
+        {
+            let removed = stamp.incarnation <= marker;
+            match decision {
+                Decision::Register | Decision::Restart | Decision::Adopt if removed => {
+                    return self.leave(now, reply, hb, cluster);
+                }
+                // The agent's acknowledgement of its `Leave` (answered as any unregister
+                // of a process gone), or a later life registering: the marker has done
+                // its work.
+                Decision::AlreadyGone | Decision::Register | Decision::Adopt => {
+                    self.clear_removed(cluster, hb.proxy);
+                }
+                _ => {}
+            }
+        }
         match decision {
             Decision::Stale => Err(DropReason::Stale),
             Decision::Regression => Err(DropReason::Regression),
@@ -313,6 +331,43 @@ impl Keeper {
         decision
     }
 
+    /// Answers a heartbeat of a process an operator removed (or of an earlier life of it)
+    /// with `Leave` (`Superseded` to a protocol version 1 agent, which has no `Leave`), at
+    /// most once per interval per identity, as `Restart` is.
+    fn leave(
+        &mut self,
+        now: Instant,
+        reply: Reply,
+        hb: &Heartbeat<'_>,
+        cluster: ClusterId,
+    ) -> Result<Outcome, DropReason> {
+        let interval = self.config.heartbeat_interval;
+        let Some(stone) = self.tombstone(cluster, hb.proxy, now) else {
+            return Err(DropReason::RegistryFull);
+        };
+        stone.stamp = stone.stamp.max(reply.stamp);
+        if stone.last_restart.is_some_and(|at| now < at + interval) {
+            return Err(DropReason::LeaveSuppressed);
+        }
+        stone.last_restart = Some(now);
+        let answer = match reply.version {
+            wire::Version::V2 => Answer::Leave { stamp: reply.stamp },
+            // No newer process holds the identity: `winner` 0 says none does.
+            wire::Version::V1 => Answer::Superseded {
+                stamp: reply.stamp,
+                winner: 0,
+            },
+        };
+        self.answer(reply, answer);
+        self.record(ChangeKind::LeaveSent {
+            cluster: hb.cluster.into(),
+            proxy: hb.proxy.into(),
+            incarnation: reply.stamp.incarnation,
+            to: reply.to,
+        });
+        Ok(Outcome::Left)
+    }
+
     /// Answers an `up` from a process the registry does not hold with `Restart`, within
     /// the identity's limit (one per interval) and its cluster's restart budget.
     fn restart(
@@ -324,6 +379,11 @@ impl Keeper {
         let cluster = self
             .cluster_for(hb.cluster)
             .ok_or(DropReason::RegistryFull)?;
+        if self.registry.cluster(cluster).settings.frozen {
+            // Nothing in the cluster just made for it (it had none) holds it.
+            self.release_cluster(cluster);
+            return Err(DropReason::RestartFrozen);
+        }
         // The tombstone remembers the last Restart; with no room for one, no Restart is
         // sent (the proxy keeps asking).
         let Some(stone) = self.tombstone(cluster, hb.proxy, now) else {

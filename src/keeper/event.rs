@@ -67,6 +67,12 @@ counted_enum! {
         /// An `up` from an unregistered process while its cluster's restart budget for the
         /// round is spent: it gets its `Restart` in a later round.
         RestartDeferred => "restart_deferred",
+        /// An `up` from an unregistered process of a frozen cluster: no `Restart` until
+        /// it is unfrozen.
+        RestartFrozen => "restart_frozen",
+        /// A heartbeat of a removed process within an interval of the last `Leave` sent
+        /// to it.
+        LeaveSuppressed => "leave_suppressed",
         /// A request echoing a newer leadership term than this leader's: another keeper
         /// leads, or this one's store was restored from an older backup.
         NewerTerm => "newer_term",
@@ -125,6 +131,9 @@ counted_enum! {
         ConfigServedPlaintext => "config_served_plaintext",
         /// Registered an unknown `up` proxy as `up`, while adopting the fleet.
         Adopted => "adopted",
+        /// Sent `Leave` (or, to a protocol version 1 proxy, `Superseded`) to a process an
+        /// operator removed.
+        Left => "left",
     }
 }
 

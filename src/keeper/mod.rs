@@ -44,6 +44,7 @@ mod admin;
 mod answer;
 pub mod change;
 mod clock;
+pub mod cluster;
 mod datagram;
 mod event;
 pub mod limit;
@@ -75,6 +76,7 @@ pub use change::{
     AdminAction, Change, ChangeKind, ConfigBlob, ConfigCause, ConfigSummary, StatusChange,
     StoredConfig, StoredProxy, WallChange,
 };
+pub use cluster::{ClusterSettings, Declared, Hostgroup, HostgroupInfo};
 pub use event::{DropReason, Outcome, Stats};
 pub use persist::RestoreError;
 pub use rollout::{Rollout, RolloutState};
@@ -364,6 +366,8 @@ pub struct Keeper {
     config_id_key: Option<crate::wire::ConfigIdKey>,
     /// The formats clusters declare their config files are in.
     config_formats: std::collections::BTreeMap<String, crate::configdoc::ConfigFormat>,
+    /// The hostgroups the keeper's config file declares.
+    declared_hostgroups: cluster::DeclaredHostgroups,
     clock: KeeperClock,
     registry: Registry,
     timers: Timers,
@@ -440,6 +444,7 @@ impl Keeper {
             sealers: std::collections::HashMap::default(),
             config_id_key: None,
             config_formats: std::collections::BTreeMap::new(),
+            declared_hostgroups: cluster::DeclaredHostgroups::new(),
             clock,
             registry: Registry::default(),
             timers: Timers::default(),

@@ -105,6 +105,8 @@ pub(crate) struct Cluster {
     pub(crate) rollout_since: Option<Instant>,
     /// Rejections of the current config, by slot (cleared when the config changes).
     pub(crate) rejections: BTreeMap<u32, Rejection>,
+    /// What operators declared about it (see [`super::cluster`]).
+    pub(crate) settings: super::cluster::ClusterSettings,
 }
 
 /// One round of a cluster's restart budget.
@@ -161,6 +163,7 @@ impl Registry {
             restarts: None,
             rollout_since: None,
             rejections: BTreeMap::new(),
+            settings: super::cluster::ClusterSettings::default(),
         };
         let id = match self.free_clusters.pop() {
             Some(id) => {
@@ -183,14 +186,29 @@ impl Registry {
         let Some(Some(c)) = self.clusters.get(id as usize) else {
             return false;
         };
-        if !c.index.is_empty() || !c.tombstones.is_empty() || c.config.version != 1 {
+        if !c.index.is_empty()
+            || !c.tombstones.is_empty()
+            || c.config.version != 1
+            || !c.settings.is_default()
+        {
             return false;
         }
+        self.delete_cluster(id);
+        true
+    }
+
+    /// Drops the cluster `id`, which holds no record, with its tombstones, config and
+    /// settings; its id may be reused. (Timers of its tombstones are checked against the
+    /// registry when due, so none acts on a cluster that reuses the id.)
+    pub(crate) fn delete_cluster(&mut self, id: ClusterId) {
+        let Some(Some(c)) = self.clusters.get(id as usize) else {
+            return;
+        };
+        debug_assert!(c.index.is_empty());
         let name = c.name.clone();
         self.cluster_ids.remove(&name);
         self.clusters[id as usize] = None;
         self.free_clusters.push(id);
-        true
     }
 
     /// Number of clusters held.

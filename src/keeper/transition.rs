@@ -477,12 +477,15 @@ impl Keeper {
         };
         debug_assert!(record.deadline == at && record.status.timer() == kind);
         let cluster = record.cluster;
+        let frozen = self.registry.cluster(cluster).settings.frozen;
         match kind {
+            // A frozen cluster deletes nothing; unfreezing gives a fresh window.
+            TimerKind::Ready if frozen => {}
             TimerKind::Ready => self.delete(slot, Reason::ReadyTimeout, now),
             TimerKind::Delete => {
                 // While mass-loss protection holds, a lost proxy stays; the resumption
                 // gives every lost proxy of the cluster a fresh window.
-                if !self.registry.cluster(cluster).deletion_paused {
+                if !self.registry.cluster(cluster).deletion_paused && !frozen {
                     self.delete(slot, Reason::DeleteTimeout, now);
                 }
             }
@@ -507,6 +510,17 @@ impl Keeper {
             let deadline = now + self.config.delete_after;
             record.deadline = deadline;
             self.timers.arm(TimerKind::Delete, deadline, slot);
+        }
+    }
+
+    /// Gives the ready record in `slot` a fresh `ready_timeout` from `now`.
+    pub(crate) fn renew_ready_window(&mut self, slot: u32, now: Instant) {
+        if let Some(record) = self.registry.get_mut(slot)
+            && record.status == Status::Ready
+        {
+            let deadline = now + self.config.timeout(Status::Ready);
+            record.deadline = deadline;
+            self.timers.arm(TimerKind::Ready, deadline, slot);
         }
     }
 

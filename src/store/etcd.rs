@@ -127,6 +127,7 @@ use super::{
     StoredProxy, WallChange, apply, check_batch, next_epoch,
 };
 use crate::configdoc::ConfigVersion;
+use crate::keeper::ClusterSettings;
 use crate::keeper::change::{ChangeKind, ConfigBlob};
 
 /// The schema version this keeper writes under a root, and the newest it reads. Schema
@@ -385,6 +386,7 @@ impl EtcdStore {
         let mut at = 0;
         let proxies = self.read_proxies(&mut at)?;
         let configs = self.read_latest_configs(&mut at)?;
+        let clusters = self.read_settings(&mut at)?;
         let recent = self.read_log(0, meta.materialised, usize::MAX, &mut at)?;
         let oldest_retained = recent.first().map_or(meta.materialised + 1, |c| c.revision);
         Ok(Snapshot {
@@ -394,6 +396,7 @@ impl EtcdStore {
             oldest_retained,
             proxies,
             configs,
+            clusters,
             recent,
         })
     }
@@ -978,6 +981,31 @@ impl EtcdStore {
         Ok(proxies)
     }
 
+    /// Every cluster's settings, sorted by cluster.
+    fn read_settings(&self, at: &mut i64) -> Result<Vec<(String, ClusterSettings)>, StoreError> {
+        let prefix = self.keys.clusters();
+        let mut out = Vec::new();
+        self.scan(
+            prefix.clone(),
+            prefix_end(&prefix),
+            PAGE_KEYS,
+            at,
+            |key, value| {
+                let (escaped, rest) =
+                    super::record::split_key(&key[prefix.len()..]).map_err(|e| self.corrupt(e))?;
+                if !rest.is_empty() {
+                    return Err(self.corrupt("a clusters key has bytes after its cluster"));
+                }
+                let name = super::record::unescape_cluster(escaped).map_err(|e| self.corrupt(e))?;
+                let settings: ClusterSettings =
+                    decode(value, "a cluster's settings").map_err(|e| self.corrupt(&e))?;
+                out.push((name, settings));
+                Ok(true)
+            },
+        )?;
+        Ok(out)
+    }
+
     /// The latest config version of every cluster, sorted by cluster.
     fn read_latest_configs(&self, at: &mut i64) -> Result<Vec<StoredConfig>, StoreError> {
         let prefix = self.keys.configs();
@@ -1396,6 +1424,7 @@ impl Store for EtcdStore {
         let mut at = 0;
         let proxies = self.read_proxies(&mut at)?;
         let configs = self.read_latest_configs(&mut at)?;
+        let clusters = self.read_settings(&mut at)?;
         let recent = self.read_log(0, self.revision, usize::MAX, &mut at)?;
         let oldest_retained = recent.first().map_or(self.revision + 1, |c| c.revision);
         self.reconcile_status(&proxies)?;
@@ -1406,6 +1435,7 @@ impl Store for EtcdStore {
             oldest_retained,
             proxies,
             configs,
+            clusters,
             recent,
         })
     }

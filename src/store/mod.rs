@@ -63,6 +63,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 use crate::configdoc::ConfigVersion;
+use crate::keeper::ClusterSettings;
 use crate::keeper::change::{AdminAction, ChangeKind};
 
 pub use crate::keeper::change::{ConfigBlob, StoredConfig, StoredProxy, WallChange};
@@ -121,6 +122,8 @@ pub struct Snapshot {
     pub proxies: Vec<StoredProxy>,
     /// The latest config version of every cluster, sorted by cluster.
     pub configs: Vec<StoredConfig>,
+    /// The settings of every cluster that has any, sorted by cluster.
+    pub clusters: Vec<(String, ClusterSettings)>,
     /// The changes in the log, oldest first (at most the retention).
     pub recent: Vec<WallChange>,
 }
@@ -257,6 +260,21 @@ pub fn audit_json(action: &AdminAction, by: Option<&str>) -> String {
         } => serde_json::json!({
             "action": "rollback", "cluster": cluster, "to": to, "version": version,
         }),
+        AdminAction::Hostgroup {
+            cluster,
+            hostgroup,
+            datasources,
+            current,
+        } => serde_json::json!({
+            "action": "hostgroup_set", "cluster": cluster, "hostgroup": hostgroup,
+            "datasources": datasources, "current": current,
+        }),
+        AdminAction::Freeze { cluster, frozen } => serde_json::json!({
+            "action": if *frozen { "freeze" } else { "unfreeze" }, "cluster": cluster,
+        }),
+        AdminAction::DeleteCluster { cluster } => serde_json::json!({
+            "action": "delete_cluster", "cluster": cluster,
+        }),
         AdminAction::Refused {
             cluster,
             action,
@@ -290,6 +308,12 @@ trait Tables {
     fn push_audit(&mut self, entry: AuditEntry) -> Result<(), StoreError>;
     /// Deletes the config versions of `cluster` up to `through` (included).
     fn prune_configs(&mut self, cluster: &str, through: u64) -> Result<(), StoreError>;
+    /// Stores the settings of `cluster` (`None`: deletes them).
+    fn put_settings(
+        &mut self,
+        cluster: &str,
+        settings: Option<&ClusterSettings>,
+    ) -> Result<(), StoreError>;
     /// Deletes the oldest audit entries stored before this batch until at most `keep`
     /// are left, this batch's own counted (a store that cannot delete an entry in the
     /// batch that writes it keeps those).
@@ -414,7 +438,23 @@ fn apply(
                 action: audit_json(action, by.as_deref()),
             })?,
             ChangeKind::Rewound { seen_epoch } => tables.rewound(*seen_epoch)?,
-            ChangeKind::RestartSent { .. }
+            ChangeKind::Cluster {
+                cluster,
+                settings: Some(settings),
+            } => {
+                let kept = (!settings.is_default()).then_some(settings);
+                tables.put_settings(cluster, kept)?;
+            }
+            ChangeKind::Cluster {
+                cluster,
+                settings: None,
+            } => {
+                // Deleted, with every version of it.
+                tables.put_settings(cluster, None)?;
+                tables.prune_configs(cluster, u64::MAX)?;
+            }
+            ChangeKind::LeaveSent { .. }
+            | ChangeKind::RestartSent { .. }
             | ChangeKind::Superseded { .. }
             | ChangeKind::DeletionPaused { .. }
             | ChangeKind::Stall { .. }
@@ -477,6 +517,7 @@ struct MemoryState {
     revision: u64,
     proxies: BTreeMap<(String, String), StoredProxy>,
     configs: BTreeMap<(String, u64), StoredConfig>,
+    clusters: BTreeMap<String, ClusterSettings>,
     audit: Vec<AuditEntry>,
     /// The log, oldest first, with consecutive revisions.
     changes: VecDeque<WallChange>,
@@ -540,6 +581,18 @@ impl Tables for MemoryState {
         Ok(())
     }
 
+    fn put_settings(
+        &mut self,
+        cluster: &str,
+        settings: Option<&ClusterSettings>,
+    ) -> Result<(), StoreError> {
+        match settings {
+            Some(s) => self.clusters.insert(cluster.to_owned(), s.clone()),
+            None => self.clusters.remove(cluster),
+        };
+        Ok(())
+    }
+
     fn prune_audit(&mut self, keep: usize) -> Result<(), StoreError> {
         let excess = self.audit.len().saturating_sub(keep);
         self.audit.drain(..excess);
@@ -599,6 +652,7 @@ impl MemoryStore {
                 revision: 0,
                 proxies: BTreeMap::new(),
                 configs: BTreeMap::new(),
+                clusters: BTreeMap::new(),
                 audit: Vec::new(),
                 changes: VecDeque::new(),
             })),
@@ -628,6 +682,11 @@ impl Store for MemoryStore {
             oldest_retained: state.oldest_retained(),
             proxies: state.proxies.values().cloned().collect(),
             configs: latest.into_values().collect(),
+            clusters: state
+                .clusters
+                .iter()
+                .map(|(c, s)| (c.clone(), s.clone()))
+                .collect(),
             recent: state.changes.iter().cloned().collect(),
         })
     }

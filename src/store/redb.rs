@@ -34,6 +34,7 @@
 //! | `configs` | `esc(cluster) 00 00 version(BE)` | `{base, datasources}` in an envelope (every version) |
 //! | `audit`   | sequence number, u64 big-endian  | `{at_unix_ms, action}`                |
 //! | `changes` | revision, u64 big-endian         | the [`WallChange`]                    |
+//! | `clusters` | `esc(cluster) 00 00`            | the cluster's settings (hostgroups, frozen, removal markers) |
 //!
 //! A proxy record is `{incarnation, status: u8, since_unix_ms: Option<u64>,
 //! last_heartbeat_unix_ms: Option<u64>, source: Option<SocketAddr>, config_version}`.
@@ -57,7 +58,8 @@
 //! - **2** (zerokeeper up to 261a164): the layout above with each config value the bare
 //!   record; one revision per change. Opened, every config value goes into an envelope
 //!   (sealed, if the keeper has a store key) in one write transaction.
-//! - **3**: the layout above.
+//! - **3**: the layout above. (`clusters` came later within schema 3: a store without
+//!   it has no settings, and the first write transaction creates it.)
 //! - **4 and later**: refused as [`StoreError::TooNew`], unchanged. Anything else is
 //!   [`StoreError::Corrupt`].
 
@@ -83,8 +85,8 @@ use super::{
     StoredProxy, Tables, WallChange, apply, check_batch, next_epoch,
 };
 use crate::configdoc::ConfigVersion;
-use crate::keeper::Status;
 use crate::keeper::change::ConfigBlob;
+use crate::keeper::{ClusterSettings, Status};
 
 /// The name of the database file inside the data directory.
 pub const FILE_NAME: &str = "zerokeeper.redb";
@@ -107,6 +109,7 @@ const PROXIES: TableDefinition<Bytes, Bytes> = TableDefinition::new("proxies");
 const CONFIGS: TableDefinition<Bytes, Bytes> = TableDefinition::new("configs");
 const AUDIT: TableDefinition<Bytes, Bytes> = TableDefinition::new("audit");
 const CHANGES: TableDefinition<Bytes, Bytes> = TableDefinition::new("changes");
+const CLUSTERS: TableDefinition<Bytes, Bytes> = TableDefinition::new("clusters");
 
 const FORMAT_KEY: &[u8] = b"format";
 const EPOCH_KEY: &[u8] = b"epoch";
@@ -370,6 +373,9 @@ impl Store for RedbStore {
             let changes = txn
                 .open_table(CHANGES)
                 .map_err(fail(path, "cannot open changes"))?;
+            let clusters = txn
+                .open_table(CLUSTERS)
+                .map_err(fail(path, "cannot open clusters"))?;
             let recent = read_changes(&changes, 0, usize::MAX, path)?;
             let oldest_retained = recent.first().map_or(revision + 1, |c| c.revision);
             Snapshot {
@@ -379,6 +385,7 @@ impl Store for RedbStore {
                 oldest_retained,
                 proxies: read_proxies(&proxies, path)?,
                 configs: read_latest_configs(&configs, self.keys.as_ref(), path)?,
+                clusters: read_settings(&clusters, path)?,
                 recent,
             }
         };
@@ -737,6 +744,7 @@ struct TxnTables<'t> {
     configs: Table<'t, Bytes, Bytes>,
     audit: Table<'t, Bytes, Bytes>,
     changes: Table<'t, Bytes, Bytes>,
+    clusters: Table<'t, Bytes, Bytes>,
     path: &'t Path,
     /// The store keys configs are sealed under.
     keys: Option<&'t StoreKeys>,
@@ -770,6 +778,9 @@ impl<'t> TxnTables<'t> {
             changes: txn
                 .open_table(CHANGES)
                 .map_err(fail(path, "cannot open changes"))?,
+            clusters: txn
+                .open_table(CLUSTERS)
+                .map_err(fail(path, "cannot open clusters"))?,
             path,
             keys,
             next_audit: None,
@@ -853,6 +864,27 @@ impl Tables for TxnTables<'_> {
         self.configs
             .retain_in::<&[u8], _>(low.as_slice()..=high.as_slice(), |_, _| false)
             .map_err(fail(self.path, "cannot prune configs"))
+    }
+
+    fn put_settings(
+        &mut self,
+        cluster: &str,
+        settings: Option<&ClusterSettings>,
+    ) -> Result<(), StoreError> {
+        self.key.clear();
+        record::push_cluster(&mut self.key, cluster);
+        match settings {
+            Some(s) => {
+                let value = encode(s, self.path)?;
+                put(&mut self.clusters, &self.key, &value, self.path)
+            }
+            None => {
+                self.clusters
+                    .remove(self.key.as_slice())
+                    .map_err(fail(self.path, "cannot delete a cluster's settings"))?;
+                Ok(())
+            }
+        }
     }
 
     fn prune_audit(&mut self, keep: usize) -> Result<(), StoreError> {
@@ -1252,6 +1284,24 @@ fn split_key<'k>(key: &'k [u8], path: &Path) -> Result<(&'k [u8], &'k [u8]), Sto
 
 fn unescape_cluster(escaped: &[u8], path: &Path) -> Result<String, StoreError> {
     record::unescape_cluster(escaped).map_err(|e| corrupt(path, e))
+}
+
+/// Every cluster's settings, sorted by cluster.
+fn read_settings(
+    table: &Table<'_, Bytes, Bytes>,
+    path: &Path,
+) -> Result<Vec<(String, ClusterSettings)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(fail(path, "cannot read clusters"))? {
+        let (key, value) = entry.map_err(fail(path, "cannot read clusters"))?;
+        let (escaped, rest) = split_key(key.value(), path)?;
+        if !rest.is_empty() {
+            return Err(corrupt(path, "a clusters key has bytes after its cluster"));
+        }
+        let settings: ClusterSettings = decode(value.value(), path, "a cluster's settings")?;
+        out.push((unescape_cluster(escaped, path)?, settings));
+    }
+    Ok(out)
 }
 
 fn read_proxies(

@@ -85,6 +85,8 @@ pub struct SeedCluster {
     pub config: ConfigSummary,
     /// Whether mass-loss protection holds for it.
     pub deletion_paused: bool,
+    /// Its settings (frozen, hostgroups, removal markers).
+    pub settings: crate::keeper::ClusterSettings,
 }
 
 /// Why the view cannot answer.
@@ -156,6 +158,7 @@ struct Names {
     /// By cluster id (`None`: freed).
     names: Vec<Option<Arc<str>>>,
     paused: Vec<bool>,
+    frozen: Vec<bool>,
 }
 
 impl View {
@@ -474,6 +477,11 @@ impl View {
                 .iter()
                 .map(|c| c.as_ref().is_some_and(|c| c.deletion_paused))
                 .collect(),
+            frozen: state
+                .clusters
+                .iter()
+                .map(|c| c.as_ref().is_some_and(|c| c.frozen))
+                .collect(),
         };
         Ok((rows, names, state.generation, state.revision))
     }
@@ -511,6 +519,7 @@ impl View {
             config_version: row.config_version,
             key_id: self.inner.seen.key(row.slot).map(|k| k.to_string()),
             deletion_paused: names.paused.get(cluster).copied().unwrap_or(false),
+            frozen: names.frozen.get(cluster).copied().unwrap_or(false),
             extra: Extra::new(),
         }
     }
@@ -554,6 +563,7 @@ impl View {
         let names = Names {
             names: vec![Some(c.name.clone())],
             paused: vec![c.deletion_paused],
+            frozen: vec![c.frozen],
         };
         drop(state);
         let row = Row { cluster: 0, ..row };

@@ -90,6 +90,11 @@ pub(super) struct Cluster {
     pub(super) name: Arc<str>,
     pub(super) config: ConfigSummary,
     pub(super) deletion_paused: bool,
+    /// Frozen for maintenance.
+    pub(super) frozen: bool,
+    /// Whether it has settings (hostgroups, removal markers, a freeze): the keeper keeps
+    /// such a cluster when it is empty, and so does the view.
+    pub(super) settled: bool,
     pub(super) ready: u64,
     pub(super) up: u64,
     pub(super) lost: u64,
@@ -118,6 +123,8 @@ impl Cluster {
             name,
             config,
             deletion_paused,
+            frozen: false,
+            settled: false,
             ready: 0,
             up: 0,
             lost: 0,
@@ -158,6 +165,7 @@ impl Cluster {
             config_version: self.config.version,
             gate: gate_word(self.gate_open()).to_owned(),
             deletion_paused: self.deletion_paused,
+            frozen: self.frozen,
         }
     }
 }
@@ -228,6 +236,8 @@ impl State {
             if let Some(cluster) = state.cluster_mut(id) {
                 cluster.config = c.config;
                 cluster.deletion_paused = c.deletion_paused;
+                cluster.frozen = c.settings.frozen;
+                cluster.settled = !c.settings.is_default();
             }
         }
         for (slot, p) in seed.proxies {
@@ -291,6 +301,7 @@ impl State {
         if let Some(c) = self.cluster(id)
             && c.index.is_empty()
             && c.config.version <= 1
+            && !c.settled
         {
             self.cluster_ids.remove(&c.name.clone());
             self.clusters[id as usize] = None;
@@ -583,7 +594,32 @@ impl State {
                     c.deletion_paused = *paused;
                 }
             }
+            ChangeKind::Cluster {
+                cluster,
+                settings: Some(s),
+            } => {
+                let id = self.cluster_id(cluster);
+                if let Some(c) = self.cluster_mut(id) {
+                    c.frozen = s.frozen;
+                    c.settled = !s.is_default();
+                }
+                self.free_if_empty(id);
+            }
+            ChangeKind::Cluster {
+                cluster,
+                settings: None,
+            } => {
+                // Deleted (only an empty cluster is): whatever its config.
+                if let Some(&id) = self.cluster_ids.get(&**cluster)
+                    && self.cluster(id).is_some_and(|c| c.index.is_empty())
+                {
+                    self.cluster_ids.remove(&**cluster);
+                    self.clusters[id as usize] = None;
+                    self.free_clusters.push(id);
+                }
+            }
             ChangeKind::Admin { .. }
+            | ChangeKind::LeaveSent { .. }
             | ChangeKind::RestartSent { .. }
             | ChangeKind::Superseded { .. }
             | ChangeKind::Stall { .. }

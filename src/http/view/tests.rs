@@ -98,6 +98,7 @@ fn a_seed_is_shown_as_the_store_recorded_it() {
             name: Arc::from(C),
             config: summary(4),
             deletion_paused: true,
+            settings: Default::default(),
         }],
         audit: Vec::new(),
     };

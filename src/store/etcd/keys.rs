@@ -126,6 +126,18 @@ impl Keys {
         self.section("configs")
     }
 
+    /// A cluster's settings: the section, then the cluster escaped.
+    pub(super) fn settings(&self, cluster: &str) -> Vec<u8> {
+        let mut key = self.clusters();
+        record::push_cluster(&mut key, cluster);
+        key
+    }
+
+    /// The prefix of the clusters' settings.
+    pub(super) fn clusters(&self) -> Vec<u8> {
+        self.section("clusters")
+    }
+
     /// The header of the blob made by the change of `revision`; its parts follow it.
     pub(super) fn blob(&self, revision: u64) -> Vec<u8> {
         let mut key = self.blobs();

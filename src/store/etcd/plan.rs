@@ -9,8 +9,8 @@ use etcd_client::{DeleteOptions, TxnOp};
 
 use super::keys::{Keys, prefix_end, status_value};
 use crate::configdoc::ConfigVersion;
-use crate::keeper::Status;
 use crate::keeper::change::ChangeKind;
+use crate::keeper::{ClusterSettings, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::store::record::{self, AuditRecordOut, ProxyRecord, decode, encode};
@@ -167,6 +167,8 @@ pub(super) struct Plan<'k> {
     configs: BTreeMap<(String, u64), u64>,
     /// Blobs to stage, by revision.
     blobs: BTreeMap<u64, Vec<u8>>,
+    /// Clusters' settings to write (`None`: delete), encoded.
+    settings: BTreeMap<String, Option<Vec<u8>>>,
     /// The store keys configs are sealed under.
     store_keys: Option<&'k StoreKeys>,
     new_generation: Option<u64>,
@@ -227,6 +229,7 @@ impl<'k> Plan<'k> {
             audit: Vec::new(),
             configs: BTreeMap::new(),
             blobs: BTreeMap::new(),
+            settings: BTreeMap::new(),
             new_generation: None,
             new_epoch: None,
             finish: None,
@@ -341,6 +344,13 @@ impl<'k> Plan<'k> {
             writes
                 .materialise
                 .push(Op::Put(key, revision.to_string().into_bytes()));
+        }
+        for (cluster, value) in std::mem::take(&mut self.settings) {
+            let key = self.keys.settings(&cluster);
+            writes.materialise.push(match value {
+                Some(value) => Op::Put(key, value),
+                None => Op::Delete(key),
+            });
         }
         for (revision, value) in std::mem::take(&mut self.audit) {
             writes
@@ -505,6 +515,19 @@ impl Tables for Plan<'_> {
 
     fn prune_audit(&mut self, keep: usize) -> Result<(), StoreError> {
         self.prune_audit = Some(keep);
+        Ok(())
+    }
+
+    fn put_settings(
+        &mut self,
+        cluster: &str,
+        settings: Option<&ClusterSettings>,
+    ) -> Result<(), StoreError> {
+        let value = settings
+            .map(encode)
+            .transpose()
+            .map_err(|e| StoreError::Io(format!("etcd: {e}")))?;
+        self.settings.insert(cluster.to_owned(), value);
         Ok(())
     }
 
