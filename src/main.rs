@@ -632,6 +632,8 @@ fn demo(args: DemoArgs) -> ExitCode {
         );
         setup.epoch = rand::random();
         setup.token_secret = rand::random();
+        // The hostgroup the scenario switches, as a config file would declare it.
+        setup.hostgroups = zerokeeper::scenario::hostgroups();
         let (stop, stopping) = watch::channel(false);
         let keeper = server::start(setup, socket, listener, server::stopped(stopping)).await?;
         eprintln!("udp listening on {udp}");

@@ -152,6 +152,7 @@ fn push_config_and_switch_are_refused_while_a_proxy_is_lost_and_applied_when_all
     let _a = keeper.proxy(A, &[]);
     let c = keeper.proxy(C, &[]);
     keeper.wait_keys(&[(A, "up"), (C, "up")]);
+    keeper.declare_hostgroup("hg1", "db-a:3306,db-b:3306", "db-a:3306");
     let config = std::env::temp_dir().join(format!("zk-binary-config-{}.toml", std::process::id()));
     std::fs::write(&config, "pool_size = 64\n").expect("write config");
     let config = config.to_str().expect("utf-8 path");
@@ -379,6 +380,7 @@ fn a_change_that_expects_a_version_meanwhile_replaced_is_refused_with_exit_11() 
     let (code, out, err) = push("1");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("pushed config version 2"), "{out}");
+    keeper.declare_hostgroup("hg", "a,b", "a");
     // Another operator pushed version 2 meanwhile: a push, a switch and a rollback that
     // expect version 1 are refused, and nothing changes.
     let (code, _, err) = push("1");

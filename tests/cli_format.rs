@@ -9,8 +9,8 @@ use std::thread;
 use zerokeeper::api::{AuditView, ProblemKind, ProxyList, ProxyView, WatchEvent};
 use zerokeeper::cli::client::{Client, ClientError, Exit, Problem, SseError, SseEvent, SseParser};
 use zerokeeper::cli::format::{
-    Output, PROXY_COLUMNS, ago, audit_table, human_duration, printable, proxy_table, table,
-    watch_line, watch_listing,
+    Output, PROXY_COLUMNS, ago, audit_detail, audit_table, human_duration, printable, proxy_table,
+    table, watch_line, watch_listing,
 };
 
 fn sse(id: Option<&str>, event: &str, data: &str) -> SseEvent {
@@ -852,6 +852,16 @@ fn the_audit_table_says_who_did_what_and_what_was_refused() {
          2026-12-02T09:00:00.000Z  bob           push_config  c        refused  9 bytes: gate closed for cluster c: p:1 is lost\n\
          2026-12-02T09:00:00.000Z  eve\\u{1b}[2J  push_config  c        done     version 5 (1 bytes)\n"
     );
+    // Cluster operations.
+    let entries = [
+        entry(
+            serde_json::json!({"action":"hostgroup_set","cluster":"c","hostgroup":"hg","datasources":["a","b"],"current":"a"}),
+        ),
+        entry(serde_json::json!({"action":"hostgroup_delete","cluster":"c","hostgroup":"hg"})),
+        entry(serde_json::json!({"action":"freeze","cluster":"c"})),
+    ];
+    let details: Vec<String> = entries.iter().map(audit_detail).collect();
+    assert_eq!(details, ["hg: a, b (current a)", "hg undeclared", ""]);
     // A line no keeper writes is still shown, whole.
     let odd = AuditView::of("t".into(), "not json");
     assert_eq!((odd.action.as_str(), odd.result.as_str()), ("", "done"));

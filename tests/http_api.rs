@@ -327,6 +327,12 @@ impl Rig {
         let mut setup = Setup::new(config, Keyring::with_default(key()));
         setup.token_secret = [7; 32];
         setup.retention = retention;
+        // The hostgroup the tests switch, as the keeper's config file would declare it.
+        let hg1 = zerokeeper::keeper::cluster::Hostgroup {
+            datasources: ["ds_a", "ds_b", "ds_c"].map(String::from).into(),
+            initial: "ds_a".to_owned(),
+        };
+        setup.hostgroups = [(CLUSTER.to_owned(), [("hg1".to_owned(), hg1)].into())].into();
         let (stop_keeper, stopped) = oneshot::channel::<()>();
         setup.stop_driver = Some(Box::pin(async move {
             let _ = stopped.await;
@@ -873,8 +879,9 @@ async fn switching_a_datasource_makes_a_new_version_and_a_wrong_from_is_a_mismat
     assert_eq!(mismatch["actual"], "ds_b");
     assert_eq!(
         mismatch["detail"],
-        "hostgroup hg1 is served by ds_b, not ds_a"
+        "hostgroup hg1 is served by ds_b, not ds_a: switch --from ds_b --to one of ds_a, ds_c. Nothing changed."
     );
+    assert_eq!(mismatch["choices"], json!(["ds_a", "ds_c"]));
     assert_eq!(rig.stored().await, before);
     // A switch to the datasource it has already would change nothing: refused.
     let same = rig
@@ -886,6 +893,7 @@ async fn switching_a_datasource_makes_a_new_version_and_a_wrong_from_is_a_mismat
         .await
         .problem(400, "malformed-body");
     assert_eq!(same["hostgroup"], "hg1");
+    assert_eq!(same["choices"], json!(["ds_a", "ds_c"]));
     assert!(
         same["detail"]
             .as_str()

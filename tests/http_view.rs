@@ -78,7 +78,7 @@ impl Rig {
                 delete_after: Duration::from_secs(30),
                 ..KeeperConfig::default()
             };
-            let core = Keeper::new(
+            let mut core = Keeper::new(
                 config,
                 Keyring::with_default(key()),
                 1,
@@ -86,6 +86,14 @@ impl Rig {
                 Instant::ZERO,
             )
             .expect("valid");
+            // The hostgroup the tests switch, as the keeper's config file would declare it.
+            let hg1 = zerokeeper::keeper::cluster::Hostgroup {
+                datasources: ["ds_a", "ds_b", "ds_c"].map(String::from).into(),
+                initial: "ds_a".to_owned(),
+            };
+            core.set_declared_hostgroups(
+                [("fresh".to_owned(), [("hg1".to_owned(), hg1)].into())].into(),
+            );
             let clock = DriverClock::start();
             let (driver, handle) = KeeperDriver::new(core, socket, clock);
             tokio::spawn(driver.run(std::future::pending()));
@@ -438,6 +446,10 @@ fn change_answers_and_refusals_decode_into_the_shared_types() {
             p.body.actual.as_deref()
         ),
         (Some("hg1"), Some("ds_a"), Some("ds_b"))
+    );
+    assert_eq!(
+        p.body.choices.as_deref(),
+        Some(["ds_a".to_owned(), "ds_c".to_owned()].as_slice())
     );
 
     // A real proxy, held at ready: the gate of its cluster is closed.

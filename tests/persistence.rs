@@ -102,6 +102,10 @@ fn every_change_and_admin_action_is_asked_to_be_stored() {
     rig.keeper
         .push_config(rig.now, CLUSTER, b"pool = 1\n".as_slice().into())
         .expect("gate open");
+    let datasources = ["a:1".to_owned(), "b:1".to_owned()];
+    rig.keeper
+        .set_hostgroup_by(rig.now, None, CLUSTER, "hg", &datasources, Some("a:1"))
+        .expect("declared");
     rig.keeper
         .switch_datasource(rig.now, CLUSTER, "hg", "a:1", "b:1")
         .expect("gate open");
@@ -114,15 +118,15 @@ fn every_change_and_admin_action_is_asked_to_be_stored() {
     assert_eq!(
         kinds,
         [
-            "status", "status", "status", "status", "config", "admin", "config", "admin", "status",
-            "admin"
+            "status", "status", "status", "status", "config", "admin", "cluster", "admin",
+            "config", "admin", "status", "admin"
         ]
     );
     // One revision per change, consecutive, and the content of both config versions
     // travels beside the stream for the store.
     let revisions: Vec<u64> = changes.iter().map(|c| c.revision).collect();
-    assert_eq!(revisions, (1..=10).collect::<Vec<u64>>());
-    assert_eq!(upto, 10);
+    assert_eq!(revisions, (1..=12).collect::<Vec<u64>>());
+    assert_eq!(upto, 12);
     let versions: Vec<u64> = blobs.iter().map(|b| b.config.version).collect();
     assert_eq!(versions, [2, 3]);
 }

@@ -515,6 +515,58 @@ fn a_switch_names_a_declared_hostgroup_its_current_datasource_and_another_of_its
         ),
         "the current datasource must stay declared"
     );
+    // Undeclared, it names no switch; declared again, it is served by the datasource
+    // the config kept naming.
+    rig.keeper
+        .delete_hostgroup_by(rig.now, None, CLUSTER, "hg_orders")
+        .expect("declared through the API");
+    assert_eq!(rig.keeper.hostgroups(CLUSTER).expect("exists"), []);
+    match switch(&mut rig, "hg_orders", "mysql-b:3306", "mysql-c:3306") {
+        Err(e @ AdminError::UnknownHostgroup { .. }) => {
+            assert!(e.to_string().contains("it declares none"), "{e}");
+        }
+        other => panic!("an undeclared hostgroup is refused, not {other:?}"),
+    }
+    assert!(matches!(
+        rig.keeper
+            .delete_hostgroup_by(rig.now, None, CLUSTER, "hg_orders"),
+        Err(AdminError::UnknownHostgroup { .. })
+    ));
+    let (info, _) = rig
+        .keeper
+        .set_hostgroup_by(
+            rig.now,
+            None,
+            CLUSTER,
+            "hg_orders",
+            &names(&["mysql-a:3306", "mysql-b:3306"]),
+            None,
+        )
+        .expect("declared again");
+    assert_eq!(info.current, "mysql-b:3306");
+    // One the keeper's config file declares is the file's to remove.
+    let file = zerokeeper::keeper::cluster::Hostgroup {
+        datasources: names(&["x:1", "y:1"]).into_iter().collect(),
+        initial: "x:1".to_owned(),
+    };
+    rig.keeper.set_declared_hostgroups(
+        [(CLUSTER.to_owned(), [("hg_file".to_owned(), file)].into())].into(),
+    );
+    match rig
+        .keeper
+        .delete_hostgroup_by(rig.now, None, CLUSTER, "hg_file")
+    {
+        Err(AdminError::BadHostgroup(why)) => assert!(why.contains("config file"), "{why}"),
+        other => panic!("a file's hostgroup is not undeclared by the API, not {other:?}"),
+    }
+    let listed: Vec<String> = rig
+        .keeper
+        .hostgroups(CLUSTER)
+        .expect("exists")
+        .into_iter()
+        .map(|h| h.hostgroup)
+        .collect();
+    assert_eq!(listed, names(&["hg_file", "hg_orders"]));
 }
 
 #[test]

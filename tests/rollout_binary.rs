@@ -256,23 +256,41 @@ fn hostgroups_switches_freezing_deletion_and_a_forced_remove_through_the_cli() {
     };
     // Every refusal lists what would be valid, and nothing changes.
     let (code, _, err) = switch("hg_ordres", "mysql-a:3306", "mysql-b:3306");
-    assert_ne!(code, 0);
+    assert_eq!(code, 5, "{err}");
     assert!(err.contains("its hostgroups are hg_orders"), "{err}");
     let (code, _, err) = switch("hg_orders", "whatever", "mysql-c:3306");
-    assert_ne!(code, 0);
+    assert_eq!(code, 5, "{err}");
     assert!(
         err.contains("served by mysql-a:3306") && err.contains("mysql-b:3306, mysql-c:3306"),
         "{err}"
     );
     let (code, _, err) = switch("hg_orders", "mysql-a:3306", "mysql-x:3306");
-    assert_ne!(code, 0);
+    assert_eq!(code, 5, "{err}");
     assert!(err.contains("one of mysql-b:3306, mysql-c:3306"), "{err}");
+    let (code, _, err) = switch("hg_orders", "mysql-a:3306", "mysql-a:3306");
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.contains("changes nothing") && err.contains("one of mysql-b:3306, mysql-c:3306"),
+        "{err}"
+    );
     let problem = keeper
         .get_json(&format!("/v1/clusters/{CLUSTER}/hostgroups"))
         .expect("listed");
     assert_eq!(problem[0]["current"], "mysql-a:3306", "{problem}");
     let (code, out, err) = switch("hg_orders", "mysql-a:3306", "mysql-b:3306");
     assert_eq!(code, 0, "{out}{err}");
+    // Undeclared, the hostgroup names no switch.
+    let (code, out, err) = keeper.cli(&["hostgroup", "delete", "--cluster", CLUSTER, "hg_orders"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("hostgroup hg_orders of test_cluster undeclared"),
+        "{out}"
+    );
+    let (code, _, err) = switch("hg_orders", "mysql-b:3306", "mysql-c:3306");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("it declares none"), "{err}");
+    let (code, _, err) = keeper.cli(&["hostgroup", "delete", "--cluster", CLUSTER, "hg_orders"]);
+    assert_eq!(code, 5, "{err}");
 
     // Freezing shows in the cluster list and the metrics.
     let (code, _, err) = keeper.cli(&["cluster", "freeze", CLUSTER]);

@@ -368,6 +368,8 @@ pub fn keeper_host(sim: &mut turmoil::Sim<'_>, config: KeeperConfig, shared: Arc
             let mut setup = Setup::new(config, Keyring::with_default(key()));
             setup.epoch = boot;
             setup.token_secret = secret;
+            // The hostgroup the seed scenario switches, as a config file would declare it.
+            setup.hostgroups = zerokeeper::scenario::hostgroups();
             setup.clock = DriverClock::start_at(wall_now());
             // Commits in the driver's turn: a thread would make runs depend on the host.
             setup.commit_mode = CommitMode::Inline;

@@ -402,6 +402,17 @@ pub struct HostgroupView {
     pub changed: Option<bool>,
 }
 
+/// The answer to `DELETE /v1/clusters/{cluster}/hostgroups/{hostgroup}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostgroupDeleted {
+    /// The cluster.
+    pub cluster: String,
+    /// The hostgroup undeclared.
+    pub hostgroup: String,
+    /// The revision after the request.
+    pub revision: u64,
+}
+
 /// The answer to `POST /v1/clusters/{cluster}/freeze`, `…/unfreeze` and `DELETE
 /// /v1/clusters/{cluster}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

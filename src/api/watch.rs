@@ -279,6 +279,10 @@ impl WatchEvent {
                     e.datasources = Some(datasources.clone());
                     e.current_datasource = Some(current.clone());
                 }
+                AdminAction::HostgroupDelete { hostgroup, .. } => {
+                    e.action = Some("hostgroup_delete".to_owned());
+                    e.hostgroup = Some(hostgroup.clone());
+                }
                 a @ (AdminAction::Freeze { .. } | AdminAction::DeleteCluster { .. }) => {
                     e.action = Some(a.name().to_owned());
                 }

@@ -374,6 +374,42 @@ pub enum ListOutput {
     Json,
 }
 
+/// What every listing other than `status` takes: `-o table|json` and the keeper's
+/// address.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ListingArgs {
+    /// What to print.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value = "table",
+        value_name = "FORMAT"
+    )]
+    pub output: ListOutput,
+    /// The keeper's admin API.
+    #[command(flatten)]
+    pub http: HttpArg,
+}
+
+impl ListOutput {
+    /// Prints `value`: the keeper's answer as pretty JSON (returned, for [`finish`] to
+    /// print), or the table `table` makes of it (written here).
+    pub(super) fn show<T: serde::Serialize>(
+        self,
+        value: &T,
+        table: impl FnOnce(&T) -> String,
+    ) -> Result<Option<String>, Failure> {
+        match self {
+            ListOutput::Json => Ok(Some(pretty(value)?)),
+            ListOutput::Table => {
+                write_out(&table(value))?;
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// `value` as pretty JSON, as `-o json` prints the keeper's answers.
 pub(super) fn pretty(value: &impl serde::Serialize) -> Result<String, Failure> {
     serde_json::to_string_pretty(value).map_err(|e| Failure::Output(io::Error::other(e)))
@@ -401,44 +437,31 @@ pub struct AuditArgs {
             .range(1..=crate::http::view::audit::MAX_LIMIT as u64)
     )]
     pub limit: usize,
-    /// What to print.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_enum,
-        default_value = "table",
-        value_name = "FORMAT"
-    )]
-    pub output: ListOutput,
-    /// The keeper's admin API.
+    /// How to print it, and the keeper's admin API.
     #[command(flatten)]
-    pub http: HttpArg,
+    pub listing: ListingArgs,
 }
 
 impl AuditArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
-        let result = self.http.client().and_then(|client| {
+        let result = self.listing.http.client().and_then(|client| {
             let list = client.audit(&crate::http::view::AuditQuery {
                 cluster: self.cluster.clone(),
                 by: self.by.clone(),
                 action: self.action.clone(),
                 limit: self.limit,
             })?;
-            match self.output {
-                ListOutput::Json => Ok(Some(pretty(&list)?)),
-                ListOutput::Table => {
-                    let mut text = format::audit_table(&list.entries);
-                    if list.more {
-                        text.push_str(&format!(
-                            "(older entries left out: --limit {} shows more)\n",
-                            (self.limit * 10).min(crate::http::view::audit::MAX_LIMIT)
-                        ));
-                    }
-                    write_out(&text)?;
-                    Ok(None)
+            self.listing.output.show(&list, |list| {
+                let mut text = format::audit_table(&list.entries);
+                if list.more {
+                    text.push_str(&format!(
+                        "(older entries left out: --limit {} shows more)\n",
+                        (self.limit * 10).min(crate::http::view::audit::MAX_LIMIT)
+                    ));
                 }
-            }
+                text
+            })
         });
         finish(result)
     }

@@ -660,6 +660,21 @@ impl Client {
         self.json_answer("PUT", url, answer)
     }
 
+    /// Undeclares a hostgroup (`DELETE /v1/clusters/{cluster}/hostgroups/{hostgroup}`).
+    pub fn delete_hostgroup(
+        &self,
+        cluster: &str,
+        hostgroup: &str,
+    ) -> Result<crate::api::HostgroupDeleted, ClientError> {
+        let url = self.url(&format!(
+            "/v1/clusters/{}/hostgroups/{}",
+            segment(cluster),
+            segment(hostgroup)
+        ));
+        let answer = self.request(self.agent.delete(&url)).call();
+        self.json_answer("DELETE", url, answer)
+    }
+
     /// Freezes or unfreezes a cluster (`POST /v1/clusters/{cluster}/freeze`, `…/unfreeze`).
     pub fn set_frozen(
         &self,

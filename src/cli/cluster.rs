@@ -1,9 +1,10 @@
-//! `zerokeeper cluster list|delete|freeze|unfreeze` and `zerokeeper hostgroup set|list`.
+//! `zerokeeper cluster list|delete|freeze|unfreeze` and `zerokeeper hostgroup
+//! set|list|delete`.
 
 use std::process::ExitCode;
 
 use crate::api::ClusterView;
-use crate::cli::admin::{HttpArg, ListOutput, finish, pretty, write_out};
+use crate::cli::admin::{HttpArg, ListingArgs, finish};
 use crate::cli::format::{self, printable};
 
 /// `zerokeeper cluster`.
@@ -83,6 +84,22 @@ pub enum HostgroupCommand {
     Set(SetArgs),
     /// Lists the hostgroups a cluster declares, their datasources and current one.
     List(HostgroupListArgs),
+    /// Undeclares a hostgroup declared with `hostgroup set` (no switch names it until it
+    /// is declared again; proxies' configs do not change).
+    Delete(HostgroupDeleteArgs),
+}
+
+/// `hostgroup delete`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HostgroupDeleteArgs {
+    /// The cluster.
+    #[arg(long)]
+    pub cluster: String,
+    /// The hostgroup.
+    pub hostgroup: String,
+    /// The keeper's admin API.
+    #[command(flatten)]
+    pub http: HttpArg,
 }
 
 /// `hostgroup set`.
@@ -110,24 +127,27 @@ pub struct HostgroupListArgs {
     /// The cluster.
     #[arg(long)]
     pub cluster: String,
-    /// What to print.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_enum,
-        default_value = "table",
-        value_name = "FORMAT"
-    )]
-    pub output: ListOutput,
-    /// The keeper's admin API.
+    /// How to print it, and the keeper's admin API.
     #[command(flatten)]
-    pub http: HttpArg,
+    pub listing: ListingArgs,
 }
 
 impl HostgroupArgs {
     /// Runs the command; returns its exit code.
     pub fn run(self) -> ExitCode {
         match self.command {
+            HostgroupCommand::Delete(args) => {
+                let result = args.http.client().and_then(|client| {
+                    let done = client.delete_hostgroup(&args.cluster, &args.hostgroup)?;
+                    Ok(Some(format!(
+                        "hostgroup {} of {} undeclared (revision {})",
+                        printable(&done.hostgroup),
+                        printable(&done.cluster),
+                        done.revision
+                    )))
+                });
+                finish(result)
+            }
             HostgroupCommand::Set(args) => {
                 let result = args.http.client().and_then(|client| {
                     let body = crate::api::HostgroupRequest {
@@ -151,29 +171,22 @@ impl HostgroupArgs {
                 finish(result)
             }
             HostgroupCommand::List(args) => {
-                let result = args.http.client().and_then(|client| {
+                let result = args.listing.http.client().and_then(|client| {
                     let list = client.hostgroups(&args.cluster)?;
-                    match args.output {
-                        ListOutput::Json => Ok(Some(pretty(&list)?)),
-                        ListOutput::Table => {
-                            let rows: Vec<Vec<String>> = list
-                                .iter()
-                                .map(|h| {
-                                    vec![
-                                        printable(&h.hostgroup),
-                                        printable(&h.current),
-                                        printable(&h.datasources.join(",")),
-                                        printable(&h.declared),
-                                    ]
-                                })
-                                .collect();
-                            write_out(&format::table(
-                                &["HOSTGROUP", "CURRENT", "DATASOURCES", "DECLARED"],
-                                &rows,
-                            ))?;
-                            Ok(None)
-                        }
-                    }
+                    args.listing.output.show(&list, |list| {
+                        let rows: Vec<Vec<String>> = list
+                            .iter()
+                            .map(|h| {
+                                vec![
+                                    printable(&h.hostgroup),
+                                    printable(&h.current),
+                                    printable(&h.datasources.join(",")),
+                                    printable(&h.declared),
+                                ]
+                            })
+                            .collect();
+                        format::table(&["HOSTGROUP", "CURRENT", "DATASOURCES", "DECLARED"], &rows)
+                    })
                 });
                 finish(result)
             }
@@ -184,18 +197,9 @@ impl HostgroupArgs {
 /// `cluster list`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ListArgs {
-    /// What to print.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_enum,
-        default_value = "table",
-        value_name = "FORMAT"
-    )]
-    pub output: ListOutput,
-    /// The keeper's admin API.
+    /// How to print it, and the keeper's admin API.
     #[command(flatten)]
-    pub http: HttpArg,
+    pub listing: ListingArgs,
 }
 
 impl ClusterArgs {
@@ -250,15 +254,11 @@ pub fn cluster_table(clusters: &[ClusterView]) -> String {
 
 impl ListArgs {
     fn run(self) -> ExitCode {
-        let result = self.http.client().and_then(|client| {
+        let result = self.listing.http.client().and_then(|client| {
             let list = client.clusters()?;
-            match self.output {
-                ListOutput::Json => Ok(Some(pretty(&list)?)),
-                ListOutput::Table => {
-                    write_out(&cluster_table(&list.clusters))?;
-                    Ok(None)
-                }
-            }
+            self.listing
+                .output
+                .show(&list, |list| cluster_table(&list.clusters))
         });
         finish(result)
     }

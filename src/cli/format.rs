@@ -144,6 +144,23 @@ pub fn audit_detail(e: &AuditView) -> String {
             field("to"),
             field("version")
         ),
+        "hostgroup_set" => {
+            let datasources = match e.details.get("datasources") {
+                Some(serde_json::Value::Array(list)) => list
+                    .iter()
+                    .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => "?".to_owned(),
+            };
+            format!(
+                "{}: {datasources} (current {})",
+                field("hostgroup"),
+                field("current")
+            )
+        }
+        "hostgroup_delete" => format!("{} undeclared", field("hostgroup")),
+        "freeze" | "unfreeze" | "delete_cluster" => String::new(),
         _ => serde_json::Value::Object(e.details.clone()).to_string(),
     }
 }

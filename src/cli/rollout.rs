@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::api::RolloutView;
-use crate::cli::admin::{HttpArg, ListOutput, pretty, write_out};
+use crate::cli::admin::{ListOutput, ListingArgs, pretty, write_out};
 use crate::cli::client::Exit;
 use crate::cli::format::{self, printable};
 use crate::keeper::RolloutState;
@@ -44,18 +44,9 @@ pub struct StatusArgs {
     /// `rollout_timeout` bounds the wait).
     #[arg(long, short = 'w')]
     pub wait: bool,
-    /// What to print.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_enum,
-        default_value = "table",
-        value_name = "FORMAT"
-    )]
-    pub output: ListOutput,
-    /// The keeper's admin API.
+    /// How to print it, and the keeper's admin API.
     #[command(flatten)]
-    pub http: HttpArg,
+    pub listing: ListingArgs,
 }
 
 impl RolloutArgs {
@@ -124,7 +115,7 @@ pub fn rollout_table(r: &RolloutView) -> String {
 
 impl StatusArgs {
     fn run(self) -> ExitCode {
-        let result = self.http.client().and_then(|client| {
+        let result = self.listing.http.client().and_then(|client| {
             let started = Instant::now();
             let mut rollout = client.rollout(&self.cluster)?;
             while self.wait && RolloutState::parse(&rollout.state) == Some(RolloutState::InProgress)
@@ -139,7 +130,7 @@ impl StatusArgs {
                 std::thread::sleep(POLL);
                 rollout = client.rollout(&self.cluster)?;
             }
-            let text = match self.output {
+            let text = match self.listing.output {
                 ListOutput::Json => format!("{}\n", pretty(&rollout)?),
                 ListOutput::Table => rollout_table(&rollout),
             };

@@ -299,6 +299,18 @@ impl KeeperHandle {
         .await
     }
 
+    /// Undeclares a hostgroup of `cluster` declared through the API, on behalf of the
+    /// admin token named `by`.
+    pub async fn delete_hostgroup_by(
+        &self,
+        by: Option<Arc<str>>,
+        cluster: String,
+        hostgroup: String,
+    ) -> Result<Applied<()>, CallError> {
+        self.apply(move |k, c| k.delete_hostgroup_by(c.now(), by, &cluster, &hostgroup))
+            .await
+    }
+
     /// The hostgroups `cluster` declares.
     pub async fn hostgroups(
         &self,

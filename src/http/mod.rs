@@ -34,6 +34,10 @@
 //! | `GET /v1/clusters/{cluster}/config/versions/{version}` | one version, with its content |
 //! | `POST /v1/clusters/{cluster}/config/rollback` | make an earlier version's content current |
 //! | `POST /v1/clusters/{cluster}/switch` | switch a hostgroup's datasource |
+//! | `DELETE /v1/clusters/{cluster}` | delete an empty cluster |
+//! | `POST /v1/clusters/{cluster}/freeze`, `…/unfreeze` | pause (resume) deletions and restarts |
+//! | `GET /v1/clusters/{cluster}/hostgroups` | the declared hostgroups |
+//! | `PUT`/`DELETE /v1/clusters/{cluster}/hostgroups/{hostgroup}` | declare / undeclare one |
 //! | `GET /v1/watch` | server-sent events: the committed changes |
 //! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
 //! | `GET /v1/audit` | the audit record: who did what, when, and the result |
@@ -72,8 +76,8 @@ use tracing::warn;
 
 use crate::api::{
     ClusterChanged, ClusterList, ClusterView, ConfigContent, ConfigHistory, ConfigVersionView,
-    GateView, HostgroupRequest, HostgroupView, ProxyView, Pushed, Removed, RollbackRequest,
-    RolledBack, StoreView, SwitchRequest, Switched,
+    GateView, HostgroupDeleted, HostgroupRequest, HostgroupView, ProxyView, Pushed, Removed,
+    RollbackRequest, RolledBack, StoreView, SwitchRequest, Switched,
 };
 use crate::configdoc::MAX_CONFIG_BYTES;
 use crate::driver::keeper::KeeperHandle;
@@ -250,7 +254,7 @@ pub fn router_for(
         .route("/v1/clusters/{cluster}/hostgroups", get(hostgroups))
         .route(
             "/v1/clusters/{cluster}/hostgroups/{hostgroup}",
-            axum::routing::put(set_hostgroup),
+            axum::routing::put(set_hostgroup).delete(delete_hostgroup),
         )
         .route("/v1/clusters/{cluster}/freeze", post(freeze))
         .route("/v1/clusters/{cluster}/unfreeze", post(unfreeze))
@@ -909,6 +913,27 @@ async fn set_hostgroup(
     settle(&api.view, applied.revision).await;
     let (info, changed) = applied.value;
     Ok(Json(hostgroup_view(info, Some(changed))))
+}
+
+/// `DELETE /v1/clusters/{cluster}/hostgroups/{hostgroup}`.
+async fn delete_hostgroup(
+    State(api): State<Api>,
+    Extension(Caller(by)): Extension<Caller>,
+    Segments((cluster, hostgroup)): Segments<(String, String)>,
+) -> Result<Json<HostgroupDeleted>, Problem> {
+    if let Some(refused) = api.refusal() {
+        return Err(refused);
+    }
+    let applied = api
+        .handle
+        .delete_hostgroup_by(by, cluster.clone(), hostgroup.clone())
+        .await?;
+    settle(&api.view, applied.revision).await;
+    Ok(Json(HostgroupDeleted {
+        cluster,
+        hostgroup,
+        revision: applied.revision,
+    }))
 }
 
 /// `POST /v1/clusters/{cluster}/freeze`.

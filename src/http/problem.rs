@@ -340,9 +340,12 @@ impl From<AdminError> for Problem {
                 })
             }
             AdminError::Config(e) => e.into(),
-            AdminError::SameDatasource { hostgroup, .. } => {
-                Problem::malformed(detail).with(|b| b.hostgroup = Some(hostgroup))
-            }
+            AdminError::SameDatasource {
+                hostgroup, choices, ..
+            } => Problem::malformed(detail).with(|b| {
+                b.hostgroup = Some(hostgroup);
+                b.choices = (!choices.is_empty()).then_some(choices);
+            }),
             AdminError::ProxyAlive { cluster, proxy, .. } => {
                 Problem::new(ProblemKind::ProxyAlive, detail).with(|b| {
                     b.cluster = Some(cluster);

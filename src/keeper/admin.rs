@@ -103,13 +103,16 @@ pub enum AdminError {
     },
     /// A switch whose `to` is its `from`: it would change nothing. Nothing changed.
     #[error(
-        "a switch of hostgroup {hostgroup} from {datasource} to {datasource} changes nothing: --to must differ from --from. Nothing changed."
+        "a switch of hostgroup {hostgroup} from {datasource} to {datasource} changes nothing: --to must differ from --from{}. Nothing changed.",
+        if choices.is_empty() { String::new() } else { format!(" (one of {})", join(choices)) }
     )]
     SameDatasource {
         /// The hostgroup.
         hostgroup: String,
         /// The datasource named as both.
         datasource: String,
+        /// The datasources it may be switched to, if it is declared.
+        choices: Vec<String>,
     },
     /// A remove named a proxy that is alive (`up` or `ready`) without being forced.
     /// Nothing changed.
@@ -520,30 +523,25 @@ impl Keeper {
             validate_datasource_name(name)?;
         }
         if from == to {
+            let choices = self
+                .hostgroup_of(id, hostgroup)
+                .map(|h| {
+                    let current = h.current;
+                    h.datasources
+                        .into_iter()
+                        .filter(|d| *d != current)
+                        .collect()
+                })
+                .unwrap_or_default();
             return Err(AdminError::SameDatasource {
                 hostgroup: hostgroup.to_owned(),
                 datasource: to.to_owned(),
+                choices,
             });
         }
-        let declared_any = !self.hostgroup_names(id).is_empty();
-        if declared_any {
-            self.check_switch(id, cluster, hostgroup, from, to)?;
-        }
+        self.check_switch(id, cluster, hostgroup, from, to)?;
         self.gate(cluster)?;
         let current = self.registry.cluster(id).config.clone();
-        // A cluster that declares no hostgroup yet switches as before declarations
-        // existed: `from` must be what the config names (if it names anything).
-        if !declared_any
-            && let Some(actual) = current.datasources.get(hostgroup)
-            && actual != from
-        {
-            return Err(AdminError::DatasourceMismatch {
-                hostgroup: hostgroup.to_owned(),
-                expected: from.to_owned(),
-                actual: actual.clone(),
-                choices: Vec::new(),
-            });
-        }
         let next = current.with_datasource(hostgroup, to)?;
         let cause = ConfigCause::Switch {
             hostgroup: hostgroup.to_owned(),

@@ -289,6 +289,13 @@ pub enum AdminAction {
         /// Its current datasource.
         current: String,
     },
+    /// A hostgroup declared through the API was undeclared.
+    HostgroupDelete {
+        /// The cluster.
+        cluster: String,
+        /// The hostgroup.
+        hostgroup: String,
+    },
     /// The cluster was frozen (or unfrozen) for maintenance.
     Freeze {
         /// The cluster.
@@ -331,6 +338,7 @@ impl AdminAction {
             | AdminAction::Switch { cluster, .. }
             | AdminAction::Rollback { cluster, .. }
             | AdminAction::Hostgroup { cluster, .. }
+            | AdminAction::HostgroupDelete { cluster, .. }
             | AdminAction::Freeze { cluster, .. }
             | AdminAction::DeleteCluster { cluster }
             | AdminAction::Refused { cluster, .. } => cluster,
@@ -346,6 +354,7 @@ impl AdminAction {
             AdminAction::Switch { .. } => "switch",
             AdminAction::Rollback { .. } => "rollback",
             AdminAction::Hostgroup { .. } => "hostgroup_set",
+            AdminAction::HostgroupDelete { .. } => "hostgroup_delete",
             AdminAction::Freeze { frozen: true, .. } => "freeze",
             AdminAction::Freeze { frozen: false, .. } => "unfreeze",
             AdminAction::DeleteCluster { .. } => "delete_cluster",

@@ -274,8 +274,16 @@ impl Keeper {
         let id = self.cluster_named(cluster)?;
         validate_datasource_name(hostgroup)?;
         let existing = self.hostgroup_of(id, hostgroup);
-        // Its current datasource, if a switch (or an earlier declaration) gave it one.
-        let has = existing.as_ref().map(|h| h.current.clone());
+        // Its current datasource, if a switch (or an earlier declaration) gave it one:
+        // the config names it even while the hostgroup is not declared.
+        let has = existing.as_ref().map(|h| h.current.clone()).or_else(|| {
+            self.registry
+                .cluster(id)
+                .config
+                .datasources
+                .get(hostgroup)
+                .cloned()
+        });
         let initial = match (current, &has) {
             (Some(asked), Some(has)) if asked != has => {
                 return Err(AdminError::BadHostgroup(format!(
@@ -324,6 +332,60 @@ impl Keeper {
             });
         }
         Ok((info, changed))
+    }
+
+    /// Undeclares `hostgroup` of `cluster` (one declared through the API), on behalf of
+    /// the admin token named `by`. The cluster's config keeps naming the datasource that
+    /// serves it (a proxy's config does not change), but no switch names it until it is
+    /// declared again, when that datasource is its current one. A hostgroup the keeper's
+    /// config file declares is the file's to remove.
+    pub fn delete_hostgroup_by(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        hostgroup: &str,
+    ) -> Result<(), AdminError> {
+        let result = self.try_delete_hostgroup(now, by.clone(), cluster, hostgroup);
+        self.audited(result, by, cluster, "hostgroup_delete", || {
+            format!("hostgroup {hostgroup}")
+        })
+    }
+
+    fn try_delete_hostgroup(
+        &mut self,
+        now: Instant,
+        by: Option<Arc<str>>,
+        cluster: &str,
+        hostgroup: &str,
+    ) -> Result<(), AdminError> {
+        self.enter(now);
+        let id = self.cluster_named(cluster)?;
+        validate_datasource_name(hostgroup)?;
+        let c = self.registry.cluster(id);
+        if !c.settings.hostgroups.contains_key(hostgroup) {
+            if self.hostgroup_of(id, hostgroup).is_some() {
+                return Err(AdminError::BadHostgroup(format!(
+                    "hostgroup {hostgroup} of cluster {cluster} is declared in the keeper's config file ([clusters.{cluster}.hostgroups.{hostgroup}]): remove it there. Nothing changed."
+                )));
+            }
+            return Err(AdminError::UnknownHostgroup {
+                cluster: cluster.to_owned(),
+                hostgroup: hostgroup.to_owned(),
+                declared: self.hostgroup_names(id),
+            });
+        }
+        let mut settings = c.settings.clone();
+        settings.hostgroups.remove(hostgroup);
+        self.set_settings(id, settings);
+        self.record(ChangeKind::Admin {
+            action: AdminAction::HostgroupDelete {
+                cluster: cluster.to_owned(),
+                hostgroup: hostgroup.to_owned(),
+            },
+            by,
+        });
+        Ok(())
     }
 
     /// Freezes (or unfreezes) `cluster` for maintenance, on behalf of the admin token

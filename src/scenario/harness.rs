@@ -79,7 +79,7 @@ impl CoreWorld {
             ..KeeperConfig::default()
         };
         let token_secret: [u8; 32] = Sha256::digest(seed.to_be_bytes()).into();
-        let keeper = Keeper::new(
+        let mut keeper = Keeper::new(
             config,
             Keyring::with_default(key.clone()),
             1,
@@ -87,6 +87,7 @@ impl CoreWorld {
             Instant::ZERO,
         )
         .expect("scenario timings are valid");
+        keeper.set_declared_hostgroups(super::hostgroups());
         let keeper_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7946);
         CoreWorld {
             now: Instant::ZERO,

@@ -30,6 +30,32 @@ pub const PROXIES: [&str; 4] = [
     "10.25.0.14:3000",
 ];
 
+/// The hostgroup the scenario switches, its datasources, and the one serving it at
+/// the start (the keeper's config file would declare them as
+/// `[clusters.test_cluster.hostgroups.hg_orders]`).
+pub const HOSTGROUP: (&str, [&str; 3], &str) = (
+    "hg_orders",
+    ["mysql-a:3306", "mysql-b:3306", "mysql-c:3306"],
+    "mysql-a:3306",
+);
+
+/// The hostgroups of the seed scenario's cluster, as a keeper's config file declares
+/// them: a switch names a declared hostgroup, its current datasource and another of its
+/// datasources.
+pub fn hostgroups() -> crate::keeper::cluster::DeclaredHostgroups {
+    let (name, datasources, initial) = HOSTGROUP;
+    let hostgroup = crate::keeper::cluster::Hostgroup {
+        datasources: datasources.iter().map(|d| (*d).to_owned()).collect(),
+        initial: initial.to_owned(),
+    };
+    [(
+        CLUSTER.to_owned(),
+        [(name.to_owned(), hostgroup)].into_iter().collect(),
+    )]
+    .into_iter()
+    .collect()
+}
+
 /// Index of a proxy in [`PROXIES`].
 pub type ProxyIndex = usize;
 

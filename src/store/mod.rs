@@ -269,6 +269,9 @@ pub fn audit_json(action: &AdminAction, by: Option<&str>) -> String {
             "action": "hostgroup_set", "cluster": cluster, "hostgroup": hostgroup,
             "datasources": datasources, "current": current,
         }),
+        AdminAction::HostgroupDelete { cluster, hostgroup } => serde_json::json!({
+            "action": "hostgroup_delete", "cluster": cluster, "hostgroup": hostgroup,
+        }),
         AdminAction::Freeze { cluster, frozen } => serde_json::json!({
             "action": if *frozen { "freeze" } else { "unfreeze" }, "cluster": cluster,
         }),

@@ -286,6 +286,23 @@ impl Keeper {
         cli_at(&self.http, None, args)
     }
 
+    /// Declares `hostgroup` of the cluster with `datasources` (comma-separated), served by
+    /// `current`, with `hostgroup set`; panics unless it succeeds.
+    pub fn declare_hostgroup(&self, hostgroup: &str, datasources: &str, current: &str) {
+        let (code, out, err) = self.cli(&[
+            "hostgroup",
+            "set",
+            "--cluster",
+            CLUSTER,
+            hostgroup,
+            "--datasource",
+            datasources,
+            "--current",
+            current,
+        ]);
+        assert_eq!(code, 0, "hostgroup set: {out}{err}");
+    }
+
     /// Pushes `body` as the cluster's next config with `push-config --create`: (exit
     /// code, stdout, stderr).
     pub fn push_config(&self, body: &str) -> (i32, String, String) {
