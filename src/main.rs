@@ -81,6 +81,29 @@ enum Command {
     /// Counts UDP datagrams: the baseline of `bench --baseline`.
     #[command(hide = true)]
     BenchSink(zerokeeper::loadgen::SinkArgs),
+    /// Prints this client's version and the keeper's, and warns if they differ.
+    Version(zerokeeper::cli::version::VersionArgs),
+    /// Prints a shell completion script (`source <(zerokeeper completion bash)`).
+    Completion(CompletionArgs),
+    /// Writes the man pages, one per command (`zerokeeper.1`, `zerokeeper-status.1`, …),
+    /// or prints the top one.
+    Man(ManArgs),
+}
+
+/// `zerokeeper completion` flags.
+#[derive(clap::Args, Debug)]
+struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+/// `zerokeeper man` flags.
+#[derive(clap::Args, Debug)]
+struct ManArgs {
+    /// Write every command's page into this directory (else print `zerokeeper.1`).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 /// `zerokeeper proxy` flags.
@@ -215,6 +238,14 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen(args),
         Command::Bench(args) => return args.run(),
         Command::BenchSink(args) => return args.run(),
+        Command::Version(args) => return args.run(),
+        Command::Completion(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "zerokeeper", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man(args) => man(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -697,6 +728,47 @@ fn run_scenario(args: ScenarioArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn man(args: ManArgs) -> anyhow::Result<()> {
+    let command = <Cli as clap::CommandFactory>::command();
+    match args.dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            print_bytes(&page)?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(command, &dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
+            let mut pages: Vec<String> = std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("zerokeeper") && name.ends_with(".1"))
+                .collect();
+            pages.sort();
+            for page in pages {
+                println!("{}", dir.join(page).display());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {

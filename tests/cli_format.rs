@@ -520,7 +520,7 @@ fn an_unreachable_keeper_exits_1_and_names_the_url() {
     assert_eq!(
         e.report(),
         vec![format!(
-            "error: cannot reach the keeper at {base}: connection refused"
+            "error: cannot reach the keeper at {base}: connection refused (is it running? --http URL or ZEROKEEPER_HTTP says where it listens)"
         )]
     );
 }

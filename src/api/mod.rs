@@ -402,6 +402,28 @@ pub struct HostgroupView {
     pub changed: Option<bool>,
 }
 
+/// The answer to `GET /v1/version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// The release (`CARGO_PKG_VERSION`, e.g. `0.1.0`).
+    pub version: String,
+    /// The heartbeat protocol versions it speaks, oldest first.
+    pub protocols: Vec<u8>,
+}
+
+impl VersionView {
+    /// What this build is.
+    pub fn this() -> VersionView {
+        VersionView {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocols: vec![
+                crate::wire::Version::V1 as u8,
+                crate::wire::Version::V2 as u8,
+            ],
+        }
+    }
+}
+
 /// The answer to `DELETE /v1/clusters/{cluster}/hostgroups/{hostgroup}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostgroupDeleted {

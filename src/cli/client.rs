@@ -251,7 +251,9 @@ fn lenient(value: &Value) -> ProblemBody {
 #[derive(Debug, Error)]
 pub enum ClientError {
     /// No connection to the keeper could be made; nothing was sent.
-    #[error("cannot reach the keeper at {base}: {reason}")]
+    #[error(
+        "cannot reach the keeper at {base}: {reason} (is it running? --http URL or ZEROKEEPER_HTTP says where it listens)"
+    )]
     Unreachable {
         /// The keeper's base URL.
         base: String,
@@ -519,6 +521,11 @@ impl Client {
     /// The store's position and the keeper's epoch (`GET /v1/store`).
     pub fn store(&self) -> Result<StoreView, ClientError> {
         self.get_json("/v1/store")
+    }
+
+    /// The keeper's version (`GET /v1/version`).
+    pub fn version(&self) -> Result<crate::api::VersionView, ClientError> {
+        self.get_json("/v1/version")
     }
 
     /// The audit record (`GET /v1/audit`): the newest `query.limit` entries of those

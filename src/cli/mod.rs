@@ -15,4 +15,5 @@ pub mod cluster;
 pub mod config;
 pub mod format;
 pub mod rollout;
+pub mod version;
 pub mod watch;

@@ -6,7 +6,7 @@
 //!
 //! | request | needs |
 //! |---|---|
-//! | `GET /livez`, `GET /readyz` | nothing, ever |
+//! | `GET /livez`, `GET /readyz`, `GET /v1/version` | nothing, ever |
 //! | any change (a method other than `GET`/`HEAD`) | an `admin` token covering the cluster |
 //! | `GET …/config`, `…/config/history`, `…/config/versions/…` (config contents are credentials) | an `admin` token covering the cluster |
 //! | any other read, `/metrics` included | a token of either role, with `--auth-reads`; nothing without |
@@ -95,7 +95,7 @@ enum Scope {
 
 /// The rule of a request (see the module's documentation).
 fn need(method: &Method, route: &str, cluster: Option<String>) -> Need {
-    if matches!(route, "/livez" | "/readyz") {
+    if matches!(route, "/livez" | "/readyz" | "/v1/version") {
         return Need::Nothing;
     }
     let scope = cluster.map_or(Scope::Fleet, Scope::Cluster);
@@ -289,6 +289,7 @@ mod tests {
     fn a_rule_follows_from_the_method_and_the_path() {
         let c = || Scope::Cluster("c".to_owned());
         assert_eq!(need(&Method::GET, "/livez", None), Need::Nothing);
+        assert_eq!(need(&Method::GET, "/v1/version", None), Need::Nothing);
         assert_eq!(need(&Method::GET, "/readyz", None), Need::Nothing);
         assert_eq!(
             need(&Method::GET, "/metrics", None),

@@ -40,6 +40,7 @@
 //! | `PUT`/`DELETE /v1/clusters/{cluster}/hostgroups/{hostgroup}` | declare / undeclare one |
 //! | `GET /v1/watch` | server-sent events: the committed changes |
 //! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
+//! | `GET /v1/version` | the keeper's version and the protocol versions it speaks |
 //! | `GET /v1/audit` | the audit record: who did what, when, and the result |
 
 mod access;
@@ -281,6 +282,7 @@ pub fn router_for(
         .route("/v1/clusters/{cluster}/switch", post(switch))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/store", get(store))
+        .route("/v1/version", get(version))
         .route("/v1/audit", get(audit))
         .route("/v1/reload", post(reload_files))
         // After the routes, as the fallbacks: each is set on the routes registered so
@@ -384,6 +386,11 @@ async fn readyz(State(api): State<Api>) -> Result<Response, Problem> {
 }
 
 /// `GET /v1/store`: the store's position and the keeper's epoch.
+/// `GET /v1/version`: what this keeper is, for clients to compare with themselves.
+async fn version() -> Json<crate::api::VersionView> {
+    Json(crate::api::VersionView::this())
+}
+
 async fn store(State(api): State<Api>) -> Result<Json<StoreView>, Problem> {
     let role = api.role.borrow().clone();
     let (commits, epoch) = match role {

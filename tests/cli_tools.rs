@@ -1,0 +1,190 @@
+//! The CLI's own tools through the real binary: shell completions and man pages
+//! generated from the same definitions it parses with, and `zerokeeper version` against a
+//! real keeper and against one of another release.
+
+mod procs;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+
+use procs::{BIN, Keeper, cli_at, fresh_dir};
+
+/// Runs the binary with `args` alone: (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("ZEROKEEPER_HTTP")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_bash_completion_loads_into_bash_and_knows_every_command_and_flag() {
+    let (code, script, err) = run(&["completion", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    for word in [
+        "push-config",
+        "hostgroup",
+        "rollout",
+        "--expect-version",
+        "--cluster",
+    ] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completion"
+        );
+    }
+    // Sourced into a real bash, it registers a completion for the command.
+    let file = fresh_dir("completion").join("zerokeeper.bash");
+    std::fs::write(&file, &script).expect("write the script");
+    let out = Command::new("bash")
+        .args(["--norc", "-c"])
+        .arg(format!(
+            "source {} && complete -p zerokeeper",
+            file.display()
+        ))
+        .output()
+        .expect("bash runs");
+    let registered = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && registered.contains("zerokeeper"),
+        "{registered}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (code, zsh, _) = run(&["completion", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef zerokeeper"), "{zsh}");
+    let (code, fish, _) = run(&["completion", "fish"]);
+    assert_eq!(code, 0);
+    assert!(
+        fish.contains("complete -c zerokeeper") && fish.contains("push-config"),
+        "{fish}"
+    );
+    let (code, _, err) = run(&["completion", "tcsh"]);
+    assert_eq!(code, 2, "an unknown shell is a usage error: {err}");
+    assert!(err.contains("bash") && err.contains("zsh"), "{err}");
+}
+
+#[test]
+fn man_writes_a_page_per_command_and_prints_the_top_one() {
+    let dir = fresh_dir("man");
+    let (code, out, err) = run(&["man", "--dir", dir.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<&str> = out.lines().collect();
+    for page in [
+        "zerokeeper.1",
+        "zerokeeper-status.1",
+        "zerokeeper-push-config.1",
+        "zerokeeper-hostgroup-delete.1",
+        "zerokeeper-rollout.1",
+    ] {
+        let path = dir.join(page);
+        assert!(
+            listed.contains(&path.to_str().expect("utf-8 path")),
+            "{page} not listed: {out}"
+        );
+        let text = std::fs::read_to_string(&path).expect("the page was written");
+        let name = page.trim_end_matches(".1");
+        assert!(text.contains(&format!(".TH {name} 1")), "{page}: {text}");
+    }
+    // The hidden benchmark sink has no page.
+    assert!(!dir.join("zerokeeper-bench-sink.1").exists());
+    let status = std::fs::read_to_string(dir.join("zerokeeper-status.1")).expect("read");
+    assert!(
+        status.contains("\\-\\-http") && status.contains("[default: http://127.0.0.1:7947]"),
+        "{status}"
+    );
+
+    let (code, top, _) = run(&["man"]);
+    assert_eq!(code, 0);
+    assert!(top.contains(".TH zerokeeper 1"), "{top}");
+    assert!(top.contains("push\\-config"), "{top}");
+}
+
+#[test]
+fn version_prints_the_client_and_the_keeper_and_warns_only_on_skew() {
+    let keeper = Keeper::start();
+    let ours = env!("CARGO_PKG_VERSION");
+    let (code, out, err) = keeper.cli(&["version"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("client: zerokeeper {ours}"),
+            format!(
+                "keeper: zerokeeper {ours} at {} (heartbeat protocols 1, 2)",
+                keeper.http
+            ),
+        ]
+    );
+    assert!(!err.contains("warning"), "{err}");
+    let version = keeper.get_json("/v1/version").expect("the version");
+    assert_eq!(version["version"], ours);
+    assert_eq!(version["protocols"], serde_json::json!([1, 2]));
+
+    // A keeper of another release: the versions are printed and the skew warned about.
+    let other = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", other.local_addr().expect("bound"));
+    let server = std::thread::spawn(move || {
+        let (stream, _) = other.accept().expect("the client connects");
+        let mut reader = BufReader::new(stream.try_clone().expect("a second handle"));
+        let mut request = String::new();
+        reader.read_line(&mut request).expect("a request line");
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).expect("a header") <= 2 {
+                break;
+            }
+        }
+        let body = r#"{"version":"9.9.9","protocols":[2]}"#;
+        write!(
+            &stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("answer");
+        request
+    });
+    let (code, out, err) = cli_at(&url, None, &["version"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("client: zerokeeper {ours}"))
+            && out.contains("keeper: zerokeeper 9.9.9"),
+        "{out}"
+    );
+    assert!(
+        err.contains("warning: this client is zerokeeper") && err.contains("the keeper 9.9.9"),
+        "{err}"
+    );
+    let request = server.join().expect("the canned keeper");
+    assert!(request.starts_with("GET /v1/version "), "{request}");
+
+    // Only the client: no keeper asked.
+    let (code, out, _) = run(&["version", "--client"]);
+    assert_eq!((code, out), (0, format!("client: zerokeeper {ours}\n")));
+}
+
+#[test]
+fn an_unreachable_keeper_is_named_with_the_flag_and_variable_that_set_it() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, out, err) = cli_at(&url, None, &["version"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("client: zerokeeper "), "{out}");
+    assert!(
+        err.contains(&format!("cannot reach the keeper at {url}"))
+            && err.contains("--http")
+            && err.contains("ZEROKEEPER_HTTP"),
+        "{err}"
+    );
+}
