@@ -288,6 +288,73 @@ fn the_proxy_table_is_sorted_aligned_and_human() {
 }
 
 #[test]
+fn addresses_sort_naturally_and_the_table_sorts_by_any_column_without_headers_if_asked() {
+    use std::cmp::Ordering;
+    use zerokeeper::cli::format::{Layout, SortBy, natural_cmp, proxy_listing};
+    assert_eq!(
+        natural_cmp("10.25.0.2:3000", "10.25.0.11:3000"),
+        Ordering::Less
+    );
+    assert_eq!(natural_cmp("p9", "p10"), Ordering::Less);
+    assert_eq!(natural_cmp("a", "a1"), Ordering::Less);
+    assert_eq!(natural_cmp("b", "a10"), Ordering::Greater);
+    // Equal as numbers, still ordered (so the sort is total).
+    assert_eq!(natural_cmp("007", "7"), Ordering::Less);
+    assert_eq!(natural_cmp("x", "x"), Ordering::Equal);
+
+    let proxies = vec![
+        view("c", "10.25.0.11:3000", "up", 900, 1_000),
+        view("c", "10.25.0.2:3000", "lost", 5_000, 60_000),
+        view("c", "10.25.0.3:3000", "ready", 100, 2_000),
+    ];
+    let column = |by: SortBy, headers: bool| -> Vec<String> {
+        let layout = Layout {
+            sort_by: by,
+            headers,
+            ..Layout::default()
+        };
+        proxy_listing(&proxies, layout)
+            .lines()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        column(SortBy::Cluster, true),
+        [
+            "PROXY",
+            "10.25.0.2:3000",
+            "10.25.0.3:3000",
+            "10.25.0.11:3000"
+        ]
+    );
+    assert_eq!(
+        column(SortBy::Status, false),
+        ["10.25.0.2:3000", "10.25.0.3:3000", "10.25.0.11:3000"]
+    );
+    assert_eq!(
+        column(SortBy::LastSeen, false),
+        ["10.25.0.3:3000", "10.25.0.11:3000", "10.25.0.2:3000"]
+    );
+    assert_eq!(
+        column(SortBy::Since, false),
+        ["10.25.0.11:3000", "10.25.0.3:3000", "10.25.0.2:3000"]
+    );
+    // Without headers the columns keep the widths the header would give them.
+    let bare = proxy_listing(
+        &proxies,
+        Layout {
+            headers: false,
+            ..Layout::default()
+        },
+    );
+    let full = proxy_table(&proxies);
+    assert_eq!(
+        full.split_once('\n').map(|(_, rest)| rest),
+        Some(bare.as_str())
+    );
+}
+
+#[test]
 fn times_the_keeper_does_not_know_read_as_unknown() {
     let mut p = view("c", "10.0.0.1:1", "lost", 0, 0);
     p.last_heartbeat = None;

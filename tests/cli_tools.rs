@@ -1,6 +1,7 @@
 //! The CLI's own tools through the real binary: shell completions and man pages
-//! generated from the same definitions it parses with, and `zerokeeper version` against a
-//! real keeper and against one of another release.
+//! generated from the same definitions it parses with, `zerokeeper version` against a
+//! real keeper and against one of another release, and `status`'s filters, order and
+//! header options.
 
 mod procs;
 
@@ -8,7 +9,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::Command;
 
-use procs::{BIN, Keeper, cli_at, fresh_dir};
+use nix::sys::signal::Signal;
+use procs::{BIN, CLUSTER, Keeper, cli_at, fresh_dir};
 
 /// Runs the binary with `args` alone: (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -187,4 +189,108 @@ fn an_unreachable_keeper_is_named_with_the_flag_and_variable_that_set_it() {
             && err.contains("ZEROKEEPER_HTTP"),
         "{err}"
     );
+}
+
+#[test]
+fn status_filters_by_status_sorts_naturally_or_by_a_column_and_says_when_nothing_matches() {
+    const A: &str = "10.25.0.2:3000";
+    const B: &str = "10.25.0.11:3000";
+    const C: &str = "10.25.0.3:3000";
+    let keeper = Keeper::start();
+    let _a = keeper.proxy(A, &[]);
+    let _b = keeper.proxy(B, &[]);
+    let c = keeper.proxy(C, &[]);
+    keeper.wait_keys(&[(B, "up"), (A, "up"), (C, "up")]);
+    c.signal(Signal::SIGSTOP);
+    keeper.wait_keys(&[(B, "up"), (A, "up"), (C, "lost")]);
+    let proxies = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .collect()
+    };
+
+    // Natural order in the table: .2 before .3 before .11.
+    let (code, out, err) = keeper.cli(&["status", "--cluster", CLUSTER]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(proxies(&out), ["PROXY", A, C, B], "{out}");
+    // The seed's byte order in `-o keys`, as etcdctl prints keys.
+    let (_, keys, _) = keeper.cli(&["status", "--cluster", CLUSTER, "-o", "keys"]);
+    let order: Vec<&str> = keys
+        .lines()
+        .filter_map(|l| l.rsplit_once('/').map(|(_, rest)| rest))
+        .collect();
+    assert_eq!(
+        order,
+        [format!("{B}->up"), format!("{A}->up"), format!("{C}->lost")],
+        "{keys}"
+    );
+
+    let (code, out, err) = keeper.cli(&["status", "--status", "lost", "--no-headers"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(proxies(&out), [C], "{out}");
+    let (_, out, _) = keeper.cli(&["status", "--status", "lost,ready", "-o", "keys"]);
+    assert_eq!(out, format!("/zerodb/proxy/{CLUSTER}/status/{C}->lost\n"));
+    let (_, out, _) = keeper.cli(&["status", "--status", "up", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let names: Vec<&str> = json
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|p| p["proxy"].as_str())
+        .collect();
+    assert_eq!(names, [B, A], "{out}");
+    let (code, out, err) = keeper.cli(&["status", "--sort-by", "status", "--no-headers"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(proxies(&out), [C, A, B], "{out}");
+
+    // Nothing matches: said on stderr, nothing on stdout, exit 0.
+    let (code, out, err) = keeper.cli(&["status", "--cluster", CLUSTER, "--status", "ready"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("no proxies in cluster {CLUSTER} with status ready")
+    );
+    // A filter is for a listing, not for a watch; a status that is none is a usage error.
+    let (code, _, err) = keeper.cli(&["status", "-w", "--status", "up"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = keeper.cli(&["status", "--status", "gone"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ready") && err.contains("lost"), "{err}");
+    c.signal(Signal::SIGCONT);
+}
+
+#[test]
+fn push_config_reads_standard_input_given_file_dash() {
+    let keeper = Keeper::start();
+    let mut child = Command::new(BIN)
+        .args([
+            "push-config",
+            "--create",
+            "--cluster",
+            CLUSTER,
+            "--file",
+            "-",
+        ])
+        .args(["--http", &keeper.http])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .expect("a pipe")
+        .write_all(b"pool_size = 9\n")
+        .expect("write the config");
+    let out = child.wait_with_output().expect("it ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pushed config version 2"));
+    let (code, config, err) = keeper.cli(&["config", "get", "--cluster", CLUSTER]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(config, "pool_size = 9\n");
 }

@@ -4,7 +4,7 @@
 //! through [`Client`], prints the result on standard output, errors on standard error
 //! (`error: ...`), and returns the exit code of the API contract (see [`Exit`]).
 
-use std::io::{self, Read as _, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -125,14 +125,84 @@ pub struct StatusArgs {
         value_name = "FORMAT"
     )]
     pub output: Output,
+    /// Only proxies in these statuses (repeat, or separate with commas).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "STATUS",
+        conflicts_with = "watch"
+    )]
+    pub status: Vec<StatusFilter>,
+    /// The order of the table's rows (natural order of cluster, then identity, breaks
+    /// ties; `-o keys` keeps the seed's byte order, as etcdctl prints keys).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "cluster",
+        value_name = "COLUMN",
+        conflicts_with = "watch"
+    )]
+    pub sort_by: format::SortBy,
+    /// Leave out the table's header line.
+    #[arg(long, conflicts_with = "watch")]
+    pub no_headers: bool,
     /// Print the listing, then follow changes as they happen, until interrupted
     /// (reconnects after a dropped connection, resuming where it stopped; lists again if
     /// the keeper no longer holds the changes since).
-    #[arg(long)]
+    #[arg(long, short = 'w')]
     pub watch: bool,
     /// The keeper's admin API.
     #[command(flatten)]
     pub http: HttpArg,
+}
+
+/// A status `status --status` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFilter {
+    /// Registered, initialising.
+    Ready,
+    /// Serving.
+    Up,
+    /// Silent past `lost_after`.
+    Lost,
+}
+
+impl StatusFilter {
+    fn name(self) -> &'static str {
+        match self {
+            StatusFilter::Ready => "ready",
+            StatusFilter::Up => "up",
+            StatusFilter::Lost => "lost",
+        }
+    }
+}
+
+/// What `status` (without `--watch`) lists, and how.
+#[derive(Clone, Debug, Default)]
+struct Selection {
+    /// Only these statuses (none: every one).
+    statuses: Vec<&'static str>,
+    /// The table's layout (its `wide` comes from the output).
+    layout: format::Layout,
+}
+
+impl Selection {
+    fn keeps(&self, status: &str) -> bool {
+        self.statuses.is_empty() || self.statuses.contains(&status)
+    }
+
+    /// What an empty listing says, on stderr: `no proxies in cluster C with status lost`.
+    fn none(&self, cluster: Option<&str>) -> String {
+        let mut text = "no proxies".to_owned();
+        if let Some(c) = cluster {
+            text.push_str(&format!(" in cluster {}", format::printable(c)));
+        }
+        if !self.statuses.is_empty() {
+            text.push_str(&format!(" with status {}", self.statuses.join(" or ")));
+        }
+        text
+    }
 }
 
 impl StatusArgs {
@@ -152,7 +222,15 @@ impl StatusArgs {
                     WatchError::Output(e) => Failure::Output(e),
                 })
         } else {
-            status_once(&client, cluster, self.output)
+            let selection = Selection {
+                statuses: self.status.iter().map(|s| s.name()).collect(),
+                layout: format::Layout {
+                    wide: self.output == Output::Wide,
+                    sort_by: self.sort_by,
+                    headers: !self.no_headers,
+                },
+            };
+            status_once(&client, cluster, self.output, &selection)
         };
         finish(result.map(|()| None))
     }
@@ -168,7 +246,7 @@ pub struct RemoveArgs {
     #[arg(long, value_name = "ADDR", value_parser = NonEmptyStringValueParser::new())]
     pub addr: String,
     /// Remove it even if it is alive (`up` or `ready`): the keeper then tells the process
-    /// to restart at its next heartbeat, which drops its clients.
+    /// to leave at its next heartbeat; it stops (exit 78) and drops its clients.
     #[arg(long)]
     pub force: bool,
     /// Say what the remove would do, and do nothing.
@@ -227,7 +305,7 @@ pub struct PushConfigArgs {
     /// unknown cluster is refused: a typo would make a cluster no proxy runs).
     #[arg(long)]
     pub create: bool,
-    /// The config file, sent as it is.
+    /// The config file, sent as it is (`-`: standard input).
     #[arg(long, value_name = "PATH")]
     pub file: PathBuf,
     /// Refuse unless the cluster's current config version is this one (so a change made
@@ -532,12 +610,25 @@ pub(super) fn write_out(text: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Reads the config file at `path` (`-`: standard input), at most
+/// [`CONFIG_FILE_LIMIT`] bytes.
 fn read_config(path: &Path) -> Result<Vec<u8>, Failure> {
-    let unreadable =
-        |e: io::Error| Failure::Input(format!("cannot read config file {}: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let stdin = path.as_os_str() == "-";
+    let unreadable = |e: io::Error| {
+        Failure::Input(if stdin {
+            format!("cannot read the config from standard input: {e}")
+        } else {
+            format!("cannot read config file {}: {e}", path.display())
+        })
+    };
+    let source: Box<dyn Read> = if stdin {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(unreadable)?)
+    };
     let mut bytes = Vec::new();
-    file.take(CONFIG_FILE_LIMIT + 1)
+    source
+        .take(CONFIG_FILE_LIMIT + 1)
         .read_to_end(&mut bytes)
         .map_err(unreadable)?;
     if bytes.len() as u64 > CONFIG_FILE_LIMIT {
@@ -550,17 +641,29 @@ fn read_config(path: &Path) -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
-fn status_once(client: &Client, cluster: Option<&str>, output: Output) -> Result<(), Failure> {
+fn status_once(
+    client: &Client,
+    cluster: Option<&str>,
+    output: Output,
+    selection: &Selection,
+) -> Result<(), Failure> {
     let text = match output {
         Output::Keys => {
-            let mut keys = client.keys(cluster)?;
-            if !keys.is_empty() && !keys.ends_with('\n') {
-                keys.push('\n');
+            let keys = client.keys(cluster)?;
+            // `/zerodb/proxy/C/status/ADDR->STATUS`: the status ends the line.
+            let mut kept = String::new();
+            for line in keys.lines() {
+                let status = line.rsplit_once("->").map_or("", |(_, s)| s);
+                if selection.keeps(status) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
             }
-            keys
+            kept
         }
         Output::Json => {
             let mut proxies = client.proxies(cluster)?;
+            proxies.retain(|p| selection.keeps(&p.status));
             proxies.sort_by(|a, b| (&a.cluster, &a.proxy).cmp(&(&b.cluster, &b.proxy)));
             let mut json = serde_json::to_string_pretty(&proxies).map_err(|e| {
                 Failure::Output(io::Error::other(format!("cannot encode the proxies: {e}")))
@@ -569,19 +672,27 @@ fn status_once(client: &Client, cluster: Option<&str>, output: Output) -> Result
             json
         }
         Output::Table | Output::Wide => {
-            let proxies = client.proxies(cluster)?;
+            let mut proxies = client.proxies(cluster)?;
+            proxies.retain(|p| selection.keeps(&p.status));
+            if proxies.is_empty() {
+                // As kubectl says it: on stderr, so a script reading stdout sees nothing.
+                eprintln!("{}", selection.none(cluster));
+                return Ok(());
+            }
             // Which keeper leads, on a deployment of several (a keeper alone says nothing).
-            let mut text = client
-                .store()
-                .ok()
-                .and_then(|store| format::leader_line(&store))
-                .unwrap_or_default();
-            text.push_str(&if output == Output::Wide {
-                format::wide_proxy_table(&proxies)
+            let mut text = if selection.layout.headers {
+                client
+                    .store()
+                    .ok()
+                    .and_then(|store| format::leader_line(&store))
+                    .unwrap_or_default()
             } else {
-                format::proxy_table(&proxies)
-            });
-            text.push_str(&format::paused_notes(&proxies));
+                String::new()
+            };
+            text.push_str(&format::proxy_listing(&proxies, selection.layout));
+            if selection.layout.headers {
+                text.push_str(&format::paused_notes(&proxies));
+            }
             text
         }
     };

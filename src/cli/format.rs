@@ -2,6 +2,7 @@
 //!
 //! Everything here is a pure function of its arguments, so it is tested without a keeper.
 
+use std::cmp::Ordering;
 use std::fmt::Write as _;
 
 use crate::api::{AuditView, ProxyList, ProxyView, WatchEvent, key_lines};
@@ -165,22 +166,134 @@ pub fn audit_detail(e: &AuditView) -> String {
     }
 }
 
-/// The `status -o table` listing: one row per proxy, sorted by cluster then proxy. A
-/// time the keeper does not know reads `unknown`.
+/// Compares two names as people read them: runs of digits by their value, the rest byte
+/// by byte, so `10.25.0.2:3000` sorts before `10.25.0.11:3000` (and `p9` before `p10`).
+/// Names equal so (`007` and `7`) fall back to byte order, so the order is total.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    fn runs(s: &str) -> impl Iterator<Item = &str> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let first = rest.chars().next()?;
+            let digit = first.is_ascii_digit();
+            let end = rest
+                .find(|c: char| c.is_ascii_digit() != digit)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            rest = tail;
+            Some(run)
+        })
+    }
+    let (mut x, mut y) = (runs(a), runs(b));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(p), Some(q)) => {
+                let numbers = p.as_bytes()[0].is_ascii_digit() && q.as_bytes()[0].is_ascii_digit();
+                let order = if numbers {
+                    let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                    p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+                } else {
+                    p.cmp(q)
+                };
+                if order != Ordering::Equal {
+                    return order;
+                }
+            }
+        }
+    }
+}
+
+/// What `status` sorts its table by (`--sort-by`); proxies equal by it keep the natural
+/// order of cluster, then identity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    /// Cluster, then identity (both in natural order).
+    #[default]
+    Cluster,
+    /// Identity, then cluster.
+    Proxy,
+    /// Status (`lost`, `ready`, `up`).
+    Status,
+    /// Incarnation, oldest first.
+    Incarnation,
+    /// The last heartbeat, most recent first (unknown last).
+    LastSeen,
+    /// Time in the current status, shortest first (unknown last).
+    Since,
+}
+
+/// How a proxy listing is laid out: the wide columns or not, its order, and whether
+/// the header line is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Add the [`WIDE_COLUMNS`].
+    pub wide: bool,
+    /// The order of the rows.
+    pub sort_by: SortBy,
+    /// Print the header line.
+    pub headers: bool,
+}
+
+impl Default for Layout {
+    fn default() -> Layout {
+        Layout {
+            wide: false,
+            sort_by: SortBy::Cluster,
+            headers: true,
+        }
+    }
+}
+
+/// Sorts `proxies` as `by` says.
+pub fn sort_proxies(proxies: &mut [&ProxyView], by: SortBy) {
+    let natural = |a: &ProxyView, b: &ProxyView| {
+        natural_cmp(&a.cluster, &b.cluster).then_with(|| natural_cmp(&a.proxy, &b.proxy))
+    };
+    let unknown_last = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    proxies.sort_by(|a, b| {
+        let first = match by {
+            SortBy::Cluster => Ordering::Equal,
+            SortBy::Proxy => natural_cmp(&a.proxy, &b.proxy),
+            SortBy::Status => a.status.cmp(&b.status),
+            SortBy::Incarnation => a.incarnation.cmp(&b.incarnation),
+            SortBy::LastSeen => unknown_last(a.last_heartbeat_age_ms, b.last_heartbeat_age_ms),
+            SortBy::Since => unknown_last(a.since_age_ms, b.since_age_ms),
+        };
+        first.then_with(|| natural(a, b))
+    });
+}
+
+/// The `status -o table` listing: one row per proxy, sorted by cluster then proxy (in
+/// natural order). A time the keeper does not know reads `unknown`.
 pub fn proxy_table(proxies: &[ProxyView]) -> String {
-    proxy_rows(proxies, false)
+    proxy_listing(proxies, Layout::default())
 }
 
 /// [`proxy_table`] with the [`WIDE_COLUMNS`] too (`-o wide`): the config version each
 /// proxy reports, the id of its key (`unknown` until this keeper hears it) and its
 /// source address.
 pub fn wide_proxy_table(proxies: &[ProxyView]) -> String {
-    proxy_rows(proxies, true)
+    proxy_listing(
+        proxies,
+        Layout {
+            wide: true,
+            ..Layout::default()
+        },
+    )
 }
 
-fn proxy_rows(proxies: &[ProxyView], wide: bool) -> String {
+/// The proxy table laid out as `layout` says.
+pub fn proxy_listing(proxies: &[ProxyView], layout: Layout) -> String {
+    let wide = layout.wide;
     let mut sorted: Vec<&ProxyView> = proxies.iter().collect();
-    sorted.sort_by(|a, b| (&a.cluster, &a.proxy).cmp(&(&b.cluster, &b.proxy)));
+    sort_proxies(&mut sorted, layout.sort_by);
     let rows: Vec<Vec<String>> = sorted
         .into_iter()
         .map(|p| {
@@ -210,11 +323,19 @@ fn proxy_rows(proxies: &[ProxyView], wide: bool) -> String {
             row
         })
         .collect();
-    if wide {
-        let header: Vec<&str> = PROXY_COLUMNS.iter().chain(&WIDE_COLUMNS).copied().collect();
-        table(&header, &rows)
+    let header: Vec<&str> = if wide {
+        PROXY_COLUMNS.iter().chain(&WIDE_COLUMNS).copied().collect()
     } else {
-        table(&PROXY_COLUMNS, &rows)
+        PROXY_COLUMNS.to_vec()
+    };
+    let text = table(&header, &rows);
+    if layout.headers {
+        text
+    } else {
+        // The columns keep the widths the header gave them, so a script's `cut` still
+        // finds them where a person sees them.
+        text.split_once('\n')
+            .map_or_else(String::new, |(_, rest)| rest.to_owned())
     }
 }
 
