@@ -127,6 +127,9 @@ fn version_prints_the_client_and_the_keeper_and_warns_only_on_skew() {
         ]
     );
     assert!(!err.contains("warning"), "{err}");
+    // A base URL pasted with the API's prefix is the keeper's base URL.
+    let (code, with_prefix, err) = cli_at(&format!("{}/v1/", keeper.http), None, &["version"]);
+    assert_eq!((code, with_prefix.as_str()), (0, out.as_str()), "{err}");
     let version = keeper.get_json("/v1/version").expect("the version");
     assert_eq!(version["version"], ours);
     assert_eq!(version["protocols"], serde_json::json!([1, 2]));

@@ -24,7 +24,8 @@ const CONFIG_FILE_LIMIT: u64 = 64 * 1024 * 1024;
     after_help = "The admin token, if the keeper asks for one: --token-file, or ZEROKEEPER_TOKEN holding the token itself."
 )]
 pub struct HttpArg {
-    /// Base URL of the keeper's admin HTTP API (http:// or https://).
+    /// Base URL of the keeper's admin HTTP API (http:// or https://; a trailing `/v1`,
+    /// the API's own prefix, is dropped).
     #[arg(
         long = "http",
         env = "ZEROKEEPER_HTTP",
@@ -107,7 +108,13 @@ fn parse_base_url(s: &str) -> Result<String, String> {
             "{s:?} is not a base URL (no query, fragment or spaces)"
         ));
     }
-    Ok(s.trim_end_matches('/').to_owned())
+    // The API's own prefix is what people paste from its paths (`…/v1`): the base is
+    // above it. Any other path stays (a keeper behind a reverse proxy's prefix).
+    let base = s.trim_end_matches('/');
+    Ok(base
+        .strip_suffix("/v1")
+        .map_or(base, |above| above.trim_end_matches('/'))
+        .to_owned())
 }
 
 /// `zerokeeper status`: the proxies the keeper knows, once or as they change.
