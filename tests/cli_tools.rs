@@ -253,6 +253,15 @@ fn status_filters_by_status_sorts_naturally_or_by_a_column_and_says_when_nothing
         err.trim_end(),
         format!("no proxies in cluster {CLUSTER} with status ready")
     );
+    // An unknown cluster fails alike, listed or watched.
+    for args in [
+        &["status", "--cluster", "nosuch"][..],
+        &["status", "-w", "--cluster", "nosuch"][..],
+    ] {
+        let (code, _, err) = keeper.cli(args);
+        assert_eq!(code, 4, "{args:?}: {err}");
+        assert_eq!(err.trim_end(), "error: no cluster named nosuch", "{args:?}");
+    }
     // A filter is for a listing, not for a watch; a status that is none is a usage error.
     let (code, _, err) = keeper.cli(&["status", "-w", "--status", "up"]);
     assert_eq!(code, 2, "{err}");
