@@ -525,13 +525,7 @@ impl Keeper {
         if from == to {
             let choices = self
                 .hostgroup_of(id, hostgroup)
-                .map(|h| {
-                    let current = h.current;
-                    h.datasources
-                        .into_iter()
-                        .filter(|d| *d != current)
-                        .collect()
-                })
+                .map(|h| h.switch_targets())
                 .unwrap_or_default();
             return Err(AdminError::SameDatasource {
                 hostgroup: hostgroup.to_owned(),
@@ -568,12 +562,7 @@ impl Keeper {
                 declared: self.hostgroup_names(id),
             });
         };
-        let choices: Vec<String> = declared
-            .datasources
-            .iter()
-            .filter(|d| **d != declared.current)
-            .cloned()
-            .collect();
+        let choices = declared.switch_targets();
         if declared.current != from {
             return Err(AdminError::DatasourceMismatch {
                 hostgroup: hostgroup.to_owned(),

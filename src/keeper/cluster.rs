@@ -93,6 +93,17 @@ pub struct HostgroupInfo {
     pub declared: Declared,
 }
 
+impl HostgroupInfo {
+    /// The datasources a switch may name as `to`: all but the current one, sorted.
+    pub fn switch_targets(&self) -> Vec<String> {
+        self.datasources
+            .iter()
+            .filter(|d| **d != self.current)
+            .cloned()
+            .collect()
+    }
+}
+
 /// The hostgroups a keeper's config file declares, by cluster and name.
 pub type DeclaredHostgroups = BTreeMap<String, BTreeMap<String, Hostgroup>>;
 
