@@ -461,6 +461,13 @@ fn serve_ha(args: &ServeArgs, config: ServeConfig, etcd: EtcdSettings) -> anyhow
               lost_after = ?config.keeper.lost_after, "keeper started (etcd store, leader election)");
         let (setup, reloader) = serve_setup(args, &config)?;
         tokio::spawn(reloader.on_hangup());
+        // A standby serves reads: the keeper is ready once it has bound its sockets. The
+        // watchdog proves the runtime turns (the leader's own liveness is its lease).
+        let notifier = zerokeeper::notify::Notifier::from_env();
+        notifier.ready(&format!("serving: udp {udp}, http {http} (etcd store)"));
+        if let Some(timeout) = notifier.watchdog() {
+            tokio::spawn(watchdog(notifier.clone(), timeout, || async { true }));
+        }
         let ha = HaOptions {
             etcd: options,
             me,
@@ -469,6 +476,7 @@ fn serve_ha(args: &ServeArgs, config: ServeConfig, etcd: EtcdSettings) -> anyhow
         };
         match zerokeeper::ha::run::run(setup, ha, socket, listener, termination()).await? {
             Ended::Shutdown => {
+                notifier.stopping();
                 info!("stopped");
                 Ok(Served::Stopped)
             }
@@ -513,6 +521,15 @@ fn serve_alone(args: &ServeArgs, config: ServeConfig) -> anyhow::Result<()> {
               max_requests_per_connection = limits.max_requests_per_connection,
               shutdown_deadline = ?limits.shutdown_deadline, send_buffer = config.http_send_buffer,
               "admin API limits");
+        let notifier = zerokeeper::notify::Notifier::from_env();
+        notifier.ready(&format!("serving: udp {udp}, http {http}, revision {revision}"));
+        if let Some(timeout) = notifier.watchdog() {
+            let (notifier, handle) = (notifier.clone(), keeper.handle.clone());
+            tokio::spawn(watchdog(notifier, timeout, move || {
+                let handle = handle.clone();
+                async move { handle.call(|_, _| ()).await.is_ok() }
+            }));
+        }
         let server::Running {
             keeper_task,
             http_task,
@@ -528,6 +545,7 @@ fn serve_alone(args: &ServeArgs, config: ServeConfig) -> anyhow::Result<()> {
             () = termination() => None,
             ended = &mut keeper_task => Some(ended),
         };
+        notifier.stopping();
         let _ = stop.send(true);
         let _ = view_task.await;
         let http = http_task.await;
@@ -546,10 +564,34 @@ fn serve_alone(args: &ServeArgs, config: ServeConfig) -> anyhow::Result<()> {
                     Err(e) => e.to_string(),
                 };
                 tracing::error!(error = %why, "the keeper task stopped; exiting");
+                notifier.status(&format!("the keeper task stopped: {why}"));
                 bail!("the keeper task stopped: {why}")
             }
         }
     })
+}
+
+/// Pings the service manager's watchdog (`timeout` is its `WatchdogSec=`) three times
+/// a timeout, each time `alive` says so within a third of it: a keeper whose keeper task
+/// hangs (a store that never answers, a stuck core) stops pinging and is restarted.
+async fn watchdog<F, A>(notifier: zerokeeper::notify::Notifier, timeout: Duration, alive: F)
+where
+    F: Fn() -> A,
+    A: std::future::Future<Output = bool>,
+{
+    let period = timeout / 3;
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match tokio::time::timeout(period, alive()).await {
+            Ok(true) => notifier.ping(),
+            Ok(false) => return,
+            Err(_) => {
+                tracing::warn!(waited = ?period, "the keeper task did not answer the watchdog's probe in time")
+            }
+        }
+    }
 }
 
 /// `proxy`: re-reads the key file on every SIGHUP and signs with what it holds from then

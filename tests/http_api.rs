@@ -1688,12 +1688,42 @@ async fn metrics_expose_every_named_series() {
         .put("/v1/clusters/other/config?create=true", "x")
         .await
         .ok_json();
-    let answer = rig.client.get("/metrics").await;
+    // What Prometheus asks for: OpenMetrics first, the classic format as a fallback.
+    let prometheus_accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let answer = rig
+        .client
+        .send("GET", "/metrics", &[("accept", prometheus_accept)], None)
+        .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(
         answer.content_type,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
+    // Anyone else (curl) gets the classic text format: no `# EOF`, counters typed by
+    // their `_total` series.
+    let classic = rig.client.get("/metrics").await;
+    assert_eq!(
+        classic.content_type,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(!classic.body.contains("# EOF"), "{}", classic.body);
+    assert!(
+        classic
+            .body
+            .contains("# TYPE zerokeeper_heartbeats_total counter\n"),
+        "{}",
+        classic.body
+    );
+    for series in [
+        "zerokeeper_build_info{",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "zerokeeper_gate_open{cluster=",
+        "zerokeeper_http_request_duration_seconds_bucket{",
+    ] {
+        assert!(answer.body.contains(series), "{series} missing");
+    }
     let text = &answer.body;
     let value = |series: &str| -> u64 {
         text.lines()

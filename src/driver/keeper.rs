@@ -101,6 +101,8 @@ pub struct DriverCounters {
     pub store_revision: Option<u64>,
     /// The store's generation (`None`: no store).
     pub store_generation: Option<u64>,
+    /// How long each commit to the store took (its transaction, fsync included).
+    pub commit_latency: crate::histogram::Latency,
 }
 
 /// Everything `/metrics` shows, taken at one moment.
@@ -777,6 +779,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
         {
             let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
             counters.commits += 1;
+            counters.commit_latency.observe(done.took);
             counters.stored_changes += done.changes.len() as u64;
             counters.store_revision = Some(done.upto);
             if counters.store_generation != Some(generation) {
@@ -973,6 +976,8 @@ struct Done {
     upto: u64,
     /// The store's generation after the commit, or why it failed.
     result: Result<u64, StoreError>,
+    /// How long the commit took.
+    took: std::time::Duration,
 }
 
 impl Done {
@@ -982,6 +987,7 @@ impl Done {
             changes: Vec::new(),
             upto: 0,
             result: Err(StoreError::Io(why.into())),
+            took: std::time::Duration::ZERO,
         }
     }
 }
@@ -1029,6 +1035,7 @@ impl Committer {
                     .spawn(move || {
                         let mut store = store;
                         while let Ok(batch) = batches.recv() {
+                            let began = std::time::Instant::now();
                             let result = store
                                 .commit(&batch.changes, &batch.blobs)
                                 .map(|()| store.generation());
@@ -1037,6 +1044,7 @@ impl Committer {
                                 changes: batch.changes,
                                 upto: batch.upto,
                                 result,
+                                took: began.elapsed(),
                             });
                             if failed {
                                 return;
@@ -1084,6 +1092,7 @@ impl Committer {
         };
         match self.mode {
             CommitMode::Inline => {
+                let began = std::time::Instant::now();
                 let result = match self.store.as_mut() {
                     Some(store) => store
                         .commit(&batch.changes, &batch.blobs)
@@ -1094,6 +1103,7 @@ impl Committer {
                     changes: batch.changes,
                     upto: batch.upto,
                     result,
+                    took: began.elapsed(),
                 });
             }
             CommitMode::Thread => {

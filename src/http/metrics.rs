@@ -20,18 +20,110 @@ use prometheus_client::registry::Registry;
 
 use crate::driver::keeper::MetricsSnapshot;
 use crate::ha::{EtcdHealth, Role};
+use crate::histogram::Latency;
 use crate::http::Api;
 use crate::http::problem::Problem;
 use crate::keeper::{DropReason, Outcome, Status};
 
-/// The media type of the exposition.
+/// The media type of the OpenMetrics exposition (what Prometheus asks for).
 pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The media type of the classic text exposition (for a client that does not ask for
+/// OpenMetrics: `curl`, older scrapers).
+pub(crate) const CLASSIC_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Admin requests by route, method and status code, for every router of this process
+/// (a standby's router is swapped for a leader's; the counts go on).
+static REQUESTS: std::sync::LazyLock<std::sync::Mutex<RequestLatencies>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Latencies by (route template, method, status code).
+type RequestLatencies = std::collections::BTreeMap<(String, String, u16), Latency>;
+
+/// Middleware of the matched routes: how long each request took until its answer's head
+/// (a watch stream's lifetime is not a latency), by route template, method and status.
+pub(crate) async fn observe(
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let began = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let key = (route, method, response.status().as_u16());
+    REQUESTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default()
+        .observe(began.elapsed());
+    response
+}
+
+/// Whether the client asked for OpenMetrics (Prometheus does, in its `Accept`).
+fn wants_openmetrics(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut params = part.split(';').map(str::trim);
+            let kind = params.next().unwrap_or("");
+            let refused = params.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f64>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            kind.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        })
+}
+
+/// The classic text format (0.0.4) of an OpenMetrics exposition: no `# EOF` or `# UNIT`,
+/// and a counter's `HELP` and `TYPE` name its `_total` series, as that format wants.
+fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let counter = lines
+                .peek()
+                .is_some_and(|next| *next == format!("# TYPE {name} counter"));
+            if counter {
+                out.push_str(&format!(
+                    "# HELP {name}_total {help}\n# TYPE {name}_total counter\n"
+                ));
+                lines.next();
+                continue;
+            }
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            match rest.rsplit_once(' ') {
+                Some((name, "counter")) => out.push_str(&format!("# TYPE {name}_total counter")),
+                Some((name, "unknown")) => out.push_str(&format!("# TYPE {name} untyped")),
+                Some((name, "info")) => out.push_str(&format!("# TYPE {name}_info gauge")),
+                _ => out.push_str(line),
+            }
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
 
 /// Statuses a registered proxy can have, as the gauge labels them.
 const STATUSES: [Status; 3] = [Status::Ready, Status::Up, Status::Lost];
 
-/// `GET /metrics`.
-pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> {
+/// `GET /metrics`: OpenMetrics if the client asks for it, the classic text format else.
+pub(crate) async fn scrape(
+    State(api): State<Api>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, Problem> {
     let role = api.role.borrow().clone();
     let snapshot = match role {
         // A standby has no keeper task: only its role is measured.
@@ -48,8 +140,16 @@ pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, Problem> 
         api.etcd.as_deref().map(EtcdHealth::read),
     )
     .map_err(|_| Problem::internal("the metrics could not be encoded"))?;
+    let (content_type, text) = if wants_openmetrics(&headers) {
+        (OPENMETRICS, text)
+    } else {
+        (CLASSIC_TEXT, classic_text(&text))
+    };
     Ok((
-        [(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS))],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::VARY, HeaderValue::from_static("accept")),
+        ],
         text,
     )
         .into_response())
@@ -74,6 +174,9 @@ fn render_with(
     }
     registry.register_collector(Box::new(Rollouts(rollouts)));
     registry.register_collector(Box::new(RoleMetrics(role.clone(), etcd)));
+    let requests = REQUESTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    registry.register_collector(Box::new(Requests(requests)));
+    registry.register_collector(Box::new(ProcessMetrics));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
@@ -118,6 +221,100 @@ impl Collector for RoleMetrics {
                 "Renewals of the leader's lease that etcd confirmed.",
                 renewals,
             )?;
+        }
+        Ok(())
+    }
+}
+
+/// Admin request latencies (see [`observe`]).
+#[derive(Debug)]
+struct Requests(RequestLatencies);
+
+impl Collector for Requests {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_http_request_duration_seconds",
+            "Admin API requests by route, method and status code: time until the answer's head.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for ((route, method, code), latency) in &self.0 {
+            let code = code.to_string();
+            let labels = [
+                ("route", route.as_str()),
+                ("method", method.as_str()),
+                ("code", code.as_str()),
+            ];
+            histogram(family.encode_family(&labels)?, latency)?;
+        }
+        Ok(())
+    }
+}
+
+/// The build, and the standard `process_*` metrics of this process (Linux's `/proc`).
+#[derive(Debug)]
+struct ProcessMetrics;
+
+impl Collector for ProcessMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        use crate::procstat;
+        let build = crate::api::VersionView::this();
+        let protocols: Vec<String> = build.protocols.iter().map(u8::to_string).collect();
+        let protocols = protocols.join(",");
+        let mut family = encoder.encode_descriptor(
+            "zerokeeper_build_info",
+            "Always 1: the release of this keeper and the protocol versions it speaks.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [
+            ("version", build.version.as_str()),
+            ("protocols", protocols.as_str()),
+        ];
+        ConstGauge::new(1).encode(family.encode_family(&labels)?)?;
+        if let Some(cpu) = procstat::cpu_seconds(None) {
+            float_counter(
+                &mut encoder,
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                cpu,
+            )?;
+        }
+        for (name, help, value) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                procstat::resident_bytes(),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                procstat::virtual_bytes(),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                procstat::open_fds(),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                procstat::max_fds(),
+            ),
+        ] {
+            if let Some(value) = value {
+                gauge(&mut encoder, name, help, value)?;
+            }
+        }
+        if let Some(started) = procstat::start_time_seconds() {
+            let gauge = ConstGauge::new(started);
+            let metric = encoder.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
         }
         Ok(())
     }
@@ -275,6 +472,17 @@ impl Collector for Snapshot {
         }
 
         let mut family = encoder.encode_descriptor(
+            "zerokeeper_gate_open",
+            "1 while the cluster's gate is open (every proxy up: push config and switch may run), 0 while closed.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in &s.clusters {
+            ConstGauge::new(u64::from(cluster.gate_open()))
+                .encode(family.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
             "zerokeeper_deletion_paused",
             "1 while mass-loss protection pauses deleting the cluster's lost proxies.",
             None,
@@ -338,14 +546,21 @@ impl Collector for Snapshot {
             s.stats.stall_shifted,
         )?;
         if let Some(cpu) = crate::procstat::cpu_seconds(None) {
-            let counter = ConstCounter::new(cpu);
-            let metric = encoder.encode_descriptor(
+            float_counter(
+                &mut encoder,
                 "zerokeeper_process_cpu_seconds",
-                "User and system CPU time of the keeper process, in seconds.",
-                None,
-                counter.metric_type(),
+                "User and system CPU time of the keeper process, in seconds (as process_cpu_seconds_total).",
+                cpu,
             )?;
-            counter.encode(metric)?;
+        }
+        {
+            let metric = encoder.encode_descriptor(
+                "zerokeeper_store_commit_duration_seconds",
+                "How long each commit to the store took (one transaction of a turn's changes, its sync included).",
+                None,
+                MetricType::Histogram,
+            )?;
+            histogram(metric, &s.counters.commit_latency)?;
         }
         gauge(
             &mut encoder,
@@ -385,6 +600,31 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) ->
     let gauge = ConstGauge::new(value);
     let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
     gauge.encode(metric)
+}
+
+/// Encodes a counter of seconds (a float) without labels.
+fn float_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> fmt::Result {
+    let counter = ConstCounter::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+    counter.encode(metric)
+}
+
+/// Encodes one histogram series.
+fn histogram(
+    mut metric: prometheus_client::encoding::MetricEncoder<'_>,
+    latency: &Latency,
+) -> fmt::Result {
+    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        latency.sum(),
+        latency.count(),
+        &latency.buckets(),
+        None,
+    )
 }
 
 /// Encodes a counter without labels.

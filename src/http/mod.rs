@@ -288,6 +288,7 @@ pub fn router_for(
         // After the routes, as the fallbacks: each is set on the routes registered so
         // far. The guard runs after routing, so it sees the route and its parameters.
         .route_layer(axum::middleware::from_fn_with_state(access, access::guard))
+        .route_layer(axum::middleware::from_fn(metrics::observe))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(Api {
