@@ -271,6 +271,22 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     }
 }
 
+/// Says where the keeper listens: two plain lines for a person (and for scripts that wait
+/// for them), or, with JSON logs, two log lines like every other (`udp listening on ADDR`
+/// is their message either way).
+fn announce(format: LogFormat, udp: SocketAddr, http: SocketAddr, hint: &str) {
+    match format {
+        LogFormat::Text => {
+            eprintln!("udp listening on {udp}");
+            eprintln!("http listening on {http}{hint}");
+        }
+        LogFormat::Json => {
+            info!(%udp, "udp listening on {udp}");
+            info!(%http, "http listening on {http}");
+        }
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -429,8 +445,7 @@ fn serve_ha(args: &ServeArgs, config: ServeConfig, etcd: EtcdSettings) -> anyhow
     runtime()?.block_on(async {
         let (socket, listener) = bind(config.udp, config.http, config.http_send_buffer).await?;
         let (udp, http) = (socket.local_addr()?, listener.local_addr()?);
-        eprintln!("udp listening on {udp}");
-        eprintln!("http listening on {http}");
+        announce(config.log_format, udp, http, "");
         let mut options = EtcdOptions::new(etcd.endpoints.clone());
         options.root = etcd.prefix.clone();
         options.user = etcd.user.clone();
@@ -507,8 +522,7 @@ fn serve_alone(args: &ServeArgs, config: ServeConfig) -> anyhow::Result<()> {
         let (generation, revision) = keeper.hub.position();
         info!(revision, generation,
               took_ms = began.elapsed().as_millis() as u64, data_dir = %dir.display(), "state restored");
-        eprintln!("udp listening on {udp}");
-        eprintln!("http listening on {http}");
+        announce(config.log_format, udp, http, "");
         info!(%udp, %http, data_dir = %dir.display(),
               interval = ?config.keeper.heartbeat_interval, lost_after = ?config.keeper.lost_after,
               ready_timeout = ?config.keeper.ready_timeout, delete_after = ?config.keeper.delete_after,
@@ -709,8 +723,8 @@ fn demo(args: DemoArgs) -> ExitCode {
         setup.hostgroups = zerokeeper::scenario::hostgroups();
         let (stop, stopping) = watch::channel(false);
         let keeper = server::start(setup, socket, listener, server::stopped(stopping)).await?;
-        eprintln!("udp listening on {udp}");
-        eprintln!("http listening on {http} (try: zerokeeper status --http http://{http} --watch)");
+        let hint = format!(" (try: zerokeeper status --http http://{http} --watch)");
+        announce(LogFormat::Text, udp, http, &hint);
         let world = zerokeeper::demo::LiveWorld::new(
             tokio::runtime::Handle::current(),
             keeper.handle.clone(),

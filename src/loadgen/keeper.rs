@@ -161,7 +161,12 @@ fn wait_for_addresses(
 /// The address at the start of what follows `prefix` in `line`, if the line has it.
 pub(crate) fn address_after(line: &str, prefix: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(prefix)? + prefix.len()..];
-    rest.split_whitespace().next()?.parse().ok()
+    // The address ends where the text does, at a space, or at the quote closing a JSON
+    // log line's message.
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// Sends each line of `stream` to the returned channel while someone listens, and
@@ -320,7 +325,14 @@ mod tests {
     fn addresses_are_read_from_the_keepers_lines() {
         assert_eq!(
             address_after("udp listening on 127.0.0.1:4000", "udp listening on "),
-            Some(SocketAddr::from(([127, 0, 0, 1], 4000)))
+            Some("127.0.0.1:4000".parse().expect("address"))
+        );
+        assert_eq!(
+            address_after(
+                r#"{"fields":{"message":"udp listening on [::1]:4000","udp":"[::1]:4000"}}"#,
+                "udp listening on "
+            ),
+            Some("[::1]:4000".parse().expect("address"))
         );
         assert_eq!(
             address_after(

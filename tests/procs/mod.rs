@@ -258,12 +258,14 @@ impl Keeper {
         args.extend(timing);
         args.extend(extra);
         let process = spawn(&args);
-        let udp = process
-            .wait_log(&["udp listening on "])
-            .replace("udp listening on ", "");
-        let http = process
-            .wait_log(&["http listening on "])
-            .replace("http listening on ", "");
+        let udp = listening(
+            &process.wait_log(&["udp listening on "]),
+            "udp listening on ",
+        );
+        let http = listening(
+            &process.wait_log(&["http listening on "]),
+            "http listening on ",
+        );
         Keeper {
             process,
             udp,
@@ -411,6 +413,17 @@ pub fn line(proxy: &str, status: &str) -> String {
 }
 
 /// A new, empty directory under the system's temporary directory.
+/// The address a keeper's `udp listening on ADDR` line names, in a plain line or in a
+/// JSON log line's message.
+pub fn listening(line: &str, prefix: &str) -> String {
+    let start = line.find(prefix).map_or(0, |i| i + prefix.len());
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .unwrap_or(rest.len());
+    rest[..end].to_owned()
+}
+
 pub fn fresh_dir(what: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
