@@ -321,3 +321,76 @@ fn the_alerts_and_the_dashboard_query_only_metrics_a_live_keeper_exports() {
     }
     drop(etcd);
 }
+
+/// `GET path` of `keeper`: (status, body), whatever the status.
+fn probe(keeper: &Keeper, path: &str) -> (u16, String) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    );
+    let mut answer = agent
+        .get(format!("{}{path}", keeper.http))
+        .call()
+        .expect("the keeper answers");
+    let status = answer.status().as_u16();
+    (
+        status,
+        answer.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+fn wait_probe(keeper: &Keeper, path: &str, status: u16) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (got, body) = probe(keeper, path);
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: {got} {body}, waited for {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn readyz_stays_ready_through_a_mass_loss_that_v1_health_reports() {
+    let keeper = Keeper::start();
+    let proxies: Vec<_> = ["10.25.0.81:3000", "10.25.0.82:3000", "10.25.0.83:3000"]
+        .iter()
+        .map(|p| keeper.proxy(p, &[]))
+        .collect();
+    keeper.wait_keys(&[
+        ("10.25.0.81:3000", "up"),
+        ("10.25.0.82:3000", "up"),
+        ("10.25.0.83:3000", "up"),
+    ]);
+    assert_eq!(
+        probe(&keeper, "/v1/health"),
+        (200, r#"{"status":"ok"}"#.to_owned())
+    );
+    // Two of three go silent: more than the 55 % share, so deletion pauses.
+    proxies[0].signal(Signal::SIGSTOP);
+    proxies[1].signal(Signal::SIGSTOP);
+    let body = wait_probe(&keeper, "/v1/health", 503);
+    let problem: serde_json::Value = serde_json::from_str(&body).expect("problem+json");
+    assert_eq!(
+        problem["type"].as_str().map(|t| t.ends_with("mass-loss")),
+        Some(true),
+        "{body}"
+    );
+    assert_eq!(
+        problem["clusters"],
+        serde_json::json!([procs::CLUSTER]),
+        "{body}"
+    );
+    // The keeper still serves: ready, and its admin API answers.
+    assert_eq!(probe(&keeper, "/readyz"), (200, "ok\n".to_owned()));
+    assert_eq!(probe(&keeper, "/v1/clusters").0, 200);
+    proxies[0].signal(Signal::SIGCONT);
+    proxies[1].signal(Signal::SIGCONT);
+    wait_probe(&keeper, "/v1/health", 200);
+}

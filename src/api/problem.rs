@@ -172,7 +172,7 @@ pub enum ProblemKind {
     Internal,
     /// 503: the keeper task has stopped.
     KeeperStopped,
-    /// 503 (`/readyz`): mass-loss protection holds for the clusters named in `clusters`.
+    /// 503 (`/v1/health`): mass-loss protection holds for the clusters named in `clusters`.
     MassLoss,
     /// 401: no admin token where one is needed, or one the keeper does not hold.
     Unauthorized,

@@ -22,7 +22,8 @@
 //! | method & path | answer |
 //! |---|---|
 //! | `GET /livez`, `GET /readyz` | `ok` |
-//! | `GET /metrics` | OpenMetrics text |
+//! | `GET /v1/health` | `ok`, or 503 `mass-loss` naming the clusters |
+//! | `GET /metrics` | OpenMetrics, or the classic text format |
 //! | `GET /v1/clusters`, `GET /v1/clusters/{cluster}` | cluster views |
 //! | `GET /v1/proxies`, `GET /v1/clusters/{cluster}/proxies[/{proxy}]` | proxy views |
 //! | `DELETE /v1/clusters/{cluster}/proxies/{proxy}` | the status it had |
@@ -283,6 +284,7 @@ pub fn router_for(
         .route("/v1/watch", get(watch::watch))
         .route("/v1/store", get(store))
         .route("/v1/version", get(version))
+        .route("/v1/health", get(health))
         .route("/v1/audit", get(audit))
         .route("/v1/reload", post(reload_files))
         // After the routes, as the fallbacks: each is set on the routes registered so
@@ -356,12 +358,13 @@ async fn livez() -> Response {
     text("ok\n".to_owned())
 }
 
-/// `GET /readyz`: the keeper task answers a call (an empty one: nothing is read on its
-/// task), and no cluster is in mass loss.
+/// `GET /readyz`: this keeper can serve. A standby serves reads of the committed state,
+/// so it is ready; a keeper that acts is ready while its keeper task answers a call (an
+/// empty one: nothing is read on its task).
 ///
-/// Not ready (503) while mass-loss protection holds for some cluster: so many of its
-/// proxies are lost at once that the keeper's own network is the likely cause, and
-/// whatever depends on this keeper's view of the fleet should know.
+/// A mass loss does not make a keeper unready: it is the moment an operator most needs
+/// the admin API, so a load balancer must not take it out. It has its own signals:
+/// `GET /v1/health` (503 `mass-loss`), `zerokeeper_deletion_paused`, the watch.
 async fn readyz(State(api): State<Api>) -> Result<Response, Problem> {
     let standby = match &*api.role.borrow() {
         Role::Standby(leader) => Some(match leader {
@@ -378,9 +381,18 @@ async fn readyz(State(api): State<Api>) -> Result<Response, Problem> {
         return Ok(text(text_));
     }
     api.handle.call(|_, _| ()).await?;
+    Ok(text("ok\n".to_owned()))
+}
+
+/// `GET /v1/health`: the fleet as this keeper sees it. 200 `{"status": "ok"}` while no
+/// cluster is in mass loss; 503 `mass-loss` naming the clusters while mass-loss
+/// protection holds for some: so many of their proxies are lost at once that the
+/// keeper's own network is the likely cause, and whatever depends on this keeper's view
+/// of the fleet should know. Read from the view, so a standby answers it too.
+async fn health(State(api): State<Api>) -> Result<Response, Problem> {
     let paused = api.view.paused_clusters()?;
     if paused.is_empty() {
-        Ok(text("ok\n".to_owned()))
+        Ok(Json(serde_json::json!({"status": "ok"})).into_response())
     } else {
         Err(Problem::mass_loss(paused))
     }
