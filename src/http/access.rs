@@ -6,7 +6,7 @@
 //!
 //! | request | needs |
 //! |---|---|
-//! | `GET /livez`, `GET /readyz`, `GET /v1/version` | nothing, ever |
+//! | `GET /livez`, `GET /readyz`, `GET /v1/version`, the index (`/`, `/v1`) and `/v1/openapi.json` | nothing, ever |
 //! | any change (a method other than `GET`/`HEAD`) | an `admin` token covering the cluster |
 //! | `GET …/config`, `…/config/history`, `…/config/versions/…` (config contents are credentials) | an `admin` token covering the cluster |
 //! | any other read, `/metrics` included | a token of either role, with `--auth-reads`; nothing without |
@@ -95,7 +95,10 @@ enum Scope {
 
 /// The rule of a request (see the module's documentation).
 fn need(method: &Method, route: &str, cluster: Option<String>) -> Need {
-    if matches!(route, "/livez" | "/readyz" | "/v1/version") {
+    if matches!(
+        route,
+        "/livez" | "/readyz" | "/v1/version" | "/" | "/v1" | "/v1/openapi.json"
+    ) {
         return Need::Nothing;
     }
     let scope = cluster.map_or(Scope::Fleet, Scope::Cluster);

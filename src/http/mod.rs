@@ -21,6 +21,8 @@
 //!
 //! | method & path | answer |
 //! |---|---|
+//! | `GET /`, `GET /v1` | the index: release, documents, every operation |
+//! | `GET /v1/openapi.json` | the OpenAPI document (`index.rs`) |
 //! | `GET /livez`, `GET /readyz` | `ok` |
 //! | `GET /v1/health` | `ok`, or 503 `mass-loss` naming the clusters |
 //! | `GET /metrics` | OpenMetrics, or the classic text format |
@@ -46,6 +48,7 @@
 
 mod access;
 mod body;
+pub mod index;
 mod io;
 mod metrics;
 mod parse_errors;
@@ -245,6 +248,9 @@ pub fn router_for(
 ) -> Router {
     let role = ha.role.clone();
     Router::new()
+        .route("/", get(index::index))
+        .route("/v1", get(index::index))
+        .route("/v1/openapi.json", get(index::openapi))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
