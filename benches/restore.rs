@@ -127,7 +127,7 @@ fn serve_until_serving(dir: &Path, key: &Path) -> Duration {
             "serve",
             "--udp",
             "127.0.0.1:0",
-            "--http",
+            "--http-listen",
             "127.0.0.1:0",
             "--data-dir",
         ])

@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! udp = "127.0.0.1:7946"
-//! http = "127.0.0.1:7947"
+//! http_listen = "127.0.0.1:7947"      # `http`, its older name, is read too
 //! data_dir = "./zerokeeper-data"
 //! key_file = "keys/default.key"       # for every cluster without keys of its own
 //! store_key_file = "keys/store.key"   # seals configs at rest; the same on every keeper
@@ -86,8 +86,18 @@ pub struct ServeArgs {
     /// UDP address for heartbeats [default: 127.0.0.1:7946].
     #[arg(long, env = "ZEROKEEPER_UDP", value_name = "ADDR")]
     pub udp: Option<SocketAddr>,
-    /// HTTP address of the admin API [default: 127.0.0.1:7947].
-    #[arg(long, env = "ZEROKEEPER_HTTP_ADDR", value_name = "ADDR")]
+    /// Address the admin API listens on [default: 127.0.0.1:7947].
+    #[arg(long, env = "ZEROKEEPER_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Deprecated: `--http-listen` (and `ZEROKEEPER_HTTP_LISTEN`) say the same. Kept so
+    /// that scripts keep working; `--http URL` is the client commands' keeper address.
+    #[arg(
+        long,
+        env = "ZEROKEEPER_HTTP_ADDR",
+        value_name = "ADDR",
+        hide = true,
+        conflicts_with = "http_listen"
+    )]
     pub http: Option<SocketAddr>,
     /// Directory of the keeper's store [default: ./zerokeeper-data].
     #[arg(long, env = "ZEROKEEPER_DATA_DIR", value_name = "PATH")]
@@ -115,6 +125,16 @@ pub struct ServeArgs {
     /// (clusters of at least 3 proxies) [default: 0.55].
     #[arg(long, env = "ZEROKEEPER_MASS_LOSS_SHARE", value_name = "SHARE")]
     pub mass_loss_share: Option<f64>,
+    /// Clusters smaller than this are not protected from mass loss [default: 3].
+    #[arg(long, env = "ZEROKEEPER_MASS_LOSS_MIN_PROXIES", value_name = "N")]
+    pub mass_loss_min_proxies: Option<usize>,
+    /// The most proxies the registry holds; registrations beyond are dropped and counted
+    /// [default: 2000000].
+    #[arg(long, env = "ZEROKEEPER_MAX_PROXIES", value_name = "N")]
+    pub max_proxies: Option<usize>,
+    /// The most clusters the registry holds [default: 10000].
+    #[arg(long, env = "ZEROKEEPER_MAX_CLUSTERS", value_name = "N")]
+    pub max_clusters: Option<usize>,
     /// Lateness of the keeper past its own wakeup beyond this is a stall of the keeper,
     /// which shifts every deadline instead of counting against the proxies [default: 250ms].
     #[arg(long, env = "ZEROKEEPER_STALL_SLOP", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -313,7 +333,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     udp: Option<SocketAddr>,
-    http: Option<SocketAddr>,
+    /// `http_listen`; `http` is its older name.
+    #[serde(alias = "http")]
+    http_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     key_file: Option<PathBuf>,
     store_key_file: Option<PathBuf>,
@@ -648,15 +670,22 @@ impl ServeArgs {
                 .delete_after
                 .or(file.delete_after)
                 .unwrap_or(defaults.delete_after),
-            max_proxies: file.max_proxies.unwrap_or(defaults.max_proxies),
-            max_clusters: file.max_clusters.unwrap_or(defaults.max_clusters),
+            max_proxies: self
+                .max_proxies
+                .or(file.max_proxies)
+                .unwrap_or(defaults.max_proxies),
+            max_clusters: self
+                .max_clusters
+                .or(file.max_clusters)
+                .unwrap_or(defaults.max_clusters),
             mass_loss_permille: match self.mass_loss_share.or(file.mass_loss_share) {
                 Some(share) if (0.0..=1.0).contains(&share) => (share * 1000.0).round() as u32,
                 Some(_) => return Err(ConfigFileError::Timing(KeeperConfigError::MassLoss)),
                 None => defaults.mass_loss_permille,
             },
-            mass_loss_min_proxies: file
+            mass_loss_min_proxies: self
                 .mass_loss_min_proxies
+                .or(file.mass_loss_min_proxies)
                 .unwrap_or(defaults.mass_loss_min_proxies),
             stall_slop: self
                 .stall_slop
@@ -742,8 +771,9 @@ impl ServeArgs {
                 .or(file.udp)
                 .unwrap_or_else(|| parse_default(DEFAULT_UDP)),
             http: self
-                .http
-                .or(file.http)
+                .http_listen
+                .or(self.http)
+                .or(file.http_listen)
                 .unwrap_or_else(|| parse_default(DEFAULT_HTTP)),
             data_dir: self
                 .data_dir
@@ -1005,6 +1035,42 @@ mod tests {
     fn the_default_addresses_parse() {
         assert_eq!(parse_default(DEFAULT_UDP).port(), 7946);
         assert_eq!(parse_default(DEFAULT_HTTP).port(), 7947);
+    }
+
+    #[test]
+    fn the_listen_address_has_a_new_name_and_its_old_ones_still_work() {
+        let dir = temp_dir("listen-names");
+        write(&dir, "default.key", &"2a".repeat(32));
+        let old = write(
+            &dir,
+            "old.toml",
+            "http = \"127.0.0.1:9001\"\nkey_file = \"default.key\"\n",
+        );
+        let new = write(
+            &dir,
+            "new.toml",
+            "http_listen = \"127.0.0.1:9002\"\nkey_file = \"default.key\"\nmax_proxies = 9\n",
+        );
+        let of = |args: ServeArgs| args.resolve().expect("valid");
+        let file = |path: &PathBuf| ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(of(file(&old)).http.port(), 9001);
+        assert_eq!(of(file(&new)).http.port(), 9002);
+        assert_eq!(of(file(&new)).keeper.max_proxies, 9);
+        let flag = ServeArgs {
+            http_listen: Some("127.0.0.1:9003".parse().expect("address")),
+            max_proxies: Some(10),
+            ..file(&new)
+        };
+        assert_eq!(of(flag.clone()).http.port(), 9003);
+        assert_eq!(of(flag).keeper.max_proxies, 10);
+        let deprecated = ServeArgs {
+            http: Some("127.0.0.1:9004".parse().expect("address")),
+            ..file(&new)
+        };
+        assert_eq!(of(deprecated).http.port(), 9004);
     }
 
     #[test]

@@ -409,6 +409,11 @@ enum Served {
 fn serve(args: ServeArgs) -> anyhow::Result<Served> {
     let config = args.resolve()?;
     init_logging(config.log_format, "info");
+    if args.http.is_some() {
+        tracing::warn!(
+            "serve's --http (ZEROKEEPER_HTTP_ADDR) is deprecated: it is --http-listen (ZEROKEEPER_HTTP_LISTEN) now; --http URL names the keeper in the client commands"
+        );
+    }
     match &config.store_keys {
         Some(keys) => info!(
             keys = %keys.ids().iter().map(|id| format!("{id:08x}")).collect::<Vec<_>>().join(","),
@@ -526,7 +531,9 @@ fn serve_alone(args: &ServeArgs, config: ServeConfig) -> anyhow::Result<()> {
         info!(%udp, %http, data_dir = %dir.display(),
               interval = ?config.keeper.heartbeat_interval, lost_after = ?config.keeper.lost_after,
               ready_timeout = ?config.keeper.ready_timeout, delete_after = ?config.keeper.delete_after,
-              stall_slop = ?config.keeper.stall_slop, "keeper started");
+              stall_slop = ?config.keeper.stall_slop, max_proxies = config.keeper.max_proxies,
+              max_clusters = config.keeper.max_clusters,
+              mass_loss_min_proxies = config.keeper.mass_loss_min_proxies, "keeper started");
         let limits = &config.http_limits;
         info!(max_connections = limits.max_connections, max_watchers = limits.max_watchers,
               header_read_timeout = ?limits.header_read_timeout, idle_timeout = ?limits.idle_timeout,

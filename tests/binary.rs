@@ -623,7 +623,7 @@ fn serve_refused(key: &str, data: &std::path::Path) -> String {
         key,
         "--udp",
         "127.0.0.1:0",
-        "--http",
+        "--http-listen",
         "127.0.0.1:0",
         "--data-dir",
         data.to_str().expect("utf-8"),

@@ -306,3 +306,76 @@ fn push_config_reads_standard_input_given_file_dash() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(config, "pool_size = 9\n");
 }
+
+#[test]
+fn serve_listens_with_http_listen_and_still_takes_the_deprecated_http_with_a_warning() {
+    // The older spelling still starts a keeper, and says what to write instead.
+    let old = Keeper::serve_with(
+        &["serve", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
+        &[],
+    );
+    old.process.wait_log(&["deprecated", "--http-listen"]);
+    assert_eq!(
+        old.get_json("/v1/version").map(|v| v["version"].clone()),
+        Some(env!("CARGO_PKG_VERSION").into())
+    );
+    // Its variable too.
+    let env = Keeper::serve_with(
+        &["serve", "--udp", "127.0.0.1:0"],
+        &[("ZEROKEEPER_HTTP_ADDR", "127.0.0.1:0")],
+    );
+    env.process.wait_log(&["deprecated"]);
+    // Both at once is a usage error, not a guess.
+    let (code, _, err) = run(&[
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--http-listen"), "{err}");
+    // The new spelling warns about nothing of the kind.
+    let new = Keeper::start();
+    assert!(
+        !new.process.log().contains("deprecated"),
+        "{}",
+        new.process.log()
+    );
+}
+
+#[test]
+fn registry_limits_and_the_mass_loss_floor_have_flags_and_variables() {
+    let keeper = Keeper::serve_with(
+        &[
+            "serve",
+            "--udp",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--max-proxies",
+            "1234",
+        ],
+        &[
+            ("ZEROKEEPER_MAX_CLUSTERS", "56"),
+            ("ZEROKEEPER_MASS_LOSS_MIN_PROXIES", "7"),
+        ],
+    );
+    let text = ureq::get(format!("{}/metrics", keeper.http))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    assert!(
+        text.contains("zerokeeper_registry_proxies_max 1234\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("zerokeeper_registry_clusters_max 56\n"),
+        "{text}"
+    );
+    // The floor is in the keeper's start line.
+    keeper
+        .process
+        .wait_log(&["keeper started", "mass_loss_min_proxies=7"]);
+}

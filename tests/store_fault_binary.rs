@@ -91,7 +91,14 @@ fn a_commit_that_fails_makes_the_keeper_exit_non_zero_at_once_and_claims_nothing
 
 /// `serve` on `dir` and `udp`, run to its exit: its exit code and log.
 fn serve_once(dir: &std::path::Path, udp: &str) -> (i32, String) {
-    let mut args = vec!["serve", "--udp", udp, "--http", "127.0.0.1:0", "--key-file"];
+    let mut args = vec![
+        "serve",
+        "--udp",
+        udp,
+        "--http-listen",
+        "127.0.0.1:0",
+        "--key-file",
+    ];
     let key = procs::key_file();
     args.push(key.to_str().expect("utf-8"));
     args.extend(["--data-dir", dir.to_str().expect("utf-8")]);

@@ -57,7 +57,7 @@ impl OwnKeeper {
         let mut command = Command::new(exe);
         command
             .arg("serve")
-            .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["--udp", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--key-file")

@@ -233,6 +233,41 @@ impl Keeper {
         })
     }
 
+    /// A keeper started with exactly `args` (from `serve` on: the test's timing is not
+    /// added), the test's key file, a fresh data directory and `env` in its environment.
+    pub fn serve_with(args: &[&str], env: &[(&str, &str)]) -> Keeper {
+        let key = key_file();
+        let data_dir = fresh_dir("data");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--key-file",
+            key.to_str().expect("utf-8 path"),
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+        ]);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let process = Process::spawn_with(&all, move |command| {
+            command.envs(env);
+        });
+        let udp = listening(
+            &process.wait_log(&["udp listening on "]),
+            "udp listening on ",
+        );
+        let http = listening(
+            &process.wait_log(&["http listening on "]),
+            "http listening on ",
+        );
+        Keeper {
+            process,
+            udp,
+            http: format!("http://{http}"),
+            data_dir,
+        }
+    }
+
     /// A keeper started by `spawn` with the `serve` arguments it is given.
     fn launch_by(
         data_dir: &std::path::Path,
@@ -248,7 +283,7 @@ impl Keeper {
             "serve",
             "--udp",
             udp,
-            "--http",
+            "--http-listen",
             http,
             "--key-file",
             key.to_str().expect("utf-8 path"),
