@@ -379,3 +379,69 @@ fn registry_limits_and_the_mass_loss_floor_have_flags_and_variables() {
         .process
         .wait_log(&["keeper started", "mass_loss_min_proxies=7"]);
 }
+
+/// A YAML document (as `yaml-rust2` reads it, an independent parser) as a JSON value.
+fn yaml_to_json(doc: &yaml_rust2::Yaml) -> serde_json::Value {
+    use yaml_rust2::Yaml;
+    match doc {
+        Yaml::Null => serde_json::Value::Null,
+        Yaml::Boolean(b) => (*b).into(),
+        Yaml::Integer(i) => (*i).into(),
+        Yaml::Real(r) => serde_json::Number::from_f64(r.parse().expect("a real"))
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Yaml::String(s) => s.clone().into(),
+        Yaml::Array(items) => items.iter().map(yaml_to_json).collect(),
+        Yaml::Hash(map) => map
+            .iter()
+            .map(|(k, v)| (k.as_str().expect("string keys").to_owned(), yaml_to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        other => panic!("unexpected YAML {other:?}"),
+    }
+}
+
+#[test]
+fn yaml_output_is_the_json_document_in_yaml() {
+    let keeper = Keeper::start();
+    let _a = keeper.proxy("10.25.0.2:3000", &[]);
+    let _b = keeper.proxy("[::1]:3000", &[]);
+    keeper.wait_keys(&[("10.25.0.2:3000", "up"), ("[::1]:3000", "up")]);
+    let (code, _, err) = keeper.push_config("pool_size = 8\n# yes: no\n");
+    assert_eq!(code, 0, "{err}");
+    for args in [
+        &["status", "-o"][..],
+        &["cluster", "list", "-o"],
+        &["config", "history", "--cluster", CLUSTER, "-o"],
+        &["config", "get", "--cluster", CLUSTER, "-o"],
+        &["audit", "-o"],
+    ] {
+        let json_args: Vec<&str> = args.iter().copied().chain(["json"]).collect();
+        let yaml_args: Vec<&str> = args.iter().copied().chain(["yaml"]).collect();
+        let (code, json, err) = keeper.cli(&json_args);
+        assert_eq!(code, 0, "{json_args:?}: {err}");
+        let (code, yaml, err) = keeper.cli(&yaml_args);
+        assert_eq!(code, 0, "{yaml_args:?}: {err}");
+        let docs = yaml_rust2::YamlLoader::load_from_str(&yaml)
+            .unwrap_or_else(|e| panic!("{yaml_args:?} is not YAML: {e}\n{yaml}"));
+        assert_eq!(docs.len(), 1, "{yaml}");
+        let mut from_yaml = yaml_to_json(&docs[0]);
+        let mut from_json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        // Ages move between the two requests.
+        for doc in [&mut from_yaml, &mut from_json] {
+            strip_ages(doc);
+        }
+        assert_eq!(from_yaml, from_json, "{yaml_args:?}:\n{yaml}");
+    }
+}
+
+/// Removes the members that change from one request to the next (ages, times seen).
+fn strip_ages(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|k, _| !k.ends_with("_age_ms") && k != "last_heartbeat");
+            map.values_mut().for_each(strip_ages);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_ages),
+        _ => {}
+    }
+}

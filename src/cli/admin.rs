@@ -457,6 +457,8 @@ pub enum ListOutput {
     Table,
     /// The keeper's answer, as JSON (pretty).
     Json,
+    /// The keeper's answer, as YAML.
+    Yaml,
 }
 
 /// What every listing other than `status` takes: `-o table|json` and the keeper's
@@ -487,12 +489,21 @@ impl ListOutput {
     ) -> Result<Option<String>, Failure> {
         match self {
             ListOutput::Json => Ok(Some(pretty(value)?)),
+            ListOutput::Yaml => Ok(Some(yaml(value)?)),
             ListOutput::Table => {
                 write_out(&table(value))?;
                 Ok(None)
             }
         }
     }
+}
+
+/// `value` as YAML, as `-o yaml` prints the keeper's answers (without the last newline,
+/// which [`finish`] adds, as for [`pretty`]).
+pub(super) fn yaml(value: &impl serde::Serialize) -> Result<String, Failure> {
+    crate::cli::yaml::to_yaml(value)
+        .map(|doc| doc.trim_end().to_owned())
+        .map_err(|e| Failure::Output(io::Error::other(e)))
 }
 
 /// `value` as pretty JSON, as `-o json` prints the keeper's answers.
@@ -668,15 +679,18 @@ fn status_once(
             }
             kept
         }
-        Output::Json => {
+        Output::Json | Output::Yaml => {
             let mut proxies = client.proxies(cluster)?;
             proxies.retain(|p| selection.keeps(&p.status));
             proxies.sort_by(|a, b| (&a.cluster, &a.proxy).cmp(&(&b.cluster, &b.proxy)));
-            let mut json = serde_json::to_string_pretty(&proxies).map_err(|e| {
+            let encoded = if output == Output::Yaml {
+                crate::cli::yaml::to_yaml(&proxies)
+            } else {
+                serde_json::to_string_pretty(&proxies).map(|json| json + "\n")
+            };
+            encoded.map_err(|e| {
                 Failure::Output(io::Error::other(format!("cannot encode the proxies: {e}")))
-            })?;
-            json.push('\n');
-            json
+            })?
         }
         Output::Table | Output::Wide => {
             let mut proxies = client.proxies(cluster)?;

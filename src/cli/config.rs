@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::builder::NonEmptyStringValueParser;
 
 use crate::api::{ConfigContent, ConfigVersionView};
-use crate::cli::admin::{Failure, HttpArg, finish, pretty, write_out};
+use crate::cli::admin::{Failure, HttpArg, finish, pretty, write_out, yaml};
 use crate::cli::format::{self, printable};
 
 /// `zerokeeper config`.
@@ -53,6 +53,8 @@ pub enum ConfigOutput {
     Text,
     /// The keeper's answer, as JSON (pretty).
     Json,
+    /// The keeper's answer, as YAML.
+    Yaml,
 }
 
 /// A version on the command line: a number, or `current`.
@@ -100,6 +102,7 @@ impl GetArgs {
             let content = client.config_version(&self.cluster, self.version.0)?;
             match self.output {
                 ConfigOutput::Json => Ok(Some(pretty(&content)?)),
+                ConfigOutput::Yaml => Ok(Some(yaml(&content)?)),
                 ConfigOutput::Text => {
                     let bytes = decode(&content)?;
                     let mut stdout = io::stdout().lock();
@@ -190,6 +193,7 @@ impl HistoryArgs {
             let history = client.config_history(&self.cluster, self.limit)?;
             match self.output {
                 ConfigOutput::Json => Ok(Some(pretty(&history)?)),
+                ConfigOutput::Yaml => Ok(Some(yaml(&history)?)),
                 ConfigOutput::Text => {
                     write_out(&history_table(&history.versions))?;
                     Ok(None)

@@ -18,6 +18,9 @@ pub enum Output {
     /// JSON: the array of proxies (pretty); when watching, the listing as one line,
     /// then one watch event per line.
     Json,
+    /// The same documents as `json`, in YAML; when watching, one YAML document (`---`)
+    /// for the listing, then one per watch event.
+    Yaml,
     /// The seed listing's lines `/zerodb/proxy/C/status/ADDR->STATUS`, or etcdctl-style
     /// `PUT`/`DELETE` lines when watching.
     Keys,
@@ -358,6 +361,10 @@ pub fn watch_listing(list: &ProxyList, mode: Output) -> String {
             Ok(line) => line + "\n",
             Err(_) => String::new(),
         },
+        Output::Yaml => match crate::cli::yaml::to_yaml(list) {
+            Ok(doc) => format!("---\n{doc}"),
+            Err(_) => String::new(),
+        },
         Output::Keys => key_lines(&list.proxies),
     }
 }
@@ -382,6 +389,9 @@ pub fn watch_listing(list: &ProxyList, mode: Output) -> String {
 pub fn watch_line(event: &WatchEvent, mode: Output) -> Option<String> {
     match mode {
         Output::Json => serde_json::to_string(event).ok(),
+        Output::Yaml => crate::cli::yaml::to_yaml(event)
+            .ok()
+            .map(|doc| format!("---\n{}", doc.trim_end())),
         Output::Keys => {
             if event.kind != "status" {
                 return None;

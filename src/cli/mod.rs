@@ -17,3 +17,4 @@ pub mod format;
 pub mod rollout;
 pub mod version;
 pub mod watch;
+pub mod yaml;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::api::RolloutView;
-use crate::cli::admin::{ListOutput, ListingArgs, pretty, write_out};
+use crate::cli::admin::{ListOutput, ListingArgs, pretty, write_out, yaml};
 use crate::cli::client::Exit;
 use crate::cli::format::{self, printable};
 use crate::keeper::RolloutState;
@@ -132,6 +132,7 @@ impl StatusArgs {
             }
             let text = match self.listing.output {
                 ListOutput::Json => format!("{}\n", pretty(&rollout)?),
+                ListOutput::Yaml => format!("{}\n", yaml(&rollout)?),
                 ListOutput::Table => rollout_table(&rollout),
             };
             write_out(&text)?;
