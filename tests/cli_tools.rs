@@ -445,3 +445,28 @@ fn strip_ages(value: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+#[test]
+fn a_keeper_that_does_not_answer_fails_the_request_after_timeout_naming_it() {
+    // Accepts the connection and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", silent.local_addr().expect("bound"));
+    let holder = std::thread::spawn(move || {
+        let (stream, _) = silent.accept().expect("the client connects");
+        // Hold it until the client gives up (it closes its end).
+        let mut buf = [0u8; 1024];
+        let mut reader = &stream;
+        while std::io::Read::read(&mut reader, &mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let began = std::time::Instant::now();
+    let (code, out, err) = cli_at(&url, None, &["status", "--timeout", "300ms"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("no answer within 300ms") && err.contains("--timeout"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // It gave up by itself: long before the 10 s default (a bound, not a timing).
+    assert!(began.elapsed() < std::time::Duration::from_secs(9));
+    holder.join().expect("the silent keeper");
+}

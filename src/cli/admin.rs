@@ -43,6 +43,10 @@ pub struct HttpArg {
     /// the Mozilla roots].
     #[arg(long, env = "ZEROKEEPER_CACERT", value_name = "PATH")]
     pub cacert: Option<PathBuf>,
+    /// How long a request may take, from connecting to the whole answer (a watch stream
+    /// is not bounded by it).
+    #[arg(long, env = "ZEROKEEPER_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for HttpArg {
@@ -52,6 +56,7 @@ impl std::fmt::Debug for HttpArg {
             .field("url", &self.url)
             .field("token_file", &self.token_file)
             .field("cacert", &self.cacert)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -74,7 +79,14 @@ impl HttpArg {
             Some(path) => Some(ClientOptions::read_ca(path).map_err(Failure::Input)?),
             None => None,
         };
-        Ok(Client::with_options(&self.url, ClientOptions { token, ca }))
+        Ok(Client::with_options(
+            &self.url,
+            ClientOptions {
+                token,
+                ca,
+                timeout: Some(self.timeout),
+            },
+        ))
     }
 }
 

@@ -342,6 +342,8 @@ pub struct Client {
     agent: Agent,
     /// `Bearer TOKEN`, sent with every request, if a token was given.
     authorization: Option<String>,
+    /// How long a request may take, from connecting to the answer's last byte.
+    timeout: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -362,6 +364,8 @@ pub struct ClientOptions {
     /// The certificates an `https://` keeper's certificate must chain to (`None`: the
     /// Mozilla roots every browser trusts).
     pub ca: Option<Vec<ureq::tls::Certificate<'static>>>,
+    /// How long a request may take (`None`: 10 s); a watch stream is not bounded by it.
+    pub timeout: Option<Duration>,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -369,6 +373,7 @@ impl fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("ca", &self.ca.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -407,12 +412,13 @@ impl Client {
         if let Some(ca) = options.ca {
             tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(ca)));
         }
+        let timeout = options.timeout.unwrap_or(REQUEST_TIMEOUT);
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_global(Some(REQUEST_TIMEOUT))
+            .timeout_connect(Some(CONNECT_TIMEOUT.min(timeout)))
+            .timeout_global(Some(timeout))
             .user_agent(concat!("zerokeeper/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .build()
@@ -421,6 +427,7 @@ impl Client {
             base: base_url.trim_end_matches('/').to_owned(),
             agent,
             authorization: options.token.map(|t| format!("Bearer {t}")),
+            timeout,
         }
     }
 
@@ -838,7 +845,13 @@ impl Client {
     }
 
     fn transport(&self, method: &'static str, url: &str, error: ureq::Error) -> ClientError {
-        let (reason, before_sending) = describe(&error);
+        let (mut reason, before_sending) = describe(&error);
+        if let ureq::Error::Timeout(ureq::Timeout::Global) = error {
+            reason = format!(
+                "no answer within {} (--timeout or ZEROKEEPER_TIMEOUT sets how long to wait)",
+                humantime::format_duration(self.timeout)
+            );
+        }
         if before_sending {
             ClientError::Unreachable {
                 base: self.base.clone(),
