@@ -250,10 +250,28 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `outer: cause: root`, each said once: an error
+/// whose message already includes its cause (`invalid setting: {0}` over the setting's
+/// own error) does not repeat it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let words = cause.to_string();
+        if text.contains(&words) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&words);
+    }
+    text
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -476,7 +494,7 @@ fn serve_ha(args: &ServeArgs, config: ServeConfig, etcd: EtcdSettings) -> anyhow
                 .clone()
                 .unwrap_or_else(|| format!("http://{http}")),
         };
-        info!(id = %me.id, %udp, %http, endpoints = ?etcd.endpoints, prefix = %etcd.prefix,
+        info!(id = %me.id, %udp, %http, endpoints = %etcd.endpoints.join(","), prefix = %etcd.prefix,
               lease_ttl = ?etcd.lease_ttl, interval = ?config.keeper.heartbeat_interval,
               lost_after = ?config.keeper.lost_after, "keeper started (etcd store, leader election)");
         let (setup, reloader) = serve_setup(args, &config)?;
@@ -683,7 +701,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
     let exit = match runtime().and_then(|rt| rt.block_on(run)) {
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -762,7 +780,7 @@ fn demo(args: DemoArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -470,3 +470,33 @@ fn a_keeper_that_does_not_answer_fails_the_request_after_timeout_naming_it() {
     assert!(began.elapsed() < std::time::Duration::from_secs(9));
     holder.join().expect("the silent keeper");
 }
+
+#[test]
+fn a_bad_setting_is_said_once_on_one_line() {
+    let dir = fresh_dir("bad-setting");
+    let key = procs::key_file();
+    let (code, _, err) = run(&[
+        "serve",
+        "--key-file",
+        key.to_str().expect("utf-8"),
+        "--data-dir",
+        dir.join("data").to_str().expect("utf-8"),
+        "--udp",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--lost-after",
+        "500ms",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        err.matches("lost_after must be longer than the heartbeat interval")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(err.starts_with("error: invalid setting: "), "{err}");
+    // Nothing was made: the data directory is checked after the settings.
+    assert!(!dir.join("data").exists());
+}

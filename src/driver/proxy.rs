@@ -210,7 +210,7 @@ impl<S: DatagramSocket> ProxyDriver<S> {
     /// Runs the proxy until it stops, crashes on purpose, or `shutdown` completes (then
     /// it unregisters and returns once that is acknowledged or given up).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<ProxyExit> {
-        let keepers = format!("{:?}", *self.keepers.borrow());
+        let keepers = addresses(&self.keepers.borrow());
         info!(
             cluster = self.agent.cluster(),
             proxy = self.agent.proxy(),
@@ -356,7 +356,10 @@ impl<S: DatagramSocket> ProxyDriver<S> {
             if searching {
                 warn!("no keeper answers: sending to every keeper until one does");
             } else {
-                info!(keeper = ?self.current_keeper(), "a keeper answers: sending to it");
+                let keeper = self
+                    .current_keeper()
+                    .map_or_else(|| "none".to_owned(), |k| k.to_string());
+                info!(%keeper, "a keeper answers: sending to it");
             }
         }
         self.state.send_modify(|s| {
@@ -463,4 +466,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Addresses as `a,b,c`, as the flags take them (for the logs: no Rust formatting).
+pub(crate) fn addresses(list: &[SocketAddr]) -> String {
+    list.iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -82,7 +82,8 @@ pub async fn keep_resolving(
             }
         });
         if changed {
-            info!(keepers = ?fresh, "keeper names resolved to new addresses");
+            let keepers = crate::driver::proxy::addresses(&fresh);
+            info!(%keepers, "keeper names resolved to new addresses");
         }
         tokio::time::sleep(RESOLVE_EVERY).await;
     }

@@ -139,7 +139,8 @@ pub(crate) async fn watch(
         }
         None => (None, None),
     };
-    debug!(cluster = ?query.cluster, generation, last, "watcher connected");
+    let cluster = query.cluster.as_deref().unwrap_or("-");
+    debug!(cluster, generation, last, "watcher connected");
     let watcher = Watcher {
         hub,
         generation,
