@@ -500,3 +500,42 @@ fn a_bad_setting_is_said_once_on_one_line() {
     // Nothing was made: the data directory is checked after the settings.
     assert!(!dir.join("data").exists());
 }
+
+/// Runs `zerokeeper ARGS` on a pseudo-terminal (util-linux's `script`), with `env`:
+/// what the terminal shows.
+fn on_a_terminal(args: &str, env: &[(&str, &str)]) -> String {
+    let out = Command::new("script")
+        .args(["-qec", &format!("{BIN} {args}"), "/dev/null"])
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied())
+        .output()
+        .expect("script runs: install Debian's bsdutils package");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn statuses_are_coloured_on_a_terminal_only_and_never_with_no_color() {
+    let keeper = Keeper::start();
+    let _p = keeper.proxy("10.25.0.7:3000", &[]);
+    keeper.wait_keys(&[("10.25.0.7:3000", "up")]);
+    let args = format!("status --http {}", keeper.http);
+    let coloured = on_a_terminal(&args, &[]);
+    assert!(coloured.contains("\x1b[32mup\x1b[0m"), "{coloured:?}");
+    let plain = on_a_terminal(&args, &[("NO_COLOR", "1")]);
+    assert!(
+        !plain.contains('\x1b') && plain.contains(" up "),
+        "{plain:?}"
+    );
+    // Piped: no colour either.
+    let (code, piped, _) = keeper.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        !piped.contains('\x1b') && piped.contains(" up "),
+        "{piped:?}"
+    );
+}

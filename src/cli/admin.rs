@@ -233,7 +233,8 @@ impl StatusArgs {
         };
         let cluster = self.cluster.as_deref();
         let result = if self.watch {
-            let mut watch = StatusWatch::new(client, self.cluster.clone(), self.output);
+            let mut watch =
+                StatusWatch::new(client, self.cluster.clone(), self.output).with_colour(colour());
             watch
                 .run(&mut io::stdout().lock(), &mut io::stderr())
                 .map_err(|e| match e {
@@ -633,6 +634,16 @@ pub(super) fn finish(result: Result<Option<String>, Failure>) -> ExitCode {
     exit.into()
 }
 
+/// Whether this process colours its tables: standard output is a terminal and
+/// `NO_COLOR` is not set.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    format::colour_wanted(
+        io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
 pub(super) fn write_out(text: &str) -> Result<(), Failure> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
@@ -726,7 +737,7 @@ fn status_once(
             if selection.layout.headers {
                 text.push_str(&format::paused_notes(&proxies));
             }
-            text
+            if colour() { format::paint(&text) } else { text }
         }
     };
     write_out(&text)

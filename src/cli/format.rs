@@ -602,3 +602,57 @@ pub fn paused_notes(proxies: &[ProxyView]) -> String {
         })
         .collect()
 }
+
+/// Whether to colour what goes to a terminal: only to one (`terminal`), and never when
+/// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+pub fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// `text` with each status word (`up`, `ready`, `lost`) standing alone coloured: green,
+/// yellow, red. The word stays (colour is never the only sign), and the codes are added
+/// after alignment, so columns stay aligned on the screen.
+pub fn paint(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        for (j, word) in line.split(' ').enumerate() {
+            if j > 0 {
+                out.push(' ');
+            }
+            let colour = match word {
+                "up" => Some("32"),
+                "ready" => Some("33"),
+                "lost" => Some("31"),
+                _ => None,
+            };
+            match colour {
+                Some(code) => {
+                    let _ = write!(out, "\x1b[{code}m{word}\x1b[0m");
+                }
+                None => out.push_str(word),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_coloured_only_where_they_stand_alone_and_only_on_a_terminal() {
+        let painted = paint("test_cluster  10.25.0.11:3000  up      1\nx lost -> up (uptime)");
+        assert_eq!(
+            painted,
+            "test_cluster  10.25.0.11:3000  \x1b[32mup\x1b[0m      1\nx \x1b[31mlost\x1b[0m -> \x1b[32mup\x1b[0m (uptime)"
+        );
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(std::ffi::OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(std::ffi::OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+    }
+}

@@ -74,6 +74,8 @@ pub struct StatusWatch {
     delay: Duration,
     listed: bool,
     state: State,
+    /// Colour the statuses of tables and table lines (a terminal, no `NO_COLOR`).
+    colour: bool,
 }
 
 impl std::fmt::Debug for StatusWatch {
@@ -99,7 +101,14 @@ impl StatusWatch {
             delay: backoff.first,
             listed: false,
             state: State::List,
+            colour: false,
         }
+    }
+
+    /// The same watch, colouring statuses in its table output if `colour`.
+    pub fn with_colour(mut self, colour: bool) -> StatusWatch {
+        self.colour = colour;
+        self
     }
 
     /// The same watch with another backoff.
@@ -124,6 +133,12 @@ impl StatusWatch {
         loop {
             match self.step()? {
                 Step::Print(text) => {
+                    let table = matches!(self.output, Output::Table | Output::Wide);
+                    let text = if self.colour && table {
+                        format::paint(&text)
+                    } else {
+                        text
+                    };
                     out.write_all(text.as_bytes())?;
                     out.flush()?;
                 }
