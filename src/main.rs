@@ -662,7 +662,10 @@ async fn reread_key_on_hangup(
 }
 
 fn proxy(args: ProxyArgs) -> ExitCode {
+    use tracing::Instrument as _;
     init_logging(args.log_format, "info");
+    // Every line this proxy logs names its cluster and identity (a host may run several).
+    let span = tracing::info_span!("proxy", cluster = %args.cluster, proxy = %args.addr);
     let run = async {
         let key = read_key_file(&args.key_file)?;
         let mut cfg = AgentConfig::new(args.cluster.clone(), args.addr.clone(), key);
@@ -686,18 +689,16 @@ fn proxy(args: ProxyArgs) -> ExitCode {
         };
         let (driver, control) = ProxyDriver::with_keepers(agent, socket, keepers_rx, init, clock);
         let driver = driver.reject_version(args.reject_config_version);
-        tokio::spawn(reread_key_on_hangup(
-            args.key_file.clone(),
-            control.commands.clone(),
-        ));
-        tokio::spawn(resolve::keep_resolving(
-            args.keeper.clone(),
-            v4,
-            keepers_tx,
-            control.state.clone(),
-        ));
+        tokio::spawn(
+            reread_key_on_hangup(args.key_file.clone(), control.commands.clone()).in_current_span(),
+        );
+        tokio::spawn(
+            resolve::keep_resolving(args.keeper.clone(), v4, keepers_tx, control.state.clone())
+                .in_current_span(),
+        );
         Ok::<_, anyhow::Error>(driver.run(termination()).await?)
-    };
+    }
+    .instrument(span);
     let exit = match runtime().and_then(|rt| rt.block_on(run)) {
         Ok(exit) => exit,
         Err(e) => {

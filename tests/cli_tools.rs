@@ -539,3 +539,45 @@ fn statuses_are_coloured_on_a_terminal_only_and_never_with_no_color() {
         "{piped:?}"
     );
 }
+
+#[test]
+fn a_proxy_with_a_wrong_key_warns_with_the_likely_causes_and_every_line_names_it() {
+    let keeper = Keeper::start();
+    let dir = fresh_dir("wrong-key");
+    let wrong = dir.join("wrong.key");
+    procs::write_private(&wrong, &format!("{}\n", "77".repeat(32)));
+    let lonely = procs::Process::spawn(&[
+        "proxy",
+        "--keeper",
+        &keeper.udp,
+        "--cluster",
+        CLUSTER,
+        "--addr",
+        "10.25.0.66:3000",
+        "--key-file",
+        wrong.to_str().expect("utf-8"),
+        "--interval",
+        "100ms",
+    ]);
+    let warning = lonely.wait_log(&["no authenticated answer from any keeper"]);
+    for cause in ["--key-file", "--cluster", "--keeper"] {
+        assert!(warning.contains(cause), "{warning}");
+    }
+    // The line names the proxy it is about, as every line of a proxy does.
+    assert!(
+        warning.contains("cluster=test_cluster") && warning.contains("proxy=10.25.0.66:3000"),
+        "{warning}"
+    );
+    // Said once, not every interval.
+    let good = keeper.proxy("10.25.0.67:3000", &[]);
+    keeper.wait_keys(&[("10.25.0.67:3000", "up")]);
+    assert_eq!(lonely.log().matches("no authenticated answer").count(), 1);
+    // A proxy that is answered never warns, and its lines name it too.
+    let line = good.wait_log(&["initialised: going up"]);
+    assert!(line.contains("proxy=10.25.0.67:3000"), "{line}");
+    assert!(
+        !good.log().contains("no authenticated answer"),
+        "{}",
+        good.log()
+    );
+}

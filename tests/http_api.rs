@@ -1350,7 +1350,7 @@ async fn unknown_clusters_proxies_and_routes_are_404_and_change_nothing() {
         assert_eq!(rig.stored().await, before, "after {method}");
     }
     for (method, path) in [
-        ("GET", "/"),
+        ("GET", "/index.html"),
         ("GET", "/v2/clusters"),
         ("GET", "/v1/clusters/"),
         ("GET", "/v1/clusters/test_cluster/nothing"),

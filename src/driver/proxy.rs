@@ -114,6 +114,9 @@ pub struct ProxyControl {
     pub faults: Arc<Faults>,
 }
 
+/// Heartbeat intervals without an authenticated answer before a proxy warns.
+pub const UNANSWERED_INTERVALS: u32 = 5;
+
 /// The proxy task. Create it with [`ProxyDriver::new`], run it with [`ProxyDriver::run`].
 #[derive(Debug)]
 pub struct ProxyDriver<S> {
@@ -124,6 +127,9 @@ pub struct ProxyDriver<S> {
     keepers: watch::Receiver<Vec<SocketAddr>>,
     /// Whether the agent was searching at the last flush (to log changes).
     searching: bool,
+    /// Authenticated answers seen at the last flush, when that count last grew (or when
+    /// the driver started), and whether the silence since has been warned about.
+    answered: (u64, Option<tokio::time::Instant>, bool),
     clock: DriverClock,
     init: InitPolicy,
     init_at: Option<tokio::time::Instant>,
@@ -170,6 +176,7 @@ impl<S: DatagramSocket> ProxyDriver<S> {
             socket,
             keepers,
             searching: false,
+            answered: (0, None, false),
             clock,
             init,
             init_at: None,
@@ -350,6 +357,7 @@ impl<S: DatagramSocket> ProxyDriver<S> {
                 }
             }
         }
+        self.note_answers();
         let searching = self.agent.searching();
         if searching != self.searching {
             self.searching = searching;
@@ -376,6 +384,39 @@ impl<S: DatagramSocket> ProxyDriver<S> {
     }
 
     /// The address of the keeper the agent sends to when not searching.
+    /// Warns once when no keeper has sent an authenticated answer for
+    /// [`UNANSWERED_INTERVALS`] heartbeat intervals, naming the likely causes: the keeper
+    /// by design never answers a datagram it cannot verify, so from here a wrong key, a
+    /// cluster the keeper holds another key for, and a wrong address look alike. Says so
+    /// again when answers come back.
+    fn note_answers(&mut self) {
+        let now = tokio::time::Instant::now();
+        let stats = self.agent.stats();
+        let answers = stats.received.saturating_sub(stats.ignored);
+        let (seen, since, warned) = &mut self.answered;
+        let since = since.get_or_insert(now);
+        if answers > *seen {
+            *seen = answers;
+            *since = now;
+            if *warned {
+                *warned = false;
+                info!("a keeper answers again");
+            }
+            return;
+        }
+        let silent = now.saturating_duration_since(*since);
+        if !*warned && silent >= self.agent.interval() * UNANSWERED_INTERVALS {
+            *warned = true;
+            let keepers = addresses(&self.keepers.borrow());
+            warn!(
+                %keepers,
+                silent = %humantime::format_duration(Duration::from_millis(silent.as_millis() as u64)),
+                ignored = stats.ignored,
+                "no authenticated answer from any keeper: the keeper never answers a datagram it cannot verify, so check the key (--key-file: the cluster's key, or the keeper's default key if the cluster has none of its own), the cluster name (--cluster: a cluster the keeper holds another key for) and the keeper's address (--keeper)"
+            );
+        }
+    }
+
     fn current_keeper(&self) -> Option<SocketAddr> {
         self.keepers
             .borrow()
