@@ -546,19 +546,7 @@ fn a_proxy_with_a_wrong_key_warns_with_the_likely_causes_and_every_line_names_it
     let dir = fresh_dir("wrong-key");
     let wrong = dir.join("wrong.key");
     procs::write_private(&wrong, &format!("{}\n", "77".repeat(32)));
-    let lonely = procs::Process::spawn(&[
-        "proxy",
-        "--keeper",
-        &keeper.udp,
-        "--cluster",
-        CLUSTER,
-        "--addr",
-        "10.25.0.66:3000",
-        "--key-file",
-        wrong.to_str().expect("utf-8"),
-        "--interval",
-        "100ms",
-    ]);
+    let lonely = procs::proxy_with_key(&keeper.udp, CLUSTER, "10.25.0.66:3000", &wrong, &[]);
     let warning = lonely.wait_log(&["no authenticated answer from any keeper"]);
     for cause in ["--key-file", "--cluster", "--keeper"] {
         assert!(warning.contains(cause), "{warning}");

@@ -111,20 +111,7 @@ fn proxies_move_to_a_new_key_one_by_one_without_leaving_up() {
         .map(|(i, &identity)| {
             let key_file = dir.join(format!("proxy-{i}.key"));
             write_private(&key_file, OLD);
-            let key = key_file.to_str().expect("utf-8");
-            let process = Process::spawn(&[
-                "proxy",
-                "--keeper",
-                &keeper.udp,
-                "--cluster",
-                CLUSTER,
-                "--addr",
-                identity,
-                "--key-file",
-                key,
-                "--interval",
-                "100ms",
-            ]);
+            let process = procs::proxy_with_key(&keeper.udp, CLUSTER, identity, &key_file, &[]);
             (identity, process)
         })
         .collect();

@@ -252,20 +252,7 @@ impl Keeper {
         let process = Process::spawn_with(&all, move |command| {
             command.envs(env);
         });
-        let udp = listening(
-            &process.wait_log(&["udp listening on "]),
-            "udp listening on ",
-        );
-        let http = listening(
-            &process.wait_log(&["http listening on "]),
-            "http listening on ",
-        );
-        Keeper {
-            process,
-            udp,
-            http: format!("http://{http}"),
-            data_dir,
-        }
+        Keeper::listening(process, data_dir)
     }
 
     /// A keeper started by `spawn` with the `serve` arguments it is given.
@@ -292,7 +279,11 @@ impl Keeper {
         ];
         args.extend(timing);
         args.extend(extra);
-        let process = spawn(&args);
+        Keeper::listening(spawn(&args), data_dir.to_path_buf())
+    }
+
+    /// The keeper `process` became, once it says where it listens.
+    fn listening(process: Process, data_dir: PathBuf) -> Keeper {
         let udp = listening(
             &process.wait_log(&["udp listening on "]),
             "udp listening on ",
@@ -305,7 +296,7 @@ impl Keeper {
             process,
             udp,
             http: format!("http://{http}"),
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
         }
     }
 
@@ -425,7 +416,17 @@ pub fn cli_at(url: &str, token: Option<&str>, args: &[&str]) -> (i32, String, St
 /// A proxy of `cluster` that sends to `keepers` (one address, or several comma-separated),
 /// heartbeating every 100 ms, with `extra` arguments.
 pub fn proxy_of(keepers: &str, cluster: &str, identity: &str, extra: &[&str]) -> Process {
-    let key = key_file();
+    proxy_with_key(keepers, cluster, identity, &key_file(), extra)
+}
+
+/// [`proxy_of`], signing with the key in `key` instead of the test binary's.
+pub fn proxy_with_key(
+    keepers: &str,
+    cluster: &str,
+    identity: &str,
+    key: &std::path::Path,
+    extra: &[&str],
+) -> Process {
     let mut args = vec![
         "proxy",
         "--keeper",
