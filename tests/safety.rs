@@ -469,6 +469,36 @@ fn after_a_fast_dead_life_was_deleted_a_new_process_registers_at_once_but_a_dela
     assert!(rig.keeper.tombstone_count() <= 1);
 }
 
+#[test]
+fn a_delayed_datagram_of_an_earlier_life_does_not_take_the_identity_from_a_later_life_gone_silent()
+ {
+    // Found by core_props: the later life (a larger incarnation) is silent for
+    // `lost_after`, and a datagram the earlier life sent before it, with a token still
+    // within its validity, arrives late. It must change nothing.
+    let mut rig = Rig::new();
+    let now_us = 1_767_225_600_000_000;
+    let mut earlier = FakeProxy::new(P11, now_us, "127.0.0.1:40010");
+    rig.say(&mut earlier, ProxyStatus::Ready);
+    rig.say(&mut earlier, ProxyStatus::Ready);
+    let delayed = earlier.heartbeat(ProxyStatus::Ready);
+    let mut later = earlier.restarted(now_us + 1);
+    rig.say(&mut later, ProxyStatus::Ready);
+    assert_eq!(rig.status(P11), Some(Status::Ready));
+    let registered = rig.keeper.proxy(CLUSTER, P11).expect("registered");
+    rig.advance(rig.keeper.config().lost_after);
+    let replies = rig.deliver(&mut earlier, &delayed);
+    assert!(
+        replies.iter().all(|r| matches!(r, Reply::Challenge { .. })),
+        "{replies:?}"
+    );
+    assert_eq!(rig.keeper.proxy(CLUSTER, P11).expect("kept"), registered);
+    // A live process of that earlier incarnation answers the challenge and takes the
+    // identity from the silent life, as a process with a slow clock does.
+    rig.say(&mut earlier, ProxyStatus::Ready);
+    let now = rig.keeper.proxy(CLUSTER, P11).expect("registered");
+    assert_eq!(now.incarnation, earlier.incarnation, "{now:?}");
+}
+
 /// A `ConfigRequest` of `p` for the cluster's config, padded to `padding` bytes.
 fn config_request(p: &mut FakeProxy, padding: usize) -> Vec<u8> {
     p.seq += 1;

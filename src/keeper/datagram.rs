@@ -152,13 +152,24 @@ impl Keeper {
     /// registered life was heard since that process first claimed the identity (two live
     /// processes: the registered one keeps it), is quiet, or has been silent for
     /// `lost_after` (the new process takes the identity).
-    fn silence(&mut self, slot: u32, incarnation: u64, now: Instant) -> Silence {
-        let first_heard = self.registry.contend(slot, incarnation, now);
+    ///
+    /// A registered life gone silent is only given up to a datagram whose token was minted
+    /// after that life was last heard: a process this keeper answered since. A replayed
+    /// or delayed datagram of an earlier life (a smaller incarnation, its token still
+    /// within its validity) cannot have one, so it finds the life quiet and is
+    /// challenged, as against a tombstone; a live contender answers the challenge with a
+    /// token minted now and takes the identity on its next datagram.
+    fn silence(&mut self, slot: u32, hb: &Heartbeat<'_>, now: Instant) -> Silence {
+        let first_heard = self.registry.contend(slot, hb.incarnation, now);
         let Some(record) = self.registry.get(slot) else {
             return Silence::Gone;
         };
         if now - record.last_heard >= self.config.lost_after {
-            Silence::Gone
+            if self.tokens.minted_after(&hb.token, record.last_heard) {
+                Silence::Gone
+            } else {
+                Silence::Quiet
+            }
         } else if record.last_heard >= first_heard {
             Silence::Heard
         } else {
@@ -265,7 +276,7 @@ impl Keeper {
         if let (Known::Live(status, last, _), Some(slot)) = (lookup.known, lookup.slot)
             && stamp.incarnation < last.incarnation
         {
-            lookup.known = Known::Live(status, last, self.silence(slot, stamp.incarnation, now));
+            lookup.known = Known::Live(status, last, self.silence(slot, hb, now));
         }
         let freshness = self.freshness(hb, now, to.from);
         let decision = transition::decide(lookup.known, said, stamp, freshness != Freshness::Stale);

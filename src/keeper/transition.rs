@@ -46,7 +46,9 @@
 //! stop (`Superseded`) only once the registered life has been heard since the new process
 //! first claimed the identity (both are alive); until then it is challenged, which keeps
 //! it trying; once the registered life has been silent for `lost_after` the new process
-//! takes the identity. Against a tombstone
+//! takes the identity, with a token minted after that life was last heard (so a delayed
+//! or replayed datagram of a life before it, whose token is older, only ever finds it
+//! quiet and is challenged). Against a tombstone
 //! of a larger incarnation, a datagram counts only with a token minted after the
 //! deletion (a delayed datagram of a life before it cannot have one); else it is
 //! challenged. So a dead life locks out a live one for at most `lost_after`, and two live
