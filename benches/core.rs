@@ -200,7 +200,7 @@ fn bench_round_trip(c: &mut Criterion) {
     let mut g = c.benchmark_group("round_trip");
     g.throughput(Throughput::Elements(1));
     let (mut agent, mut keeper, from) = up_agent();
-    let keeper_addr: SocketAddr = "127.0.0.1:7946".parse().expect("valid");
+    let keeper_addr: SocketAddr = "127.0.0.1:7821".parse().expect("valid");
     let mut net = Network::new(
         NetConfig {
             latency: Duration::ZERO,
@@ -243,7 +243,7 @@ fn settle(
     from: SocketAddr,
     now: Instant,
 ) {
-    let keeper_addr: SocketAddr = "127.0.0.1:7946".parse().expect("valid");
+    let keeper_addr: SocketAddr = "127.0.0.1:7821".parse().expect("valid");
     loop {
         let mut moved = false;
         while let Some(d) = agent.poll_transmit() {
@@ -278,7 +278,7 @@ fn bench_config_transfer(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(SIZE as u64));
     g.sample_size(20);
     let (mut agent, mut keeper, from) = up_agent();
-    let keeper_addr: SocketAddr = "127.0.0.1:7946".parse().expect("valid");
+    let keeper_addr: SocketAddr = "127.0.0.1:7821".parse().expect("valid");
     let mut net = Network::new(
         NetConfig {
             latency: Duration::ZERO,

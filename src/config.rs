@@ -5,8 +5,8 @@
 //! then the default. Unknown keys in the file are refused, so a typo never goes unnoticed.
 //!
 //! ```toml
-//! udp = "127.0.0.1:7946"
-//! http_listen = "127.0.0.1:7947"      # `http`, its older name, is read too
+//! udp = "127.0.0.1:7821"
+//! http_listen = "127.0.0.1:7822"      # `http`, its older name, is read too
 //! data_dir = "./zerokeeper-data"
 //! key_file = "keys/default.key"       # for every cluster without keys of its own
 //! store_key_file = "keys/store.key"   # seals configs at rest; the same on every keeper
@@ -49,9 +49,9 @@ use crate::keeper::{KeeperConfig, KeeperConfigError};
 use crate::store::seal::StoreKeys;
 
 /// Default UDP address of the keeper.
-pub const DEFAULT_UDP: &str = "127.0.0.1:7946";
+pub const DEFAULT_UDP: &str = "127.0.0.1:7821";
 /// Default HTTP address of the admin API.
-pub const DEFAULT_HTTP: &str = "127.0.0.1:7947";
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7822";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./zerokeeper-data";
 
@@ -83,10 +83,10 @@ pub struct ServeArgs {
     /// TOML config file; flags and environment variables override its settings.
     #[arg(long, env = "ZEROKEEPER_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// UDP address for heartbeats [default: 127.0.0.1:7946].
+    /// UDP address for heartbeats [default: 127.0.0.1:7821].
     #[arg(long, env = "ZEROKEEPER_UDP", value_name = "ADDR")]
     pub udp: Option<SocketAddr>,
-    /// Address the admin API listens on [default: 127.0.0.1:7947].
+    /// Address the admin API listens on [default: 127.0.0.1:7822].
     #[arg(long, env = "ZEROKEEPER_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
     /// Deprecated: `--http-listen` (and `ZEROKEEPER_HTTP_LISTEN`) say the same. Kept so
@@ -1033,8 +1033,8 @@ mod tests {
 
     #[test]
     fn the_default_addresses_parse() {
-        assert_eq!(parse_default(DEFAULT_UDP).port(), 7946);
-        assert_eq!(parse_default(DEFAULT_HTTP).port(), 7947);
+        assert_eq!(parse_default(DEFAULT_UDP).port(), 7821);
+        assert_eq!(parse_default(DEFAULT_HTTP).port(), 7822);
     }
 
     #[test]
@@ -1093,7 +1093,7 @@ mod tests {
         };
         let config = args.resolve().expect("valid");
         assert_eq!(config.udp.port(), 9000);
-        assert_eq!(config.http.port(), 7947);
+        assert_eq!(config.http.port(), 7822);
         assert_eq!(config.keeper.lost_after, Duration::from_secs(4));
         assert_eq!(config.keeper.delete_after, Duration::from_secs(120));
         assert_eq!(config.keyring.len(), 2);

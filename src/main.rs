@@ -66,6 +66,9 @@ enum Command {
     Rollout(zerokeeper::cli::rollout::RolloutArgs),
     /// Shows the audit record: who did what, when, and the result.
     Audit(zerokeeper::cli::admin::AuditArgs),
+    /// Backs up a running keeper's store (`save`), and checks (`status`) and restores
+    /// (`restore`) a backup.
+    Snapshot(zerokeeper::cli::snapshot::SnapshotArgs),
     /// Makes the keeper re-read its key files, admin tokens and TLS certificate (as
     /// SIGHUP does) and prints the keys in force.
     Reload(zerokeeper::cli::admin::ReloadArgs),
@@ -229,6 +232,7 @@ fn main() -> ExitCode {
         Command::Switch(args) => return args.run(),
         Command::Reload(args) => return args.run(),
         Command::Audit(args) => return args.run(),
+        Command::Snapshot(args) => return args.run(),
         Command::Config(args) => return args.run(),
         Command::Cluster(args) => return args.run(),
         Command::Hostgroup(args) => return args.run(),

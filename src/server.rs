@@ -246,6 +246,14 @@ where
             )?;
             let mut core = core;
             core.restore_settings(&snapshot.clusters);
+            if snapshot.restored {
+                tracing::info!(
+                    generation = snapshot.generation,
+                    revision = snapshot.revision,
+                    "the first start of a store restored from a snapshot: the fleet may have moved on since it was taken"
+                );
+                core.adopt_fleet();
+            }
             let proxies = snapshot
                 .proxies
                 .iter()

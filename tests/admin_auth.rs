@@ -424,6 +424,24 @@ fn with_auth_reads_every_read_but_the_probes_needs_a_token_of_its_scope() {
     );
     let (code, _, err) = cli(&base, None, &["status"]);
     assert_eq!(code, 7, "{err}");
+
+    // A snapshot holds every config: only an admin token of the whole fleet takes one.
+    let snapshot = format!("{base}/v1/snapshot");
+    for (token, status) in [(None, 401), (Some(GRAFANA), 403), (Some(PAYMENTS), 403)] {
+        assert_eq!(
+            request("GET", &snapshot, token, None).status,
+            status,
+            "{token:?}"
+        );
+    }
+    let file = dir.join("backup.snapshot");
+    let path = file.to_str().expect("utf-8");
+    let (code, _, err) = cli(&base, Some(GRAFANA), &["snapshot", "save", path]);
+    assert_eq!(code, 7, "{err}");
+    assert!(!file.exists(), "nothing is left of a refused snapshot");
+    let (code, out, err) = cli(&base, Some(ALICE), &["snapshot", "save", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 proxies in 1 clusters"), "{out}");
 }
 
 /// A CA and a server certificate it signed for `localhost` and `127.0.0.1`, as PEM

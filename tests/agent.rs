@@ -50,7 +50,7 @@ impl Pair {
             Instant::ZERO,
         )
         .expect("valid");
-        let keeper_addr: SocketAddr = "127.0.0.1:7946".parse().expect("valid");
+        let keeper_addr: SocketAddr = "127.0.0.1:7821".parse().expect("valid");
         let mut cfg = AgentConfig::new(CLUSTER, P11, key());
         cfg.default_interval = Duration::from_millis(100);
         let agent = Agent::new(cfg, WallTime::from_micros(1_000_000), Instant::ZERO)

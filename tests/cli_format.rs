@@ -413,7 +413,7 @@ const GATE_CLOSED: &str = r#"{"type":"urn:zerokeeper:problem:gate-closed","title
 fn problem_error(status: u16, body: &str) -> ClientError {
     ClientError::Problem {
         method: "PUT",
-        url: "http://127.0.0.1:7947/v1/clusters/test_cluster/config".to_owned(),
+        url: "http://127.0.0.1:7822/v1/clusters/test_cluster/config".to_owned(),
         problem: Box::new(Problem::parse(status, body.as_bytes())),
     }
 }
@@ -438,6 +438,7 @@ fn every_problem_type_of_the_contract_maps_to_its_exit_code() {
     let cases = [
         ("invalid-name", 400, 6),
         ("malformed-body", 400, 6),
+        ("invalid-parameter", 400, 6),
         ("unknown-cluster", 404, 4),
         ("unknown-proxy", 404, 4),
         ("unknown-version", 404, 4),
@@ -465,6 +466,7 @@ fn every_problem_type_of_the_contract_maps_to_its_exit_code() {
         ("precondition-failed", 412, 11),
         ("unknown-hostgroup", 409, 5),
         ("cluster-not-empty", 409, 5),
+        ("snapshot-unsupported", 409, 5),
         ("rollout-failed", 409, 12),
         ("rollout-stuck", 409, 13),
     ];
@@ -558,7 +560,7 @@ fn a_server_failure_exits_1_and_names_the_url() {
     assert_eq!(
         e.report(),
         vec![
-            "error: the keeper has stopped (PUT http://127.0.0.1:7947/v1/clusters/test_cluster/config answered HTTP 503)"
+            "error: the keeper has stopped (PUT http://127.0.0.1:7822/v1/clusters/test_cluster/config answered HTTP 503)"
         ]
     );
 }

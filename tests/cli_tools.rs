@@ -100,7 +100,7 @@ fn man_writes_a_page_per_command_and_prints_the_top_one() {
     assert!(!dir.join("zerokeeper-bench-sink.1").exists());
     let status = std::fs::read_to_string(dir.join("zerokeeper-status.1")).expect("read");
     assert!(
-        status.contains("\\-\\-http") && status.contains("[default: http://127.0.0.1:7947]"),
+        status.contains("\\-\\-http") && status.contains("[default: http://127.0.0.1:7822]"),
         "{status}"
     );
 

@@ -120,6 +120,7 @@ fn a_fresh_root_boots_at_epoch_one_with_a_generation_of_now_and_nothing_stored()
             configs: vec![],
             clusters: vec![],
             recent: vec![],
+            restored: false,
         }
     );
     assert_eq!(store.boot().expect("boots").epoch, 2);

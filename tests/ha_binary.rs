@@ -470,6 +470,12 @@ fn an_etcd_restart_loses_nothing_and_a_keeper_leads_again() {
     let version = get(lead, &format!("/v1/clusters/{CLUSTER}/config"))
         .and_then(|v| v["version"].as_u64())
         .expect("a version");
+    // A keeper on etcd makes no snapshot of its own: etcd's backups are etcdctl's.
+    let file = procs::fresh_dir("ha-snapshot").join("backup.snapshot");
+    let (code, out, err) = lead.cli(&["snapshot", "save", file.to_str().expect("utf-8")]);
+    assert_eq!((code, out.as_str()), (5, ""), "{err}");
+    assert!(err.contains("etcdctl snapshot save"), "{err}");
+    assert!(!file.exists() && !file.with_extension("snapshot.part").exists());
 
     etcd.restart();
     // Whoever leads once etcd is back (a leader that lost its lease exits 75; the test

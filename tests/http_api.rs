@@ -817,7 +817,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
                 Some(b"x = 9\n".to_vec()),
             )
             .await
-            .problem(400, "malformed-body");
+            .problem(400, "invalid-parameter");
     }
     let config = rig.client.get("/v1/clusters/fresh/config").await.ok_json();
     assert_eq!(config["version"], 3);
@@ -1090,7 +1090,7 @@ async fn the_audit_record_lists_what_was_done_and_what_was_refused_and_why() {
         let kind = if bad.starts_with("cluster") {
             "invalid-name"
         } else {
-            "malformed-body"
+            "invalid-parameter"
         };
         rig.client
             .get(&format!("/v1/audit?{bad}"))
@@ -1295,7 +1295,7 @@ async fn bodies_that_are_not_the_expected_json_are_400_and_change_nothing() {
         rig.client
             .send("GET", path, &headers, None)
             .await
-            .problem(400, "malformed-body");
+            .problem(400, "invalid-parameter");
         assert_eq!(rig.stored().await, before, "after {path}");
     }
 }

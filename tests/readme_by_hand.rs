@@ -1,6 +1,6 @@
 //! The README's "By hand" block, pasted into `bash` as it is, with two substitutions: the
 //! build line puts this test's binary on `PATH` instead of building a release (the suite
-//! built it already), and the keeper's ports are free ones (`127.0.0.1:7946` in the
+//! built it already), and the keeper's ports are free ones (`127.0.0.1:7821` in the
 //! block, `ZEROKEEPER_UDP`, `ZEROKEEPER_HTTP_LISTEN` and `ZEROKEEPER_HTTP` around it).
 //! It must run to its end by itself, and say what the README says it says.
 
@@ -44,7 +44,7 @@ fn the_by_hand_block_runs_to_its_end_in_bash_and_says_what_the_readme_says() {
             &format!("export PATH={}:$PATH", bin_dir.display()),
             1,
         )
-        .replace("127.0.0.1:7946", &udp.to_string());
+        .replace("127.0.0.1:7821", &udp.to_string());
     assert!(
         script.contains(&udp.to_string()),
         "no keeper address to substitute"

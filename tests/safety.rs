@@ -471,7 +471,7 @@ fn after_a_fast_dead_life_was_deleted_a_new_process_registers_at_once_but_a_dela
 
 #[test]
 fn a_delayed_datagram_of_an_earlier_life_does_not_take_the_identity_from_a_later_life_gone_silent()
- {
+{
     // Found by core_props: the later life (a larger incarnation) is silent for
     // `lost_after`, and a datagram the earlier life sent before it, with a token still
     // within its validity, arrives late. It must change nothing.

@@ -202,6 +202,7 @@ fn a_fresh_store_boots_at_epoch_one_with_nothing_stored() {
             proxies: vec![],
             configs: vec![],
             recent: vec![],
+            restored: false,
         }
     );
     assert_eq!(store.audit().expect("reads audit"), vec![]);
@@ -824,6 +825,7 @@ fn a_store_of_schema_one_is_migrated_in_place_and_keeps_every_record() {
             ],
             configs: vec![fixture_config(2, "standby")],
             recent: vec![],
+            restored: false,
         }
     );
     assert_eq!(
@@ -1734,5 +1736,78 @@ fn a_sealed_config_moved_or_damaged_is_refused_as_corrupt() {
     expect_corrupt(
         RedbStore::open_sealed(dir.path(), Some(keys)),
         "unknown envelope",
+    );
+}
+
+#[test]
+fn a_snapshot_taken_beside_the_commits_restores_everything_once_as_a_new_generation() {
+    let dir = TempDir::new("snapshot-source");
+    let keys = StoreKeys::parse(&format!("{STORE_KEY_A}\n")).expect("keys");
+    let mut store = RedbStore::open_sealed(dir.path(), Some(keys.clone())).expect("opens");
+    store.boot().expect("boots");
+    commit(
+        &mut store,
+        &[
+            put("alpha", "10.0.0.1:3307", 11, Status::Up),
+            put("alpha", "10.0.0.2:3307", 12, Status::Ready),
+            put("beta", "10.1.0.1:3307", 21, Status::Lost),
+            put_config("alpha", 1),
+            put_config("alpha", 2),
+            admin(push_action("alpha", 2)),
+        ],
+    );
+    let reader = store.reader().expect("a reader");
+    let (summary, mut file) = reader.snapshot().expect("redb snapshots").expect("made");
+    // The store commits on after the snapshot: the snapshot does not see it.
+    commit(&mut store, &[put("beta", "10.1.0.2:3307", 22, Status::Up)]);
+    assert_eq!(summary.revision, 6);
+    assert_eq!(summary.proxies, 3);
+    assert_eq!(summary.clusters, 2);
+    assert_eq!(
+        (summary.config_versions, summary.sealed_config_versions),
+        (2, 2)
+    );
+    assert_eq!(summary.audit_entries, 1);
+    let saved = TempDir::new("snapshot-file");
+    fs::create_dir_all(saved.path()).expect("dir");
+    let path = saved.path().join("backup.snapshot");
+    std::io::copy(&mut file, &mut fs::File::create(&path).expect("create")).expect("copy");
+    assert_eq!(
+        zerokeeper::store::redb::snapshot_status(&path).expect("verifies"),
+        summary
+    );
+    // The log as it was at the snapshot: its first six changes.
+    let expected = store.changes_after(0, 6).expect("the log");
+
+    let target = TempDir::new("snapshot-restored");
+    let restored =
+        zerokeeper::store::redb::restore_snapshot(&path, target.path()).expect("restores");
+    assert!(restored.generation > summary.generation, "{restored:?}");
+    let mut back = RedbStore::open_sealed(target.path(), Some(keys)).expect("opens");
+    let first = back.boot().expect("boots");
+    assert!(first.restored, "the first boot knows it is a restore");
+    assert_eq!(first.generation, restored.generation);
+    assert_eq!(first.revision, 6);
+    assert_eq!(first.recent, expected);
+    let names: Vec<(&str, &str)> = first
+        .proxies
+        .iter()
+        .map(|p| (p.cluster.as_str(), p.proxy.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("alpha", "10.0.0.1:3307"),
+            ("alpha", "10.0.0.2:3307"),
+            ("beta", "10.1.0.1:3307")
+        ]
+    );
+    assert_eq!(first.configs, vec![config("alpha", 2)]);
+    assert_eq!(back.audit().expect("audit").len(), 1);
+    assert!(!back.boot().expect("boots").restored, "only the first boot");
+    // Never over a store.
+    expect_io(
+        zerokeeper::store::redb::restore_snapshot(&path, target.path()),
+        "already holds a store",
     );
 }

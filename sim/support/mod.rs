@@ -33,9 +33,9 @@ use zerokeeper::time::WallTime;
 use zerokeeper::wire::{self, Message, ProxyStatus};
 
 /// The keeper's UDP port on its host.
-pub const UDP_PORT: u16 = 7946;
+pub const UDP_PORT: u16 = 7821;
 /// The keeper's HTTP port on its host.
-pub const HTTP_PORT: u16 = 7947;
+pub const HTTP_PORT: u16 = 7822;
 /// The simulations' wall clock starts here (2026-01-01T00:00:00Z): incarnations and
 /// timestamps are the same from run to run.
 pub const EPOCH_SECS: u64 = 1_767_225_600;

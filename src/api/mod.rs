@@ -768,8 +768,8 @@ mod tests {
             role: "standby".into(),
             leader: Some(LeaderView {
                 id: "k1".into(),
-                http: "http://127.0.0.1:7947".into(),
-                udp: "127.0.0.1:7946".into(),
+                http: "http://127.0.0.1:7822".into(),
+                udp: "127.0.0.1:7821".into(),
                 term: 3,
                 since: "2026-12-01T00:00:00.000Z".into(),
             }),

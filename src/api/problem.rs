@@ -129,8 +129,11 @@ pub const PROBLEM_PREFIX: &str = "urn:zerokeeper:problem:";
 pub enum ProblemKind {
     /// 400: a cluster, proxy, hostgroup or datasource name is invalid.
     InvalidName,
-    /// 400: the body (or a query parameter or header) is not what the endpoint expects.
+    /// 400: the body is not what the endpoint expects.
     MalformedBody,
+    /// 400: a query parameter, a header or a path segment (other than a name) does not
+    /// parse or is out of range.
+    InvalidParameter,
     /// 400: the request is not HTTP/1.1 the server can parse (its request line or a
     /// header is malformed); the connection is closed.
     MalformedRequest,
@@ -193,6 +196,8 @@ pub enum ProblemKind {
     UnknownHostgroup,
     /// 409: the cluster still has proxies, so it cannot be deleted.
     ClusterNotEmpty,
+    /// 409: this keeper's store makes no snapshot (etcd's are `etcdctl snapshot save`).
+    SnapshotUnsupported,
     /// 409 (to come): a proxy rejected the config version being rolled out.
     RolloutFailed,
     /// 409 (to come): the rollout did not complete within the time asked for.
@@ -204,6 +209,7 @@ impl ProblemKind {
     pub const ALL: &'static [ProblemKind] = &[
         ProblemKind::InvalidName,
         ProblemKind::MalformedBody,
+        ProblemKind::InvalidParameter,
         ProblemKind::MalformedRequest,
         ProblemKind::RequestTimeout,
         ProblemKind::UriTooLong,
@@ -230,6 +236,7 @@ impl ProblemKind {
         ProblemKind::PreconditionFailed,
         ProblemKind::UnknownHostgroup,
         ProblemKind::ClusterNotEmpty,
+        ProblemKind::SnapshotUnsupported,
         ProblemKind::RolloutFailed,
         ProblemKind::RolloutStuck,
     ];
@@ -239,6 +246,7 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidName => "invalid-name",
             ProblemKind::MalformedBody => "malformed-body",
+            ProblemKind::InvalidParameter => "invalid-parameter",
             ProblemKind::MalformedRequest => "malformed-request",
             ProblemKind::RequestTimeout => "request-timeout",
             ProblemKind::UriTooLong => "uri-too-long",
@@ -265,6 +273,7 @@ impl ProblemKind {
             ProblemKind::PreconditionFailed => "precondition-failed",
             ProblemKind::UnknownHostgroup => "unknown-hostgroup",
             ProblemKind::ClusterNotEmpty => "cluster-not-empty",
+            ProblemKind::SnapshotUnsupported => "snapshot-unsupported",
             ProblemKind::RolloutFailed => "rollout-failed",
             ProblemKind::RolloutStuck => "rollout-stuck",
         }
@@ -275,6 +284,7 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidName
             | ProblemKind::MalformedBody
+            | ProblemKind::InvalidParameter
             | ProblemKind::MalformedRequest => 400,
             ProblemKind::Unauthorized => 401,
             ProblemKind::Forbidden => 403,
@@ -289,6 +299,7 @@ impl ProblemKind {
             | ProblemKind::ProxyAlive
             | ProblemKind::UnknownHostgroup
             | ProblemKind::ClusterNotEmpty
+            | ProblemKind::SnapshotUnsupported
             | ProblemKind::RolloutFailed
             | ProblemKind::RolloutStuck => 409,
             ProblemKind::Gone => 410,
@@ -310,6 +321,7 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidName => "Invalid name",
             ProblemKind::MalformedBody => "Malformed body",
+            ProblemKind::InvalidParameter => "Invalid parameter",
             ProblemKind::MalformedRequest => "Malformed request",
             ProblemKind::RequestTimeout => "Request timeout",
             ProblemKind::UriTooLong => "URI too long",
@@ -336,6 +348,7 @@ impl ProblemKind {
             ProblemKind::PreconditionFailed => "Precondition failed",
             ProblemKind::UnknownHostgroup => "Unknown hostgroup",
             ProblemKind::ClusterNotEmpty => "Cluster not empty",
+            ProblemKind::SnapshotUnsupported => "Snapshot unsupported",
             ProblemKind::RolloutFailed => "Rollout failed",
             ProblemKind::RolloutStuck => "Rollout stuck",
         }

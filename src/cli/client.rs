@@ -29,7 +29,7 @@ use crate::api::{
 pub use crate::api::PROBLEM_PREFIX;
 
 /// Where the CLI looks for the keeper when neither `--http` nor `ZEROKEEPER_HTTP` says.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:7947";
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7822";
 
 /// Longest answer body read (a fleet's proxy listing fits many times over).
 const BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -399,7 +399,7 @@ impl ClientOptions {
 }
 
 impl Client {
-    /// A client for the keeper at `base_url`, such as `http://127.0.0.1:7947` (a trailing
+    /// A client for the keeper at `base_url`, such as `http://127.0.0.1:7822` (a trailing
     /// `/` is ignored). Connecting times out after 2 s, a request after 10 s; redirects
     /// are not followed.
     pub fn new(base_url: &str) -> Client {
@@ -764,6 +764,65 @@ impl Client {
         })
     }
 
+    /// Downloads a snapshot of the keeper's store (`GET /v1/snapshot`) into `out`, and
+    /// says what the keeper said it sent. The request has no overall time limit (a large
+    /// store takes a while); it fails if the keeper sends nothing for the client's
+    /// timeout, or sends fewer bytes than it announced.
+    pub fn snapshot(&self, out: &mut dyn io::Write) -> Result<SnapshotSent, ClientError> {
+        let url = self.url("/v1/snapshot");
+        let response = self
+            .request(self.agent.get(&url))
+            .header("accept", "application/vnd.zerokeeper.snapshot")
+            .config()
+            .timeout_global(None)
+            .timeout_per_read(Some(self.timeout))
+            .build()
+            .call()
+            .map_err(|e| self.transport("GET", &url, e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(self.error_answer("GET", url, response));
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let (Some(bytes), Some(generation), Some(revision)) = (
+            header("content-length"),
+            header("zerokeeper-generation"),
+            header("zerokeeper-revision"),
+        ) else {
+            return Err(ClientError::Unexpected {
+                method: "GET",
+                url,
+                detail: "a snapshot without its Content-Length, Zerokeeper-Generation and \
+                         Zerokeeper-Revision headers (is --http a zerokeeper keeper?)"
+                    .to_owned(),
+            });
+        };
+        let mut body = response.into_body().into_reader();
+        let copied = io::copy(&mut body, out).map_err(|e| ClientError::Transport {
+            method: "GET",
+            url: url.clone(),
+            reason: format!("the snapshot stopped after some bytes: {e}"),
+        })?;
+        if copied != bytes {
+            return Err(ClientError::Transport {
+                method: "GET",
+                url,
+                reason: format!("the snapshot ended after {copied} of its {bytes} bytes"),
+            });
+        }
+        Ok(SnapshotSent {
+            bytes,
+            generation,
+            revision,
+        })
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -865,6 +924,17 @@ impl Client {
             }
         }
     }
+}
+
+/// What a keeper said of the snapshot it sent ([`Client::snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotSent {
+    /// Its length.
+    pub bytes: u64,
+    /// The store's generation.
+    pub generation: u64,
+    /// The revision of the last change it holds.
+    pub revision: u64,
 }
 
 /// Words for a ureq error, and whether it happened before anything was sent.

@@ -7,6 +7,7 @@
 //! - [`cluster`]: `cluster list`;
 //! - [`config`]: `config get|history|diff|rollback`, the history of a cluster's config;
 //! - [`format`](mod@format): tables, human durations and watch lines, as pure functions;
+//! - [`snapshot`]: `snapshot save|status|restore`, backups of a running keeper;
 //! - [`watch`]: `status --watch`, the listing then its changes, as steps a test can drive.
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod format;
 pub mod rollout;
+pub mod snapshot;
 pub mod version;
 pub mod watch;
 pub mod yaml;

@@ -9,6 +9,7 @@
 //! | `GET /livez`, `GET /readyz`, `GET /v1/version`, the index (`/`, `/v1`) and `/v1/openapi.json` | nothing, ever |
 //! | any change (a method other than `GET`/`HEAD`) | an `admin` token covering the cluster |
 //! | `GET …/config`, `…/config/history`, `…/config/versions/…` (config contents are credentials) | an `admin` token covering the cluster |
+//! | `GET /v1/snapshot` (a backup: every config, every cluster) | an `admin` token limited to no cluster |
 //! | any other read, `/metrics` included | a token of either role, with `--auth-reads`; nothing without |
 //!
 //! A read or change of one cluster (`/v1/clusters/{cluster}/…`, or the watch and the
@@ -103,7 +104,7 @@ fn need(method: &Method, route: &str, cluster: Option<String>) -> Need {
     }
     let scope = cluster.map_or(Scope::Fleet, Scope::Cluster);
     let read = *method == Method::GET || *method == Method::HEAD;
-    if !read || route.contains("/config") {
+    if !read || route.contains("/config") || route == "/v1/snapshot" {
         Need::Admin(scope)
     } else {
         Need::Read(scope)

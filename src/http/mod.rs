@@ -43,6 +43,7 @@
 //! | `PUT`/`DELETE /v1/clusters/{cluster}/hostgroups/{hostgroup}` | declare / undeclare one |
 //! | `GET /v1/watch` | server-sent events: the committed changes |
 //! | `GET /v1/store` | the store's generation and revision, the keeper's epoch |
+//! | `GET /v1/snapshot` | a backup of the store, made while the keeper runs (`snapshot.rs`) |
 //! | `GET /v1/version` | the keeper's version and the protocol versions it speaks |
 //! | `GET /v1/audit` | the audit record: who did what, when, and the result |
 
@@ -54,6 +55,7 @@ mod metrics;
 mod parse_errors;
 mod problem;
 mod server;
+mod snapshot;
 pub mod tls;
 pub mod tokens;
 pub mod view;
@@ -289,6 +291,7 @@ pub fn router_for(
         .route("/v1/clusters/{cluster}/switch", post(switch))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/store", get(store))
+        .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/v1/version", get(version))
         .route("/v1/health", get(health))
         .route("/v1/audit", get(audit))
@@ -515,7 +518,7 @@ struct AuditParams {
 fn limit_of(given: Option<usize>, default: usize, max: usize) -> Result<usize, Box<Problem>> {
     let limit = given.unwrap_or(default);
     if limit == 0 || limit > max {
-        return Err(Box::new(Problem::malformed(format!(
+        return Err(Box::new(Problem::invalid_parameter(format!(
             "limit must be from 1 to {max}, not {limit}"
         ))));
     }
@@ -527,7 +530,8 @@ async fn audit(
     State(api): State<Api>,
     params: Result<axum::extract::Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
+    let axum::extract::Query(params) =
+        params.map_err(|e| Problem::invalid_parameter(e.body_text()))?;
     let limit = limit_of(params.limit, AUDIT_LIMIT, view::audit::MAX_LIMIT).map_err(|e| *e)?;
     let query = view::AuditQuery {
         cluster: params.cluster,
@@ -564,7 +568,8 @@ async fn remove(
     if let Some(refused) = api.refusal() {
         return Err(refused);
     }
-    let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
+    let axum::extract::Query(params) =
+        params.map_err(|e| Problem::invalid_parameter(e.body_text()))?;
     let applied = api
         .handle
         .remove_by(by, params.force, cluster.clone(), proxy.clone())
@@ -642,7 +647,7 @@ fn expected_version(headers: &axum::http::HeaderMap) -> Result<Option<u64>, Box<
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
     bare.parse::<u64>().map(Some).map_err(|_| {
-        Box::new(Problem::malformed(format!(
+        Box::new(Problem::invalid_parameter(format!(
             "If-Match must be the config version the change replaces, as the ETag of GET …/config gives it (\"7\"), not {text:?}"
         )))
     })
@@ -670,7 +675,8 @@ async fn push_config(
     if let Some(refused) = api.refusal() {
         return Err(refused);
     }
-    let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
+    let axum::extract::Query(params) =
+        params.map_err(|e| Problem::invalid_parameter(e.body_text()))?;
     let terms = crate::driver::keeper::PushTerms {
         expect: expected_version(&headers).map_err(|e| *e)?,
         create: params.create,
@@ -753,7 +759,8 @@ async fn config_history(
     Segments(cluster): Segments<String>,
     params: Result<axum::extract::Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ConfigHistory>, Problem> {
-    let axum::extract::Query(params) = params.map_err(|e| Problem::malformed(e.body_text()))?;
+    let axum::extract::Query(params) =
+        params.map_err(|e| Problem::invalid_parameter(e.body_text()))?;
     let limit = limit_of(params.limit, HISTORY_LIMIT, MAX_HISTORY_LIMIT).map_err(|e| *e)?;
     let current = api.view.config(&cluster)?.version;
     let store = api.store.clone().ok_or_else(no_history)?;
@@ -783,7 +790,7 @@ async fn config_version(
     let version = match version.as_str() {
         "current" => current,
         number => number.parse::<u64>().map_err(|_| {
-            Problem::malformed(format!(
+            Problem::invalid_parameter(format!(
                 "{number:?} is not a config version (a number, or \"current\")"
             ))
         })?,

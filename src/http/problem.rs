@@ -68,10 +68,21 @@ impl Problem {
         Problem::new(ProblemKind::InvalidName, detail)
     }
 
-    /// The request is not what the endpoint expects (body not the expected JSON, or a
-    /// query parameter or header that does not parse).
+    /// The body is not what the endpoint expects (not the expected JSON, or a config
+    /// that does not parse).
     pub(crate) fn malformed(detail: impl Into<String>) -> Problem {
         Problem::new(ProblemKind::MalformedBody, detail)
+    }
+
+    /// A query parameter, a header or a path segment that is not a name does not parse
+    /// or is out of range.
+    pub(crate) fn invalid_parameter(detail: impl Into<String>) -> Problem {
+        Problem::new(ProblemKind::InvalidParameter, detail)
+    }
+
+    /// This keeper's store makes no snapshot.
+    pub(crate) fn snapshot_unsupported(detail: impl Into<String>) -> Problem {
+        Problem::new(ProblemKind::SnapshotUnsupported, detail)
     }
 
     /// No route has this path.

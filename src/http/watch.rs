@@ -93,7 +93,7 @@ pub(crate) async fn watch(
     headers: HeaderMap,
     streams: Option<Extension<Streams>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, Problem> {
-    let Query(query) = query.map_err(|e| Problem::malformed(e.body_text()))?;
+    let Query(query) = query.map_err(|e| Problem::invalid_parameter(e.body_text()))?;
     if let Some(cluster) = &query.cluster {
         validate_cluster(cluster)
             .map_err(|e| Problem::invalid_name(format!("invalid name: {e}")))?;
@@ -105,10 +105,12 @@ pub(crate) async fn watch(
         .filter(|v| *v != Some(""));
     let after = match (header, &query.after) {
         (Some(value), _) => Some(value.and_then(position).ok_or_else(|| {
-            Problem::malformed("Last-Event-ID must be an event id (GENERATION-REVISION)")
+            Problem::invalid_parameter("Last-Event-ID must be an event id (GENERATION-REVISION)")
         })?),
         (None, Some(after)) => Some(position(after).ok_or_else(|| {
-            Problem::malformed("after must be an event id (GENERATION-REVISION) or a revision")
+            Problem::invalid_parameter(
+                "after must be an event id (GENERATION-REVISION) or a revision",
+            )
         })?),
         (None, None) => None,
     };

@@ -555,6 +555,12 @@ impl Keeper {
         );
     }
 
+    /// Adopts the fleet for the adopt window from now, as a boot on an empty store does:
+    /// for a store restored from a snapshot, which may not know proxies registered since.
+    pub fn adopt_fleet(&mut self) {
+        self.adopt_from(self.clock.now());
+    }
+
     /// Whether an unknown proxy's `up` is adopted at `now`.
     fn adopting(&self, now: Instant) -> bool {
         self.adopt_until.is_some_and(|until| now < until)

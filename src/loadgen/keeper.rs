@@ -237,7 +237,7 @@ pub(crate) struct Admin {
 }
 
 impl Admin {
-    /// A reader of the admin API at `base` (such as `http://127.0.0.1:7947`).
+    /// A reader of the admin API at `base` (such as `http://127.0.0.1:7822`).
     pub(crate) fn new(base: &str) -> Admin {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

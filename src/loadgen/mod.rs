@@ -92,7 +92,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH", requires = "keeper")]
     key_file: Option<PathBuf>,
     /// The running keeper's admin API, for its counters and the lost probe (such as
-    /// http://127.0.0.1:7947).
+    /// http://127.0.0.1:7822).
     #[arg(long, value_name = "URL", requires = "keeper")]
     keeper_http: Option<String>,
     /// Cluster of the simulated proxies.

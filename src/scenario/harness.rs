@@ -88,7 +88,7 @@ impl CoreWorld {
         )
         .expect("scenario timings are valid");
         keeper.set_declared_hostgroups(super::hostgroups());
-        let keeper_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7946);
+        let keeper_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7821);
         CoreWorld {
             now: Instant::ZERO,
             keeper,

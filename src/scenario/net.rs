@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_partition_drops_one_direction_only() {
-        let keeper = addr("127.0.0.1:7946");
+        let keeper = addr("127.0.0.1:7821");
         let proxy = addr("127.0.1.11:40000");
         let mut net = Network::new(NetConfig::perfect(), 1, keeper.ip());
         net.partition(proxy.ip(), Direction::ToKeeper);
@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_deliveries() {
         let run = |seed| {
-            let keeper = addr("127.0.0.1:7946");
+            let keeper = addr("127.0.0.1:7821");
             let proxy = addr("127.0.1.11:40000");
             let mut net = Network::new(NetConfig::hostile(), seed, keeper.ip());
             for i in 0u8..100 {

@@ -398,6 +398,7 @@ impl EtcdStore {
             configs,
             clusters,
             recent,
+            restored: false,
         })
     }
 
@@ -1437,6 +1438,7 @@ impl Store for EtcdStore {
             configs,
             clusters,
             recent,
+            restored: false,
         })
     }
 

@@ -67,6 +67,7 @@ use crate::keeper::ClusterSettings;
 use crate::keeper::change::{AdminAction, ChangeKind};
 
 pub use crate::keeper::change::{ConfigBlob, StoredConfig, StoredProxy, WallChange};
+pub use redb::SnapshotSummary;
 
 /// How many changes the log keeps unless [`Store::set_retention`] says otherwise.
 pub const DEFAULT_RETENTION: usize = 100_000;
@@ -126,6 +127,10 @@ pub struct Snapshot {
     pub clusters: Vec<(String, ClusterSettings)>,
     /// The changes in the log, oldest first (at most the retention).
     pub recent: Vec<WallChange>,
+    /// Whether this is the first boot of a store restored from a snapshot
+    /// ([`redb::restore_snapshot`]): the fleet may have moved on since it was taken, so
+    /// the keeper adopts it rather than restart the proxies the snapshot does not know.
+    pub restored: bool,
 }
 
 /// Why the store failed. No variant stored anything: a failed commit or boot leaves the
@@ -217,6 +222,14 @@ pub trait StoreRead: Send + Sync + std::fmt::Debug {
         cluster: &str,
         version: u64,
     ) -> Result<Option<StoredConfig>, StoreError>;
+
+    /// A snapshot of what is committed (a store file of its own, see
+    /// [`redb::SnapshotSummary`]) in a temporary file that is already unlinked, read back
+    /// from its start, with what it holds. `None`: this store makes none (the memory
+    /// store keeps nothing; etcd's backups are `etcdctl snapshot save`).
+    fn snapshot(&self) -> Option<Result<(SnapshotSummary, std::fs::File), StoreError>> {
+        None
+    }
 }
 
 /// An admin action as the audit records it: one line of JSON, for instance
@@ -691,6 +704,7 @@ impl Store for MemoryStore {
                 .map(|(c, s)| (c.clone(), s.clone()))
                 .collect(),
             recent: state.changes.iter().cloned().collect(),
+            restored: false,
         })
     }
 

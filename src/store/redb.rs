@@ -71,6 +71,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod snapshot;
+
+pub use snapshot::{SnapshotSummary, restore as restore_snapshot, status as snapshot_status};
+
 use redb::backends::FileBackend;
 use redb::{
     BackendError, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -364,6 +368,11 @@ impl Store for RedbStore {
             put(&mut meta, EPOCH_KEY, &epoch.to_be_bytes(), path)?;
             let revision = get_u64(&meta, REVISION_KEY, path)?;
             let generation = get_u64(&meta, GENERATION_KEY, path)?;
+            // A store written by `snapshot restore` says so once, to its first boot.
+            let restored = meta
+                .remove(snapshot::RESTORED_KEY)
+                .map_err(fail(path, "cannot write meta"))?
+                .is_some();
             let proxies = txn
                 .open_table(PROXIES)
                 .map_err(fail(path, "cannot open proxies"))?;
@@ -387,6 +396,7 @@ impl Store for RedbStore {
                 configs: read_latest_configs(&configs, self.keys.as_ref(), path)?,
                 clusters: read_settings(&clusters, path)?,
                 recent,
+                restored,
             }
         };
         txn.commit()
@@ -1342,6 +1352,43 @@ struct RedbReader {
 }
 
 impl RedbReader {
+    /// A snapshot in a new file beside the store, unlinked as soon as it is made (so
+    /// nothing is left behind, whatever happens next), read back from its start.
+    fn save_snapshot(&self) -> Result<(SnapshotSummary, fs::File), StoreError> {
+        use std::io::Seek;
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = &self.path;
+        let db = self
+            .db
+            .upgrade()
+            .ok_or_else(|| StoreError::Io(format!("{}: the store is closed", path.display())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let temp = dir.join(format!(
+            ".snapshot-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let cannot = |e: io::Error| {
+            StoreError::Io(format!(
+                "cannot make a snapshot file in {}: {e}",
+                dir.display()
+            ))
+        };
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(cannot)?;
+        fs::remove_file(&temp).map_err(cannot)?;
+        let summary = snapshot::save(&db, path, file.try_clone().map_err(cannot)?)?;
+        file.rewind().map_err(cannot)?;
+        Ok((summary, file))
+    }
+
     /// The versions of `cluster` from `from` to `to` (included), newest first, at most
     /// `newest` of them.
     fn versions(
@@ -1385,6 +1432,10 @@ impl RedbReader {
 }
 
 impl StoreRead for RedbReader {
+    fn snapshot(&self) -> Option<Result<(SnapshotSummary, fs::File), StoreError>> {
+        Some(self.save_snapshot())
+    }
+
     fn config_versions(
         &self,
         cluster: &str,
