@@ -785,7 +785,7 @@ fn a_flood_of_clusters_whose_proxies_died_leaves_room_for_a_new_real_one() {
         .as_array()
         .expect("clusters")
         .iter()
-        .filter_map(|c| c["name"].as_str())
+        .filter_map(|c| c["cluster"].as_str())
         .collect();
     assert_eq!(names, ["payments"], "the dead clusters were freed");
     assert!(

@@ -442,7 +442,7 @@ impl Rig {
         let keys = self.client.get("/v1/keys").await.ok_text().to_owned();
         let mut configs = Vec::new();
         for cluster in clusters["clusters"].as_array().expect("array") {
-            let name = cluster["name"].as_str().expect("name").to_owned();
+            let name = cluster["cluster"].as_str().expect("cluster").to_owned();
             let config = self
                 .client
                 .get(&format!("/v1/clusters/{name}/config"))
@@ -558,8 +558,8 @@ async fn read_endpoints_answer_with_the_documented_shapes() {
     assert_eq!(
         json!({"clusters": listed}),
         json!({"clusters": [
-            {"name": "other", "ready": 0, "up": 1, "lost": 0, "config_version": 1, "gate": "open", "deletion_paused": false, "frozen": false},
-            {"name": CLUSTER, "ready": 1, "up": 1, "lost": 0, "config_version": 1, "gate": "closed", "deletion_paused": false, "frozen": false},
+            {"cluster": "other", "ready": 0, "up": 1, "lost": 0, "config_version": 1, "gate": "open", "deletion_paused": false, "frozen": false},
+            {"cluster": CLUSTER, "ready": 1, "up": 1, "lost": 0, "config_version": 1, "gate": "closed", "deletion_paused": false, "frozen": false},
         ]})
     );
     let one = rig.client.get("/v1/clusters/test_cluster").await.ok_json();
@@ -761,7 +761,7 @@ async fn pushing_a_config_creates_the_cluster_and_makes_a_new_version() {
     let cluster = rig.client.get("/v1/clusters/fresh").await.ok_json();
     assert_eq!(
         cluster,
-        json!({"name": "fresh", "ready": 0, "up": 0, "lost": 0, "config_version": 2, "gate": "open", "deletion_paused": false, "frozen": false,
+        json!({"cluster": "fresh", "ready": 0, "up": 0, "lost": 0, "config_version": 2, "gate": "open", "deletion_paused": false, "frozen": false,
                "rollout": "converged", "running": 0, "pending": 0, "rejected": 0})
     );
     // Any content type; the same bytes again make no version; an empty file is refused.

@@ -78,8 +78,10 @@ pub struct ProxyView {
 /// One cluster, as `GET /v1/clusters` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
-    /// The cluster's name.
-    pub name: String,
+    /// The cluster's name (`cluster`, as in every other document; keepers before
+    /// 2026-12-03 sent it as `name`, which is still read).
+    #[serde(alias = "name")]
+    pub cluster: String,
     /// Proxies `ready`.
     pub ready: u64,
     /// Proxies `up`.
@@ -660,13 +662,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_is_named_cluster_and_an_older_keepers_name_is_still_read() {
+        let json = r#"{"ready":0,"up":1,"lost":0,"config_version":2,"gate":"open","deletion_paused":false}"#;
+        let old = format!(r#"{{"name":"c",{}"#, &json[1..]);
+        let read: ClusterView = serde_json::from_str(&old).expect("an older keeper's view");
+        assert_eq!(read.cluster, "c");
+        let sent = serde_json::to_value(&read).expect("serializes");
+        assert_eq!(sent["cluster"], "c");
+        assert!(sent.get("name").is_none(), "{sent}");
+    }
+
+    #[test]
     fn every_body_survives_a_round_trip_through_json() {
         round_trip(proxy_view());
         round_trip(ClusterList {
             generation: 3,
             revision: 9,
             clusters: vec![ClusterView {
-                name: "c".into(),
+                cluster: "c".into(),
                 ready: 1,
                 up: 2,
                 lost: 3,

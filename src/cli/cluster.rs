@@ -228,7 +228,7 @@ pub fn cluster_table(clusters: &[ClusterView]) -> String {
         .iter()
         .map(|c| {
             vec![
-                printable(&c.name),
+                printable(&c.cluster),
                 c.ready.to_string(),
                 c.up.to_string(),
                 c.lost.to_string(),

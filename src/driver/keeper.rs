@@ -427,6 +427,8 @@ pub struct KeeperDriver<S> {
     full_warned_at: Option<tokio::time::Instant>,
     /// New keyrings to put in force, if keys can be reloaded.
     key_updates: Option<tokio::sync::watch::Receiver<Keyring>>,
+    /// Thins the log lines of mass events (`logs.rs`).
+    logs: super::logs::Throttle,
 }
 
 /// The next keyring `updates` receives; never, without one (or once its sender is gone).
@@ -467,6 +469,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 clock,
                 jobs: rx,
                 counters,
+                logs: super::logs::Throttle::default(),
                 tap: None,
                 sink: None,
                 committer: None,
@@ -552,7 +555,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 .as_ref()
                 .and_then(|gate| gate.until())
                 .filter(|t| t.as_nanos() != u64::MAX);
-            let deadline = [self.core.poll_timeout(), lease_end]
+            let deadline = [self.core.poll_timeout(), lease_end, self.logs.next_flush()]
                 .into_iter()
                 .flatten()
                 .min()
@@ -623,6 +626,9 @@ impl<S: DatagramSocket> KeeperDriver<S> {
             self.check_term()?;
             self.check_deaf()?;
             self.drain(&mut changes, &mut blobs)?;
+            for (cluster, _, count, line) in self.logs.flush(self.clock.now()) {
+                info!(%cluster, count, "{line}");
+            }
             self.flush(&mut out).await;
             // One comparison per turn; the rest only when registrations were refused.
             if self.core.stats().dropped(DropReason::RegistryFull) > self.full_warned {
@@ -743,7 +749,7 @@ impl<S: DatagramSocket> KeeperDriver<S> {
                 if let Some(tap) = self.tap.as_mut() {
                     tap(&change);
                 }
-                note(&change, &mut counters, &clock);
+                note(&change, &mut counters, &clock, &mut self.logs);
                 wall.push(change.map_time(|t| unix_millis(clock.wall(t))));
             }
         }
@@ -842,14 +848,33 @@ impl<S: DatagramSocket> KeeperDriver<S> {
 }
 
 /// Logs a change and counts it for metrics.
-fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
+fn note(
+    change: &Change,
+    counters: &mut DriverCounters,
+    clock: &DriverClock,
+    logs: &mut super::logs::Throttle,
+) {
+    use super::logs::Kind;
     let revision = change.revision;
+    // Whether this event gets a line of its own (`logs.rs`); a window it ends is summed up.
+    let mut admit = |cluster: &str, kind: Kind| {
+        let (own, summary) = logs.admit(cluster, kind, clock.now());
+        if let Some((cluster, _, count, line)) = summary {
+            info!(%cluster, count, "{line}");
+        }
+        own
+    };
     match &change.kind {
         ChangeKind::Status(c) => {
             let from = c.from.map_or("none", Status::as_str);
             let to = c.to.map_or("none", Status::as_str);
-            info!(cluster = %c.cluster, proxy = %c.proxy, from, to, reason = c.reason.as_str(),
-                  incarnation = c.incarnation, revision, "status changed");
+            if admit(&c.cluster, Kind::Status { from, to }) {
+                info!(cluster = %c.cluster, proxy = %c.proxy, from, to, reason = c.reason.as_str(),
+                      incarnation = c.incarnation, revision, "status changed");
+            } else {
+                debug!(cluster = %c.cluster, proxy = %c.proxy, from, to, reason = c.reason.as_str(),
+                       incarnation = c.incarnation, revision, "status changed");
+            }
             *counters.transitions.entry((from, to)).or_default() += 1;
         }
         ChangeKind::Observed {
@@ -867,7 +892,11 @@ fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
             incarnation,
             to,
         } => {
-            info!(%cluster, %proxy, incarnation, %to, revision, "restart sent");
+            if admit(cluster, Kind::Restart) {
+                info!(%cluster, %proxy, incarnation, %to, revision, "restart sent");
+            } else {
+                debug!(%cluster, %proxy, incarnation, %to, revision, "restart sent");
+            }
             counters.restarts_sent += 1;
         }
         ChangeKind::LeaveSent {
@@ -899,8 +928,13 @@ fn note(change: &Change, counters: &mut DriverCounters, clock: &DriverClock) {
             winner,
             to,
         } => {
-            warn!(%cluster, %proxy, loser, winner, %to, revision,
-                  "two processes claim one identity; the older was told to stop");
+            if admit(cluster, Kind::Superseded) {
+                warn!(%cluster, %proxy, loser, winner, %to, revision,
+                      "two processes claim one identity; the older was told to stop");
+            } else {
+                debug!(%cluster, %proxy, loser, winner, %to, revision,
+                       "two processes claim one identity; the older was told to stop");
+            }
             counters.superseded_sent += 1;
         }
         ChangeKind::DeletionPaused {

@@ -11,6 +11,7 @@
 //! tokio instants never reach a core, a log or a hash.
 
 pub mod keeper;
+pub mod logs;
 pub mod proxy;
 pub mod resolve;
 pub mod udp;

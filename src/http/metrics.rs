@@ -338,7 +338,7 @@ impl Collector for Rollouts {
                 ("pending", cluster.pending),
                 ("rejected", cluster.rejected),
             ] {
-                let labels = [("cluster", cluster.name.as_str()), ("state", state)];
+                let labels = [("cluster", cluster.cluster.as_str()), ("state", state)];
                 ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -352,7 +352,7 @@ impl Collector for Rollouts {
             for state in crate::keeper::RolloutState::ALL {
                 let on = u64::from(cluster.rollout == state.as_str());
                 let labels = [
-                    ("cluster", cluster.name.as_str()),
+                    ("cluster", cluster.cluster.as_str()),
                     ("state", state.as_str()),
                 ];
                 ConstGauge::new(on).encode(family.encode_family(&labels)?)?;

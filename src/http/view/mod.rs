@@ -373,7 +373,7 @@ impl View {
             .collect();
         let (generation, revision) = (state.generation, state.revision);
         drop(state);
-        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        clusters.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         Ok(ClusterList {
             generation,
             revision,

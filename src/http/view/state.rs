@@ -158,7 +158,7 @@ impl Cluster {
             running: rollout.running,
             pending: rollout.pending,
             rejected: rollout.rejected,
-            name: self.name.to_string(),
+            cluster: self.name.to_string(),
             ready: self.ready,
             up: self.up,
             lost: self.lost,

@@ -292,7 +292,7 @@ fn observed_config_and_deletion_paused_changes_update_what_they_name() {
         .expect("live")
         .clusters
         .into_iter()
-        .map(|c| c.name)
+        .map(|c| c.cluster)
         .collect();
     assert_eq!(names, ["fresh", C]);
 }
@@ -463,7 +463,7 @@ fn a_cluster_left_with_no_proxy_and_its_initial_config_is_forgotten_and_its_id_r
         .expect("live")
         .clusters
         .into_iter()
-        .map(|c| c.name)
+        .map(|c| c.cluster)
         .collect();
     assert_eq!(names, ["configured"]);
     // The freed id serves the next new cluster; listings name each proxy's own cluster.
